@@ -1,0 +1,74 @@
+"""The one place that imports DGL; every other module does ``from emu_dgl._dgl import dgl``.
+
+The newest DGL wheel on PyPI for Linux (2.1.0) does not import as shipped next to
+a current PyTorch. Three things stand in the way, and all three are handled here:
+
+1. ``import dgl`` imports ``dgl.graphbolt`` (via ``dgl.distributed``), which loads a
+   compiled GraphBolt library that exists only for torch 2.0.0 ... 2.2.1 and raises
+   otherwise. emu-dgl uses no GraphBolt (no distributed training, no GraphBolt data
+   pipes), so we register a stand-in module under that name before DGL is imported.
+   Touching any attribute of it raises an error that says why.
+2. ``dgl.utils`` imports ``packaging.version`` and, when ``packaging`` is missing,
+   falls back to ``setuptools.extern.packaging``, which setuptools >= 71 removed. We
+   depend on ``packaging``; should it still be missing, we alias the setuptools
+   name to whichever copy exists so the fallback resolves.
+3. ``dgl.data`` imports pandas; pandas is a declared dependency of emu-dgl.
+
+The core C++ library (graph structure, ``dgl.sampling.random_walk``, sparse ops)
+works with any torch >= 2.1 through DLPack, which is all emu-dgl needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+__all__ = ["dgl", "GRAPHBOLT_STUB_MESSAGE"]
+
+GRAPHBOLT_STUB_MESSAGE = (
+    "dgl.graphbolt is disabled by emu-dgl: the PyPI wheel of DGL 2.1.0 ships GraphBolt "
+    "only for torch <= 2.2.1 and emu-dgl does not need it"
+)
+
+
+def _install_graphbolt_stub() -> None:
+    if "dgl.graphbolt" in sys.modules:
+        return
+    stub = types.ModuleType("dgl.graphbolt")
+    stub.__doc__ = GRAPHBOLT_STUB_MESSAGE
+
+    def __getattr__(name: str) -> object:
+        # AttributeError (not ImportError) so that hasattr()/inspect keep working.
+        raise AttributeError(f"{GRAPHBOLT_STUB_MESSAGE} (asked for dgl.graphbolt.{name})")
+
+    stub.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["dgl.graphbolt"] = stub
+
+
+def _alias_setuptools_packaging() -> None:
+    if importlib.util.find_spec("packaging") is not None:
+        return  # dgl.utils takes the first branch of its try/except
+    name = "setuptools.extern.packaging"
+    if name in sys.modules:
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        try:
+            vendored = importlib.import_module("setuptools._vendor.packaging")
+        except ImportError as exc:  # pragma: no cover - environment without either copy
+            raise ImportError(
+                "DGL needs the 'packaging' package: pip install packaging"
+            ) from exc
+        sys.modules[name] = vendored
+        sys.modules[name + ".version"] = importlib.import_module(
+            "setuptools._vendor.packaging.version"
+        )
+
+
+_install_graphbolt_stub()
+_alias_setuptools_packaging()
+
+import dgl  # noqa: E402  (must follow the two fixes above)

@@ -1,0 +1,186 @@
+"""The ``emu-dgl`` command: train, evaluate, predict, export, datasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from emu_dgl.errors import EmuDglError
+
+QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
+
+
+class _Group(click.Group):
+    """Turns every :class:`EmuDglError` into ``error: <one line>`` and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EmuDglError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the last checkpoint is kept; continue with 'emu-dgl train --resume RUN_DIR'", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="emu-dgl")
+def main() -> None:
+    """Knowledge-graph embeddings with structure-aware and EMU negatives, on DGL."""
+
+
+def _format_table(metrics: dict[str, Any]) -> str:
+    cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
+    lines = [f"{'split':<12}" + "".join(f"{c:>10}" for c in cols)]
+    for split in ("valid", "test"):
+        if split not in metrics:
+            continue
+        for part, row in (("", metrics[split]), (" head", metrics[split]["head"]), (" tail", metrics[split]["tail"])):
+            cells = "".join(f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols)
+            lines.append(f"{split + part:<12}{cells}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML config (default: the quickstart on the built-in synthetic graph).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.lr=0.05 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default: output.dir of the config).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue the run in this directory from its last checkpoint.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data root (overrides dataset.data_dir).")
+def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None,
+          data_dir: str | None) -> None:
+    """Train a model and report filtered MRR / Hits@k on valid and test."""
+    from emu_dgl.config import load_config
+    from emu_dgl.training.trainer import CONFIG_FILE, Trainer, run_directory
+
+    if resume is not None:
+        if config_path is not None or out is not None:
+            raise click.UsageError("--resume continues a run with its own config; drop --config and --out")
+        if not (resume / CONFIG_FILE).is_file():
+            raise EmuDglError(f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+        config = load_config(resume / CONFIG_FILE, overrides)
+        run_dir = resume
+    else:
+        config = load_config(config_path if config_path is not None else QUICKSTART, overrides)
+        run_dir = run_directory(config, out)
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise EmuDglError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --out")
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
+    click.echo(f"run directory: {run_dir}", err=True)
+    trainer = Trainer(config, run_dir)
+    click.echo(
+        f"{trainer.kg.name}: {trainer.kg.num_entities} entities, {trainer.kg.num_relations} relations, "
+        f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
+        err=True,
+    )
+    metrics = trainer.fit(resume=resume is not None)
+    click.echo(_format_table(metrics))
+    click.echo(
+        f"best step {metrics['best_step']} of {metrics['steps']}; {metrics['train_steps_per_second']:.1f} steps/s; "
+        f"metrics in {run_dir / 'metrics.json'}"
+    )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(run_dir: Path, split: str, device: str, as_json: bool) -> None:
+    """Filtered evaluation of a trained run (best checkpoint)."""
+    import torch
+
+    from emu_dgl.evaluation import FilteredEvaluator
+    from emu_dgl.training.trainer import load_run
+
+    config, kg, model = load_run(run_dir, device=device)
+    dev = next(model.parameters()).device
+    evaluator = FilteredEvaluator(torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations,
+                                  batch_size=config.eval.batch_size)
+    metrics = {split: evaluator.evaluate(model, getattr(kg, split))}
+    click.echo(json.dumps(metrics, indent=2) if as_json else _format_table(metrics))
+
+
+def _entity_id(kg: Any, name: str, what: str) -> int:
+    names = kg.entity_names if what == "entity" else kg.relation_names
+    lookup = {n: i for i, n in enumerate(names)}
+    if name not in lookup:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; close: {', '.join(close)}" if close else ""
+        raise EmuDglError(f"unknown {what} '{name}' in dataset '{kg.name}'{hint}")
+    return lookup[name]
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--head", default=None, help="Head entity name (predict tails).")
+@click.option("--tail", default=None, help="Tail entity name (predict heads).")
+@click.option("--relation", required=True, help="Relation name.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, top: int, device: str) -> None:
+    """Top-K completions of (head, relation, ?) or (?, relation, tail); known triples marked."""
+    import torch
+
+    if (head is None) == (tail is None):
+        raise click.UsageError("give exactly one of --head (to rank tails) or --tail (to rank heads)")
+    from emu_dgl.training.trainer import load_run
+
+    _, kg, model = load_run(run_dir, device=device)
+    dev = next(model.parameters()).device
+    rel = _entity_id(kg, relation, "relation")
+    known = torch.cat([kg.train, kg.valid, kg.test])
+    with torch.no_grad():
+        if head is not None:
+            anchor = _entity_id(kg, head, "entity")
+            scores = model.score_t(torch.tensor([[anchor, rel]], device=dev))[0]
+            hits = known[(known[:, 0] == anchor) & (known[:, 1] == rel), 2]
+        else:
+            anchor = _entity_id(kg, tail, "entity")
+            scores = model.score_h(torch.tensor([[rel, anchor]], device=dev))[0]
+            hits = known[(known[:, 2] == anchor) & (known[:, 1] == rel), 0]
+    known_set = set(hits.tolist())
+    values, ids = scores.cpu().topk(min(top, len(scores)))
+    click.echo(f"{'rank':>4}  {'score':>10}  known  entity")
+    for rank, (value, idx) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1):
+        mark = "*" if idx in known_set else ""
+        click.echo(f"{rank:>4}  {value:>10.4f}  {mark:^5}  {kg.entity_names[idx]}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def export(run_dir: Path, out: Path) -> None:
+    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl."""
+    import numpy as np
+
+    from emu_dgl.training.trainer import load_run
+
+    _, kg, model = load_run(run_dir, device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
+    np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
+    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
+        (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
+    click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings to {out}")
+
+
+def _register_datasets() -> None:
+    from emu_dgl.cli_datasets import datasets
+
+    main.add_command(datasets)
+
+
+_register_datasets()

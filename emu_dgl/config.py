@@ -1,0 +1,307 @@
+"""Typed run configuration: dataclasses with commented defaults, YAML, ``--set`` overrides.
+
+A run is described by one :class:`Config`. It is built from (in order) the
+defaults below, a YAML file, and dotted ``--set section.key=value`` overrides.
+Unknown keys and impossible values are rejected before any work starts, with the
+key path and the nearest valid key. The resolved config is written into every
+run directory (``config.yaml``), so a run can be resumed and reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from emu_dgl.errors import ConfigError
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "synthetic"  # catalogue name (fb15k-237, wn18rr, nations, ...), 'synthetic', or a folder of TSVs
+    data_dir: str | None = None  # data root; default: $EMU_DGL_DATA, ./datasets, then a per-user cache
+
+
+@dataclass
+class ModelConfig:
+    name: str = "transe"  # transe | distmult | complex | rotate | protate | transd
+    dim: int = 100  # embedding width d (ComplEx/RotatE/TransD entities hold 2d reals)
+    gamma: float = 12.0  # margin of the distance decoders (transe, rotate, protate, transd)
+    p_norm: int = 1  # norm of transe/transd: 1 or 2
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "uniform"  # uniform | sans (structure-aware, Ahrabian et al. 2020)
+    num_negatives: int = 256  # negatives per positive (n)
+    k_hop: int = 3  # sans: neighbourhood radius k
+    walks: int = 1000  # sans: random walks per entity; 0 = exact k-hop sets; -1 = walk on the fly per batch
+    filter: bool = True  # redraw negatives that are known training triples
+    bernoulli: bool = False  # choose head/tail per triple by relation statistics instead of alternating
+
+
+@dataclass
+class EMUConfig:
+    enabled: bool = True  # embedding mutation (Takamoto et al., TMLR 2025)
+    variant: str = "emu"  # emu (per-coordinate mask) | mixup (Beta(2,1) weight) | label_smoothing (no mutation)
+    p: float = 0.39  # probability that a coordinate of a mutated negative keeps the negative's value
+    neg_label: float = 0.53  # soft target (lambda) of each mutated negative
+    ce_coef: float = 0.11  # weight c of the one-hot loss on the unmutated negatives
+
+
+@dataclass
+class LossConfig:
+    name: str = "softmax"  # softmax | self_adversarial | margin | 1vsall (with EMU: the loss of the unmutated negatives)
+    alpha: float = 1.0  # self_adversarial temperature
+    margin: float = 1.0  # margin loss
+    label_smoothing: float = 0.0  # 1vsall only
+    regularizer: str = "none"  # none | n3
+    reg_weight: float = 0.0  # weight of the regulariser
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 1000  # positive triples per step
+    lr: float = 0.1
+    optimizer: str = "adagrad"  # adagrad | adam
+    schedule: str = "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (DESIGN 3: Adagrad, then Adam at lr/10)
+    lr_decay: float = 0.1
+    lr_decay_every: int = 0  # step schedule period; reference schedule: first switch (0 = max_steps // 2)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    valid_every: int = 500  # 0 = validate only at the end
+    early_stopping: int = 0  # stop after this many validations without improvement (0 = never)
+    checkpoint_every: int = 500  # 0 = only at the end
+    log_every: int = 50
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256  # queries scored at once against all entities
+    valid_max_triples: int = 0  # periodic validation on the first N valid triples (0 = all); final metrics use all
+    metric: str = "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/{dataset}-{model}-{time}"  # run directory; {dataset}, {model}, {time} are filled in
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    emu: EMUConfig = field(default_factory=EMUConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def validate(self) -> Config:
+        """Reject impossible values; returns self so calls chain."""
+        from emu_dgl.models import DECODERS
+        from emu_dgl.sampling import SAMPLERS
+        from emu_dgl.training.losses import LOSSES
+
+        def need(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}: {msg}")
+
+        names = {
+            "model.name": (self.model.name, DECODERS.names()),
+            "sampler.name": (self.sampler.name, SAMPLERS.names()),
+            "loss.name": (self.loss.name, [*LOSSES.names(), "1vsall"]),
+            "emu.variant": (self.emu.variant, ["emu", "mixup", "label_smoothing"]),
+            "train.optimizer": (self.train.optimizer, list(OPTIMIZERS)),
+            "train.schedule": (self.train.schedule, ["none", "step", "reference"]),
+            "loss.regularizer": (self.loss.regularizer, ["none", "n3"]),
+            "eval.metric": (self.eval.metric, ["mrr", "hits@1", "hits@3", "hits@10"]),
+        }
+        for key, (value, valid) in names.items():
+            if value.lower() not in valid:
+                close = difflib.get_close_matches(value.lower(), valid, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
+        need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
+        need(self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}")
+        need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
+        need(self.sampler.k_hop > 0, "sampler.k_hop", "must be positive")
+        need(self.sampler.walks >= -1, "sampler.walks", "must be >= 0, or -1 for walks on the fly")
+        need(0.0 < self.emu.p <= 1.0, "emu.p", f"must be in (0, 1], got {self.emu.p}")
+        need(0.0 <= self.emu.neg_label <= 1.0, "emu.neg_label", "must be in [0, 1]")
+        need(self.emu.ce_coef >= 0.0, "emu.ce_coef", "must be >= 0")
+        need(
+            not (self.emu.enabled and self.loss.name == "1vsall"),
+            "loss.name",
+            "1vsall scores every entity and has no sampled negatives to mutate; "
+            "set emu.enabled=false or pick softmax, self_adversarial or margin",
+        )
+        need(self.loss.reg_weight >= 0, "loss.reg_weight", "must be >= 0")
+        need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
+        need(self.train.max_steps > 0, "train.max_steps", "must be positive")
+        need(self.train.batch_size > 0, "train.batch_size", "must be positive")
+        need(self.train.lr > 0, "train.lr", f"must be positive, got {self.train.lr}")
+        need(0 < self.train.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]")
+        need(
+            self.train.schedule != "step" or self.train.lr_decay_every > 0,
+            "train.lr_decay_every",
+            "must be positive with train.schedule=step",
+        )
+        for key in ("valid_every", "checkpoint_every", "early_stopping", "lr_decay_every"):
+            need(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
+        need(self.train.log_every > 0, "train.log_every", "must be positive")
+        need(self.eval.batch_size > 0, "eval.batch_size", "must be positive")
+        need(self.eval.valid_max_triples >= 0, "eval.valid_max_triples", "must be >= 0")
+        from emu_dgl.device import resolve_device
+
+        resolve_device(self.train.device)
+        return self
+
+
+OPTIMIZERS = ("adagrad", "adam")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation (str, int, float, bool, ``X | None``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if origin is Literal:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    valid = [f.name for f in fields(obj)]
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{path}'{hint} (valid here: {', '.join(valid)})"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a mapping of keys, got {value!r}")
+            _merge(current, value, prefix=f"{path}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.lr=0.05'`` -> (['train', 'lr'], 0.05); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected section.key=value, e.g. --set train.lr=0.05")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set '{text}': the key must be section.key, e.g. train.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections")
+    return data
+
+
+def _read_chain(path: Path) -> list[dict[str, Any]]:
+    """The file and the files it ``extends`` (a path relative to it), base first."""
+    chain: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    while True:
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ConfigError(f"config file '{path}' extends itself in a cycle; break the 'extends' chain")
+        seen.add(resolved)
+        data = _read_yaml(path)
+        parent = data.pop("extends", None)
+        chain.append(data)
+        if parent is None:
+            return chain[::-1]
+        if not isinstance(parent, str):
+            raise ConfigError(f"config file '{path}': 'extends' must be a path to another YAML file")
+        path = path.parent / parent
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    validate: bool = True,
+) -> Config:
+    """Defaults, then the YAML file (if any), then ``--set`` overrides; validated.
+
+    A YAML file may start with ``extends: other.yaml`` (relative to itself): the other
+    file is applied first, so families of configs share one base.
+    """
+    config = Config()
+    if path is not None:
+        for data in _read_chain(Path(path)):
+            _merge(config, data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        nested: dict[str, Any] = {parts[0]: {parts[1]: value}}
+        _merge(config, nested)
+    return config.validate() if validate else config
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    config = Config()
+    _merge(config, data)
+    return config.validate()

@@ -1,0 +1,42 @@
+"""Device resolution: done once per run, then passed explicitly."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from emu_dgl.errors import ConfigError
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda`` or ``cuda:N``."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", spec):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"train.device is '{spec}' but no CUDA device is available; "
+                "use train.device=auto or cpu"
+            )
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device is '{spec}' but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist; pick an index below that"
+            )
+        return torch.device(spec)
+    raise ConfigError(f"train.device '{spec}' is not one of auto, cpu, cuda, cuda:N")
+
+
+def available_devices() -> list[torch.device]:
+    """Devices the test-suite parametrises over: CPU always, CUDA when present."""
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    return devices

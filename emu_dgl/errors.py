@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Every problem a user can fix (bad file, bad config, missing data, corrupt
+checkpoint) raises a subclass of :class:`EmuDglError` whose message is one line
+that names the problem and the fix. The CLI prints that line and exits 2, with
+no traceback.
+"""
+
+from __future__ import annotations
+
+
+class EmuDglError(Exception):
+    """Base class of errors that the CLI reports as a single line."""
+
+
+class DataError(EmuDglError):
+    """A dataset is missing, malformed, or failed to download or verify."""
+
+
+class ConfigError(EmuDglError):
+    """A config key is unknown or a value is impossible."""
+
+
+class CheckpointError(EmuDglError):
+    """A checkpoint is missing, truncated, or not an emu-dgl checkpoint."""

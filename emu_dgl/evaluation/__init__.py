@@ -1,0 +1,5 @@
+"""Filtered rank metrics."""
+
+from emu_dgl.evaluation.ranking import FilteredEvaluator, metrics_from_ranks, realistic_ranks
+
+__all__ = ["FilteredEvaluator", "metrics_from_ranks", "realistic_ranks"]

@@ -1,0 +1,119 @@
+"""Filtered link-prediction ranking (DESIGN §4), batched on the device.
+
+For a test triple (h, r, t) the tail query (h, r, ?) scores every entity. All other
+entities e with (h, r, e) known in train, valid or test are removed from the
+competition ("filtered" setting of Bordes et al. 2013). With ``s`` the true tail's
+score and the remaining scores ``x_e``:
+
+    optimistic rank  = 1 + #{e : x_e >  s}
+    pessimistic rank = 1 + #{e : x_e >= s}          (the true tail itself excluded)
+    realistic rank   = (optimistic + pessimistic) / 2
+
+so a model that gives every entity the same score gets the expected rank of a random
+ordering, not rank 1. The head query (?, r, t) is symmetric. No Python loop runs over
+triples: the known answers of every query form a CSR index (query key -> answers)
+built once with a sort, and each batch gathers its answers with ``repeat_interleave``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Side = Literal["head", "tail"]
+HITS_AT = (1, 3, 10)
+
+
+class _AnswerIndex:
+    """CSR index from a query key (anchor * R + relation) to every known answer entity."""
+
+    def __init__(self, known: Tensor, num_relations: int, side: Side) -> None:
+        anchor, answer = (known[:, 0], known[:, 2]) if side == "tail" else (known[:, 2], known[:, 0])
+        keys = anchor * num_relations + known[:, 1]
+        order = torch.argsort(keys, stable=True)
+        keys, self.answers = keys[order], answer[order]
+        self.keys, counts = torch.unique_consecutive(keys, return_counts=True)
+        self.indptr = torch.zeros(len(counts) + 1, dtype=torch.long, device=known.device)
+        self.indptr[1:] = torch.cumsum(counts, 0)
+        self.num_relations = num_relations
+
+    def lookup(self, anchor: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
+        """(row, entity) pairs of every known answer of every query in the batch."""
+        query = anchor * self.num_relations + relation
+        pos = torch.searchsorted(self.keys, query).clamp_max(len(self.keys) - 1)
+        found = self.keys[pos] == query
+        start = self.indptr[pos]
+        count = torch.where(found, self.indptr[pos + 1] - start, torch.zeros_like(start))
+        rows = torch.repeat_interleave(torch.arange(len(query), device=query.device), count)
+        # offset of each answer within its query's run: global position minus run start
+        first = torch.cumsum(count, 0) - count
+        within = torch.arange(int(count.sum()), device=query.device) - first[rows]
+        return rows, self.answers[start[rows] + within]
+
+
+def realistic_ranks(scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor) -> Tensor:
+    """Filtered realistic ranks of ``targets`` within ``scores`` [B, E] (modified in place)."""
+    rows = torch.arange(len(targets), device=scores.device)
+    target_score = scores[rows, targets].clone()
+    # Remove every known answer, the target included; the target is not its own rival.
+    scores[filter_rows, filter_cols] = float("-inf")
+    scores[rows, targets] = float("-inf")
+    greater = (scores > target_score[:, None]).sum(1)
+    ties = (scores == target_score[:, None]).sum(1)
+    return 1.0 + greater.double() + ties.double() / 2.0
+
+
+def metrics_from_ranks(ranks: Tensor) -> dict[str, float]:
+    ranks = ranks.double()
+    out = {"mrr": float((1.0 / ranks).mean()), "mr": float(ranks.mean())}
+    for k in HITS_AT:
+        out[f"hits@{k}"] = float((ranks <= k).double().mean())
+    return out
+
+
+class FilteredEvaluator:
+    """Filtered MRR / MR / Hits@k on both sides against all entities.
+
+    ``known`` holds every true triple (train + valid + test); ``scorer`` is anything with
+    ``score_t(hr[B,2]) -> [B,E]`` and ``score_h(rt[B,2]) -> [B,E]`` (a :class:`KGEModel`).
+    """
+
+    def __init__(self, known: Tensor, num_relations: int, *, batch_size: int = 256) -> None:
+        self.batch_size = batch_size
+        self._index = {side: _AnswerIndex(known, num_relations, side) for side in ("head", "tail")}
+
+    @torch.no_grad()
+    def ranks(self, scorer: object, triples: Tensor, side: Side) -> Tensor:
+        index = self._index[side]
+        triples = triples.to(index.keys.device)
+        score_fn: Callable[[Tensor], Tensor] = scorer.score_t if side == "tail" else scorer.score_h  # type: ignore[attr-defined]
+        out = []
+        for batch in triples.split(self.batch_size):
+            if side == "tail":
+                query, anchor, target = batch[:, [0, 1]], batch[:, 0], batch[:, 2]
+            else:
+                query, anchor, target = batch[:, [1, 2]], batch[:, 2], batch[:, 0]
+            scores = score_fn(query).float()
+            rows, cols = index.lookup(anchor, batch[:, 1])
+            out.append(realistic_ranks(scores, target, rows, cols))
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+
+    def evaluate(self, scorer: object, triples: Tensor) -> dict[str, object]:
+        """Metrics for both sides together plus ``head`` and ``tail`` breakdowns."""
+        was_training = getattr(scorer, "training", False)
+        if hasattr(scorer, "eval"):
+            scorer.eval()  # type: ignore[attr-defined]
+        try:
+            head = self.ranks(scorer, triples, "head")
+            tail = self.ranks(scorer, triples, "tail")
+        finally:
+            if was_training:
+                scorer.train()  # type: ignore[attr-defined]
+        result: dict[str, object] = metrics_from_ranks(torch.cat([head, tail]).cpu())
+        result["head"] = metrics_from_ranks(head.cpu())
+        result["tail"] = metrics_from_ranks(tail.cpu())
+        result["num_triples"] = int(len(triples))
+        return result

@@ -1,0 +1,55 @@
+"""One registry pattern for decoders, samplers, losses and optimizers.
+
+A name from YAML or an instance from Python both work; an unknown name fails with
+the list of valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from emu_dgl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps lower-case names to classes (or factories) of one kind of component."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def decorator(obj: Callable[..., T]) -> Callable[..., T]:
+            key = name.lower()
+            if key in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[key] = obj
+            return obj
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._entries
+
+    def get(self, name: str) -> Callable[..., T]:
+        key = name.lower()
+        if key not in self._entries:
+            close = difflib.get_close_matches(key, self.names(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'{hint}; valid: {', '.join(self.names())}"
+            )
+        return self._entries[key]
+
+    def build(self, spec: str | T, /, **kwargs: Any) -> T:
+        """An instance passes through; a name is looked up and called with ``kwargs``."""
+        if isinstance(spec, str):
+            return self.get(spec)(**kwargs)
+        return spec

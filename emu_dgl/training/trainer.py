@@ -1,0 +1,392 @@
+"""The training loop: one YAML config in, a trained model and filtered metrics out.
+
+Reads top to bottom like a small ``train.py``: build the pieces from the config,
+then for each step draw a batch of positives, corrupt one side with the sampler,
+score positives, negatives and (with EMU) mutated negatives, take the loss, step
+the optimizer; validate, checkpoint and log on their schedules. Everything in the
+step stays on the configured device; the only host synchronisation is the loss
+read-out at logging time.
+
+Determinism: the model is initialised from ``torch.manual_seed(seed)``; the batch
+order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e), so
+any step's batch is known without replaying earlier ones; negatives and EMU masks
+come from one device generator whose state is checkpointed; samplers that use DGL's
+own RNG (walks on the fly) seed it from (seed, step). A resumed run therefore
+draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from emu_dgl.config import Config, config_from_dict
+from emu_dgl.device import resolve_device
+from emu_dgl.errors import ConfigError
+from emu_dgl.evaluation import FilteredEvaluator
+from emu_dgl.training.checkpoint import load_checkpoint, save_checkpoint
+
+CONFIG_FILE = "config.yaml"
+METRICS_LOG = "metrics.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+def run_directory(config: Config, out: str | Path | None = None) -> Path:
+    """``--out`` wins; otherwise ``output.dir`` with {dataset}, {model}, {time} filled in."""
+    if out is not None:
+        return Path(out)
+    name = Path(config.dataset.name).name or "dataset"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.output.dir.format(dataset=name, model=config.model.name, time=stamp))
+
+
+def _filtered_kwargs(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``candidates`` that ``factory`` accepts by name."""
+    params = inspect.signature(factory).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def build_model(config: Config, num_entities: int, num_relations: int) -> nn.Module:
+    from emu_dgl.models import DECODERS, KGEModel
+
+    decoder_cls = DECODERS.get(config.model.name)
+    options = _filtered_kwargs(decoder_cls, {"gamma": config.model.gamma, "p_norm": config.model.p_norm})
+    return KGEModel(num_entities, num_relations, decoder=config.model.name, dim=config.model.dim, **options)
+
+
+@dataclass
+class _OptimState:
+    """Which optimizer is active; the reference schedule swaps Adagrad for Adam mid-run."""
+
+    phase: int = 0
+    next_switch: int = 0  # step at which the reference schedule switches next (0 = never)
+
+
+class Trainer:
+    """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
+
+    def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
+        from emu_dgl.data import load_dataset
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(config.train.device)
+        started = time.perf_counter()
+
+        self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+        self.train_triples = self.kg.train.to(self.device)
+        if len(self.train_triples) == 0:
+            raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
+        known = torch.cat([self.kg.train, self.kg.valid, self.kg.test]).to(self.device)
+        self.evaluator = FilteredEvaluator(known, self.kg.num_relations, batch_size=config.eval.batch_size)
+
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config, self.kg.num_entities, self.kg.num_relations).to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        self._build_negatives()
+        self._build_loss()
+        self.optim_state = _OptimState()
+        if config.train.schedule == "reference":
+            self.optim_state.next_switch = config.train.lr_decay_every or config.train.max_steps // 2
+        self.optimizer = self._make_optimizer(0)
+        self.scheduler = self._make_scheduler()
+        self.preprocess_seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ building
+
+    def _build_negatives(self) -> None:
+        from emu_dgl.data import data_root
+        from emu_dgl.sampling import MUTATIONS, bernoulli_head_probability, build_sampler
+
+        cfg = self.config
+        self.one_vs_all = cfg.loss.name == "1vsall"
+        self.sampler = None
+        if not self.one_vs_all:
+            cache_dir = data_root(cfg.dataset.data_dir) / ".cache" / "neighbourhoods"
+            self.sampler = build_sampler(
+                cfg.sampler.name,
+                train=self.kg.train,
+                num_entities=self.kg.num_entities,
+                num_negatives=cfg.sampler.num_negatives,
+                k_hop=cfg.sampler.k_hop,
+                walks=cfg.sampler.walks,
+                seed=cfg.train.seed,
+                cache_dir=cache_dir,
+                filter=cfg.sampler.filter,
+                known=self.kg.train,
+                device=self.device,
+            )
+        self.head_probability = (
+            bernoulli_head_probability(self.kg.train, self.kg.num_relations).to(self.device)
+            if cfg.sampler.bernoulli
+            else None
+        )
+        self.mutation = None
+        if cfg.emu.enabled and cfg.emu.variant != "label_smoothing":
+            factory = MUTATIONS.get(cfg.emu.variant)
+            self.mutation = factory(**_filtered_kwargs(factory, {"p": cfg.emu.p})).to(self.device)
+
+    def _build_loss(self) -> None:
+        from emu_dgl.training.losses import LOSSES, EMULoss, OneVsAllLoss
+
+        cfg = self.config.loss
+        if self.one_vs_all:
+            self.loss_fn: nn.Module = OneVsAllLoss(label_smoothing=cfg.label_smoothing)
+            return
+        factory = LOSSES.get(cfg.name)
+        base = factory(**_filtered_kwargs(factory, {"alpha": cfg.alpha, "margin": cfg.margin}))
+        emu = self.config.emu
+        self.loss_fn = EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
+
+    def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
+        cfg = self.config.train
+        params = self.model.parameters()
+        if phase == 0:
+            cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[cfg.optimizer]
+            return cls(params, lr=cfg.lr)
+        # Reference schedule: each switch restarts with Adam at a tenth of the last rate.
+        return torch.optim.Adam(params, lr=cfg.lr * cfg.lr_decay**phase)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        cfg = self.config.train
+        if cfg.schedule != "step":
+            return None
+        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay)
+
+    # ------------------------------------------------------------------ one step
+
+    def _batch(self, step: int) -> Tensor:
+        """Positives of ``step``: slices of a per-epoch permutation seeded by (seed, epoch)."""
+        n, size = len(self.train_triples), min(self.config.train.batch_size, len(self.train_triples))
+        per_epoch = n // size
+        epoch, index = divmod(step, per_epoch)
+        if getattr(self, "_perm_epoch", None) != epoch:
+            gen = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(n, generator=gen).to(self.device)
+            self._perm_epoch = epoch
+        return self.train_triples[self._perm[index * size : (index + 1) * size]]
+
+    def _loss_for_side(self, batch: Tensor, side: str, step: int) -> Tensor:
+        if self.one_vs_all:
+            if side == "tail":
+                return self.loss_fn(self.model.score_t(batch[:, [0, 1]]), batch[:, 2])
+            return self.loss_fn(self.model.score_h(batch[:, [1, 2]]), batch[:, 0])
+        neg = self.sampler.sample(batch, side, generator=self.generator, step=step)
+        out = self.model.score_negatives(batch, neg, side, mutation=self.mutation, generator=self.generator)
+        if self.config.emu.enabled:
+            # label_smoothing variant: the soft targets fall on the unmutated negatives.
+            mutated = out.mutated if out.mutated is not None else out.neg
+            loss = self.loss_fn(out.pos, out.neg, mutated)
+        else:
+            loss = self.loss_fn(out.pos, out.neg)
+        if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
+            from emu_dgl.training.losses import n3_regularizer
+
+            loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight)
+        return loss
+
+    def train_step(self, step: int) -> Tensor:
+        batch = self._batch(step)
+        if self.head_probability is None:
+            # Alternate tail and head corruption from step to step.
+            loss = self._loss_for_side(batch, "tail" if step % 2 == 0 else "head", step)
+        else:
+            # Bernoulli: corrupt the head with probability tph / (tph + hpt) of the relation.
+            p = self.head_probability[batch[:, 1]]
+            head = torch.rand(len(batch), generator=self.generator, device=self.device) < p
+            parts = [(batch[head], "head"), (batch[~head], "tail")]
+            loss = sum(
+                self._loss_for_side(part, side, step) * (len(part) / len(batch))
+                for part, side in parts
+                if len(part)
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "optim_phase": self.optim_state.phase,
+            "optim_next_switch": self.optim_state.next_switch,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best": best,
+            "train_seconds": self._train_seconds,
+            "config": self.config.to_dict(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.model.load_state_dict(state["model"])
+        self.optim_state = _OptimState(state["optim_phase"], state["optim_next_switch"])
+        self.optimizer = self._make_optimizer(self.optim_state.phase)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler = self._make_scheduler()
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self._train_seconds = float(state["train_seconds"])
+        return int(state["step"]), dict(state["best"])
+
+    # ------------------------------------------------------------------ the run
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / METRICS_LOG).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, after_step: int) -> None:
+        """On resume, drop log lines the interrupted run wrote after its checkpoint."""
+        path = self.run_dir / METRICS_LOG
+        if path.exists():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= after_step]
+            path.write_text("".join(ln + "\n" for ln in lines))
+
+    def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
+        valid = self.kg.valid
+        limit = self.config.eval.valid_max_triples
+        if limit and not full:
+            valid = valid[:limit]
+        metrics = self.evaluator.evaluate(self.model, valid)
+        self._log({"step": step, "split": "valid", **{k: v for k, v in metrics.items() if not isinstance(v, dict)}})
+        return metrics
+
+    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
+
+        ``stop_after`` ends the loop early after that many steps without final evaluation,
+        as a killed process would (used to test resuming).
+        """
+        cfg = self.config.train
+        ckpt_dir = self.run_dir / "checkpoints"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._train_seconds = 0.0
+        best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
+        start = 0
+        if resume:
+            start, best = self._restore(load_checkpoint(ckpt_dir / "last.pt", map_location=self.device))
+            self._truncate_log(start)
+        else:
+            self.config.dump(self.run_dir / CONFIG_FILE)
+            (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
+        resumed_seconds = self._train_seconds
+
+        metric_key = self.config.eval.metric
+        steps_run, running, since_log = 0, torch.zeros((), device=self.device), 0
+        bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
+        tick = time.perf_counter()
+        step = start
+        stopped_early = False
+        while step < cfg.max_steps:
+            if self.optim_state.next_switch and step >= self.optim_state.next_switch:
+                self.optim_state.phase += 1
+                self.optim_state.next_switch *= 3
+                self.optimizer = self._make_optimizer(self.optim_state.phase)
+            running += self.train_step(step)
+            step += 1
+            steps_run += 1
+            since_log += 1
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                loss = float(running) / since_log  # the one host sync, at logging time only
+                elapsed = time.perf_counter() - tick
+                self._train_seconds += elapsed
+                tick = time.perf_counter()
+                rate = since_log / max(elapsed, 1e-9)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._log({"step": step, "loss": loss, "lr": lr, "steps_per_second": rate})
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                running, since_log = torch.zeros((), device=self.device), 0
+            bar.update(1)
+            if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
+                self._train_seconds += time.perf_counter() - tick
+                metrics = self._validate(step)
+                if self._improved(metrics[metric_key], best, step):
+                    save_checkpoint({"step": step, "model": self.model.state_dict()}, ckpt_dir / "best.pt")
+                elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
+                    stopped_early = True
+                tick = time.perf_counter()
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopped_early:
+                self._train_seconds += time.perf_counter() - tick
+                save_checkpoint(self._state(step, best), ckpt_dir / "last.pt", keep_previous=True)
+                tick = time.perf_counter()
+            if stopped_early or (stop_after is not None and steps_run >= stop_after):
+                break
+        bar.close()
+        self._train_seconds += time.perf_counter() - tick
+        if stop_after is not None and not stopped_early and step < cfg.max_steps:
+            return {}
+
+        # Final validation decides whether the last weights beat the best seen.
+        metrics = self._validate(step)
+        if self._improved(metrics[metric_key], best, step):
+            save_checkpoint({"step": step, "model": self.model.state_dict()}, ckpt_dir / "best.pt")
+        save_checkpoint(self._state(step, best), ckpt_dir / "last.pt", keep_previous=True)
+        self.model.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", map_location=self.device)["model"])
+        result = {
+            "valid": self.evaluator.evaluate(self.model, self.kg.valid),
+            "test": self.evaluator.evaluate(self.model, self.kg.test),
+            "best_step": best["step"],
+            "steps": step,
+            "stopped_early": stopped_early,
+            # throughput of this process only: a resumed run's earlier part ran elsewhere
+            "train_steps_per_second": steps_run / max(self._train_seconds - resumed_seconds, 1e-9),
+            "train_seconds": self._train_seconds,
+            "preprocess_seconds": self.preprocess_seconds,
+            "device": str(self.device),
+        }
+        (self.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def _improved(self, value: float, best: dict[str, Any], step: int) -> bool:
+        if value > best["metric"]:
+            best.update(metric=value, step=step, bad=0)
+            return True
+        best["bad"] += 1
+        return False
+
+
+# ---------------------------------------------------------------------- runs on disk
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best") -> tuple[Config, Any, nn.Module]:
+    """(config, knowledge graph, model with the run's ``best`` or ``last`` weights)."""
+    import yaml
+
+    from emu_dgl.data import load_dataset
+    from emu_dgl.errors import CheckpointError
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+    config = config_from_dict(yaml.safe_load(config_path.read_text()))
+    config.train.device = device
+    kg = load_dataset(config.dataset.name, config.dataset.data_dir)
+    model = build_model(config, kg.num_entities, kg.num_relations)
+    state = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
+    model.load_state_dict(state["model"])
+    return config, kg, model.to(resolve_device(device)).eval()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from emu_dgl.device import available_devices
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def shared_datasets() -> Path | None:
+    """The folder of real benchmark data (EMU_DGL_DATA in CI), or None when absent."""
+    env = os.environ.get("EMU_DGL_DATA")
+    for candidate in ([Path(env)] if env else []) + [SHARED_DATASETS]:
+        if (candidate / "wn18rr" / "train.txt").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    root = shared_datasets()
+    if root is None:
+        pytest.skip("real benchmark datasets not found (set EMU_DGL_DATA)")
+    return root
+
+
+@pytest.fixture(params=available_devices(), ids=lambda d: d.type)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return request.param

@@ -1,0 +1,92 @@
+"""Config: YAML, --set overrides, rejection of unknown keys and impossible values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from emu_dgl.config import Config, load_config, parse_override
+from emu_dgl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    config = load_config()
+    path = tmp_path / "c.yaml"
+    config.dump(path)
+    assert load_config(path) == config
+
+
+def test_yaml_and_overrides_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: distmult\n  dim: 32\ntrain:\n  lr: 0.5\n")
+    config = load_config(path, ["train.lr=0.05", "emu.enabled=false", "sampler.name=sans"])
+    assert config.model.name == "distmult" and config.model.dim == 32
+    assert config.train.lr == 0.05 and config.emu.enabled is False and config.sampler.name == "sans"
+
+
+def test_extends_applies_the_base_first(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  dim: 10\ntrain:\n  lr: 0.3\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain:\n  lr: 0.2\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.model.dim == 10 and config.train.lr == 0.2
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.lrr=0.1", "did you mean 'train.lr'"),
+        ("trian.lr=0.1", "did you mean 'train'"),
+        ("train.lr=-1", "train.lr"),
+        ("train.lr=abc", "expected a number"),
+        ("model.dim=0", "model.dim"),
+        ("model.name=transee", "did you mean 'transe'"),
+        ("emu.p=1.5", "emu.p"),
+        ("emu.enabled=maybe", "expected true or false"),
+        ("sampler.walks=-5", "sampler.walks"),
+        ("train.device=tpu", "train.device"),
+        ("train", "section.key=value"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+    assert parse_override("emu.enabled=false") == (["emu", "enabled"], False)
+    assert parse_override("dataset.name=wn18rr") == (["dataset", "name"], "wn18rr")
+
+
+def test_shipped_configs_all_load():
+    paths = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(paths) >= 9
+    for path in paths:
+        config = load_config(path)
+        if "paper" in path.parts and path.name != "reference.yaml":
+            # the faithful reproduction settings of DESIGN §3
+            assert config.train.schedule == "reference" and config.train.max_steps == 100_000
+            assert (config.emu.p, config.emu.neg_label, config.emu.ce_coef) == (0.39, 0.53, 0.11)
+            assert config.sampler.num_negatives == 256 and config.train.batch_size == 1000
+            assert config.model.dim == 100 and config.dataset.name in ("fb15k-237", "wn18rr")
+
+
+def test_quickstart_is_the_shipped_default():
+    from emu_dgl.cli import QUICKSTART
+
+    assert load_config(REPO / "configs" / "quickstart.yaml") == load_config(QUICKSTART)
+    assert isinstance(load_config(QUICKSTART), Config)
