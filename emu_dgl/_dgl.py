@@ -72,3 +72,6 @@ _install_graphbolt_stub()
 _alias_setuptools_packaging()
 
 import dgl  # noqa: E402  (must follow the two fixes above)
+
+# `dgl.graphbolt` as an attribute should give the same clear message as the import.
+dgl.graphbolt = sys.modules["dgl.graphbolt"]

@@ -1,0 +1,44 @@
+"""Knowledge graphs: loading, the dataset catalogue, the synthetic graph, statistics.
+
+Usage::
+
+    from emu_dgl.data import KnowledgeGraph, load_dataset
+
+    kg = load_dataset("fb15k-237")  # a catalogue name, "synthetic", or a folder
+    g = kg.to_dgl()  # DGL heterograph, one edge type per relation
+    assert KnowledgeGraph.from_dgl(g).fingerprint == kg.fingerprint
+"""
+
+from __future__ import annotations
+
+from emu_dgl.data.catalogue import (
+    CATALOGUE,
+    CatalogueEntry,
+    archive_url,
+    data_root,
+    download_dataset,
+    has_splits,
+    load_dataset,
+    load_directory,
+    processed_dir,
+)
+from emu_dgl.data.io import read_split
+from emu_dgl.data.knowledge_graph import KnowledgeGraph
+from emu_dgl.data.stats import dataset_stats
+from emu_dgl.data.synthetic import generate_synthetic
+
+__all__ = [
+    "CATALOGUE",
+    "CatalogueEntry",
+    "KnowledgeGraph",
+    "archive_url",
+    "data_root",
+    "dataset_stats",
+    "download_dataset",
+    "generate_synthetic",
+    "has_splits",
+    "load_dataset",
+    "load_directory",
+    "processed_dir",
+    "read_split",
+]

@@ -1,0 +1,141 @@
+"""``emu-dgl datasets``: list, download and describe knowledge graphs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import IO, Any
+
+import click
+
+from emu_dgl.errors import EmuDglError
+
+__all__ = ["datasets"]
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Data root (default: $EMU_DGL_DATA, datasets/ of a source checkout, or the user cache).",
+)
+
+
+class _UserError(click.ClickException):
+    """An EmuDglError as click reports it: ``error: <message>`` on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EmuDglError as exc:
+            raise _UserError(str(exc)) from None
+
+
+@click.group(cls=_Group)
+def datasets() -> None:
+    """List, download and describe knowledge graphs."""
+
+
+@datasets.command("list")
+@_DATA_DIR
+def list_command(data_dir: str | None) -> None:
+    """Catalogue datasets: name, whether present locally, and source."""
+    from emu_dgl.data.catalogue import CATALOGUE, archive_url, data_root, has_splits
+
+    root = data_root(data_dir)
+    click.echo(f"data root: {root}")
+    rows = [("synthetic", "generated", "built in (no files)")]
+    rows += [
+        (name, "yes" if has_splits(root / name) else "no", archive_url(entry))
+        for name, entry in CATALOGUE.items()
+    ]
+    width = max(len(row[0]) for row in rows)
+    click.echo(f"{'name':<{width}}  {'present':<9}  source")
+    for name, present, source in rows:
+        click.echo(f"{name:<{width}}  {present:<9}  {source}")
+
+
+@datasets.command("download")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even when the files are present.")
+@_DATA_DIR
+def download_command(name: str, force: bool, data_dir: str | None) -> None:
+    """Download NAME, verify its sha256 and unpack it into the data root."""
+    from emu_dgl.data.catalogue import (
+        CATALOGUE,
+        archive_url,
+        data_root,
+        download_dataset,
+        has_splits,
+    )
+
+    key = name.lower()
+    if key == "synthetic":
+        click.echo("synthetic is generated on the fly; nothing to download")
+        return
+    entry = CATALOGUE.get(key)
+    if entry is not None:
+        target = data_root(data_dir) / key
+        if has_splits(target) and not force:
+            click.echo(f"{key} already present in {target}")
+            return
+        click.echo(f"downloading {archive_url(entry)}", err=True)
+    folder = download_dataset(name, data_dir, force=force)  # an unknown name raises here
+    click.echo(f"{key} ready in {folder}")
+
+
+@datasets.command("info")
+@click.argument("name_or_path")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_DATA_DIR
+def info_command(name_or_path: str, as_json: bool, data_dir: str | None) -> None:
+    """Statistics of a catalogue dataset, 'synthetic', or a folder of split files."""
+    from emu_dgl.data.catalogue import load_dataset
+    from emu_dgl.data.stats import dataset_stats
+
+    stats = dataset_stats(load_dataset(name_or_path, data_dir))
+    if as_json:
+        click.echo(json.dumps(stats))
+        return
+    _print_stats(stats, click.echo)
+
+
+def _print_stats(stats: dict[str, Any], echo: Callable[[str], object]) -> None:
+    echo(f"dataset      {stats['name']}")
+    echo(f"entities     {stats['num_entities']:,}")
+    echo(f"relations    {stats['num_relations']:,}")
+    echo(
+        f"triples      train {stats['num_train']:,} / valid {stats['num_valid']:,} "
+        f"/ test {stats['num_test']:,}"
+    )
+    dup = stats["duplicates_removed"]
+    echo(
+        f"duplicates   removed: train {dup['train']:,} / valid {dup['valid']:,} / test {dup['test']:,}"
+    )
+    leak = stats["also_in_train"]
+    echo(f"also in train  valid {leak['valid']:,} / test {leak['test']:,}")
+    for split in ("valid", "test"):
+        unseen = stats["unseen_in_train"][split]
+        echo(
+            f"unseen in train ({split}): {unseen['entities']:,} entities, "
+            f"{unseen['relations']:,} relations, {unseen['triples']:,} triples touch them"
+        )
+    deg = stats["degree"]
+    echo(
+        f"train degree min {deg['min']:,}, median {deg['median']:g}, mean {deg['mean']:.2f}, "
+        f"max {deg['max']:,}; {deg['zero']:,} entities absent from train"
+    )
+    comp = stats["components"]
+    echo(
+        f"components   {comp['count']:,} (largest {comp['largest']:,} entities, "
+        f"{comp['singletons']:,} single-entity)"
+    )
+    echo("top relations (train)")
+    for rel in stats["top_relations"]:
+        echo(f"  {rel['count']:>9,}  {rel['name']}")

@@ -1,0 +1,417 @@
+"""Dataset catalogue, data root, download (verified, safely unpacked) and ``load_dataset``.
+
+Data root (where ``<name>/train.txt`` etc. live), the first that is set:
+
+1. the ``data_dir`` argument (CLI ``--data-dir``);
+2. the environment variable ``EMU_DGL_DATA``;
+3. ``datasets/`` of a source checkout (the folder next to ``pyproject.toml``);
+4. a per-user cache folder, ``$XDG_CACHE_HOME/emu-dgl/datasets`` (``~/.cache/...``).
+
+Processed caches go to :func:`processed_dir`: ``EMU_DGL_CACHE`` when set, else
+``<data root>/processed`` when the data root is writable (a folder without write
+permission bits counts as read-only, even for root), else the per-user cache.
+
+Archives are fetched from ``https://github.com/TimDettmers/ConvE/raw/master/``;
+``EMU_DGL_MIRROR`` replaces that base address (any URL urllib opens, ``file://``
+included, or a plain local folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from emu_dgl.data.io import SPLITS, read_split, splits_key
+from emu_dgl.data.knowledge_graph import KnowledgeGraph
+from emu_dgl.errors import DataError
+
+__all__ = [
+    "CATALOGUE",
+    "DEFAULT_BASE_URL",
+    "CatalogueEntry",
+    "archive_url",
+    "data_root",
+    "dataset_dir",
+    "download_dataset",
+    "extract_splits",
+    "has_splits",
+    "load_dataset",
+    "load_directory",
+    "processed_dir",
+    "user_cache_dir",
+]
+
+DEFAULT_BASE_URL = "https://github.com/TimDettmers/ConvE/raw/master/"
+SYNTHETIC = "synthetic"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    archive: str
+    sha256: str
+    description: str
+
+
+CATALOGUE: dict[str, CatalogueEntry] = {
+    entry.name: entry
+    for entry in (
+        CatalogueEntry(
+            "fb15k-237",
+            "FB15k-237.tar.gz",
+            "311df7930f842a02979eaa7a802484a6afe62303c07f915f1e6edbc30cbe05e8",
+            "Freebase subset without inverse relations (Toutanova & Chen 2015)",
+        ),
+        CatalogueEntry(
+            "wn18rr",
+            "WN18RR.tar.gz",
+            "1eb9152f804c140d163462c0d49f65e5a0b30ab5fbb375c5e3353c11a6249060",
+            "WordNet subset without inverse relations (Dettmers et al. 2018)",
+        ),
+        CatalogueEntry(
+            "nations",
+            "nations.tar.gz",
+            "feb3e3e027103089934ea7dfb67d2048d8a43e65d6757a86f2e037acb66f640b",
+            "relations between 14 countries (Kok & Domingos 2007)",
+        ),
+        CatalogueEntry(
+            "kinship",
+            "kinship.tar.gz",
+            "a3cb9ca67213eb38133aebc12901195e283d844ebd59f1a6cbf2d4fa12ced4e6",
+            "Alyawarra kinship terms (Kok & Domingos 2007)",
+        ),
+        CatalogueEntry(
+            "umls",
+            "umls.tar.gz",
+            "26223aa91f0ec8db2324e0f489b9a4425e04d1d0df72ce5cfd62af4b91aee6fd",
+            "Unified Medical Language System semantic network (Kok & Domingos 2007)",
+        ),
+    )
+}
+
+
+# ------------------------------------------------------------------ locations
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/emu-dgl``, or ``~/.cache/emu-dgl``."""
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "emu-dgl"
+
+
+def _source_checkout_datasets() -> Path | None:
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "datasets").is_dir():
+        return checkout / "datasets"
+    return None
+
+
+def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder that holds ``<name>/{train,valid,test}.txt`` (see the module doc for the order)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("EMU_DGL_DATA")
+    if env:
+        return Path(env).expanduser()
+    return _source_checkout_datasets() or user_cache_dir() / "datasets"
+
+
+def _writable(path: Path) -> bool:
+    """Whether we may create files under ``path`` (its nearest existing ancestor decides).
+
+    A folder with no write permission bits is treated as read-only even when the
+    process could write anyway (as root): such a folder is meant to stay untouched.
+    """
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
+
+
+def processed_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder for processed caches (parsed graphs, neighbourhoods), keyed by content hash."""
+    env = os.environ.get("EMU_DGL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    root = data_root(data_dir)
+    if _writable(root):
+        return root / "processed"
+    return user_cache_dir() / "processed"
+
+
+def has_splits(directory: Path) -> bool:
+    return all((directory / file_name).is_file() for file_name in SPLITS.values())
+
+
+def dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<data root>/<name>`` (whether or not it exists)."""
+    return data_root(data_dir) / name
+
+
+def _entry(name: str) -> CatalogueEntry:
+    entry = CATALOGUE.get(name.lower())
+    if entry is None:
+        raise DataError(
+            f"unknown dataset '{name}'; catalogue: {', '.join(CATALOGUE)}, {SYNTHETIC} "
+            "(or give a folder holding train.txt, valid.txt, test.txt)"
+        )
+    return entry
+
+
+def archive_url(entry: CatalogueEntry) -> str:
+    """Address of the entry's archive: ``EMU_DGL_MIRROR`` (URL or local folder) or the default base."""
+    base = os.environ.get("EMU_DGL_MIRROR") or DEFAULT_BASE_URL
+    if "://" not in base:
+        base = Path(base).expanduser().absolute().as_uri()
+    return base.rstrip("/") + "/" + entry.archive
+
+
+# ------------------------------------------------------------------ download
+def download_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, *, force: bool = False
+) -> Path:
+    """Fetch a catalogue archive, verify its sha256, unpack the split files into ``<root>/<name>``.
+
+    Returns the dataset folder. Does nothing when the split files are already there
+    (unless ``force``). The archive itself is deleted once unpacked.
+    """
+    entry = _entry(name)
+    root = data_root(data_dir)
+    target = root / entry.name
+    if has_splits(target) and not force:
+        return target
+    if not _writable(root):
+        raise DataError(
+            f"cannot download '{entry.name}': data root {root} is read-only; "
+            "choose a writable one with --data-dir or EMU_DGL_DATA"
+        )
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = _fetch(entry, target)
+        try:
+            extract_splits(archive, target, source=archive_url(entry))
+        finally:
+            archive.unlink(missing_ok=True)
+    except BaseException:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def _fetch(entry: CatalogueEntry, target: Path) -> Path:
+    """Stream the archive to a temporary file in ``target`` while hashing it; verify."""
+    from tqdm.auto import tqdm
+
+    url = archive_url(entry)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.archive}.", suffix=".part", dir=target)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=60)
+                with response:
+                    total = response.headers.get("Content-Length")
+                    with tqdm(
+                        total=int(total) if total else None,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=entry.archive,
+                        disable=None,  # shown on a terminal only
+                        leave=False,
+                    ) as bar:
+                        while chunk := response.read(_CHUNK):
+                            digest.update(chunk)
+                            out.write(chunk)
+                            bar.update(len(chunk))
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise DataError(
+                    f"could not download {url} ({reason}); without network, put train.txt, "
+                    f"valid.txt and test.txt of '{entry.name}' in {target}, or put {entry.archive} "
+                    "in a folder and set EMU_DGL_MIRROR=file:///path/to/that/folder"
+                ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    actual = digest.hexdigest()
+    if actual != entry.sha256:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"checksum mismatch for {url}: expected sha256 {entry.sha256}, got {actual}; "
+            "the download was deleted (try again, or check EMU_DGL_MIRROR)"
+        )
+    return tmp
+
+
+def _unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    """Why unpacking ``member`` could write outside the target folder, or None if it cannot."""
+    path = PurePosixPath(member.name.replace("\\", "/"))
+    if path.is_absolute() or (len(member.name) > 1 and member.name[1] == ":"):
+        return "absolute path"
+    if ".." in path.parts:
+        return "'..' in path"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "device or fifo"
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname.replace("\\", "/"))
+        if link.is_absolute():
+            return "link to an absolute path"
+        # A symlink resolves from its own folder, a hard link from the archive root.
+        resolved = (path.parent / link) if member.issym() else link
+        depth = 0
+        for part in resolved.parts:
+            depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+            if depth < 0:
+                return "link pointing outside the archive"
+    return None
+
+
+def extract_splits(archive: Path, target: Path, *, source: str | None = None) -> None:
+    """Unpack ``train.txt``, ``valid.txt``, ``test.txt`` from a tar archive into ``target``.
+
+    Every member is checked first and the whole archive is refused if any could
+    escape ``target`` (absolute path, ``..``, a link pointing outside, a device).
+    The split files may sit at the top level or in a folder; only those three regular
+    files are written, through a staging folder and ``os.replace``.
+    """
+    label = source or str(archive)
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"{label}: not a readable tar archive ({exc})") from None
+    with tar:
+        members = tar.getmembers()
+        for member in members:
+            reason = _unsafe_reason(member)
+            if reason is not None:
+                raise DataError(
+                    f"{label}: refusing to unpack unsafe member '{member.name}' ({reason})"
+                )
+        found: dict[str, tarfile.TarInfo] = {}
+        for member in members:
+            path = PurePosixPath(member.name)
+            if member.isfile() and path.name in SPLITS.values():
+                best = found.get(path.name)
+                if best is None or len(path.parts) < len(PurePosixPath(best.name).parts):
+                    found[path.name] = member
+        missing = [f for f in SPLITS.values() if f not in found]
+        if missing:
+            raise DataError(f"{label}: archive has no {', '.join(missing)}")
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target))
+        try:
+            for file_name, member in found.items():
+                handle = tar.extractfile(member)
+                assert handle is not None  # regular files always have data
+                with handle, open(staging / file_name, "wb") as out:
+                    shutil.copyfileobj(handle, out, _CHUNK)
+            for file_name in found:
+                os.replace(staging / file_name, target / file_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- loading
+def load_directory(
+    directory: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> KnowledgeGraph:
+    """Load a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+
+    With ``cache`` the parsed graph is stored in ``cache_dir`` (default
+    :func:`processed_dir`) under the sha256 of the three files, and read from there
+    while the files are unchanged. A cache that cannot be written is skipped with a
+    warning; a corrupt cache file is rebuilt.
+    """
+    directory = Path(directory).expanduser()
+    name = name or directory.resolve().name
+    paths = {split: directory / file_name for split, file_name in SPLITS.items()}
+    for path in paths.values():
+        if not path.is_file():
+            raise DataError(
+                f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
+            )
+        if path.stat().st_size == 0:
+            raise DataError(
+                f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
+            )
+    cache_path: Path | None = None
+    if cache:
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else processed_dir()
+        cache_path = folder / f"kg-{splits_key(directory)[:40]}.npz"
+        if cache_path.is_file():
+            try:
+                return KnowledgeGraph.load(cache_path, name=name)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
+                pass  # unreadable or stale layout: parse again and overwrite
+    kg = KnowledgeGraph.from_labeled_triples(
+        name=name, **{split: read_split(path) for split, path in paths.items()}
+    )
+    if cache_path is not None:
+        try:
+            kg.save(cache_path)
+        except OSError as exc:
+            warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
+    return kg
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> KnowledgeGraph:
+    """Load a knowledge graph by catalogue name, ``"synthetic"``, or folder path.
+
+    Resolution: ``synthetic`` is generated; a plain name with ``<data root>/<name>/``
+    holding the split files loads from there (no network); a catalogue name is
+    otherwise downloaded (``download=False`` makes that an error); anything else must
+    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+    """
+    text = os.fspath(name_or_path)
+    if cache_dir is None and cache:
+        cache_dir = processed_dir(data_dir)
+    if not isinstance(name_or_path, os.PathLike) and text.lower() == SYNTHETIC:
+        from emu_dgl.data.synthetic import generate_synthetic
+
+        return generate_synthetic()
+    is_plain_name = (
+        not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text
+    )
+    if is_plain_name and text not in ("", ".", ".."):
+        for candidate in dict.fromkeys((text, text.lower())):
+            folder = data_root(data_dir) / candidate
+            if has_splits(folder):
+                return load_directory(folder, name=candidate, cache=cache, cache_dir=cache_dir)
+        if text.lower() in CATALOGUE:
+            if not download:
+                raise DataError(
+                    f"dataset '{text.lower()}' is not in {data_root(data_dir)}; "
+                    f"run `emu-dgl datasets download {text.lower()}`"
+                )
+            folder = download_dataset(text.lower(), data_dir)
+            return load_directory(folder, name=text.lower(), cache=cache, cache_dir=cache_dir)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_directory(path, cache=cache, cache_dir=cache_dir)
+    if is_plain_name:
+        _entry(text)  # raises the "unknown dataset" error listing the catalogue
+    raise DataError(
+        f"{path}: dataset folder not found (it should hold train.txt, valid.txt, test.txt)"
+    )

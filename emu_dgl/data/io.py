@@ -1,0 +1,186 @@
+"""Reading split files, hashing them, and the processed cache.
+
+A split file holds one triple per line, ``head<TAB>relation<TAB>tail``, no
+header, UTF-8. It is parsed by pandas' C tokenizer in one call; validation is
+vectorised (missing or empty fields show up as empty strings, extra fields as a
+tokenizer error). Only when a file is malformed is it scanned again line by line,
+to name the first bad line in the error message. Empty (whitespace-only) lines
+are skipped.
+
+The processed cache stores a parsed knowledge graph as an uncompressed ``.npz``
+(no pickle) named by the sha256 of the split files' bytes, so it is valid
+exactly as long as the files are unchanged, wherever the files live. Every cache
+file is written to a temporary name in its folder and then moved into place with
+``os.replace``, which is atomic: a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from emu_dgl.errors import DataError
+
+__all__ = [
+    "SPLITS",
+    "CACHE_FORMAT",
+    "atomic_write",
+    "decode_names",
+    "encode_names",
+    "file_sha256",
+    "read_split",
+    "splits_key",
+]
+
+#: split name -> file name, in the order ids are assigned.
+SPLITS: dict[str, str] = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+
+#: bumped whenever the layout of a cache file or the id convention changes.
+CACHE_FORMAT = 1
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path, *, update: Callable[[int], object] | None = None) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            if update is not None:
+                update(len(chunk))
+    return digest.hexdigest()
+
+
+def splits_key(directory: Path) -> str:
+    """Cache key of a dataset folder: sha256 over the format version and each split file's sha256."""
+    digest = hashlib.sha256(f"emu-dgl-kg-v{CACHE_FORMAT}".encode())
+    for split, file_name in SPLITS.items():
+        digest.update(f"\n{split}:{file_sha256(directory / file_name)}".encode())
+    return digest.hexdigest()
+
+
+def read_split(path: Path) -> np.ndarray:
+    """Parse one split file into an object array of shape (N, 3) holding the raw names.
+
+    Raises DataError naming the file (and the first bad line) when the file is
+    missing, empty, not UTF-8, or has a line without exactly three tab-separated,
+    non-empty fields.
+    """
+    import pandas as pd  # imported here: pandas costs ~0.3 s and only loading needs it
+
+    if not path.is_file():
+        raise DataError(
+            f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
+        )
+    try:
+        with warnings.catch_warnings():
+            # A first line with more than three fields only warns (and drops data): make it fail.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                sep="\t",
+                header=None,
+                names=["head", "relation", "tail"],
+                index_col=False,
+                dtype=str,
+                quoting=csv.QUOTE_NONE,
+                na_filter=False,
+                keep_default_na=False,
+                engine="c",
+                encoding="utf-8",
+            )
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
+        raise _malformed(path, str(exc).strip()) from None
+    triples = frame.to_numpy(dtype=object)
+    if triples.shape[0] == 0:
+        raise DataError(
+            f"{path}: split file has no triples; it needs one 'head<TAB>relation<TAB>tail' per line"
+        )
+    if (triples == "").any():  # a missing or empty field
+        raise _malformed(path, "a field is empty")
+    return triples
+
+
+def _malformed(path: Path, detail: str) -> DataError:
+    """Scan the file once more, in Python, to name the first line that is not three fields."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        line_no, reason = _first_bad_line(handle)
+    if line_no is None:  # pragma: no cover - the tokenizer and this scan disagree
+        return DataError(f"{path}: cannot parse as tab-separated triples ({detail})")
+    return DataError(
+        f"{path}, line {line_no}: {reason}; each line must be 'head<TAB>relation<TAB>tail'"
+    )
+
+
+def _first_bad_line(handle: IO[str]) -> tuple[int | None, str]:
+    for line_no, raw in enumerate(handle, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip(" \r"):
+            continue  # blank lines are skipped, as the fast path does
+        fields = line.split("\t")
+        if len(fields) != 3:
+            return line_no, f"expected 3 tab-separated fields, found {len(fields)}"
+        if any(not field for field in fields):
+            return line_no, "empty field"
+    return None, ""
+
+
+def encode_names(names: list[str]) -> np.ndarray:
+    """Names as one uint8 array ('\\n'-joined UTF-8), so caches need no pickle."""
+    blob = "\n".join(names)
+    if blob.count("\n") != max(len(names) - 1, 0):
+        raise ValueError("names must not contain newlines")
+    return np.frombuffer(blob.encode("utf-8"), dtype=np.uint8)
+
+
+def decode_names(blob: np.ndarray, count: int) -> list[str]:
+    names = blob.tobytes().decode("utf-8").split("\n") if count else []
+    if len(names) != count:
+        raise ValueError(f"expected {count} names, found {len(names)}")
+    return names
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is readable like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an uncompressed .npz atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,428 @@
+"""The knowledge graph: vocabularies, three splits of id triples, and the DGL view.
+
+Id convention
+-------------
+Ids span train + valid + test, so every entity that occurs in any split has a
+row in the embedding table (WN18RR has valid/test entities that never occur in
+train). Ids are given in order of first appearance reading train, then valid,
+then test, top to bottom, and within a line the head before the tail; relations
+likewise. The same files therefore always give the same ids. A triple that
+occurs twice in one split is kept once; ``duplicates`` counts the copies dropped.
+
+DGL view
+--------
+``to_dgl()`` builds a heterograph with one node type ``entity`` and one
+canonical edge type ``('entity', relation_name, 'entity')`` per relation, holding
+the triples of all splits with DGL's boolean edge masks ``train_mask``,
+``val_mask`` and ``test_mask``. Names travel inside the graph's own tensors, not
+as Python attributes (which DGL drops whenever it makes a new graph object):
+
+- relation names are the edge types; DGL sorts edge types by name, so each edge
+  type also carries ``edata['etype']``, its relation id (DGL's name for it in the
+  homogeneous knowledge-graph format; ``dgl.to_homogeneous(g, edata=[...])`` keeps it);
+- entity names are ``ndata['name']``: a ``uint8`` tensor of shape
+  (num_entities, max_bytes) holding each name's UTF-8 bytes, zero-padded. Being
+  node data it is sliced along with the nodes by subgraphs, moved by ``g.to()``
+  and written by ``dgl.save_graphs``.
+
+``from_dgl`` reads all of that back, so ``from_dgl(kg.to_dgl())`` has the same
+names, ids and triples per split as ``kg``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
+from emu_dgl.errors import DataError
+
+if TYPE_CHECKING:
+    import dgl as dgl_module
+
+__all__ = ["KnowledgeGraph", "SPLIT_NAMES", "triple_keys"]
+
+SPLIT_NAMES: tuple[str, str, str] = ("train", "valid", "test")
+NODE_TYPE = "entity"
+# DGL's edge-mask names, in the order of SPLIT_NAMES.
+MASK_NAMES: tuple[str, str, str] = ("train_mask", "val_mask", "test_mask")
+# dgl.data's knowledge-graph datasets also hold these, which leave out the reverse edges.
+DGL_KG_EDGE_MASKS: tuple[str, str, str] = ("train_edge_mask", "valid_edge_mask", "test_edge_mask")
+
+_FINGERPRINT_VERSION = b"emu-dgl-kg-fingerprint-v1"
+
+
+class KnowledgeGraph:
+    """Entity and relation vocabularies plus ``train``/``valid``/``test`` triples.
+
+    Attributes:
+        name: dataset name (catalogue name, folder name, or what the caller chose).
+        entity_names, relation_names: the name of each id.
+        train, valid, test: int64 CPU tensors of shape (N, 3), columns (head, relation, tail).
+        duplicates: per split, how many duplicate triples were dropped when it was built.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        entity_names: Sequence[str],
+        relation_names: Sequence[str],
+        train: torch.Tensor | np.ndarray,
+        valid: torch.Tensor | np.ndarray,
+        test: torch.Tensor | np.ndarray,
+        duplicates: dict[str, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.entity_names: list[str] = list(entity_names)
+        self.relation_names: list[str] = list(relation_names)
+        self.train = _as_triples(train, "train")
+        self.valid = _as_triples(valid, "valid")
+        self.test = _as_triples(test, "test")
+        self.duplicates = {split: int((duplicates or {}).get(split, 0)) for split in SPLIT_NAMES}
+        self._validate()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_entities(self) -> int:
+        return len(self.entity_names)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relation_names)
+
+    @property
+    def splits(self) -> dict[str, torch.Tensor]:
+        """``{"train": ..., "valid": ..., "test": ...}``."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def all_triples(self) -> torch.Tensor:
+        """Train, valid and test triples stacked (the 'known' set of filtered ranking)."""
+        return torch.cat([self.train, self.valid, self.test])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 hex of the content: names with their ids, and the triples of each split.
+
+        The triples are hashed in sorted order, so the fingerprint does not depend on
+        the order of lines within a split (a DGL round trip regroups them by relation).
+        """
+        digest = hashlib.sha256(_FINGERPRINT_VERSION)
+        for names in (self.entity_names, self.relation_names):
+            digest.update(f"\n{len(names)}\n".encode())
+            digest.update(encode_names(names).tobytes())
+        for split, triples in self.splits.items():
+            array = triples.numpy()
+            order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
+            digest.update(f"\n{split}:{len(array)}\n".encode())
+            digest.update(np.ascontiguousarray(array[order]).tobytes())
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        return (
+            f"KnowledgeGraph(name={self.name!r}, entities={self.num_entities}, "
+            f"relations={self.num_relations}, train={len(self.train)}, "
+            f"valid={len(self.valid)}, test={len(self.test)})"
+        )
+
+    def _validate(self) -> None:
+        if len(set(self.entity_names)) != self.num_entities:
+            raise DataError(f"{self.name}: entity names are not unique")
+        if len(set(self.relation_names)) != self.num_relations:
+            raise DataError(f"{self.name}: relation names are not unique")
+        for kind, names in (("entity", self.entity_names), ("relation", self.relation_names)):
+            if "\n" in "".join(names):
+                raise DataError(f"{self.name}: an {kind} name contains a newline")
+        if not self.relation_names:
+            raise DataError(f"{self.name}: a knowledge graph needs at least one relation")
+        for split, triples in self.splits.items():
+            if triples.numel() == 0:
+                continue
+            low = int(triples.min())
+            entity_max = int(triples[:, [0, 2]].max())
+            relation_max = int(triples[:, 1].max())
+            if low < 0 or entity_max >= self.num_entities or relation_max >= self.num_relations:
+                raise DataError(
+                    f"{self.name}: {split} holds ids outside [0, {self.num_entities}) entities "
+                    f"/ [0, {self.num_relations}) relations"
+                )
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_labeled_triples(
+        cls,
+        *,
+        name: str,
+        train: np.ndarray | Sequence[Sequence[str]],
+        valid: np.ndarray | Sequence[Sequence[str]],
+        test: np.ndarray | Sequence[Sequence[str]],
+    ) -> KnowledgeGraph:
+        """Build from (N, 3) arrays of names, assigning ids by first appearance (see module doc).
+
+        Vectorised: ``pandas.factorize`` numbers the names in order of appearance.
+        """
+        import pandas as pd
+
+        parts = [np.asarray(part, dtype=object).reshape(-1, 3) for part in (train, valid, test)]
+        sizes = [len(part) for part in parts]
+        labeled = np.concatenate(parts)
+        # Row-major ravel of the (head, tail) columns reads h0, t0, h1, t1, ...:
+        # first appearance within a line is head before tail.
+        entity_codes, entity_names = pd.factorize(labeled[:, [0, 2]].ravel())
+        relation_codes, relation_names = pd.factorize(labeled[:, 1])
+        ids = np.stack([entity_codes[0::2], relation_codes, entity_codes[1::2]], axis=1)
+        num_entities, num_relations = len(entity_names), len(relation_names)
+        splits: dict[str, np.ndarray] = {}
+        duplicates: dict[str, int] = {}
+        start = 0
+        for split, size in zip(SPLIT_NAMES, sizes, strict=True):
+            splits[split], duplicates[split] = _drop_duplicates(
+                ids[start : start + size], num_entities, num_relations
+            )
+            start += size
+        return cls(
+            name=name,
+            entity_names=[str(n) for n in entity_names.tolist()],
+            relation_names=[str(n) for n in relation_names.tolist()],
+            duplicates=duplicates,
+            **splits,
+        )
+
+    # --------------------------------------------------------------------- DGL
+    def to_dgl(self) -> dgl_module.DGLGraph:
+        """Heterograph: node type ``entity``, one canonical edge type per relation, all splits.
+
+        Edge data per edge type: ``train_mask``, ``val_mask``, ``test_mask`` (bool) and
+        ``etype`` (int64 relation id). Node data: ``name`` (uint8 UTF-8 bytes, see module doc).
+        Within an edge type, edges are ordered train, valid, test, each in file order.
+        """
+        from emu_dgl._dgl import dgl
+
+        triples = self.all_triples()
+        sizes = torch.tensor([len(self.train), len(self.valid), len(self.test)])
+        split_code = torch.repeat_interleave(torch.arange(3, dtype=torch.int8), sizes)
+        # Stable sort by relation keeps the split and file order inside each edge type
+        # (NumPy radix-sorts 16-bit keys, several times faster than a 64-bit sort).
+        relation = triples[:, 1].numpy()
+        small = np.int16 if self.num_relations <= np.iinfo(np.int16).max else np.int32
+        order = torch.from_numpy(np.argsort(relation.astype(small), kind="stable"))
+        counts = torch.bincount(triples[:, 1], minlength=self.num_relations).tolist()
+        heads = triples[order, 0].split(counts)
+        tails = triples[order, 2].split(counts)
+        codes = split_code[order].split(counts)
+        etypes = [(NODE_TYPE, relation, NODE_TYPE) for relation in self.relation_names]
+        graph = dgl.heterograph(
+            {etype: (heads[r], tails[r]) for r, etype in enumerate(etypes)},
+            num_nodes_dict={NODE_TYPE: self.num_entities},
+            idtype=torch.int64,
+        )
+        for r, etype in enumerate(etypes):
+            data = graph.edges[etype].data
+            for code, mask_name in enumerate(MASK_NAMES):
+                data[mask_name] = codes[r] == code
+            data["etype"] = torch.full((counts[r],), r, dtype=torch.int64)
+        graph.nodes[NODE_TYPE].data["name"] = names_to_tensor(self.entity_names)
+        return graph
+
+    @classmethod
+    def from_dgl(cls, graph: dgl_module.DGLGraph, *, name: str = "dgl") -> KnowledgeGraph:
+        """Build from a DGL graph with one node type.
+
+        Accepted layouts:
+
+        - a heterograph as :meth:`to_dgl` makes (relation names = edge types; ids from
+          ``edata['etype']`` when present, else DGL's edge-type order);
+        - DGL's homogeneous knowledge-graph format (a single edge type ``_E`` with
+          ``edata['etype']`` holding relation ids, as ``dgl.data.FB15k237Dataset`` makes);
+          relation names are then the ids as strings.
+
+        Splits come from ``train_edge_mask``/``valid_edge_mask``/``test_edge_mask`` when
+        present (``dgl.data`` keeps its added reverse edges out of those), else from
+        ``train_mask``/``val_mask``/``test_mask``; an edge in no mask is left out. A graph
+        with no masks at all counts every edge as train. Entity names come from
+        ``ndata['name']`` when present, else they are the node ids as strings.
+        """
+        if len(graph.ntypes) != 1:
+            raise DataError(
+                f"from_dgl needs a graph with one node type, got {len(graph.ntypes)}: {graph.ntypes}"
+            )
+        if graph.num_edges() == 0:
+            raise DataError("from_dgl: the graph has no edges")
+        graph = graph.to(torch.device("cpu"))
+        etypes = graph.canonical_etypes
+        homogeneous = len(etypes) == 1 and etypes[0][1] == "_E" and "etype" in graph.edata
+        present = {key for etype in etypes for key in graph.edges[etype].data.keys()}
+        if any(key in present for key in DGL_KG_EDGE_MASKS):
+            mask_names: tuple[str, ...] | None = DGL_KG_EDGE_MASKS
+        elif any(key in present for key in MASK_NAMES):
+            mask_names = MASK_NAMES
+        else:
+            mask_names = None
+
+        relation_ids = _relation_ids(graph) if not homogeneous else None
+        src, dst, rel, masks = [], [], [], []
+        for k, etype in enumerate(etypes):
+            s, d = graph.edges(etype=etype, order="eid")
+            data = graph.edges[etype].data
+            src.append(s.long())
+            dst.append(d.long())
+            if homogeneous:
+                rel.append(data["etype"].long())
+            else:
+                assert relation_ids is not None
+                rel.append(torch.full_like(s, relation_ids[k], dtype=torch.int64))
+            if mask_names is None:
+                masks.append(torch.zeros(3, len(s), dtype=torch.bool))
+                masks[-1][0] = True
+            else:
+                masks.append(
+                    torch.stack(
+                        [
+                            data[key].bool()
+                            if key in data
+                            else torch.zeros(len(s), dtype=torch.bool)
+                            for key in mask_names
+                        ]
+                    )
+                )
+        triples = torch.stack([torch.cat(src), torch.cat(rel), torch.cat(dst)], dim=1)
+        split_masks = torch.cat(masks, dim=1)
+
+        if homogeneous:
+            kept = triples[split_masks.any(dim=0), 1]
+            if kept.numel() and int(kept.min()) < 0:
+                raise DataError("from_dgl: edata['etype'] holds negative relation ids")
+            num_relations = int(kept.max()) + 1 if kept.numel() else 0
+            relation_names = [str(r) for r in range(num_relations)]
+        else:
+            assert relation_ids is not None
+            relation_names = [""] * len(etypes)
+            for k, etype in enumerate(etypes):
+                relation_names[relation_ids[k]] = etype[1]
+            num_relations = len(relation_names)
+
+        ntype = graph.ntypes[0]
+        node_data = graph.nodes[ntype].data
+        if (
+            "name" in node_data
+            and node_data["name"].dtype == torch.uint8
+            and node_data["name"].dim() == 2
+        ):
+            entity_names = tensor_to_names(node_data["name"])
+        else:
+            entity_names = [str(i) for i in range(graph.num_nodes(ntype))]
+
+        splits: dict[str, torch.Tensor] = {}
+        duplicates: dict[str, int] = {}
+        for i, split in enumerate(SPLIT_NAMES):
+            array, duplicates[split] = _drop_duplicates(
+                triples[split_masks[i]].numpy(), len(entity_names), max(num_relations, 1)
+            )
+            splits[split] = torch.from_numpy(array)
+        return cls(
+            name=name,
+            entity_names=entity_names,
+            relation_names=relation_names,
+            duplicates=duplicates,
+            **splits,
+        )
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write to an uncompressed ``.npz`` (no pickle), atomically."""
+        save_npz(
+            Path(path),
+            {
+                "entity_names": encode_names(self.entity_names),
+                "relation_names": encode_names(self.relation_names),
+                "counts": np.array([self.num_entities, self.num_relations], dtype=np.int64),
+                "duplicates": np.array([self.duplicates[s] for s in SPLIT_NAMES], dtype=np.int64),
+                **{split: triples.numpy() for split, triples in self.splits.items()},
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, name: str | None = None) -> KnowledgeGraph:
+        """Read what :meth:`save` wrote. ``name`` defaults to the file's stem."""
+        arrays: dict[str, Any] = load_npz(Path(path))
+        num_entities, num_relations = (int(x) for x in arrays["counts"])
+        return cls(
+            name=name if name is not None else Path(path).stem,
+            entity_names=decode_names(arrays["entity_names"], num_entities),
+            relation_names=decode_names(arrays["relation_names"], num_relations),
+            duplicates=dict(zip(SPLIT_NAMES, (int(x) for x in arrays["duplicates"]), strict=True)),
+            **{split: torch.from_numpy(arrays[split]) for split in SPLIT_NAMES},
+        )
+
+
+# ---------------------------------------------------------------- helpers
+def triple_keys(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
+    """One int64 per triple, ``(h * R + r) * E + t``: equal keys <=> equal triples."""
+    if num_entities * num_entities * num_relations >= 2**63:
+        raise ValueError("too many entities/relations for int64 triple keys")
+    triples = triples.astype(np.int64, copy=False)
+    return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]
+
+
+def _drop_duplicates(
+    triples: np.ndarray, num_entities: int, num_relations: int
+) -> tuple[np.ndarray, int]:
+    """Keep the first copy of every triple, in the original order; return (kept, dropped count)."""
+    triples = np.ascontiguousarray(triples, dtype=np.int64).reshape(-1, 3)
+    if len(triples) < 2:
+        return triples, 0
+    _, first = np.unique(triple_keys(triples, num_entities, num_relations), return_index=True)
+    if len(first) == len(triples):
+        return triples, 0
+    first.sort()
+    return triples[first], len(triples) - len(first)
+
+
+def _as_triples(value: torch.Tensor | np.ndarray, split: str) -> torch.Tensor:
+    tensor = torch.as_tensor(value).detach().to(device="cpu", dtype=torch.int64)
+    if tensor.numel() == 0:
+        return tensor.reshape(0, 3).contiguous()
+    if tensor.dim() != 2 or tensor.shape[1] != 3:
+        raise DataError(f"{split} triples must have shape (N, 3), got {tuple(tensor.shape)}")
+    return tensor.contiguous()
+
+
+def _relation_ids(graph: dgl_module.DGLGraph) -> list[int]:
+    """Relation id of each canonical edge type: from a constant ``edata['etype']`` where
+    every edge type that has edges carries a distinct one, else DGL's edge-type order."""
+    etypes = graph.canonical_etypes
+    found: list[int | None] = []
+    for etype in etypes:
+        data = graph.edges[etype].data
+        values = data["etype"] if "etype" in data else None
+        if values is not None and values.numel() and bool((values == values[0]).all()):
+            found.append(int(values[0]))
+        else:
+            found.append(None)
+    known = [i for i in found if i is not None]
+    if not known or len(set(known)) != len(known) or not all(0 <= i < len(etypes) for i in known):
+        return list(range(len(etypes)))
+    free = iter(sorted(set(range(len(etypes))) - set(known)))
+    return [i if i is not None else next(free) for i in found]
+
+
+def names_to_tensor(names: Sequence[str]) -> torch.Tensor:
+    """UTF-8 bytes of each name, zero-padded to the longest: uint8 (len(names), max_bytes)."""
+    encoded = np.char.encode(np.asarray(names, dtype=str), "utf-8")
+    width = max(encoded.dtype.itemsize, 1)
+    encoded = encoded.astype(f"S{width}")
+    return torch.from_numpy(encoded.view(np.uint8).reshape(len(names), width).copy())
+
+
+def tensor_to_names(tensor: torch.Tensor) -> list[str]:
+    """Inverse of :func:`names_to_tensor` (trailing zero bytes are padding)."""
+    array = np.ascontiguousarray(tensor.cpu().numpy(), dtype=np.uint8)
+    if array.shape[0] == 0:
+        return []
+    return np.char.decode(array.view(f"S{array.shape[1]}").ravel(), "utf-8").tolist()
