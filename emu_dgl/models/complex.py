@@ -1,0 +1,72 @@
+"""ComplEx (Trouillon et al., 2016), https://arxiv.org/abs/1606.06357."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from emu_dgl.models.base import DECODERS, SeparableDecoder, Side
+
+
+def _split(x: Tensor) -> tuple[Tensor, Tensor]:
+    re, im = x.chunk(2, dim=-1)
+    return re, im
+
+
+@DECODERS.register("complex")
+class ComplEx(SeparableDecoder):
+    r"""Complex bilinear score, entities and relations stored as ``[re | im]`` (width 2d):
+
+    .. math::
+        f(h, r, t) = \operatorname{Re}\Big(\sum_k h_k\, r_k\, \overline{t_k}\Big)
+
+    The score is linear in either entity, which gives coordinate-aligned terms:
+
+    - tail side, :math:`q = h \circ r`:
+      terms = ``[q_re * t_re | q_im * t_im]``;
+    - head side, :math:`u = r \circ \bar t` (so :math:`f = \operatorname{Re}\sum_k h_k u_k`):
+      terms = ``[h_re * u_re | -h_im * u_im]``.
+
+    ``gamma`` only sets the initial embedding range. One side against all entities
+    is a single matrix product.
+    """
+
+    complex_entities: ClassVar[bool] = True
+
+    @classmethod
+    def entity_width(cls, dim: int) -> int:
+        return 2 * dim
+
+    @classmethod
+    def relation_width(cls, dim: int) -> int:
+        return 2 * dim
+
+    @staticmethod
+    def _tail_weights(h: Tensor, r: Tensor) -> Tensor:
+        """``[Re(h r) | Im(h r)]``: the score is ``<this, t>``."""
+        h_re, h_im = _split(h)
+        r_re, r_im = _split(r)
+        return torch.cat([h_re * r_re - h_im * r_im, h_re * r_im + h_im * r_re], dim=-1)
+
+    @staticmethod
+    def _head_weights(r: Tensor, t: Tensor) -> Tensor:
+        """``[Re(r conj t) | -Im(r conj t)]``: the score is ``<h, this>``."""
+        r_re, r_im = _split(r)
+        t_re, t_im = _split(t)
+        return torch.cat([r_re * t_re + r_im * t_im, r_re * t_im - r_im * t_re], dim=-1)
+
+    def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
+        if side == "tail":
+            return self._tail_weights(h, r) * t
+        return h * self._head_weights(r, t)
+
+    def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
+        return self._tail_weights(h, r) @ candidates.t()
+
+    def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        return self._head_weights(r, t) @ candidates.t()
+
+    def pair_bytes(self, element_size: int) -> int:
+        return element_size

@@ -1,0 +1,31 @@
+"""DistMult (Yang et al., 2015), https://arxiv.org/abs/1412.6575."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from emu_dgl.models.base import DECODERS, SeparableDecoder, Side
+
+
+@DECODERS.register("distmult")
+class DistMult(SeparableDecoder):
+    r"""Diagonal bilinear score:
+
+    .. math::
+        f(h, r, t) = \langle h, r, t \rangle = \sum_k h_k r_k t_k
+
+    ``gamma`` only sets the initial embedding range ``(gamma + 2) / dim``.
+    One side against all entities is a single matrix product.
+    """
+
+    def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
+        return (h * r) * t if side == "tail" else h * (r * t)
+
+    def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
+        return (h * r) @ candidates.t()
+
+    def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        return (r * t) @ candidates.t()
+
+    def pair_bytes(self, element_size: int) -> int:
+        return element_size

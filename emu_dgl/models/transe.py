@@ -1,0 +1,36 @@
+"""TransE (Bordes et al., 2013), https://papers.nips.cc/paper/5071."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from emu_dgl.errors import ConfigError
+from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
+
+
+@DECODERS.register("transe")
+class TransE(SeparableDecoder):
+    r"""Translation in real space:
+
+    .. math::
+        f(h, r, t) = \gamma - \lVert h + r - t \rVert_p, \qquad p \in \{1, 2\}
+
+    Terms: :math:`|h_k + r_k - t_k|^p`; the score is :math:`\gamma - \sum_k` terms
+    (``p = 1``) or :math:`\gamma - \sqrt{\sum_k \text{terms}}` (``p = 2``).
+    """
+
+    def __init__(self, dim: int, *, gamma: float = 12.0, p_norm: int = 1) -> None:
+        super().__init__(dim, gamma=gamma)
+        if p_norm not in (1, 2):
+            raise ConfigError(f"model.p_norm is {p_norm} but TransE supports 1 or 2")
+        self.p_norm = p_norm
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, p_norm={self.p_norm}"
+
+    def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
+        diff = (h + r) - t if side == "tail" else h - (t - r)
+        return diff.abs() if self.p_norm == 1 else diff.square()
+
+    def finish(self, total: Tensor) -> Tensor:
+        return self.gamma - (total if self.p_norm == 1 else safe_sqrt(total))

@@ -1,0 +1,165 @@
+r"""Losses over (positive, negatives) scores, the EMU loss, 1-vs-all CE and N3.
+
+Scores are logits, higher = more plausible, and already include any margin
+``gamma`` of the decoder. Every loss returns a scalar: the mean over the batch.
+
+Pairwise losses take ``pos[B]`` and ``neg[B, n]`` (registry :data:`LOSSES`):
+
+- ``softmax``: cross-entropy over ``[s_pos, s_neg_1..n]``, one-hot on the positive;
+- ``self_adversarial`` (Sun et al., 2019);
+- ``margin``: margin ranking, averaged over the negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emu_dgl.errors import ConfigError
+from emu_dgl.registry import Registry
+
+LOSSES: Registry[nn.Module] = Registry("loss")
+
+
+def _logits(pos: Tensor, neg: Tensor) -> Tensor:
+    """``[B, 1 + n]`` with the positive in column 0."""
+    return torch.cat([pos.unsqueeze(1), neg], dim=1)
+
+
+@LOSSES.register("softmax")
+class SoftmaxLoss(nn.Module):
+    r"""Softmax cross-entropy over the positive and its negatives:
+    :math:`\log\big(e^{s_0} + \sum_j e^{s_j}\big) - s_0`."""
+
+    def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
+        logits = _logits(pos, neg)
+        return (torch.logsumexp(logits, dim=1) - pos).mean()
+
+
+@LOSSES.register("self_adversarial")
+class SelfAdversarialLoss(nn.Module):
+    r"""Self-adversarial negative sampling loss of RotatE (Sun et al., 2019):
+
+    .. math::
+        -\log\sigma(s_0) - \sum_j w_j \log\sigma(-s_j), \qquad
+        w = \operatorname{softmax}(\alpha\, s_{1..n}) \text{ (no gradient through } w)
+
+    (Sun et al.'s code halves this sum; the factor is absorbed by the learning rate.)
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
+        weights = torch.softmax(self.alpha * neg.detach(), dim=1)
+        neg_term = (weights * F.logsigmoid(-neg)).sum(dim=1)
+        return -(F.logsigmoid(pos) + neg_term).mean()
+
+
+@LOSSES.register("margin")
+class MarginRankingLoss(nn.Module):
+    r"""Margin ranking: :math:`\frac1n \sum_j \max(0,\ \text{margin} - s_0 + s_j)`."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        self.margin = float(margin)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+    def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
+        return F.relu(self.margin - pos.unsqueeze(1) + neg).mean(dim=1).mean()
+
+
+class OneVsAllLoss(nn.Module):
+    r"""1-vs-all cross-entropy: ``scores[B, E]`` against every entity, ``targets[B]``
+    the true entity ids; optional label smoothing (``F.cross_entropy``'s: mass
+    ``eps`` spread uniformly over all E classes)."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"loss.label_smoothing is {label_smoothing}; use a value in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, scores: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(scores, targets, label_smoothing=self.label_smoothing)
+
+
+class EMULoss(nn.Module):
+    r"""The EMU loss (Takamoto et al., 2025).
+
+    With :math:`s_0` the positive's score and :math:`\tilde s_{1..n}` the mutated
+    negatives' scores as logits of one softmax over :math:`1 + n` classes, and the
+    soft, unnormalised target :math:`y_0 = 1,\ y_{j\ge1} = \lambda`:
+
+    .. math::
+        L = \frac1B \sum_b \Big[-\frac1n \sum_{j=0}^{n} y_j
+            \log\operatorname{softmax}(s_0, \tilde s_1, \dots, \tilde s_n)_j\Big]
+            + c \cdot \text{base}(s_0, s_{1..n})
+
+    where ``base`` (default ``softmax``: one-hot cross-entropy) scores the
+    *unmutated* negatives. ``neg_label`` is :math:`\lambda`, ``ce_coef`` is :math:`c`.
+    For "label smoothing only" pass ``mutated = neg``.
+    """
+
+    def __init__(
+        self,
+        base: str | nn.Module = "softmax",
+        *,
+        neg_label: float = 0.53,
+        ce_coef: float = 0.11,
+    ) -> None:
+        super().__init__()
+        self.base = LOSSES.build(base)
+        self.neg_label = float(neg_label)
+        self.ce_coef = float(ce_coef)
+
+    def extra_repr(self) -> str:
+        return f"neg_label={self.neg_label}, ce_coef={self.ce_coef}"
+
+    def forward(self, pos: Tensor, neg: Tensor, mutated: Tensor) -> Tensor:
+        n = mutated.shape[1]
+        log_p = torch.log_softmax(_logits(pos, mutated), dim=1)
+        emu = -(log_p[:, 0] + self.neg_label * log_p[:, 1:].sum(dim=1)) / n
+        loss = emu.mean()
+        if self.ce_coef:
+            loss = loss + self.ce_coef * self.base(pos, neg)
+        return loss
+
+
+def n3_regularizer(*embeddings: Tensor, weight: float, complex_parts: bool = False) -> Tensor:
+    r"""N3 (Lacroix et al., 2018, https://arxiv.org/abs/1806.07297):
+
+    .. math::
+        \text{weight} \cdot \frac1B \sum_b \sum_{x \in \text{embeddings}} \sum_k |x_{b,k}|^3
+
+    With ``complex_parts=True`` each row is ``[re | im]`` and :math:`|x_k|` is the modulus
+    :math:`\sqrt{re_k^2 + im_k^2}` (ComplEx); otherwise (real embeddings, e.g.
+    DistMult/CP) the absolute value of each real coordinate.
+    """
+    total = embeddings[0].new_zeros(())
+    for x in embeddings:
+        if complex_parts:
+            re, im = x.chunk(2, dim=-1)
+            cubes = (re.square() + im.square()).pow(1.5)
+        else:
+            cubes = x.abs().pow(3)
+        total = total + cubes.sum(-1).mean()
+    return weight * total
+
+
+__all__ = [
+    "LOSSES",
+    "EMULoss",
+    "MarginRankingLoss",
+    "OneVsAllLoss",
+    "SelfAdversarialLoss",
+    "SoftmaxLoss",
+    "n3_regularizer",
+]
