@@ -177,6 +177,33 @@ def export(run_dir: Path, out: Path) -> None:
     click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings to {out}")
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Base YAML config (default: the quickstart).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every arm (repeatable).")
+@click.option("--arm", "arm_specs", multiple=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+              help="One arm of the comparison (repeatable); default: base:emu.enabled=false and emu:emu.enabled=true.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; every arm runs every seed.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the runs, results.json, table.md and valid_mrr.png.")
+def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tuple[str, ...], seeds: str,
+            out: Path) -> None:
+    """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
+    from emu_dgl.compare import DEFAULT_ARMS, parse_arm, run_comparison
+
+    arms = [parse_arm(spec) for spec in arm_specs] or list(DEFAULT_ARMS)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds") from None
+    result = run_comparison(config_path if config_path is not None else QUICKSTART, list(overrides), arms,
+                            seed_list, out)
+    from emu_dgl.compare import markdown_table
+
+    click.echo(markdown_table(result))
+    click.echo(f"results in {out}")
+
+
 def _register_datasets() -> None:
     from emu_dgl.cli_datasets import datasets
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from emu_dgl.config import Config, load_config, parse_override
 from emu_dgl.errors import ConfigError
 
@@ -67,7 +68,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_parse_override_reads_yaml_values():
-    assert parse_override("train.lr=1e-3") == (["train", "lr"], 1e-3)
+    assert parse_override("train.lr=0.001") == (["train", "lr"], 1e-3)
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
     assert parse_override("emu.enabled=false") == (["emu", "enabled"], False)
     assert parse_override("dataset.name=wn18rr") == (["dataset", "name"], "wn18rr")
 

@@ -106,14 +106,14 @@ class Trainer:
     # ------------------------------------------------------------------ building
 
     def _build_negatives(self) -> None:
-        from emu_dgl.data import data_root
+        from emu_dgl.data import processed_dir
         from emu_dgl.sampling import MUTATIONS, bernoulli_head_probability, build_sampler
 
         cfg = self.config
         self.one_vs_all = cfg.loss.name == "1vsall"
         self.sampler = None
         if not self.one_vs_all:
-            cache_dir = data_root(cfg.dataset.data_dir) / ".cache" / "neighbourhoods"
+            cache_dir = processed_dir(cfg.dataset.data_dir) / "neighbourhoods"
             self.sampler = build_sampler(
                 cfg.sampler.name,
                 train=self.kg.train,
@@ -193,7 +193,8 @@ class Trainer:
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
             from emu_dgl.training.losses import n3_regularizer
 
-            loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight)
+            complex_parts = getattr(self.model.decoder, "complex_entities", False)
+            loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts)
         return loss
 
     def train_step(self, step: int) -> Tensor:
@@ -291,8 +292,8 @@ class Trainer:
             start, best = self._restore(load_checkpoint(ckpt_dir / "last.pt", map_location=self.device))
             self._truncate_log(start)
         else:
-            self.config.dump(self.run_dir / CONFIG_FILE)
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
+        self.config.dump(self.run_dir / CONFIG_FILE)
         resumed_seconds = self._train_seconds
 
         metric_key = self.config.eval.metric
