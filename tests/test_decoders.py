@@ -90,8 +90,8 @@ def test_default_slice_respects_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import emu_dgl.models.base as base
 
     model = make_model("transe", torch.device("cpu"), dtype=torch.float32)
-    monkeypatch.setattr(base, "SLICE_BUDGET_BYTES", 9 * 3 * DIM * 4 * 5)
-    assert model.default_slice_size(9) == 5  # 5 entities x 9 queries x 3 x D floats
+    monkeypatch.setattr(base, "SLICE_BUDGET_BYTES", 9 * model.decoder.pair_bytes(4) * 5)
+    assert model.default_slice_size(9) == 5  # 5 entities x 9 queries x bytes per pair
     calls: list[int] = []
     original = model.decoder.score_tails
 

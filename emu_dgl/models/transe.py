@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
@@ -34,3 +35,15 @@ class TransE(SeparableDecoder):
 
     def finish(self, total: Tensor) -> Tensor:
         return self.gamma - (total if self.p_norm == 1 else safe_sqrt(total))
+
+    # One side against all entities: a pairwise distance, which torch.cdist computes
+    # without the [B, S, D] difference tensor of the broadcast default (p = 2 goes
+    # through a matrix product, p = 1 through a blocked kernel).
+    def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
+        return self.gamma - torch.cdist(h + r, candidates, p=self.p_norm)
+
+    def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        return self.gamma - torch.cdist(t - r, candidates, p=self.p_norm)
+
+    def pair_bytes(self, element_size: int) -> int:
+        return element_size
