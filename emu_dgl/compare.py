@@ -70,8 +70,6 @@ def run_comparison(
     arms: list[Arm],
     seeds: list[int],
     out: Path,
-    *,
-    progress: bool = True,
 ) -> dict[str, Any]:
     """Run every arm x seed (skipping finished runs) and write results, table and plot."""
     from emu_dgl.training.trainer import Trainer
@@ -82,9 +80,7 @@ def run_comparison(
     configs: dict[tuple[str, int], Config] = {}
     for arm in arms:
         for seed in seeds:
-            configs[arm.name, seed] = load_config(
-                config_path, [*overrides, *arm.overrides, f"train.seed={seed}", f"train.progress={str(progress).lower()}"]
-            )
+            configs[arm.name, seed] = load_config(config_path, [*overrides, *arm.overrides, f"train.seed={seed}"])
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     for arm in arms:

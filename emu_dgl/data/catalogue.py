@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from emu_dgl.data.io import SPLITS, read_split, splits_key
+from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key
 from emu_dgl.data.knowledge_graph import KnowledgeGraph
 from emu_dgl.errors import DataError
 
@@ -341,14 +341,7 @@ def load_directory(
     name = name or directory.resolve().name
     paths = {split: directory / file_name for split, file_name in SPLITS.items()}
     for path in paths.values():
-        if not path.is_file():
-            raise DataError(
-                f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
-            )
-        if path.stat().st_size == 0:
-            raise DataError(
-                f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
-            )
+        check_split_file(path)
     cache_path: Path | None = None
     if cache:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else processed_dir()

@@ -69,6 +69,18 @@ def splits_key(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def check_split_file(path: Path) -> None:
+    """Raise DataError when a split file is missing or empty."""
+    if not path.is_file():
+        raise DataError(
+            f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
+        )
+
+
 def read_split(path: Path) -> np.ndarray:
     """Parse one split file into an object array of shape (N, 3) holding the raw names.
 
@@ -78,14 +90,7 @@ def read_split(path: Path) -> np.ndarray:
     """
     import pandas as pd  # imported here: pandas costs ~0.3 s and only loading needs it
 
-    if not path.is_file():
-        raise DataError(
-            f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
-        )
-    if path.stat().st_size == 0:
-        raise DataError(
-            f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
-        )
+    check_split_file(path)
     try:
         with warnings.catch_warnings():
             # A first line with more than three fields only warns (and drops data): make it fail.
