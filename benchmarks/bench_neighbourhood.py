@@ -39,20 +39,10 @@ import torch
 
 def read_train(folder: Path) -> tuple[torch.Tensor, int]:
     """Training triples with entity/relation ids over train+valid+test."""
-    import pandas as pd
+    from emu_dgl.data import load_dataset
 
-    frames = [
-        pd.read_csv(folder / f"{s}.txt", sep="\t", header=None, dtype=str, keep_default_na=False)
-        for s in ("train", "valid", "test")
-    ]
-    allf = pd.concat(frames, ignore_index=True)
-    ent, names = pd.factorize(pd.concat([allf[0], allf[2]], ignore_index=True))
-    rel, _ = pd.factorize(allf[1])
-    n_all, n_train = len(allf), len(frames[0])
-    triples = torch.stack(
-        [torch.from_numpy(ent[:n_all]), torch.from_numpy(rel), torch.from_numpy(ent[n_all:])], 1
-    )
-    return triples[:n_train].long().contiguous(), len(names)
+    kg = load_dataset(folder, cache=False)
+    return kg.train, kg.num_entities
 
 
 def rss_mb(field: str = "VmHWM") -> float:

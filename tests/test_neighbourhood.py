@@ -5,12 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 import networkx as nx
-import pandas as pd
 import pytest
 import torch
 
 import emu_dgl.graph.neighbourhood as nbmod
 from emu_dgl._dgl import dgl
+from emu_dgl.data import load_dataset
 from emu_dgl.graph import (
     Neighbourhood,
     build_neighbourhood,
@@ -68,19 +68,9 @@ def bfs_sets(train: torch.Tensor, num_entities: int, k: int) -> list[set[int]]:
 
 
 def read_split_triples(folder: Path) -> tuple[torch.Tensor, int]:
-    """Training triples of a TSV dataset with ids over train+valid+test (tiny test helper)."""
-    frames = [
-        pd.read_csv(folder / f"{s}.txt", sep="\t", header=None, dtype=str, keep_default_na=False)
-        for s in ("train", "valid", "test")
-    ]
-    allf = pd.concat(frames, ignore_index=True)
-    ent, ent_names = pd.factorize(pd.concat([allf[0], allf[2]], ignore_index=True))
-    rel, _ = pd.factorize(allf[1])
-    n_all, n_train = len(allf), len(frames[0])
-    triples = torch.stack(
-        [torch.from_numpy(ent[:n_all]), torch.from_numpy(rel), torch.from_numpy(ent[n_all:])], dim=1
-    )
-    return triples[:n_train].long(), len(ent_names)
+    """Training triples of a TSV dataset with ids over train+valid+test."""
+    kg = load_dataset(folder, cache=False)
+    return kg.train, kg.num_entities
 
 
 # ---------------------------------------------------------------------------- graph
