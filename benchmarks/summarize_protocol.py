@@ -34,7 +34,8 @@ def main() -> None:
     lines = [
         "# EMU against the base loss at equal budget (CPU protocol)",
         "",
-        "Produced by `bash benchmarks/cpu_protocol.sh OUT` (budget and settings in that script) and",
+        "Produced by `bash benchmarks/cpu_protocol.sh OUT` (budget and settings in that script),",
+        "`bash benchmarks/cpu_protocol_lr.sh OUT` (learning-rate check of the SANS arms) and",
         "`python benchmarks/summarize_protocol.py OUT benchmarks/results/cpu-protocol`.",
         "Filtered MRR and Hits@10 on the full test split, both sides; mean ± sample std where",
         "several seeds ran. Wall time is per run (training plus evaluation).",
@@ -62,7 +63,7 @@ def main() -> None:
             wall = statistics.fmean(r["wall_seconds"] for r in runs)
             total_wall += sum(r["wall_seconds"] for r in runs)
             lines.append(f"| {folder.name} | {arm} | " + " | ".join(cells) + f" | {best} | {wall:.0f} |")
-    lines += ["", f"Machine: {machine}. Total run time of all runs: {total_wall / 60:.1f} minutes.", ""]
+    lines += ["", f"Machine: {machine}. Sum of the per-run wall times listed: {total_wall / 60:.1f} minutes (a reused run is listed twice).", ""]
     (args.dest / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -43,8 +43,8 @@ def parse_arm(text: str) -> Arm:
         raise ConfigError(f"--arm '{text}': expected NAME:key=value[,key=value...], e.g. emu:emu.enabled=true")
     name, rest = text.split(":", 1)
     name = name.strip()
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"--arm '{text}': the name must be letters, digits, '-' or '_'")
+    if not name or name.startswith(".") or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'")
     return Arm(name, tuple(part.strip() for part in rest.split(",") if part.strip()))
 
 

@@ -161,3 +161,14 @@ def test_compare_runs_every_arm_and_seed(tmp_path):
         again.exit_code == 0
         and json.loads((out / "results.json").read_text())["runs"] == data["runs"]
     )
+
+
+def test_arm_names_are_folder_safe():
+    from emu_dgl.compare import parse_arm
+    from emu_dgl.errors import ConfigError
+
+    assert parse_arm("emu-lr0.3:emu.enabled=true,train.lr=0.3").overrides == ("emu.enabled=true", "train.lr=0.3")
+    assert parse_arm("base:").overrides == ()
+    for bad in ("no-colon", "../up:emu.enabled=true", "a/b:train.lr=1", ":train.lr=1"):
+        with pytest.raises(ConfigError):
+            parse_arm(bad)
