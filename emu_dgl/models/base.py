@@ -59,13 +59,17 @@ class Decoder(nn.Module):
         self.dim = int(dim)
         self.gamma = float(gamma)
 
+    #: Reals per entity / relation row for a model width ``dim`` (2 for complex or projected rows).
+    entity_factor: ClassVar[int] = 1
+    relation_factor: ClassVar[int] = 1
+
     @classmethod
     def entity_width(cls, dim: int) -> int:
-        return dim
+        return cls.entity_factor * dim
 
     @classmethod
     def relation_width(cls, dim: int) -> int:
-        return dim
+        return cls.relation_factor * dim
 
     @property
     def embedding_range(self) -> float:

@@ -35,13 +35,8 @@ class ComplEx(SeparableDecoder):
 
     complex_entities: ClassVar[bool] = True
 
-    @classmethod
-    def entity_width(cls, dim: int) -> int:
-        return 2 * dim
-
-    @classmethod
-    def relation_width(cls, dim: int) -> int:
-        return 2 * dim
+    entity_factor: ClassVar[int] = 2
+    relation_factor: ClassVar[int] = 2
 
     @staticmethod
     def _tail_weights(h: Tensor, r: Tensor) -> Tensor:

@@ -28,9 +28,7 @@ class RotatE(Decoder):
 
     complex_entities: ClassVar[bool] = True
 
-    @classmethod
-    def entity_width(cls, dim: int) -> int:
-        return 2 * dim
+    entity_factor: ClassVar[int] = 2
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         theta = r * (math.pi / self.embedding_range)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
@@ -27,13 +29,8 @@ class TransD(Decoder):
             raise ConfigError(f"model.p_norm is {p_norm} but TransD supports 1 or 2")
         self.p_norm = p_norm
 
-    @classmethod
-    def entity_width(cls, dim: int) -> int:
-        return 2 * dim
-
-    @classmethod
-    def relation_width(cls, dim: int) -> int:
-        return 2 * dim
+    entity_factor: ClassVar[int] = 2
+    relation_factor: ClassVar[int] = 2
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p_norm={self.p_norm}"

@@ -86,6 +86,7 @@ class Trainer:
 
         self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
         self.train_triples = self.kg.train.to(self.device)
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # batch order, see _batch
         if len(self.train_triples) == 0:
             raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
         known = torch.cat([self.kg.train, self.kg.valid, self.kg.test]).to(self.device)
@@ -171,7 +172,7 @@ class Trainer:
         n, size = len(self.train_triples), min(self.config.train.batch_size, len(self.train_triples))
         per_epoch = n // size
         epoch, index = divmod(step, per_epoch)
-        if getattr(self, "_perm_epoch", None) != epoch:
+        if self._perm_epoch != epoch:
             gen = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
             self._perm = torch.randperm(n, generator=gen).to(self.device)
             self._perm_epoch = epoch
@@ -193,7 +194,7 @@ class Trainer:
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
             from emu_dgl.training.losses import n3_regularizer
 
-            complex_parts = getattr(self.model.decoder, "complex_entities", False)
+            complex_parts = self.model.decoder.complex_entities
             loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts)
         return loss
 
