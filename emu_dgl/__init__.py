@@ -26,14 +26,17 @@ __all__ = [
 ]
 
 
-def train(config: object = None, *, out: str | None = None, **overrides: object) -> dict:
+def train(
+    config: object = None, *, out: str | None = None, arm: str | None = None, **overrides: object
+) -> dict:
     """Train from a config path (or the defaults) plus ``section__key=value`` overrides.
 
-    ``train("configs/quickstart.yaml", train__max_steps=500)`` returns the final metrics.
+    ``train("configs/quickstart.yaml", train__max_steps=500)`` returns the final metrics;
+    ``arm`` picks a named arm of the config file (e.g. ``"sans-base"``).
     """
     from emu_dgl.config import load_config
     from emu_dgl.training.trainer import Trainer, run_directory
 
     sets = [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    cfg = load_config(config, sets)  # type: ignore[arg-type]
+    cfg = load_config(config, sets, arm=arm)  # type: ignore[arg-type]
     return Trainer(cfg, run_directory(cfg, out)).fit()

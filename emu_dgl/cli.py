@@ -55,22 +55,24 @@ def _format_table(metrics: dict[str, Any]) -> str:
               help="Run directory (default: output.dir of the config).")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint.")
+@click.option("--arm", default=None, metavar="NAME",
+              help="A named arm of the config file (its 'arms:' section), e.g. sans-base.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data root (overrides dataset.data_dir).")
 def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None,
-          data_dir: str | None) -> None:
+          arm: str | None, data_dir: str | None) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
     from emu_dgl.config import load_config
     from emu_dgl.training.trainer import CONFIG_FILE, Trainer, run_directory
 
     if resume is not None:
-        if config_path is not None or out is not None:
-            raise click.UsageError("--resume continues a run with its own config; drop --config and --out")
+        if config_path is not None or out is not None or arm is not None:
+            raise click.UsageError("--resume continues a run with its own config; drop --config, --arm and --out")
         if not (resume / CONFIG_FILE).is_file():
             raise EmuDglError(f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
     else:
-        config = load_config(config_path if config_path is not None else QUICKSTART, overrides)
+        config = load_config(config_path if config_path is not None else QUICKSTART, overrides, arm=arm)
         run_dir = run_directory(config, out)
         if (run_dir / "checkpoints" / "last.pt").exists():
             raise EmuDglError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --out")
@@ -181,23 +183,27 @@ def export(run_dir: Path, out: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Base YAML config (default: the quickstart).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every arm (repeatable).")
-@click.option("--arm", "arm_specs", multiple=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-              help="One arm of the comparison (repeatable); default: base:emu.enabled=false and emu:emu.enabled=true.")
+@click.option("--arm", "arm_specs", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+              help="One arm of the comparison (repeatable): a named arm of the config file, or "
+                   "NAME:KEY=VALUE[,KEY=VALUE] for an ad-hoc one. Default: every arm the config file "
+                   "names, else base:emu.enabled=false and emu:emu.enabled=true.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; every arm runs every seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the runs, results.json, table.md and valid_mrr.png.")
 def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tuple[str, ...], seeds: str,
             out: Path) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
-    from emu_dgl.compare import DEFAULT_ARMS, parse_arm, run_comparison
+    from emu_dgl.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
+    from emu_dgl.config import config_arms
 
-    arms = [parse_arm(spec) for spec in arm_specs] or list(DEFAULT_ARMS)
+    base = config_path if config_path is not None else QUICKSTART
+    named = list(config_arms(base)) if base.is_file() else []
+    arms = [parse_arm(spec) for spec in arm_specs] or [Arm(n, (), preset=n) for n in named] or list(DEFAULT_ARMS)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds") from None
-    result = run_comparison(config_path if config_path is not None else QUICKSTART, list(overrides), arms,
-                            seed_list, out)
+    result = run_comparison(base, list(overrides), arms, seed_list, out)
     from emu_dgl.compare import markdown_table
 
     click.echo(markdown_table(result))

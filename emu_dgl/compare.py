@@ -35,16 +35,18 @@ COLUMNS = ("mrr", "hits@1", "hits@3", "hits@10")
 class Arm:
     name: str
     overrides: tuple[str, ...]
+    preset: str | None = None  # a named arm of the config file (its ``arms:`` section)
 
 
 def parse_arm(text: str) -> Arm:
-    """``'emu:emu.enabled=true,emu.p=0.39'`` -> Arm('emu', (...)); ``'base:'`` has no overrides."""
-    if ":" not in text:
-        raise ConfigError(f"--arm '{text}': expected NAME:key=value[,key=value...], e.g. emu:emu.enabled=true")
-    name, rest = text.split(":", 1)
+    """``'emu:emu.enabled=true,emu.p=0.39'`` -> Arm('emu', (...)); ``'base:'`` has no overrides;
+    ``'sans-base'`` (no colon) is the config file's arm of that name."""
+    name, rest = text.split(":", 1) if ":" in text else (text, None)
     name = name.strip()
     if not name or name.startswith(".") or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'")
+    if rest is None:
+        return Arm(name, (), preset=name)
     return Arm(name, tuple(part.strip() for part in rest.split(",") if part.strip()))
 
 
@@ -80,7 +82,9 @@ def run_comparison(
     configs: dict[tuple[str, int], Config] = {}
     for arm in arms:
         for seed in seeds:
-            configs[arm.name, seed] = load_config(config_path, [*overrides, *arm.overrides, f"train.seed={seed}"])
+            configs[arm.name, seed] = load_config(
+                config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
+            )
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     for arm in arms:
@@ -100,7 +104,7 @@ def run_comparison(
                  "test": metrics["test"], "best_step": metrics["best_step"], "curve": _valid_curve(run_dir)}
             )
     result = {
-        "arms": {arm.name: list(arm.overrides) for arm in arms},
+        "arms": {arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides) for arm in arms},
         "base_overrides": overrides,
         "config": str(config_path) if config_path else None,
         "seeds": seeds,

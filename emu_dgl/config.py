@@ -40,7 +40,9 @@ class SamplerConfig:
     name: str = "uniform"  # uniform | sans (structure-aware, Ahrabian et al. 2020)
     num_negatives: int = 256  # negatives per positive (n)
     k_hop: int = 3  # sans: neighbourhood radius k
-    walks: int = 1000  # sans: random walks per entity; 0 = exact k-hop sets; -1 = walk on the fly per batch
+    walks: int = 1000  # sans: random walks (records) per entity; 0 = exact k-hop sets; -1 = walk on the fly per batch
+    walk_mode: str = "continue"  # sans walks: continue (one walk of k*walks steps, every k-th node: the published SANS/EMU code) | restart (walks independent k-step walks: all within k hops)
+    weighted: bool = False  # sans: draw candidates by how often the walks hit them (true) or uniformly over the distinct ones (false, published)
     filter: bool = True  # redraw negatives that are known training triples
     bernoulli: bool = False  # choose head/tail per triple by relation statistics instead of alternating
 
@@ -52,6 +54,7 @@ class EMUConfig:
     p: float = 0.39  # probability that a coordinate of a mutated negative keeps the negative's value
     neg_label: float = 0.53  # soft target (lambda) of each mutated negative
     ce_coef: float = 0.11  # weight c of the one-hot loss on the unmutated negatives
+    separate_draws: bool = False  # draw the EMU term's negatives apart from the one-hot term's (published for uniform negatives; costs a second scoring pass)
 
 
 @dataclass
@@ -60,7 +63,7 @@ class LossConfig:
     alpha: float = 1.0  # self_adversarial temperature
     margin: float = 1.0  # margin loss
     label_smoothing: float = 0.0  # 1vsall only
-    regularizer: str = "none"  # none | n3
+    regularizer: str = "none"  # none | n3 (per-batch, on the positives' embeddings) | l3_table (reg_weight * sum |x|^3 over the whole entity and relation tables, every step: the published base arms)
     reg_weight: float = 0.0  # weight of the regulariser
 
 
@@ -128,7 +131,8 @@ class Config:
             "emu.variant": (self.emu.variant, ["emu", "mixup", "label_smoothing"]),
             "train.optimizer": (self.train.optimizer, list(OPTIMIZERS)),
             "train.schedule": (self.train.schedule, ["none", "step", "reference"]),
-            "loss.regularizer": (self.loss.regularizer, ["none", "n3"]),
+            "loss.regularizer": (self.loss.regularizer, ["none", "n3", "l3_table"]),
+            "sampler.walk_mode": (self.sampler.walk_mode, ["continue", "restart"]),
             "eval.metric": (self.eval.metric, ["mrr", "hits@1", "hits@3", "hits@10"]),
         }
         for key, (value, valid) in names.items():
@@ -141,6 +145,7 @@ class Config:
         need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
         need(self.sampler.k_hop > 0, "sampler.k_hop", "must be positive")
         need(self.sampler.walks >= -1, "sampler.walks", "must be >= 0, or -1 for walks on the fly")
+
         need(0.0 < self.emu.p <= 1.0, "emu.p", f"must be in (0, 1], got {self.emu.p}")
         need(0.0 <= self.emu.neg_label <= 1.0, "emu.neg_label", "must be in [0, 1]")
         need(self.emu.ce_coef >= 0.0, "emu.ce_coef", "must be >= 0")
@@ -151,6 +156,11 @@ class Config:
             "set emu.enabled=false or pick softmax, self_adversarial or margin",
         )
         need(self.loss.reg_weight >= 0, "loss.reg_weight", "must be >= 0")
+        need(
+            self.loss.regularizer.lower() == "none" or self.loss.reg_weight > 0,
+            "loss.reg_weight",
+            f"is 0, so loss.regularizer={self.loss.regularizer} would do nothing; set a positive weight",
+        )
         need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
         need(self.train.max_steps > 0, "train.max_steps", "must be positive")
         need(self.train.batch_size > 0, "train.batch_size", "must be positive")
@@ -265,9 +275,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_chain(path: Path) -> list[dict[str, Any]]:
-    """The file and the files it ``extends`` (a path relative to it), base first."""
+def _read_chain(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The file and the files it ``extends`` (a path relative to it), base first, and
+    the named arms of the whole chain (a later file adds arms or keys to an arm)."""
     chain: list[dict[str, Any]] = []
+    arms_chain: list[tuple[Path, Any]] = []
     seen: set[Path] = set()
     while True:
         resolved = path.resolve()
@@ -276,29 +288,71 @@ def _read_chain(path: Path) -> list[dict[str, Any]]:
         seen.add(resolved)
         data = _read_yaml(path)
         parent = data.pop("extends", None)
+        arms_chain.append((path, data.pop("arms", None)))
         chain.append(data)
         if parent is None:
-            return chain[::-1]
+            break
         if not isinstance(parent, str):
             raise ConfigError(f"config file '{path}': 'extends' must be a path to another YAML file")
         path = path.parent / parent
+    arms: dict[str, dict[str, Any]] = {}
+    for source, section in reversed(arms_chain):
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+            raise ConfigError(
+                f"config file '{source}': 'arms' must map arm names to {{section.key: value}} mappings"
+            )
+        for name, settings in section.items():
+            arms.setdefault(str(name), {}).update({str(k): v for k, v in settings.items()})
+    return chain[::-1], arms
+
+
+def config_arms(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The named arms of a config file (its ``arms:`` section and those of the files it
+    extends): ``{name: {"section.key": value}}``, in file order."""
+    return _read_chain(Path(path))[1]
+
+
+def _apply(config: Config, dotted: str, value: Any, origin: str) -> None:
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{origin} '{dotted}': the key must be section.key, e.g. train.lr")
+    _merge(config, {parts[0]: {parts[1]: value}})
 
 
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     *,
+    arm: str | None = None,
     validate: bool = True,
 ) -> Config:
-    """Defaults, then the YAML file (if any), then ``--set`` overrides; validated.
+    """Defaults, then the YAML file (if any), then its ``arm``, then ``--set`` overrides; validated.
 
     A YAML file may start with ``extends: other.yaml`` (relative to itself): the other
-    file is applied first, so families of configs share one base.
+    file is applied first, so families of configs share one base. It may also name
+    *arms*, variants of itself that differ in a few keys::
+
+        arms:
+          sans-base: {sampler.name: sans, emu.enabled: false}
+
+    ``arm`` picks one of them (``emu-dgl train --arm sans-base``); the arms of a file
+    are what ``emu-dgl compare`` runs by default.
     """
     config = Config()
+    if arm is not None and path is None:
+        raise ConfigError(f"arm '{arm}' needs a config file that defines it (pass --config)")
     if path is not None:
-        for data in _read_chain(Path(path)):
+        chain, arms = _read_chain(Path(path))
+        for data in chain:
             _merge(config, data)
+        if arm is not None:
+            if arm not in arms:
+                valid = ", ".join(arms) if arms else "none: the file has no 'arms' section"
+                raise ConfigError(f"config file '{path}' has no arm '{arm}' (arms: {valid})")
+            for dotted, value in arms[arm].items():
+                _apply(config, dotted, value, f"arm '{arm}':")
     for text in overrides:
         parts, value = parse_override(text)
         nested: dict[str, Any] = {parts[0]: {parts[1]: value}}

@@ -169,6 +169,7 @@ def test_arm_names_are_folder_safe():
 
     assert parse_arm("emu-lr0.3:emu.enabled=true,train.lr=0.3").overrides == ("emu.enabled=true", "train.lr=0.3")
     assert parse_arm("base:").overrides == ()
-    for bad in ("no-colon", "../up:emu.enabled=true", "a/b:train.lr=1", ":train.lr=1"):
+    assert parse_arm("sans-base").preset == "sans-base"  # a named arm of the config file
+    for bad in ("../up:emu.enabled=true", "a/b:train.lr=1", ":train.lr=1", "../up"):
         with pytest.raises(ConfigError):
             parse_arm(bad)

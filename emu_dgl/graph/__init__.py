@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from emu_dgl.graph.neighbourhood import (
     CACHE_FORMAT_VERSION,
+    WALK_MODES,
     Neighbourhood,
     build_neighbourhood,
     exact_khop,
@@ -14,6 +15,7 @@ from emu_dgl.graph.neighbourhood import (
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "WALK_MODES",
     "Neighbourhood",
     "build_neighbourhood",
     "exact_khop",

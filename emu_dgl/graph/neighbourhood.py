@@ -12,17 +12,28 @@ https://arxiv.org/abs/2009.11355):
 * **exact** (``walks == 0``): ``N_k(a) = supp(A + A^2 + ... + A^k)[a] \\ {a}``,
   the entities at distance 1..k from ``a``. Computed with boolean sparse
   products on CSR matrices, in row blocks, never densely.
-* **random walks** (``walks = w > 0``): ``w`` independent walks of ``k`` steps
-  from every entity with :func:`dgl.sampling.random_walk` (each step moves to a
-  uniformly chosen neighbour in ``G``). The endpoints are kept *with
-  multiplicity*: ``counts[a, b]`` is the number of walks from ``a`` that end in
-  ``b``, so sampling proportionally to ``counts`` draws from the empirical
-  ``k``-step transition distribution ``P^k[a, :]`` (``P = D^-1 A``). Walks that
-  end back at their anchor are dropped (the anchor is never its own
-  candidate, as in the exact set), and walks that die early (an entity with
-  no edge in ``G``, e.g. one seen only in valid/test) are dropped too. So
-  ``counts[a].sum() <= w``, with equality for most anchors. Every endpoint is
-  within ``k`` hops, so the walk set is a subset of the exact set.
+* **random walks** (``walks = w > 0``), in one of two modes (``walk_mode``):
+
+  - ``restart`` (what the SANS paper describes): ``w`` independent walks of
+    ``k`` steps from every entity with :func:`dgl.sampling.random_walk` (each
+    step moves to a uniformly chosen neighbour in ``G``). The endpoints are kept
+    *with multiplicity*: ``counts[a, b]`` is the number of walks from ``a`` that
+    end in ``b``, so sampling proportionally to ``counts`` draws from the
+    empirical ``k``-step transition distribution ``P^k[a, :]`` (``P = D^-1 A``).
+    Walks that end back at their anchor are dropped (the anchor is never its
+    own candidate, as in the exact set), and walks that die early (an entity
+    with no edge in ``G``, e.g. one seen only in valid/test) are dropped too.
+    Every endpoint is within ``k`` hops: a subset of the exact set.
+  - ``continue`` (what the published SANS and EMU code actually runs, so the
+    mode the papers' numbers rest on): ONE walk of ``k * w`` steps from every
+    entity, recording the current node every ``k`` steps (``w`` records). The
+    walk is never sent back to the anchor, so after a few records it drifts
+    far from it: the recorded entities are a sample of the walk's stationary
+    distribution (proportional to degree) more than of the anchor's
+    neighbourhood. The anchor itself is kept when the walk records it.
+    ``counts[a, b]`` is how often ``b`` was recorded. On WN18RR with
+    ``k = 3, w = 1000`` only a few percent of such candidates lie within 3
+    hops of their anchor.
 
 Both are returned as a :class:`Neighbourhood`: ``indptr`` (E+1, int64),
 ``indices`` (nnz, int32, sorted within each row) and ``counts`` (nnz, int32, or
@@ -48,6 +59,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -62,9 +74,13 @@ __all__ = [
     "training_graph",
     "neighbourhood_cache_key",
     "CACHE_FORMAT_VERSION",
+    "WALK_MODES",
+    "WalkMode",
 ]
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
+WalkMode = Literal["restart", "continue"]
+WALK_MODES: tuple[str, ...] = ("restart", "continue")
 # Walks per chunk: bounds the peak memory of the (walks, k+1) int64 trace to ~128 MB at k = 3.
 DEFAULT_CHUNK_WALKS = 4_000_000
 # Rows per block of the exact k-hop products: bounds the intermediate sparse matrices.
@@ -75,9 +91,9 @@ _EXACT_ROW_BLOCK = 4096
 class Neighbourhood:
     """Candidate entities per anchor in CSR form.
 
-    Row ``a`` is ``indices[indptr[a]:indptr[a + 1]]`` (sorted, never ``a``
-    itself), with optional multiplicities ``counts`` (same slice) used as
-    sampling weights.
+    Row ``a`` is ``indices[indptr[a]:indptr[a + 1]]`` (sorted; never ``a``
+    itself, except in ``continue`` walks that came back to it), with optional
+    multiplicities ``counts`` (same slice) usable as sampling weights.
     """
 
     indptr: torch.Tensor  # (E + 1,) int64
@@ -85,6 +101,7 @@ class Neighbourhood:
     counts: torch.Tensor | None  # (nnz,) int32, or None for unweighted (exact) sets
     k: int
     walks: int
+    walk_mode: str = "restart"  # restart | continue (walks > 0 only)
 
     @property
     def num_entities(self) -> int:
@@ -120,6 +137,7 @@ class Neighbourhood:
             counts=None if self.counts is None else self.counts.to(device),
             k=self.k,
             walks=self.walks,
+            walk_mode=self.walk_mode,
         )
 
     def state_dict(self) -> dict[str, object]:
@@ -129,6 +147,7 @@ class Neighbourhood:
             "indices": self.indices.cpu(),
             "k": self.k,
             "walks": self.walks,
+            "walk_mode": self.walk_mode,
         }
         if self.counts is not None:
             state["counts"] = self.counts.cpu()
@@ -151,7 +170,10 @@ class Neighbourhood:
         ):
             raise ValueError("neighbourhood counts do not match its indices")
         k, walks = int(state["k"]), int(state["walks"])  # type: ignore[call-overload]
-        return cls(indptr=indptr, indices=indices, counts=counts, k=k, walks=walks)
+        mode = str(state.get("walk_mode", "restart"))
+        if mode not in WALK_MODES:
+            raise ValueError(f"unknown walk mode {mode!r}")
+        return cls(indptr=indptr, indices=indices, counts=counts, k=k, walks=walks, walk_mode=mode)
 
 
 # ---------------------------------------------------------------------------- graph
@@ -235,27 +257,61 @@ def exact_khop(train: torch.Tensor, num_entities: int, *, k: int) -> Neighbourho
 # ---------------------------------------------------------------------------- walks
 
 
+def _check_walk_mode(walk_mode: str) -> None:
+    if walk_mode not in WALK_MODES:
+        raise ValueError(f"walk_mode must be one of {', '.join(WALK_MODES)}, got {walk_mode!r}")
+
+
+def _records_to_csr(
+    records: torch.Tensor, invalid: torch.Tensor, n: int, key_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distinct (anchor, entity) pairs of a chunk's records, in CSR order.
+
+    ``records`` is ``(c, w)``: row ``i`` holds the entities recorded for the
+    chunk's ``i``-th anchor. Invalid records are replaced by a sentinel ``n``
+    that sorts last, each row is sorted, and ``unique_consecutive`` over
+    ``row * (n + 1) + entity`` gives the distinct pairs and their multiplicities.
+    Returns (entries per row (c,), entities, counts).
+    """
+    c = records.shape[0]
+    records = records.masked_fill(invalid, n).to(key_dtype)
+    records, _ = torch.sort(records, dim=1)
+    key = records + (torch.arange(c, dtype=key_dtype) * (n + 1)).unsqueeze(1)
+    uniq, cnt = torch.unique_consecutive(key.view(-1), return_counts=True)
+    row, col = uniq // (n + 1), uniq % (n + 1)
+    valid = col < n
+    row, col, cnt = row[valid], col[valid], cnt[valid]
+    return torch.bincount(row.long(), minlength=c), col.to(torch.int32), cnt.to(torch.int32)
+
+
 def random_walk_neighbourhood(
     graph: dgl.DGLGraph,
     *,
     k: int,
     walks: int,
     seed: int,
+    walk_mode: WalkMode | str = "restart",
     chunk_walks: int = DEFAULT_CHUNK_WALKS,
 ) -> Neighbourhood:
-    """Endpoints of ``walks`` random walks of ``k`` steps from every node, with multiplicity.
+    """Entities recorded by random walks from every node, with multiplicity.
 
-    Anchors are processed in chunks of about ``chunk_walks`` walks. In a chunk
-    the trace is ``(c * w, k + 1)``; the endpoint column is viewed as a
-    ``(c, w)`` matrix, invalid endpoints (dead walks: ``-1``; returns to the
-    anchor) are replaced by a sentinel ``E`` that sorts last, each row is sorted,
-    and ``unique_consecutive`` over ``row * (E + 1) + endpoint`` gives the distinct
-    (anchor, endpoint) pairs and their counts in CSR order.
+    ``restart``: ``walks`` independent walks of ``k`` steps per anchor; the
+    endpoints are recorded, except dead walks (``-1``) and returns to the anchor.
+    ``continue``: one walk of ``k * walks`` steps per anchor (a single
+    :func:`dgl.sampling.random_walk` call of that length), recording every
+    ``k``-th node of the trace (columns ``k, 2k, ..., k * walks``); only dead
+    records (``-1``, from an isolated anchor) are dropped.
+
+    Anchors are processed in chunks whose traces hold about ``chunk_walks * (k + 1)``
+    ids; the ``(c, walks)`` records of a chunk become CSR rows with
+    :func:`_records_to_csr`.
     """
     if k < 1 or walks < 1:
         raise ValueError(f"k and walks must be >= 1, got k={k}, walks={walks}")
+    _check_walk_mode(walk_mode)
     n = graph.num_nodes()
-    anchors_per_chunk = max(1, chunk_walks // walks)
+    trace_per_anchor = walks * (k + 1) if walk_mode == "restart" else k * walks + 1
+    anchors_per_chunk = max(1, chunk_walks * (k + 1) // trace_per_anchor)
     # int32 keys are enough (and sort faster) while chunk * (E + 1) fits.
     key_dtype = torch.int32 if anchors_per_chunk * (n + 1) < 2**31 - 1 else torch.int64
     row_counts: list[torch.Tensor] = []
@@ -266,21 +322,19 @@ def random_walk_neighbourhood(
         stop = min(n, start + anchors_per_chunk)
         c = stop - start
         anchors = torch.arange(start, stop, dtype=torch.int64)
-        seeds = anchors.repeat_interleave(walks)
-        trace, _ = dgl.sampling.random_walk(graph, seeds, length=k)
-        end = trace[:, -1].view(c, walks)
+        if walk_mode == "restart":
+            trace, _ = dgl.sampling.random_walk(graph, anchors.repeat_interleave(walks), length=k)
+            records = trace[:, -1].view(c, walks)
+            invalid = (records < 0) | (records == anchors.unsqueeze(1))
+        else:
+            trace, _ = dgl.sampling.random_walk(graph, anchors, length=k * walks)
+            records = trace[:, k::k]  # (c, walks): the node after every k steps
+            invalid = records < 0
         del trace
-        invalid = (end < 0) | (end == anchors.unsqueeze(1))
-        end = end.masked_fill(invalid, n).to(key_dtype)
-        end, _ = torch.sort(end, dim=1)
-        key = end + (torch.arange(c, dtype=key_dtype) * (n + 1)).unsqueeze(1)
-        uniq, cnt = torch.unique_consecutive(key.view(-1), return_counts=True)
-        row, col = uniq // (n + 1), uniq % (n + 1)
-        valid = col < n
-        row, col, cnt = row[valid], col[valid], cnt[valid]
-        row_counts.append(torch.bincount(row.long(), minlength=c))
-        cols.append(col.to(torch.int32))
-        vals.append(cnt.to(torch.int32))
+        per_row, col, cnt = _records_to_csr(records, invalid, n, key_dtype)
+        row_counts.append(per_row)
+        cols.append(col)
+        vals.append(cnt)
     indptr = torch.zeros(n + 1, dtype=torch.int64)
     if row_counts:
         indptr[1:] = torch.cat(row_counts).cumsum(0)
@@ -291,6 +345,7 @@ def random_walk_neighbourhood(
         counts=torch.cat(vals) if vals else empty,
         k=k,
         walks=walks,
+        walk_mode=walk_mode,
     )
 
 
@@ -298,30 +353,40 @@ def random_walk_neighbourhood(
 
 
 def neighbourhood_cache_key(
-    train: torch.Tensor, num_entities: int, *, k: int, walks: int, seed: int
+    train: torch.Tensor,
+    num_entities: int,
+    *,
+    k: int,
+    walks: int,
+    seed: int,
+    walk_mode: str = "restart",
 ) -> str:
     """sha256 over the training triples' bytes and every parameter that changes the result."""
     digest = hashlib.sha256()
     digest.update(f"emu-dgl-neighbourhood:v{CACHE_FORMAT_VERSION}\n".encode())
-    digest.update(f"E={num_entities};k={k};walks={walks};".encode())
+    mode = walk_mode if walks > 0 else "exact"
+    digest.update(f"E={num_entities};k={k};walks={walks};mode={mode};".encode())
     # The seed only matters for walks; exact sets share one cache file whatever the seed.
     digest.update(f"seed={seed if walks > 0 else 0};shape={tuple(train.shape)}\n".encode())
     digest.update(train.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
-def _cache_path(cache_dir: Path, key: str, *, k: int, walks: int) -> Path:
-    kind = f"walk{walks}" if walks > 0 else "exact"
+def _cache_path(cache_dir: Path, key: str, *, k: int, walks: int, walk_mode: str) -> Path:
+    kind = f"{walk_mode}{walks}" if walks > 0 else "exact"
     return Path(cache_dir) / f"neighbourhood-k{k}-{kind}-{key[:24]}.pt"
 
 
-def _load(path: Path, *, num_entities: int, k: int, walks: int) -> Neighbourhood | None:
+def _load(
+    path: Path, *, num_entities: int, k: int, walks: int, walk_mode: str
+) -> Neighbourhood | None:
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         nb = Neighbourhood.from_state_dict(state)
-        if (nb.num_entities, nb.k, nb.walks) != (num_entities, k, walks):
+        expected = (num_entities, k, walks, walk_mode if walks > 0 else nb.walk_mode)
+        if (nb.num_entities, nb.k, nb.walks, nb.walk_mode) != expected:
             raise ValueError("it holds a neighbourhood built with other parameters")
         if nb.nnz and (int(nb.indices.min()) < 0 or int(nb.indices.max()) >= num_entities):
             raise ValueError("entity ids out of range")
@@ -356,13 +421,15 @@ def build_neighbourhood(
     k: int,
     walks: int,
     seed: int = 0,
+    walk_mode: WalkMode | str = "restart",
     cache_dir: Path | str | None = None,
     chunk_walks: int = DEFAULT_CHUNK_WALKS,
 ) -> Neighbourhood:
     """Neighbourhoods of all entities of the training graph, on the CPU.
 
     ``walks == 0`` gives the exact ``k``-hop sets (``counts is None``);
-    ``walks > 0`` the random-walk approximation with endpoint counts. With a
+    ``walks > 0`` the random-walk candidates of ``walk_mode`` (``restart`` or
+    ``continue``, see the module docstring) with their counts. With a
     ``cache_dir`` the result is loaded from / saved to a file keyed by
     :func:`neighbourhood_cache_key`.
     """
@@ -370,12 +437,15 @@ def build_neighbourhood(
         raise ValueError(f"k must be >= 1, got {k}")
     if walks < 0:
         raise ValueError(f"walks must be >= 0 (0 = exact k-hop), got {walks}")
+    _check_walk_mode(walk_mode)
     _check_train(train, num_entities)
     path = None
     if cache_dir is not None:
-        key = neighbourhood_cache_key(train, num_entities, k=k, walks=walks, seed=seed)
-        path = _cache_path(Path(cache_dir), key, k=k, walks=walks)
-        cached = _load(path, num_entities=num_entities, k=k, walks=walks)
+        key = neighbourhood_cache_key(
+            train, num_entities, k=k, walks=walks, seed=seed, walk_mode=walk_mode
+        )
+        path = _cache_path(Path(cache_dir), key, k=k, walks=walks, walk_mode=walk_mode)
+        cached = _load(path, num_entities=num_entities, k=k, walks=walks, walk_mode=walk_mode)
         if cached is not None:
             return cached
     if walks == 0:
@@ -383,7 +453,7 @@ def build_neighbourhood(
     else:
         graph = training_graph(train, num_entities)
         result = random_walk_neighbourhood(
-            graph, k=k, walks=walks, seed=seed, chunk_walks=chunk_walks
+            graph, k=k, walks=walks, seed=seed, walk_mode=walk_mode, chunk_walks=chunk_walks
         )
     if path is not None:
         _save_atomic(result, path)

@@ -11,8 +11,13 @@ when corrupting tails, ``t`` when corrupting heads.
 
 * :class:`UniformSampler`: ``n`` ids uniform over all entities.
 * :class:`SANSSampler`: ``n`` ids from the anchor's precomputed neighbourhood
-  (:mod:`emu_dgl.graph.neighbourhood`), proportionally to the walk counts
-  (exact sets: uniformly). The default SANS mode.
+  (:mod:`emu_dgl.graph.neighbourhood`): uniformly over the distinct candidates
+  (``weighted=False``, what the published SANS code does) or proportionally
+  to how often the walks recorded them (``weighted=True``). The candidates
+  come from ``restart`` walks (``w`` walks of ``k`` steps: all within ``k``
+  hops) or ``continue`` walks (one walk of ``k * w`` steps recorded every
+  ``k`` steps: the published builder, whose candidates drift far from the
+  anchor). The default SANS mode.
 * :class:`OnTheFlyWalkSampler`: ``n`` fresh ``k``-step DGL walks from each
   anchor per batch, endpoints used directly (the ``w -> infinity`` limit of the
   walk neighbourhood, no preprocessing).
@@ -41,7 +46,12 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 
 from emu_dgl._dgl import dgl
-from emu_dgl.graph.neighbourhood import Neighbourhood, build_neighbourhood, training_graph
+from emu_dgl.graph.neighbourhood import (
+    WALK_MODES,
+    Neighbourhood,
+    build_neighbourhood,
+    training_graph,
+)
 from emu_dgl.registry import Registry
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
 
@@ -207,12 +217,15 @@ def _mix_seed(*parts: int) -> int:
 class OnTheFlyWalkSampler:
     """Structure-aware negatives from fresh ``k``-step DGL walks per batch.
 
-    Each anchor is repeated ``n`` times and walked ``k`` steps on the
-    undirected training graph with :func:`dgl.sampling.random_walk`; the
+    ``restart``: each anchor is repeated ``n`` times and walked ``k`` steps on
+    the undirected training graph with :func:`dgl.sampling.random_walk`; the
     endpoints are the negatives, so each is a draw from ``P^k[a, :]`` exactly
     (the ``w -> infinity`` limit of the walk neighbourhood; an anchor's
     neighbourhood never has to be stored). Walks that die (isolated anchor) or
     end at the anchor itself fall back to a uniform id.
+    ``continue``: one walk of ``k * n`` steps per anchor, the node after every
+    ``k`` steps is a negative (the anchor too, when the walk comes back to it);
+    an isolated anchor falls back to uniform ids.
 
     DGL's generator is seeded each call from ``(seed, step, one draw of
     generator)``, so the same generator state and step give the same walks and
@@ -230,10 +243,14 @@ class OnTheFlyWalkSampler:
         num_entities: int,
         num_negatives: int,
         k_hop: int = 3,
+        walk_mode: str = "restart",
         seed: int = 0,
     ) -> None:
         if k_hop < 1:
             raise ValueError(f"k_hop must be >= 1, got {k_hop}")
+        if walk_mode not in WALK_MODES:
+            raise ValueError(f"walk_mode must be one of {', '.join(WALK_MODES)}, got {walk_mode!r}")
+        self.walk_mode = walk_mode
         self.graph = training_graph(train, num_entities)
         self.num_entities = num_entities
         self.num_negatives = num_negatives
@@ -253,10 +270,16 @@ class OnTheFlyWalkSampler:
             device=pos.device,
         )
         dgl.seed(_mix_seed(self.seed, step, int(draw)))
-        seeds = anchor.to(self.graph.device).repeat_interleave(self.num_negatives)
-        trace, _ = dgl.sampling.random_walk(self.graph, seeds, length=self.k_hop)
-        end = trace[:, -1].view(anchor.shape[0], self.num_negatives).to(pos.device)
-        bad = (end < 0) | (end == anchor.unsqueeze(1))
+        k, n = self.k_hop, self.num_negatives
+        if self.walk_mode == "restart":
+            seeds = anchor.to(self.graph.device).repeat_interleave(n)
+            trace, _ = dgl.sampling.random_walk(self.graph, seeds, length=k)
+            end = trace[:, -1].view(anchor.shape[0], n).to(pos.device)
+            bad = (end < 0) | (end == anchor.unsqueeze(1))
+        else:
+            trace, _ = dgl.sampling.random_walk(self.graph, anchor.to(self.graph.device), length=k * n)
+            end = trace[:, k::k].to(pos.device)
+            bad = end < 0
         return torch.where(bad, uniform, end)
 
 
@@ -291,6 +314,8 @@ def build_sampler(
     num_negatives: int,
     k_hop: int = 3,
     walks: int = 1000,
+    walk_mode: str = "continue",
+    weighted: bool = False,
     seed: int = 0,
     cache_dir: Path | str | None = None,
     filter: bool = False,  # named after the config key `sampler.filter`
@@ -302,7 +327,9 @@ def build_sampler(
     """Build a registered sampler by name, optionally wrapped in a :class:`FilteredSampler`.
 
     ``sans`` builds (or loads from ``cache_dir``) the neighbourhood with
-    ``k_hop`` and ``walks`` (``0`` = exact k-hop) and moves it to ``device``;
+    ``k_hop``, ``walks`` (``0`` = exact k-hop) and ``walk_mode`` and moves it
+    to ``device``; it draws by walk counts when ``weighted``, else uniformly
+    over the distinct candidates;
     ``sans_online`` (or ``sans`` with ``walks = -1``, the config's spelling)
     walks ``k_hop`` steps per batch. With ``filter`` the negatives are
     filtered against ``known`` (default: ``train``).
@@ -314,9 +341,15 @@ def build_sampler(
         base = UniformSampler(num_entities=num_entities, num_negatives=num_negatives)
     elif key == "sans" and walks >= 0:
         nb = build_neighbourhood(
-            train, num_entities, k=k_hop, walks=walks, seed=seed, cache_dir=cache_dir
+            train,
+            num_entities,
+            k=k_hop,
+            walks=walks,
+            seed=seed,
+            walk_mode=walk_mode,
+            cache_dir=cache_dir,
         )
-        base = SANSSampler(nb, num_negatives=num_negatives)
+        base = SANSSampler(nb, num_negatives=num_negatives, weighted=weighted)
         base._on(device)  # move the CSR once, up front
     elif key in ("sans", "sans_online"):  # sans with walks == -1 is sans_online
         base = OnTheFlyWalkSampler(
@@ -324,6 +357,7 @@ def build_sampler(
             num_entities=num_entities,
             num_negatives=num_negatives,
             k_hop=k_hop,
+            walk_mode=walk_mode,
             seed=seed,
         )
     else:

@@ -122,6 +122,8 @@ class Trainer:
                 num_negatives=cfg.sampler.num_negatives,
                 k_hop=cfg.sampler.k_hop,
                 walks=cfg.sampler.walks,
+                walk_mode=cfg.sampler.walk_mode,
+                weighted=cfg.sampler.weighted,
                 seed=cfg.train.seed,
                 cache_dir=cache_dir,
                 filter=cfg.sampler.filter,
@@ -133,6 +135,10 @@ class Trainer:
             if cfg.sampler.bernoulli
             else None
         )
+        # emu.separate_draws: the mutated negatives get a draw of their own from the same
+        # sampler (the published code's uniform arms), instead of mutating the one-hot
+        # term's negatives.
+        self.separate_draws = cfg.emu.enabled and cfg.emu.separate_draws and not self.one_vs_all
         self.mutation = None
         if cfg.emu.enabled and cfg.emu.variant != "label_smoothing":
             factory = MUTATIONS.get(cfg.emu.variant)
@@ -184,12 +190,21 @@ class Trainer:
                 return self.loss_fn(self.model.score_t(batch[:, [0, 1]]), batch[:, 2])
             return self.loss_fn(self.model.score_h(batch[:, [1, 2]]), batch[:, 0])
         neg = self.sampler.sample(batch, side, generator=self.generator, step=step)
-        out = self.model.score_negatives(batch, neg, side, mutation=self.mutation, generator=self.generator)
-        if self.config.emu.enabled:
+        if self.separate_draws:
+            # Two scoring passes: the one-hot term on this draw, the EMU term on a fresh one.
+            out = self.model.score_negatives(batch, neg, side)
+            fresh = self.sampler.sample(batch, side, generator=self.generator, step=step)
+            second = self.model.score_negatives(batch, fresh, side, mutation=self.mutation, generator=self.generator)
+            # label_smoothing variant: the soft targets fall on the fresh, unmutated negatives.
+            mutated = second.mutated if second.mutated is not None else second.neg
+            loss = self.loss_fn(out.pos, out.neg, mutated)
+        elif self.config.emu.enabled:
+            out = self.model.score_negatives(batch, neg, side, mutation=self.mutation, generator=self.generator)
             # label_smoothing variant: the soft targets fall on the unmutated negatives.
             mutated = out.mutated if out.mutated is not None else out.neg
             loss = self.loss_fn(out.pos, out.neg, mutated)
         else:
+            out = self.model.score_negatives(batch, neg, side)
             loss = self.loss_fn(out.pos, out.neg)
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
             from emu_dgl.training.losses import n3_regularizer
@@ -213,6 +228,10 @@ class Trainer:
                 for part, side in parts
                 if len(part)
             )
+        if self.config.loss.regularizer == "l3_table" and self.config.loss.reg_weight > 0:
+            from emu_dgl.training.losses import l3_table_regularizer
+
+            loss = loss + l3_table_regularizer(self.model, weight=self.config.loss.reg_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
