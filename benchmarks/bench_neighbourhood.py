@@ -1,9 +1,12 @@
 """Neighbourhood build and SANS sampling cost; prints one JSON object.
 
-For each dataset (k = 3, w = 1000 by default):
+For each dataset (k = 3, w = 1000 by default) and each walk mode
+(``--walk-modes``, default both):
 
-* ``bare_walk_s``: one ``dgl.sampling.random_walk`` call on exactly the seeds our
-  build walks (every entity repeated ``w`` times, length ``k``) - the floor;
+* ``bare_walk_s``: one ``dgl.sampling.random_walk`` call of the same total
+  length as our build - the floor: for ``restart`` every entity repeated ``w``
+  times with length ``k``; for ``continue`` every entity once with length
+  ``k * w``;
 * ``build_s``: :func:`emu_dgl.graph.build_neighbourhood` (walks + counting +
   CSR), no cache, and ``ratio`` = build / bare (each the minimum over
   ``--repeats`` alternating runs; all runs are listed too);
@@ -55,17 +58,20 @@ def rss_mb(field: str = "VmHWM") -> float:
 # ---------------------------------------------------------------------------- parts (child processes)
 
 
-def part_bare(folder: str, k: int, walks: int, seed: int) -> dict[str, Any]:
+def part_bare(folder: str, k: int, walks: int, seed: int, walk_mode: str) -> dict[str, Any]:
     from emu_dgl._dgl import dgl
     from emu_dgl.graph import training_graph
 
     train, n = read_train(Path(folder))
     graph = training_graph(train, n)
-    seeds = torch.arange(n).repeat_interleave(walks)
+    if walk_mode == "restart":
+        seeds, length = torch.arange(n).repeat_interleave(walks), k
+    else:
+        seeds, length = torch.arange(n), k * walks
     loaded = rss_mb("VmRSS")
     dgl.seed(seed)
     start = time.perf_counter()
-    trace, _ = dgl.sampling.random_walk(graph, seeds, length=k)
+    trace, _ = dgl.sampling.random_walk(graph, seeds, length=length)
     elapsed = time.perf_counter() - start
     return {
         "bare_walk_s": round(elapsed, 3),
@@ -78,13 +84,13 @@ def part_bare(folder: str, k: int, walks: int, seed: int) -> dict[str, Any]:
     }
 
 
-def part_build(folder: str, k: int, walks: int, seed: int) -> dict[str, Any]:
+def part_build(folder: str, k: int, walks: int, seed: int, walk_mode: str = "restart") -> dict[str, Any]:
     from emu_dgl.graph import build_neighbourhood
 
     train, n = read_train(Path(folder))
     loaded = rss_mb("VmRSS")
     start = time.perf_counter()
-    nb = build_neighbourhood(train, n, k=k, walks=walks, seed=seed, cache_dir=None)
+    nb = build_neighbourhood(train, n, k=k, walks=walks, seed=seed, walk_mode=walk_mode, cache_dir=None)
     elapsed = time.perf_counter() - start
     out = {
         "build_s": round(elapsed, 3),
@@ -96,7 +102,7 @@ def part_build(folder: str, k: int, walks: int, seed: int) -> dict[str, Any]:
     }
     if walks > 0:
         assert nb.counts is not None
-        out["surviving_walks"] = int(nb.counts.sum())
+        out["recorded_nodes_kept"] = int(nb.counts.sum())
         out["mean_candidates"] = round(nb.nnz / n, 1)
     return out
 
@@ -108,11 +114,12 @@ def part_steps(
     from emu_dgl.sampling import FilteredSampler, OnTheFlyWalkSampler, SANSSampler, UniformSampler
 
     train, n = read_train(Path(folder))
-    nb = build_neighbourhood(train, n, k=k, walks=walks, seed=seed)
-    csr = SANSSampler(nb, num_negatives=negatives)
+    nb = build_neighbourhood(train, n, k=k, walks=walks, seed=seed, walk_mode="continue")
+    csr = SANSSampler(nb, num_negatives=negatives, weighted=False)
     samplers = {
-        "csr": csr,
-        "csr_filtered": FilteredSampler(csr, train, n),
+        "csr_continue": csr,
+        "csr_continue_weighted": SANSSampler(nb, num_negatives=negatives, weighted=True),
+        "csr_continue_filtered": FilteredSampler(csr, train, n),
         "on_the_fly": OnTheFlyWalkSampler(
             train=train, num_entities=n, num_negatives=negatives, k_hop=k, seed=seed
         ),
@@ -158,6 +165,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--negatives", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--walk-modes", nargs="+", default=["continue", "restart"])
     parser.add_argument("--no-exact", action="store_true", help="skip the exact k-hop builds")
     parser.add_argument(
         "--repeats", type=int, default=3, help="bare/build runs (alternating); the minimum is kept"
@@ -178,16 +186,19 @@ def main() -> None:
     for name in args.datasets:
         folder = str(args.data_dir / name)
         entry: dict[str, Any] = {}
-        bare: list[dict[str, Any]] = []
-        built: list[dict[str, Any]] = []
-        for _ in range(max(1, args.repeats)):
-            bare.append(isolated("part_bare", folder, args.k, args.walks, args.seed))
-            built.append(isolated("part_build", folder, args.k, args.walks, args.seed))
-        entry.update(min(bare, key=lambda r: r["bare_walk_s"]))
-        entry.update(min(built, key=lambda r: r["build_s"]))
-        entry["bare_walk_s_all"] = [r["bare_walk_s"] for r in bare]
-        entry["build_s_all"] = [r["build_s"] for r in built]
-        entry["ratio"] = round(entry["build_s"] / entry["bare_walk_s"], 2)
+        for mode in args.walk_modes:
+            part: dict[str, Any] = {}
+            bare: list[dict[str, Any]] = []
+            built: list[dict[str, Any]] = []
+            for _ in range(max(1, args.repeats)):
+                bare.append(isolated("part_bare", folder, args.k, args.walks, args.seed, mode))
+                built.append(isolated("part_build", folder, args.k, args.walks, args.seed, mode))
+            part.update(min(bare, key=lambda r: r["bare_walk_s"]))
+            part.update(min(built, key=lambda r: r["build_s"]))
+            part["bare_walk_s_all"] = [r["bare_walk_s"] for r in bare]
+            part["build_s_all"] = [r["build_s"] for r in built]
+            part["ratio"] = round(part["build_s"] / part["bare_walk_s"], 2)
+            entry[mode] = part
         if args.no_exact:
             entry["exact"] = {"skipped": "--no-exact"}
         else:
