@@ -32,10 +32,9 @@ def main() -> None:
 
     args.dest.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# EMU against the base loss at equal budget (CPU protocol)",
+        "# The paper's four arms at equal budget (CPU protocol)",
         "",
-        "Produced by `bash benchmarks/cpu_protocol.sh OUT` (budget and settings in that script),",
-        "`bash benchmarks/cpu_protocol_lr.sh OUT` (learning-rate check of the SANS arms) and",
+        "Produced by `bash benchmarks/cpu_protocol.sh OUT` (budget and settings in that script) and",
         "`python benchmarks/summarize_protocol.py OUT benchmarks/results/cpu-protocol`.",
         "Filtered MRR and Hits@10 on the full test split, both sides; mean ± sample std where",
         "several seeds ran. Wall time is per run (training plus evaluation).",

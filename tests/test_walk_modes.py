@@ -215,3 +215,26 @@ def test_continue_is_every_kth_node_of_one_dgl_walk(graph) -> None:
         row = nb.row(a).tolist()
         counts = nb.counts[nb.indptr[a] : nb.indptr[a + 1]].tolist()
         assert dict(zip(row, counts, strict=True)) == expected, f"anchor {a}"
+
+
+def test_on_the_fly_continue_records_one_walk(graph) -> None:
+    """Walks on the fly in continue mode: row j of an anchor's negatives is the node after
+    (j + 1) * k steps of one walk, so consecutive records lie within k hops of each other
+    (the first within k of the anchor), and the row drifts beyond k hops of the anchor."""
+    from emu_dgl.sampling import OnTheFlyWalkSampler
+
+    train, _, dist = graph
+    sampler = OnTheFlyWalkSampler(train=train, num_entities=N, num_negatives=NEG, k_hop=K,
+                                  walk_mode="continue", seed=1)
+    anchors = torch.arange(N - ISOLATED)
+    pos = torch.stack([anchors, torch.zeros_like(anchors), anchors], dim=1)
+    neg = sampler.sample(pos, "tail", generator=torch.Generator().manual_seed(0), step=4)
+    assert neg.shape == (N - ISOLATED, NEG)
+    beyond = 0
+    for a, row in zip(anchors.tolist(), neg.tolist(), strict=True):
+        previous = a
+        for x in row:
+            assert dist[previous][x] <= K, (a, previous, x)
+            previous = x
+        beyond += sum(dist[a][x] > K for x in row)
+    assert beyond > 0.3 * neg.numel()
