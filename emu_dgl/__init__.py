@@ -3,15 +3,29 @@
     from emu_dgl import load_dataset, KnowledgeGraph
     kg = load_dataset("wn18rr")
     g = kg.to_dgl()      # DGL heterograph: node type 'entity', one edge type per relation
+
+The public names are imported on first use (PEP 562), so ``import emu_dgl`` and
+``emu-dgl --help`` do not pay for torch, DGL and pandas.
 """
 
 from __future__ import annotations
 
-from emu_dgl.data import KnowledgeGraph, load_dataset
-from emu_dgl.models import DECODERS, KGEModel
-from emu_dgl.sampling import SAMPLERS, EMUMutation, MixupMutation, build_sampler
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "KnowledgeGraph": "emu_dgl.data",
+    "load_dataset": "emu_dgl.data",
+    "DECODERS": "emu_dgl.models",
+    "KGEModel": "emu_dgl.models",
+    "SAMPLERS": "emu_dgl.sampling",
+    "EMUMutation": "emu_dgl.sampling",
+    "MixupMutation": "emu_dgl.sampling",
+    "build_sampler": "emu_dgl.sampling",
+}
 
 __all__ = [
     "DECODERS",
@@ -24,6 +38,23 @@ __all__ = [
     "load_dataset",
     "train",
 ]
+
+if TYPE_CHECKING:
+    from emu_dgl.data import KnowledgeGraph, load_dataset
+    from emu_dgl.models import DECODERS, KGEModel
+    from emu_dgl.sampling import SAMPLERS, EMUMutation, MixupMutation, build_sampler
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'emu_dgl' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 def train(

@@ -29,10 +29,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key
-from emu_dgl.data.knowledge_graph import KnowledgeGraph
 from emu_dgl.errors import DataError
+
+if TYPE_CHECKING:  # imported where graphs are built: torch is not needed to list the catalogue
+    from emu_dgl.data.knowledge_graph import KnowledgeGraph
 
 __all__ = [
     "CATALOGUE",
@@ -337,6 +340,8 @@ def load_directory(
     while the files are unchanged. A cache that cannot be written is skipped with a
     warning; a corrupt cache file is rebuilt.
     """
+    from emu_dgl.data.knowledge_graph import KnowledgeGraph
+
     directory = Path(directory).expanduser()
     name = name or directory.resolve().name
     paths = {split: directory / file_name for split, file_name in SPLITS.items()}

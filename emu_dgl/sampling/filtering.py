@@ -8,16 +8,11 @@ sorted once on the device; membership of a batch of keys is one
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
 import torch
 
-if TYPE_CHECKING:
-    from emu_dgl.sampling.negatives import NegativeSampler
+from emu_dgl.sampling.base import NegativeSampler, Side, UniformSampler
 
 __all__ = ["KnownTriples", "FilteredSampler"]
-
-Side = Literal["head", "tail"]
 
 
 class KnownTriples:
@@ -80,8 +75,6 @@ class FilteredSampler:
         max_redraws: int = 10,
         max_uniform_redraws: int = 100,
     ) -> None:
-        from emu_dgl.sampling.negatives import UniformSampler
-
         self.base = base
         self.known = (
             known

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -53,6 +52,7 @@ from emu_dgl.graph.neighbourhood import (
     training_graph,
 )
 from emu_dgl.registry import Registry
+from emu_dgl.sampling.base import NegativeSampler, Side, UniformSampler, anchors
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
 
 __all__ = [
@@ -68,21 +68,7 @@ __all__ = [
     "bernoulli_head_probability",
 ]
 
-Side = Literal["head", "tail"]
-
 SAMPLERS: Registry[NegativeSampler] = Registry("sampler")
-
-
-@runtime_checkable
-class NegativeSampler(Protocol):
-    """The sampler contract (see the module docstring)."""
-
-    num_entities: int
-    num_negatives: int
-
-    def sample(
-        self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
-    ) -> torch.Tensor: ...
 
 
 def _canonical(device: torch.device | str) -> torch.device:
@@ -93,34 +79,9 @@ def _canonical(device: torch.device | str) -> torch.device:
     return device
 
 
-def _anchors(pos: torch.Tensor, side: Side) -> torch.Tensor:
-    """The kept entity of each positive: the head when corrupting tails and vice versa."""
-    if side == "tail":
-        return pos[:, 0]
-    if side == "head":
-        return pos[:, 2]
-    raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+_anchors = anchors
 
-
-@SAMPLERS.register("uniform")
-class UniformSampler:
-    """``n`` entity ids per positive, i.i.d. uniform over ``[0, E)``."""
-
-    def __init__(self, *, num_entities: int, num_negatives: int) -> None:
-        self.num_entities = num_entities
-        self.num_negatives = num_negatives
-
-    def sample(
-        self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
-    ) -> torch.Tensor:
-        _anchors(pos, side)  # validates `side`
-        return torch.randint(
-            0,
-            self.num_entities,
-            (pos.shape[0], self.num_negatives),
-            generator=generator,
-            device=pos.device,
-        )
+SAMPLERS.register("uniform")(UniformSampler)
 
 
 class _CSROnDevice:
