@@ -333,6 +333,26 @@ class KnowledgeGraph:
             **splits,
         )
 
+    # ---------------------------------------------------------------- networkx
+    def to_networkx(self) -> Any:
+        """``networkx.MultiDiGraph``: entity names as nodes, one edge per triple with
+        attributes ``relation`` and ``split`` (see :mod:`emu_dgl.data.networkx_io`)."""
+        from emu_dgl.data.networkx_io import to_networkx
+
+        return to_networkx(self)
+
+    @classmethod
+    def from_networkx(
+        cls, graph: Any, *, relation_key: str | None = "relation", split_key: str = "split",
+        default_split: str = "train", name: str | None = None,
+    ) -> KnowledgeGraph:
+        """From a directed networkx graph whose edges name their relation in ``relation_key``
+        and their split in ``split_key`` (default ``default_split``)."""
+        from emu_dgl.data.networkx_io import from_networkx
+
+        return from_networkx(graph, relation_key=relation_key, split_key=split_key,
+                             default_split=default_split, name=name)
+
     # ------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write to an uncompressed ``.npz`` (no pickle), atomically."""
