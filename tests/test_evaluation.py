@@ -90,3 +90,29 @@ def test_perfect_scorer_has_mrr_one():
     table[known[:, 0], known[:, 1], known[:, 2]] = 1.0
     metrics = FilteredEvaluator(known, num_relations=4).evaluate(TableScorer(table), known)
     assert metrics["mrr"] == 1.0 and metrics["hits@1"] == 1.0 and metrics["mr"] == 1.0
+
+
+def test_per_relation_metrics_match_brute_force(device):
+    known, table = make_graph(5, num_relations=5)
+    test = known[torch.randperm(len(known), generator=torch.Generator().manual_seed(1))[:60]]
+    test = test[test[:, 1] != 3]  # relation 3 absent from the evaluated triples
+    names = ["r0", "r1", "r2", "r3", "r4"]
+    evaluator = FilteredEvaluator(known.to(device), 5, batch_size=7)
+    result = evaluator.evaluate(TableScorer(table), test.to(device), per_relation=True, relation_names=names)
+    per_rel = result["per_relation"]
+    assert sorted(per_rel) == sorted({names[r] for r in test[:, 1].tolist()}) and "r3" not in per_rel
+    for rel_name, got in per_rel.items():
+        sub = test[test[:, 1] == names.index(rel_name)]
+        # brute force, one triple at a time, with the reference evaluator above
+        head = brute_force_ranks(table, known, sub, "head")
+        tail = brute_force_ranks(table, known, sub, "tail")
+        assert got["count"] == len(sub)
+        for key, ranks in (("head", head), ("tail", tail), (None, torch.cat([head, tail]))):
+            ref = metrics_from_ranks(ranks)
+            row = got if key is None else got[key]
+            for metric in ("mrr", "mr", "hits@1", "hits@3", "hits@10"):
+                assert abs(row[metric] - ref[metric]) < 1e-12, (rel_name, key, metric)
+    # the triple-weighted mean of per-relation MRR is the overall MRR
+    total = sum(v["count"] * v["mrr"] for v in per_rel.values()) / sum(v["count"] for v in per_rel.values())
+    assert abs(total - result["mrr"]) < 1e-12
+    assert "per_relation" not in evaluator.evaluate(TableScorer(table), test.to(device))

@@ -1,5 +1,10 @@
 """Filtered rank metrics."""
 
-from emu_dgl.evaluation.ranking import FilteredEvaluator, metrics_from_ranks, realistic_ranks
+from emu_dgl.evaluation.ranking import (
+    FilteredEvaluator,
+    metrics_from_ranks,
+    per_relation_metrics,
+    realistic_ranks,
+)
 
-__all__ = ["FilteredEvaluator", "metrics_from_ranks", "realistic_ranks"]
+__all__ = ["FilteredEvaluator", "metrics_from_ranks", "per_relation_metrics", "realistic_ranks"]
