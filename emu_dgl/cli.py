@@ -46,7 +46,29 @@ def _format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@main.command()
+def _format_relation_table(metrics: dict[str, Any]) -> str:
+    """Per-relation MRR / Hits@10, both sides and per side, for each split that has them."""
+    lines = []
+    for split in ("valid", "test"):
+        per_rel = metrics.get(split, {}).get("per_relation")
+        if not per_rel:
+            continue
+        width = max(len("relation"), *(len(name) for name in per_rel))
+        lines.append(f"{split}: per relation")
+        lines.append(f"{'relation':<{width}}  {'count':>6}  {'mrr':>7}  {'head':>7}  {'tail':>7}  {'hits@10':>7}")
+        for name, row in sorted(per_rel.items(), key=lambda item: -item[1]["count"]):
+            lines.append(
+                f"{name:<{width}}  {row['count']:>6}  {row['mrr']:>7.4f}  {row['head']['mrr']:>7.4f}  "
+                f"{row['tail']['mrr']:>7.4f}  {row['hits@10']:>7.4f}"
+            )
+    return "\n".join(lines)
+
+
+_DATA_DIR_HELP = "Data root holding the run's dataset (default: the run's dataset.data_dir, $EMU_DGL_DATA, ...)."
+
+
+@main.command(epilog="Every config key, its default and meaning: emu_dgl/config.py (README, 'Configuration'). "
+              "Dataset names: 'emu-dgl datasets list'.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML config (default: the quickstart on the built-in synthetic graph).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -85,8 +107,11 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
         f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
         err=True,
     )
+    click.echo(f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)", err=True)
     metrics = trainer.fit(resume=resume is not None)
     click.echo(_format_table(metrics))
+    if config.eval.per_relation:
+        click.echo(_format_relation_table(metrics))
     click.echo(
         f"best step {metrics['best_step']} of {metrics['steps']}; {metrics['train_steps_per_second']:.1f} steps/s; "
         f"metrics in {run_dir / 'metrics.json'}"
@@ -95,33 +120,46 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True,
+              help="Which split's triples to rank.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--per-relation", is_flag=True, help="Also MRR / Hits@k of every relation, per side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run_dir: Path, split: str, device: str, as_json: bool) -> None:
-    """Filtered evaluation of a trained run (best checkpoint)."""
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None) -> None:
+    """Filtered evaluation of a trained run (checkpoints/best.pt)."""
     import torch
 
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.training.trainer import load_run
 
-    config, kg, model = load_run(run_dir, device=device)
+    config, kg, model = load_run(run_dir, device=device, data_dir=data_dir)
     dev = next(model.parameters()).device
     evaluator = FilteredEvaluator(torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations,
                                   batch_size=config.eval.batch_size)
-    metrics = {split: evaluator.evaluate(model, getattr(kg, split))}
-    click.echo(json.dumps(metrics, indent=2) if as_json else _format_table(metrics))
+    metrics = {split: evaluator.evaluate(model, getattr(kg, split), per_relation=per_relation,
+                                         relation_names=kg.relation_names)}
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(_format_table(metrics))
+    if per_relation:
+        click.echo(_format_relation_table(metrics))
 
 
 def _entity_id(kg: Any, name: str, what: str) -> int:
     names = kg.entity_names if what == "entity" else kg.relation_names
     lookup = {n: i for i, n in enumerate(names)}
     if name not in lookup:
-        import difflib
+        from emu_dgl.data.lookup import suggest_names
 
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"; close: {', '.join(close)}" if close else ""
-        raise EmuDglError(f"unknown {what} '{name}' in dataset '{kg.name}'{hint}")
+        close = suggest_names(name, names)
+        hint = f"; did you mean: {', '.join(close)}?" if close else ""
+        flag = " --relations" if what == "relation" else ""
+        raise EmuDglError(
+            f"unknown {what} '{name}' in dataset '{kg.name}'{hint} "
+            f"(find names with: emu-dgl datasets entities {kg.name}{flag} --grep TEXT)"
+        )
     return lookup[name]
 
 
@@ -130,17 +168,23 @@ def _entity_id(kg: Any, name: str, what: str) -> int:
 @click.option("--head", default=None, help="Head entity name (predict tails).")
 @click.option("--tail", default=None, help="Tail entity name (predict heads).")
 @click.option("--relation", required=True, help="Relation name.")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True)
-def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, top: int, device: str) -> None:
-    """Top-K completions of (head, relation, ?) or (?, relation, tail); known triples marked."""
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many completions to list.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, top: int, device: str,
+            data_dir: str | None) -> None:
+    """Top-K completions of (head, relation, ?) or (?, relation, tail); known triples marked.
+
+    Uses checkpoints/best.pt. Names are the dataset's own: find them with
+    'emu-dgl datasets entities NAME --grep TEXT' (add --relations for relations).
+    """
     import torch
 
     if (head is None) == (tail is None):
         raise click.UsageError("give exactly one of --head (to rank tails) or --tail (to rank heads)")
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device=device)
+    _, kg, model = load_run(run_dir, device=device, data_dir=data_dir)
     dev = next(model.parameters()).device
     rel = _entity_id(kg, relation, "relation")
     known = torch.cat([kg.train, kg.valid, kg.test])
@@ -163,20 +207,26 @@ def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, to
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def export(run_dir: Path, out: Path) -> None:
-    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl."""
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write (created if missing; files in it are overwritten).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+def export(run_dir: Path, out: Path, data_dir: str | None) -> None:
+    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
+
+    The weights are those of checkpoints/best.pt (the best validation step).
+    """
     import numpy as np
 
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device="cpu")
+    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
     np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
     for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
         (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
-    click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings to {out}")
+    click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
+               f"from {run_dir / 'checkpoints' / 'best.pt'} to {out}")
 
 
 @main.command()
@@ -207,13 +257,17 @@ def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tup
     from emu_dgl.compare import markdown_table
 
     click.echo(markdown_table(result))
+    if not result.get("plotted", True):
+        click.echo("plot skipped: matplotlib is not installed (pip install \"emu-dgl[plot]\")", err=True)
     click.echo(f"results in {out}")
 
 
 def _register_datasets() -> None:
     from emu_dgl.cli_datasets import datasets
+    from emu_dgl.cli_tune import tune
 
     main.add_command(datasets)
+    main.add_command(tune)
 
 
 _register_datasets()

@@ -106,6 +106,30 @@ def info_command(name_or_path: str, as_json: bool, data_dir: str | None) -> None
     _print_stats(stats, click.echo)
 
 
+@datasets.command("entities")
+@click.argument("name_or_path")
+@click.option("--grep", "text", default=None, metavar="TEXT", help="Only names containing TEXT (case-insensitive).")
+@click.option("--relations", is_flag=True, help="List relation names instead of entity names.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Print at most this many names (0 = all).")
+@_DATA_DIR
+def entities_command(name_or_path: str, text: str | None, relations: bool, limit: int, data_dir: str | None) -> None:
+    """Entity (or relation) names of a dataset, e.g. to find the names 'emu-dgl predict' takes."""
+    from emu_dgl.data.catalogue import load_dataset
+    from emu_dgl.data.lookup import grep_names
+
+    kg = load_dataset(name_or_path, data_dir)
+    names = kg.relation_names if relations else kg.entity_names
+    kind = "relations" if relations else "entities"
+    found = grep_names(names, text)
+    shown = found if limit == 0 else found[:limit]
+    for name in shown:
+        click.echo(name)
+    what = f"{kind} matching '{text}'" if text else kind
+    more = f"; showing {len(shown)} (--limit 0 for all)" if len(shown) < len(found) else ""
+    click.echo(f"{len(found)} of {len(names)} {what} in {kg.name}{more}", err=True)
+
+
 def _print_stats(stats: dict[str, Any], echo: Callable[[str], object]) -> None:
     echo(f"dataset      {stats['name']}")
     echo(f"entities     {stats['num_entities']:,}")

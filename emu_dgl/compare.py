@@ -7,7 +7,8 @@ seed with the same steps, sampler and budget through the ordinary :class:`Traine
 * ``<arm>/seed<k>/``: the full run directory of each run (config, metrics, checkpoints),
 * ``results.json``: every run's final metrics, wall time and validation curve,
 * ``table.md``: mean and spread (sample standard deviation) over seeds per arm,
-* ``valid_mrr.png``: validation MRR against step for every arm (needs matplotlib).
+* ``valid_mrr.png``: validation MRR against step for every arm (needs matplotlib, the
+  ``[plot]`` extra; without it the command says the plot was skipped).
 
 A finished run (its ``metrics.json`` exists) is not run again, so an interrupted
 comparison continues where it stopped.
@@ -96,7 +97,9 @@ def run_comparison(
                 wall = json.loads((run_dir / "wall.json").read_text())["seconds"]
             else:
                 start = time.perf_counter()
-                metrics = Trainer(configs[arm.name, seed], run_dir).fit()
+                trainer = Trainer(configs[arm.name, seed], run_dir)
+                trainer.progress_label = f"{arm.name} seed {seed}"
+                metrics = trainer.fit()
                 wall = time.perf_counter() - start
                 (run_dir / "wall.json").write_text(json.dumps({"seconds": wall}))
             runs.append(
@@ -113,7 +116,8 @@ def run_comparison(
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "table.md").write_text(markdown_table(result))
-    plot_curves(result, out / "valid_mrr.png")
+    # not saved in results.json: whether a plot exists says nothing about the runs
+    result = {**result, "plotted": plot_curves(result, out / "valid_mrr.png")}
     return result
 
 

@@ -83,6 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # 0 = only at the end
     log_every: int = 50
     progress: bool = True  # tqdm progress bar
+    threads: int = 0  # CPU threads for torch; 0 = half the usable cores (at most 8); 1 is best on a busy machine
 
 
 @dataclass
@@ -90,11 +91,21 @@ class EvalConfig:
     batch_size: int = 256  # queries scored at once against all entities
     valid_max_triples: int = 0  # periodic validation on the first N valid triples (0 = all); final metrics use all
     metric: str = "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
+    per_relation: bool = False  # final metrics also per relation (metrics.json "per_relation")
 
 
 @dataclass
 class OutputConfig:
     dir: str = "runs/{dataset}-{model}-{time}"  # run directory; {dataset}, {model}, {time} are filled in
+
+
+@dataclass
+class TrackingConfig:
+    backends: list[str] = field(default_factory=list)  # any of tensorboard, mlflow, wandb (pip install "emu-dgl[track]"); metrics.jsonl is always written
+    project: str = "emu-dgl"  # MLflow experiment / W&B project
+    name: str | None = None  # run name in the tracker; default: the run directory's name
+    mlflow_uri: str | None = None  # MLflow tracking URI; default: sqlite store in the run directory
+    wandb_mode: str = "offline"  # offline (sync later with `wandb sync`) | online | disabled
 
 
 @dataclass
@@ -107,6 +118,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,12 +186,33 @@ class Config:
         for key in ("valid_every", "checkpoint_every", "early_stopping", "lr_decay_every"):
             need(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
         need(self.train.log_every > 0, "train.log_every", "must be positive")
+        need(self.train.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
         need(self.eval.batch_size > 0, "eval.batch_size", "must be positive")
+        self._validate_tracking()
         need(self.eval.valid_max_triples >= 0, "eval.valid_max_triples", "must be >= 0")
         from emu_dgl.device import resolve_device
 
         resolve_device(self.train.device)
         return self
+
+    def _validate_tracking(self) -> None:
+        from emu_dgl.tracking import BACKENDS
+
+        backends = self.tracking.backends
+        if isinstance(backends, str):  # --set tracking.backends=tensorboard,mlflow
+            backends = [b for b in backends.split(",") if b.strip()]
+        if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
+            raise ConfigError(f"tracking.backends: expected a list of names, got {backends!r}")
+        backends = [b.strip().lower() for b in backends]
+        for name in backends:
+            if name not in BACKENDS:
+                close = difflib.get_close_matches(name, BACKENDS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"tracking.backends: unknown backend '{name}'{hint}; valid: {', '.join(BACKENDS)}")
+        self.tracking.backends = list(dict.fromkeys(backends))
+        modes = ("offline", "online", "disabled")
+        if self.tracking.wandb_mode not in modes:
+            raise ConfigError(f"tracking.wandb_mode: unknown value '{self.tracking.wandb_mode}'; valid: {', '.join(modes)}")
 
 
 OPTIMIZERS = ("adagrad", "adam")

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
-from emu_dgl.device import resolve_device
+from emu_dgl.device import resolve_device, resolve_threads
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
 from emu_dgl.training.checkpoint import load_checkpoint, save_checkpoint
@@ -82,6 +82,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.train.device)
+        self.threads, self.threads_reason = resolve_threads(config.train.threads)
+        torch.set_num_threads(self.threads)
         started = time.perf_counter()
 
         self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
@@ -103,6 +105,10 @@ class Trainer:
         self.optimizer = self._make_optimizer(0)
         self.scheduler = self._make_scheduler()
         self.preprocess_seconds = time.perf_counter() - started
+        # Called with every metrics.jsonl record (logging points and validations only,
+        # never inside a step): experiment trackers, the tuner's pruning callback.
+        self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
 
     # ------------------------------------------------------------------ building
 
@@ -279,6 +285,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with (self.run_dir / METRICS_LOG).open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        for hook in self.log_hooks:
+            hook(record)
 
     def _truncate_log(self, after_step: int) -> None:
         """On resume, drop log lines the interrupted run wrote after its checkpoint."""
@@ -300,8 +308,25 @@ class Trainer:
         """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
 
         ``stop_after`` ends the loop early after that many steps without final evaluation,
-        as a killed process would (used to test resuming).
+        as a killed process would (used to test resuming). The trackers named in
+        ``tracking.backends`` receive every logged record and the final metrics.
         """
+        from emu_dgl.tracking import open_trackers
+
+        tracker = open_trackers(self.config.tracking, self.config.to_dict(), self.run_dir,
+                                batch_size=self.config.train.batch_size, resume=resume)
+        if tracker is None:
+            return self._fit(resume=resume, stop_after=stop_after)
+        self.log_hooks.append(tracker)
+        try:
+            result = self._fit(resume=resume, stop_after=stop_after)
+            tracker.log_final(result)
+            return result
+        finally:
+            self.log_hooks.remove(tracker)
+            tracker.close()
+
+    def _fit(self, *, resume: bool, stop_after: int | None) -> dict[str, Any]:
         cfg = self.config.train
         ckpt_dir = self.run_dir / "checkpoints"
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +343,7 @@ class Trainer:
 
         metric_key = self.config.eval.metric
         steps_run, running, since_log = 0, torch.zeros((), device=self.device), 0
-        bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc=self.progress_label, unit="step", dynamic_ncols=True)
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -367,9 +392,10 @@ class Trainer:
             save_checkpoint({"step": step, "model": self.model.state_dict()}, ckpt_dir / "best.pt")
         save_checkpoint(self._state(step, best), ckpt_dir / "last.pt", keep_previous=True)
         self.model.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", map_location=self.device)["model"])
+        by_relation = {"per_relation": self.config.eval.per_relation, "relation_names": self.kg.relation_names}
         result = {
-            "valid": self.evaluator.evaluate(self.model, self.kg.valid),
-            "test": self.evaluator.evaluate(self.model, self.kg.test),
+            "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
+            "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
             "best_step": best["step"],
             "steps": step,
             "stopped_early": stopped_early,
@@ -393,8 +419,13 @@ class Trainer:
 # ---------------------------------------------------------------------- runs on disk
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best") -> tuple[Config, Any, nn.Module]:
-    """(config, knowledge graph, model with the run's ``best`` or ``last`` weights)."""
+def load_run(
+    run_dir: str | Path, *, device: str = "cpu", which: str = "best", data_dir: str | None = None
+) -> tuple[Config, Any, nn.Module]:
+    """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
+
+    ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
+    """
     import yaml
 
     from emu_dgl.data import load_dataset
@@ -406,6 +437,8 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", which: str = "best") -
         raise CheckpointError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
     config = config_from_dict(yaml.safe_load(config_path.read_text()))
     config.train.device = device
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
     kg = load_dataset(config.dataset.name, config.dataset.data_dir)
     model = build_model(config, kg.num_entities, kg.num_relations)
     state = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")

@@ -1,0 +1,304 @@
+"""Hyperparameter search with Optuna: ``emu-dgl tune``.
+
+Each trial is an ordinary training run (``OUT/trials/trial-NNNN``) of the base config
+plus the trial's values. Its validation metric (``eval.metric``, MRR by default) at
+every ``train.valid_every`` is reported to Optuna, which prunes trials that fall
+below the median of earlier trials at the same step. The trial's value is the final
+validation metric of its best checkpoint; the test split is never looked at to choose.
+
+The study lives in a storage (default: SQLite ``OUT/study.db``), so running the same
+command again adds trials to the same study. After every call, ``OUT`` holds
+
+* ``best.yaml``: the resolved config of the best trial, ready for ``emu-dgl train --config``;
+* ``trials.csv`` and ``trials.md``: every trial's state, value and parameters;
+* ``trials.png``: the value of each trial and the best so far (with matplotlib).
+
+The search space is a YAML mapping from config keys to distributions::
+
+    emu.p: {type: float, low: 0.1, high: 0.9}
+    train.lr: {type: float, low: 0.01, high: 0.5, log: true}
+    model.dim: {type: categorical, choices: [50, 100, 200]}
+    sampler.num_negatives: {type: int, low: 32, high: 256, step: 32}
+
+Optuna comes with ``pip install "emu-dgl[tune]"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emu_dgl.config import Config, load_config
+from emu_dgl.errors import ConfigError
+
+__all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
+
+# EMU's three knobs and the learning rate; ranges around the published values
+# (p = 0.39, lambda = 0.53, c = 0.11).
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "emu.p": {"type": "float", "low": 0.1, "high": 0.9},
+    "emu.neg_label": {"type": "float", "low": 0.0, "high": 1.0},
+    "emu.ce_coef": {"type": "float", "low": 0.0, "high": 0.5},
+    "train.lr": {"type": "float", "low": 0.005, "high": 0.5, "log": True},
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key and its distribution."""
+
+    key: str
+    kind: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def extremes(self) -> list[Any]:
+        return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
+
+
+def _require_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError('emu-dgl tune needs the optuna package; install it with: pip install "emu-dgl[tune]"') from None
+    return optuna
+
+
+def _parse_param(key: str, spec: Any, where: str) -> Param:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: '{key}' must map to {{type: float|int|categorical, ...}}, got {spec!r}")
+    kind = str(spec.get("type", "")).lower()
+    allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+               "categorical": {"type", "choices"}}
+    if kind not in allowed:
+        raise ConfigError(f"{where}: '{key}' has type {spec.get('type')!r}; valid: float, int, categorical")
+    unknown = set(spec) - allowed[kind]
+    if unknown:
+        raise ConfigError(f"{where}: '{key}' ({kind}) has unknown field(s) {', '.join(sorted(unknown))}; "
+                          f"valid: {', '.join(sorted(allowed[kind]))}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: '{key}' needs a non-empty list 'choices'")
+        return Param(key, kind, choices=tuple(choices))
+    try:
+        low, high = float(spec["low"]), float(spec["high"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: '{key}' needs numbers 'low' and 'high'") from None
+    if not low < high:
+        raise ConfigError(f"{where}: '{key}' needs low < high, got {low} and {high}")
+    log = bool(spec.get("log", False))
+    if log and low <= 0:
+        raise ConfigError(f"{where}: '{key}' with log: true needs low > 0")
+    step = spec.get("step")
+    if step is not None and log:
+        raise ConfigError(f"{where}: '{key}' cannot have both log and step")
+    return Param(key, kind, low, high, log, None if step is None else float(step))
+
+
+def load_space(path: str | Path | None = None, *, dims: list[int] | None = None) -> list[Param]:
+    """The search space of a YAML file (default: :data:`DEFAULT_SPACE`), plus ``model.dim``
+    over ``dims`` when given."""
+    if path is None:
+        raw, where = dict(DEFAULT_SPACE), "default search space"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"search space '{path}' does not exist; pass a YAML file mapping config keys to ranges")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raise ConfigError(f"search space '{path}' is not valid YAML; fix the syntax") from None
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError(f"search space '{path}' must map config keys (e.g. emu.p) to ranges")
+        where = f"search space '{path}'"
+    if dims:
+        raw["model.dim"] = {"type": "categorical", "choices": list(dims)}
+    return [_parse_param(str(key), spec, where) for key, spec in raw.items()]
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as the right-hand side of ``--set key=value`` (read back as YAML)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _check_space(base: str | Path | None, overrides: list[str], space: list[Param]) -> None:
+    """Every key must exist and every bound must be a valid value, before any trial runs."""
+    for param in space:
+        for value in param.extremes():
+            try:
+                load_config(base, [*overrides, f"{param.key}={_yaml_value(value)}"])
+            except ConfigError as exc:
+                raise ConfigError(f"search space, '{param.key}' = {value!r}: {exc}") from None
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_trial: int
+    trials: list[dict[str, Any]]
+    out: Path
+
+
+def _trial_rows(study: Any, space: list[Param]) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.trials:
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+               "last_step": t.last_step, "seconds": seconds}
+        row.update({p.key: t.params.get(p.key) for p in space})
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    columns = list(rows[0]) if rows else ["trial", "state", "value"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "trials.csv").write_text(buffer.getvalue())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in columns) + " |" for row in rows]
+    (out / "trials.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if done:
+        ax.scatter([r["trial"] for r in done], [r["value"] for r in done], label="trial", zorder=3)
+        best, running = [], -math.inf
+        for r in done:
+            running = max(running, r["value"])
+            best.append(running)
+        ax.step([r["trial"] for r in done], best, where="post", color="C1", label="best so far")
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    if pruned:
+        ax.scatter([r["trial"] for r in pruned], [0] * len(pruned), marker="x", color="grey", label="pruned")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric} (filtered)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "trials.png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+def run_study(
+    base: str | Path | None,
+    *,
+    trials: int,
+    out: str | Path,
+    study_name: str = "emu-dgl",
+    storage: str | None = None,
+    space: list[Param] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int = 0,
+    pruner: str = "median",
+    data_dir: str | None = None,
+    echo: Callable[[str], object] = print,
+) -> TuneResult:
+    """Run ``trials`` more trials of the study (created or continued) and write the summary."""
+    optuna = _require_optuna()
+    from emu_dgl.training.trainer import Trainer
+
+    out = Path(out)
+    space = space if space is not None else load_space()
+    overrides = list(overrides)
+    if data_dir is not None:
+        overrides.append(f"dataset.data_dir={data_dir}")
+    base_config = load_config(base, overrides)
+    _check_space(base, overrides, space)
+    metric = base_config.eval.metric
+    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+               "none": optuna.pruners.NopPruner}
+    if pruner not in pruners:
+        close = difflib.get_close_matches(pruner, list(pruners), n=1)
+        raise ConfigError(f"unknown pruner '{pruner}'{f' (did you mean {close[0]!r}?)' if close else ''}; valid: median, none")
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
+                                pruner=pruners[pruner]())
+    # A continued study draws on from a new seed, so it does not repeat the first call's draws.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
+
+    def config_of(params: dict[str, Any], *, quiet: bool) -> Config:
+        sets = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
+        return load_config(base, [*overrides, *sets, *(["train.progress=false"] if quiet else [])])
+
+    def objective(trial: Any) -> float:
+        params = {p.key: p.suggest(trial) for p in space}
+        config = config_of(params, quiet=True)
+        trainer = Trainer(config, out / "trials" / f"trial-{trial.number:04d}")
+
+        def report(record: dict[str, Any]) -> None:
+            if record.get("split") == "valid":
+                trial.report(float(record[metric]), int(record["step"]))
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"validation {metric} {record[metric]:.4f} at step {record['step']}")
+
+        trainer.log_hooks.append(report)
+        result = trainer.fit()
+        trial.set_user_attr("test_" + metric, float(result["test"][metric]))
+        return float(result["valid"][metric])
+
+    def announce(study: Any, trial: Any) -> None:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        state = trial.state.name.lower()
+        if state == "complete":
+            value = f"valid {metric} {trial.value:.4f}"
+        else:
+            value = f"{state} at step {trial.last_step}" if trial.last_step is not None else state
+        echo(f"trial {trial.number}: {value} ({shown})")
+
+    study.optimize(objective, n_trials=trials, callbacks=[announce])
+
+    rows = _trial_rows(study, space)
+    _write_tables(rows, out)
+    _plot(rows, out, metric)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ConfigError(f"no trial of study '{study_name}' completed; see {out / 'trials.md'}")
+    best = study.best_trial
+    best_config = config_of(dict(best.params), quiet=False)
+    best_config.dump(out / "best.yaml")
+    return TuneResult(study_name, storage, float(best.value), dict(best.params), best.number, rows, out)
