@@ -73,7 +73,7 @@ class TrainConfig:
     batch_size: int = 1000  # positive triples per step
     lr: float = 0.1
     optimizer: str = "adagrad"  # adagrad | adam
-    schedule: str = "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (DESIGN 3: Adagrad, then Adam at lr/10)
+    schedule: str = "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (the published EMU scripts: Adagrad, then Adam at lr/10 from max_steps/2)
     lr_decay: float = 0.1
     lr_decay_every: int = 0  # step schedule period; reference schedule: first switch (0 = max_steps // 2)
     seed: int = 0

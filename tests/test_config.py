@@ -80,7 +80,7 @@ def test_shipped_configs_all_load():
     for path in paths:
         config = load_config(path)
         if "paper" in path.parts and path.name != "reference.yaml":
-            # the faithful reproduction settings of DESIGN §3
+            # the faithful reproduction settings of the published EMU scripts
             assert config.train.schedule == "reference" and config.train.max_steps == 100_000
             assert (config.emu.p, config.emu.neg_label, config.emu.ce_coef) == (0.39, 0.53, 0.11)
             assert config.sampler.num_negatives == 256 and config.train.batch_size == 1000

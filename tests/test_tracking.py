@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,8 @@ def _wandb_records(path: Path) -> list:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            break
+        if (length == 0 and kind == 0) or pos + 7 + length > len(data):
+            break  # padding, or a chunk still being written
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
         if kind in (1, 4):
@@ -101,6 +102,11 @@ def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir, metrics, records = _train(tmp_path, "tracking.backends=[wandb]", "tracking.wandb_mode=offline")
     (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    # W&B's service process writes the file; it may still be flushing when finish() returns
+    deadline = time.monotonic() + 30
+    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(path)):
+        assert time.monotonic() < deadline, "W&B never finished writing its offline run"
+        time.sleep(0.2)
     history, config = [], {}
     for record in _wandb_records(path):
         kind = record.WhichOneof("record_type")

@@ -41,6 +41,7 @@ def test_cli_study_writes_best_yaml_tables_and_resumes(tmp_path):
     trial = json.loads((out / "trials" / f"trial-{int(best_row['trial']):04d}" / "metrics.json").read_text())
     assert trial["valid"]["mrr"] == pytest.approx(float(best_row["value"]))
     assert (out / "trials.md").read_text().startswith("| trial | state | value |")
+    assert (out / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # matplotlib: the [plot] extra
 
     # the same command again adds trials to the same study, with new values
     result = CliRunner().invoke(main, [*args[:2], "1", *args[3:]])
