@@ -206,6 +206,8 @@ class _Fanout:
             for k, v in result.get(split, {}).items()
             if isinstance(v, int | float) and k != "num_triples"
         }
+        if not metrics:  # a run stopped before its final evaluation
+            return
         for tracker in self.trackers:
             tracker.log_metrics(metrics, self._last_step)
 

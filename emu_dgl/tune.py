@@ -198,6 +198,7 @@ def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
@@ -210,8 +211,10 @@ def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
             best.append(running)
         ax.step([r["trial"] for r in done], best, where="post", color="C1", label="best so far")
     pruned = [r for r in rows if r["state"] == "pruned"]
-    if pruned:
-        ax.scatter([r["trial"] for r in pruned], [0] * len(pruned), marker="x", color="grey", label="pruned")
+    if pruned:  # at the last value reported before the pruner stopped them
+        ax.scatter([r["trial"] for r in pruned], [r["value"] or 0.0 for r in pruned], marker="x", color="grey",
+                   label="pruned (last validation)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric} (filtered)")
     ax.grid(alpha=0.3)
