@@ -127,18 +127,26 @@ class _MLflow:
     def __init__(self, run_dir: Path, uri: str | None, experiment: str, name: str, run_id: str | None) -> None:
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            artifacts = None if uri else (run_dir / "mlartifacts").resolve().as_uri()
-            experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
-        if run_id is None:
-            run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                experiment_id = found.experiment_id
+            else:
+                artifacts = None if uri else (run_dir / "mlartifacts").resolve().as_uri()
+                experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+            if run_id is None:
+                run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
+        except MlflowException as exc:
+            reason = str(exc).strip().split(". ")[0]
+            raise ConfigError(
+                f"tracking.mlflow_uri '{self.uri}': MLflow refused it ({reason}); "
+                "use a sqlite:///path/to/mlflow.db or http(s):// URI, or leave it unset"
+            ) from None
         self.run_id = run_id
 
     def log_config(self, config: dict[str, Any]) -> None:

@@ -170,6 +170,16 @@ def test_bad_tracking_config_is_rejected_before_training(override, message):
     assert message in str(info.value)
 
 
+def test_a_uri_mlflow_refuses_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = (tmp_path / "mlruns").as_uri()  # MLflow 3 keeps its file store only behind an opt-out
+    config = load_config(None, [*TINY, "tracking.backends=mlflow", f"tracking.mlflow_uri={uri}"])
+    with pytest.raises(ConfigError) as info:
+        Trainer(config, tmp_path / "run").fit()
+    message = str(info.value)
+    assert message.startswith(f"tracking.mlflow_uri '{uri}': MLflow refused it (") and "\n" not in message
+
+
 def test_no_backends_means_only_metrics_jsonl(tmp_path):
     run_dir, _, records = _train(tmp_path)
     assert records and not (run_dir / "tensorboard").exists() and not (run_dir / "tracking.json").exists()
