@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,3 +109,33 @@ def test_round_trip_trains(tmp_path):
     metrics = Trainer(config, tmp_path / "run", kg=kg).fit()
     assert 0.0 < metrics["test"]["mrr"] <= 1.0
     assert metrics["test"]["num_triples"] == len(kg.test)
+
+
+def test_random_split_moves_fractions_of_train_deterministically():
+    g = generate_synthetic().to_networkx()
+    for _, _, data in g.edges(data=True):
+        data.pop("split")  # a user graph without splits: everything is train
+    kg = KnowledgeGraph.from_networkx(g)
+    assert len(kg.valid) == len(kg.test) == 0
+    split = kg.random_split(valid=0.1, test=0.2, seed=3)
+    n = len(kg.train)
+    assert (len(split.valid), len(split.test)) == (round(0.1 * n), round(0.2 * n))
+    parts = [set(map(tuple, t.tolist())) for t in (split.train, split.valid, split.test)]
+    assert parts[0] | parts[1] | parts[2] == set(map(tuple, kg.train.tolist()))
+    assert sum(len(p) for p in parts) == n  # disjoint
+    assert split.entity_names == kg.entity_names and split.relation_names == kg.relation_names
+    again = kg.random_split(valid=0.1, test=0.2, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(split.splits.values(), again.splits.values(), strict=True))
+    assert not torch.equal(split.valid, kg.random_split(valid=0.1, test=0.2, seed=4).valid)
+    with pytest.raises(DataError, match="valid \\+ test < 1"):
+        kg.random_split(valid=0.6, test=0.5)
+
+
+def test_training_without_a_valid_split_is_one_clear_error(tmp_path):
+    from emu_dgl.config import load_config
+    from emu_dgl.errors import ConfigError
+    from emu_dgl.training.trainer import Trainer
+
+    kg = KnowledgeGraph.from_networkx(nx.MultiDiGraph([("a", "b", {"relation": "r"})]))
+    with pytest.raises(ConfigError, match=r"no validation triples.*kg.random_split\(valid=0.05, test=0.05\)"):
+        Trainer(load_config(None, ["train.progress=false"]), tmp_path / "run", kg=kg)

@@ -353,6 +353,35 @@ class KnowledgeGraph:
         return from_networkx(graph, relation_key=relation_key, split_key=split_key,
                              default_split=default_split, name=name)
 
+    def random_split(self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0) -> KnowledgeGraph:
+        """A copy whose valid and test splits gain a random ``valid`` / ``test`` fraction of
+        the training triples (for a graph that came without splits, e.g. from networkx).
+
+        Names and ids are unchanged; the triples that move are drawn by one permutation
+        seeded by ``seed``, so the same call gives the same splits.
+        """
+        if not (0.0 <= valid < 1.0 and 0.0 <= test < 1.0 and valid + test < 1.0):
+            raise DataError(f"random_split: valid and test must be fractions with valid + test < 1, got {valid} and {test}")
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+        n_valid, n_test = round(valid * len(order)), round(test * len(order))
+        moved_valid, moved_test = order[:n_valid].sort().values, order[n_valid : n_valid + n_test].sort().values
+        kept = order[n_valid + n_test :].sort().values
+
+        def extend(split: torch.Tensor, moved: torch.Tensor) -> np.ndarray:
+            # a moved triple may already be in the split (a train/valid overlap): keep one copy
+            both = torch.cat([split, self.train[moved]]).numpy()
+            return _drop_duplicates(both, self.num_entities, self.num_relations)[0]
+
+        return KnowledgeGraph(
+            name=self.name,
+            entity_names=self.entity_names,
+            relation_names=self.relation_names,
+            train=self.train[kept],
+            valid=extend(self.valid, moved_valid),
+            test=extend(self.test, moved_test),
+            duplicates=self.duplicates,
+        )
+
     # ------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write to an uncompressed ``.npz`` (no pickle), atomically."""

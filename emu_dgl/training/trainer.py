@@ -91,6 +91,11 @@ class Trainer:
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # batch order, see _batch
         if len(self.train_triples) == 0:
             raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
+        if len(self.kg.valid) == 0:
+            raise ConfigError(
+                f"dataset '{self.kg.name}' has no validation triples, which choosing the best checkpoint needs; "
+                "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
+            )
         known = torch.cat([self.kg.train, self.kg.valid, self.kg.test]).to(self.device)
         self.evaluator = FilteredEvaluator(known, self.kg.num_relations, batch_size=config.eval.batch_size)
 
