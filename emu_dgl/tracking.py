@@ -56,18 +56,16 @@ class Tracker(Protocol):
 
 def _require(backend: str) -> None:
     """Raise a one-line error naming the extra when the backend's package is missing."""
-    import importlib.util
+    import importlib
 
     module = _PACKAGES[backend]
     try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+        importlib.import_module(module)  # imported, not just found: a broken install fails here too
+    except ImportError:
         raise ConfigError(
             f"tracking.backends includes '{backend}' but the '{module}' package is not installed; "
             f'install it with: pip install "emu-dgl[track]"'
-        )
+        ) from None
 
 
 def metric_name(key: str) -> str:

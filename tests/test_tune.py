@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import builtins
 import csv
 import json
+import sys
 
 import pytest
 import yaml
@@ -109,14 +109,7 @@ def test_default_space_and_dims():
 
 
 def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_optuna(name, *args, **kwargs):
-        if name == "optuna" or name.startswith("optuna."):
-            raise ImportError("No module named 'optuna'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
     result = CliRunner().invoke(main, ["tune", "--trials", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.output.strip() == 'error: emu-dgl tune needs the optuna package; install it with: pip install "emu-dgl[tune]"'
