@@ -29,10 +29,12 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "transe"  # transe | distmult | complex | rotate | protate | transd
-    dim: int = 100  # embedding width d (ComplEx/RotatE/TransD entities hold 2d reals)
-    gamma: float = 12.0  # margin of the distance decoders (transe, rotate, protate, transd)
+    name: str = "transe"  # transe | distmult | complex | rotate | protate | transd | hake
+    dim: int = 100  # embedding width d (ComplEx/RotatE/TransD/HAKE entities hold 2d reals)
+    gamma: float = 12.0  # margin of the distance decoders (transe, rotate, protate, transd, hake)
     p_norm: int = 1  # norm of transe/transd: 1 or 2
+    modulus_weight: float = 1.0  # hake: initial weight of the modulus distance (learnt)
+    phase_weight: float = 0.5  # hake: initial weight of the phase distance, times (gamma + 2) / dim (learnt)
 
 
 @dataclass
@@ -154,6 +156,8 @@ class Config:
                 raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
         need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
         need(self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}")
+        for key in ("modulus_weight", "phase_weight"):
+            need(getattr(self.model, key) >= 0, f"model.{key}", "must be >= 0")
         need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
         need(self.sampler.k_hop > 0, "sampler.k_hop", "must be positive")
         need(self.sampler.walks >= -1, "sampler.walks", "must be >= 0, or -1 for walks on the fly")

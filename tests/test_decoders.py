@@ -9,7 +9,7 @@ from emu_dgl.errors import ConfigError
 from emu_dgl.models import DECODERS, KGEModel, SeparableDecoder
 from emu_dgl.models.base import masked_term_sums
 
-NAMES = ["transe", "transe_l2", "distmult", "complex", "rotate", "protate", "transd", "transd_l2"]
+NAMES = ["transe", "transe_l2", "distmult", "complex", "rotate", "protate", "transd", "transd_l2", "hake"]
 SEPARABLE = ["transe", "transe_l2", "distmult", "complex", "protate"]
 E, R, DIM = 17, 5, 6
 
@@ -36,7 +36,7 @@ def random_triples(batch: int, device: torch.device, seed: int = 1) -> torch.Ten
 
 
 def test_registry_names() -> None:
-    assert DECODERS.names() == ["complex", "distmult", "protate", "rotate", "transd", "transe"]
+    assert DECODERS.names() == ["complex", "distmult", "hake", "protate", "rotate", "transd", "transe"]
     with pytest.raises(ConfigError, match="valid: complex, distmult"):
         KGEModel(3, 2, decoder="transx")
 
@@ -50,6 +50,7 @@ def test_registry_names() -> None:
         ("rotate", 12, 6),
         ("protate", 6, 6),
         ("transd", 12, 12),
+        ("hake", 12, 18),
     ],
 )
 def test_table_widths(name: str, entity: int, relation: int) -> None:

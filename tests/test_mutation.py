@@ -14,7 +14,7 @@ from emu_dgl.sampling.mutation import (
     build_mutation,
 )
 
-DECODERS = ["transe", "transe_l2", "distmult", "complex", "protate", "rotate", "transd"]
+DECODERS = ["transe", "transe_l2", "distmult", "complex", "protate", "rotate", "transd", "hake"]
 SEPARABLE = {"transe", "transe_l2", "distmult", "complex", "protate"}
 
 
@@ -187,7 +187,7 @@ def test_score_negatives_mutated_equals_direct(name: str, side: str, device: tor
     assert not torch.allclose(scores.mutated, scores.pos.unsqueeze(1).expand(B, n))
 
 
-@pytest.mark.parametrize("name", ["transe", "complex", "rotate", "transd"])
+@pytest.mark.parametrize("name", ["transe", "complex", "rotate", "transd", "hake"])
 def test_gradients_reach_negative_and_positive_entities(name: str, device: torch.device) -> None:
     """Through the mutated scores alone, both the negatives' rows and the true entity's
     row get gradient (2d-wide entities included); the anchor too (it is scored)."""

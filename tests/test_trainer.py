@@ -111,7 +111,7 @@ def test_reference_schedule_switches_to_adam_at_half(kg, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "decoder", ["transe", "distmult", "complex", "rotate", "protate", "transd"]
+    "decoder", ["transe", "distmult", "complex", "rotate", "protate", "transd", "hake"]
 )
 @pytest.mark.parametrize("variant", ["emu", "mixup", "label_smoothing"])
 def test_every_decoder_combines_with_every_emu_variant(kg, tmp_path, decoder, variant):

@@ -12,6 +12,7 @@ from emu_dgl.models.base import (
 )
 from emu_dgl.models.complex import ComplEx
 from emu_dgl.models.distmult import DistMult
+from emu_dgl.models.hake import HAKE
 from emu_dgl.models.rotate import RotatE, pRotatE
 from emu_dgl.models.transd import TransD
 from emu_dgl.models.transe import TransE
@@ -22,6 +23,7 @@ __all__ = [
     "ComplEx",
     "Decoder",
     "DistMult",
+    "HAKE",
     "KGEModel",
     "NegativeScores",
     "RotatE",

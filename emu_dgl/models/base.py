@@ -153,7 +153,7 @@ class KGEModel(nn.Module):
     Args:
         num_entities, num_relations: table sizes.
         decoder: a registry name (``transe``, ``distmult``, ``complex``, ``rotate``,
-            ``protate``, ``transd``) or a :class:`Decoder` instance.
+            ``protate``, ``transd``, ``hake``) or a :class:`Decoder` instance.
         dim: model width; the decoder decides the table widths (e.g. ``2 * dim``
             for complex entities).
         **decoder_kwargs: passed to the decoder (e.g. ``gamma``, ``p_norm``).

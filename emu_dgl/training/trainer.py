@@ -61,7 +61,10 @@ def build_model(config: Config, num_entities: int, num_relations: int) -> nn.Mod
     from emu_dgl.models import DECODERS, KGEModel
 
     decoder_cls = DECODERS.get(config.model.name)
-    options = _filtered_kwargs(decoder_cls, {"gamma": config.model.gamma, "p_norm": config.model.p_norm})
+    m = config.model
+    candidates = {"gamma": m.gamma, "p_norm": m.p_norm}
+    candidates |= {"modulus_weight": m.modulus_weight, "phase_weight": m.phase_weight}  # hake
+    options = _filtered_kwargs(decoder_cls, candidates)
     return KGEModel(num_entities, num_relations, decoder=config.model.name, dim=config.model.dim, **options)
 
 

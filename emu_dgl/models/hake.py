@@ -1,0 +1,163 @@
+"""HAKE (Zhang et al., 2020), https://arxiv.org/abs/1911.09419."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from emu_dgl.errors import ConfigError
+from emu_dgl.models.base import DECODERS, Decoder, safe_sqrt
+
+
+@DECODERS.register("hake")
+class HAKE(Decoder):
+    r"""Hierarchy-aware embeddings in polar coordinates: the *modulus* part places
+    entities on levels of a hierarchy (the radius), the *phase* part tells apart the
+    entities of one level (the angle).
+
+    Entities are ``[phase | modulus]`` (width 2d), relations ``[phase | modulus | bias]``
+    (width 3d), the layout of the authors' code. Phases are read in radians,
+    :math:`\theta = w \cdot \pi / a` with :math:`a = (\gamma + 2) / d`; the relation
+    modulus is :math:`m_r = |w|` and its bias :math:`b` is clipped to :math:`[-m_r, 1]`:
+
+    .. math::
+        f(h, r, t) = \gamma
+          - \lambda_p \sum_k \Big| \sin\frac{\theta_{h,k} + \theta_{r,k} - \theta_{t,k}}{2} \Big|
+          - \lambda_m \big\lVert m_h \circ (m_r + b) - m_t \circ (1 - b) \big\rVert_2
+
+    The modulus term is the paper's :math:`\lVert m_h \circ \frac{m_r + b}{1 - b} - m_t
+    \rVert_2` multiplied through by :math:`1 - b \ge 0` (as the authors' code does), so
+    there is no division. :math:`\lambda_p` and :math:`\lambda_m` are learnt, as in the
+    authors' code, starting from ``phase_weight * a`` and ``modulus_weight``. Entity
+    moduli are not forced positive (nor are they there).
+
+    Init: ``U(-a, a)`` everywhere, then relation moduli 1 and biases 0, so every relation
+    starts as the identity on moduli.
+
+    The score subtracts two separately reduced sums (an L1-like phase sum and an L2
+    modulus norm), not one sum of per-coordinate terms, so EMU mutates the embeddings
+    and scores them again.
+    """
+
+    entity_factor: ClassVar[int] = 2
+    relation_factor: ClassVar[int] = 3
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        gamma: float = 12.0,
+        modulus_weight: float = 1.0,
+        phase_weight: float = 0.5,
+    ) -> None:
+        super().__init__(dim, gamma=gamma)
+        for key, value, default in (
+            ("modulus_weight", modulus_weight, 1.0),
+            ("phase_weight", phase_weight, 0.5),
+        ):
+            if not value >= 0:  # also rejects NaN
+                raise ConfigError(
+                    f"model.{key} is {value} but must be >= 0; e.g. model.{key}={default}"
+                )
+        self.init_modulus_weight = float(modulus_weight)
+        self.init_phase_weight = float(phase_weight)
+        self.modulus_weight = nn.Parameter(torch.tensor(self.init_modulus_weight))
+        self.phase_weight = nn.Parameter(
+            torch.tensor(self.init_phase_weight * self.embedding_range)
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, modulus_weight={self.init_modulus_weight}, "
+            f"phase_weight={self.init_phase_weight}"
+        )
+
+    @torch.no_grad()
+    def reset_parameters(self, entity_weight: Tensor, relation_weight: Tensor) -> None:
+        super().reset_parameters(entity_weight, relation_weight)
+        d = self.dim
+        relation_weight[:, d : 2 * d].fill_(1.0)
+        relation_weight[:, 2 * d :].zero_()
+        self.modulus_weight.fill_(self.init_modulus_weight)
+        self.phase_weight.fill_(self.init_phase_weight * self.embedding_range)
+
+    @property
+    def _half_radians(self) -> float:
+        """Stored phase -> half the angle in radians, the argument of ``sin(. / 2)``."""
+        return 0.5 * math.pi / self.embedding_range
+
+    @staticmethod
+    def _relation(r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Relation phase, modulus ``|m_r|`` and bias clipped to ``[-|m_r|, 1]``."""
+        phase, modulus, bias = r.chunk(3, dim=-1)
+        modulus = modulus.abs()
+        bias = bias.clamp(max=1.0)
+        # Below -|m_r| the bias is replaced by -|m_r| (gradient to the modulus), as in the
+        # authors' code; then m_r + b >= 0 and 1 - b >= 0.
+        bias = torch.where(bias < -modulus, -modulus, bias)
+        return phase, modulus, bias
+
+    def _combine(self, phase: Tensor, modulus: Tensor) -> Tensor:
+        return self.gamma - (self.phase_weight * phase + self.modulus_weight * modulus)
+
+    def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        phase_h, mod_h = h.chunk(2, dim=-1)
+        phase_t, mod_t = t.chunk(2, dim=-1)
+        phase_r, mod_r, bias = self._relation(r)
+        if h.numel() <= t.numel():  # combine the two small operands first
+            angle = (phase_h + phase_r) - phase_t
+        else:
+            angle = phase_h - (phase_t - phase_r)
+        phase = (angle * self._half_radians).sin().abs().sum(-1)
+        modulus = safe_sqrt((mod_h * (mod_r + bias) - mod_t * (1 - bias)).square().sum(-1))
+        return self._combine(phase, modulus)
+
+    # -- one side against many candidates (evaluation) --------------------------------
+    # The phase sum needs a [B, S, d] tensor (|sin| has no product form); without autograd
+    # it is computed in place, in one buffer. The modulus norm ||o - s * c|| is expanded
+    # into ||o||^2 - 2 <o * s, c> + <s^2, c^2>: two matrix products, no [B, S, d] tensor.
+    def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
+        phase_h, mod_h = h.chunk(2, dim=-1)
+        phase_r, mod_r, bias = self._relation(r)
+        phase_c, mod_c = candidates.chunk(2, dim=-1)
+        phase = self._phase_sums(phase_h + phase_r, phase_c)
+        modulus = self._modulus_norms(mod_h * (mod_r + bias), 1 - bias, mod_c)
+        return self._combine(phase, modulus)
+
+    def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
+        phase_t, mod_t = t.chunk(2, dim=-1)
+        phase_r, mod_r, bias = self._relation(r)
+        phase_c, mod_c = candidates.chunk(2, dim=-1)
+        # |sin((c + r - t) / 2)| = |sin(((t - r) - c) / 2)|
+        phase = self._phase_sums(phase_t - phase_r, phase_c)
+        # ||c * (m_r + b) - m_t * (1 - b)||: the candidate is scaled by m_r + b
+        modulus = self._modulus_norms(mod_t * (1 - bias), mod_r + bias, mod_c)
+        return self._combine(phase, modulus)
+
+    def _phase_sums(self, query: Tensor, candidates: Tensor) -> Tensor:
+        """``[B, S]``: ``sum_k |sin((query_bk - cand_sk) * pi / 2a)|``."""
+        s = self._half_radians
+        x = (query * s).unsqueeze(1) - (candidates * s).unsqueeze(0)
+        if x.requires_grad:
+            return x.sin().abs().sum(-1)
+        return x.sin_().abs_().sum(-1)
+
+    @staticmethod
+    def _modulus_norms(offset: Tensor, scale: Tensor, candidates: Tensor) -> Tensor:
+        """``[B, S]``: ``||offset_b - scale_b * cand_s||_2`` through matrix products
+        (rounding can leave a tiny negative square, which ``safe_sqrt`` clamps)."""
+        square = (
+            offset.square().sum(-1, keepdim=True)
+            - 2 * (offset * scale) @ candidates.t()
+            + scale.square() @ candidates.square().t()
+        )
+        return safe_sqrt(square)
+
+    def pair_bytes(self, element_size: int) -> int:
+        # One [B, S, d] phase buffer (three with autograd: difference, sin, abs) plus a
+        # few [B, S] products.
+        copies = 3 if torch.is_grad_enabled() else 1
+        return (copies * self.dim + 4) * element_size
