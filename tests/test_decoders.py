@@ -10,7 +10,7 @@ from emu_dgl.models import DECODERS, KGEModel, SeparableDecoder
 from emu_dgl.models.base import masked_term_sums
 
 NAMES = ["transe", "transe_l2", "distmult", "complex", "rotate", "protate", "transd", "transd_l2", "hake"]
-SEPARABLE = ["transe", "transe_l2", "distmult", "complex", "protate"]
+SEPARABLE = ["transe", "transe_l2", "distmult", "complex", "protate", "hake"]
 E, R, DIM = 17, 5, 6
 
 
@@ -265,6 +265,39 @@ def test_masked_term_sums_matches_where(device: torch.device) -> None:
     sums[2].sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="consumed"):
         sums[2].sum().backward()
+
+
+def test_grouped_masked_term_sums_match_where() -> None:
+    """groups = 2: each half of the coordinates summed on its own (HAKE's phase and
+    modulus blocks), values and gradients, the caller's mask untouched."""
+    g = torch.Generator().manual_seed(5)
+    terms_neg = torch.randn(3, 4, 6, generator=g, dtype=torch.float64).requires_grad_()
+    terms_pos = torch.randn(3, 1, 6, generator=g, dtype=torch.float64).requires_grad_()
+    mask = (torch.rand(3, 4, 6, generator=g) < 0.4).double()
+    kept = mask.clone()
+
+    def by_half(x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (2, 3)).sum(-1)
+
+    expected = (
+        by_half(terms_neg),
+        by_half(terms_pos).squeeze(1),
+        by_half(torch.where(mask.bool(), terms_neg, terms_pos)),
+    )
+    got = masked_term_sums(terms_neg, terms_pos, mask, groups=2)
+    assert [x.shape for x in got] == [(3, 4, 2), (3, 2), (3, 4, 2)]
+    weights = [torch.randn(x.shape, generator=g, dtype=torch.float64) for x in expected]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    grads, ref = (
+        torch.autograd.grad(
+            sum((w * x).sum() for w, x in zip(weights, sums, strict=True)), (terms_neg, terms_pos)
+        )
+        for sums in (got, expected)
+    )
+    for a, b in zip(grads, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.equal(mask, kept)
 
 
 def test_decoder_instance_and_kwargs_conflict() -> None:

@@ -15,7 +15,7 @@ from emu_dgl.sampling.mutation import (
 )
 
 DECODERS = ["transe", "transe_l2", "distmult", "complex", "protate", "rotate", "transd", "hake"]
-SEPARABLE = {"transe", "transe_l2", "distmult", "complex", "protate"}
+SEPARABLE = {"transe", "transe_l2", "distmult", "complex", "protate", "hake"}
 
 
 def gen(device: torch.device, seed: int = 0) -> torch.Generator:

@@ -109,9 +109,14 @@ class SeparableDecoder(Decoder):
     depends on the ``s`` entity (``h`` for ``"head"``, ``t`` for ``"tail"``) only
     through its coordinate ``k``. ``side`` also names the large (broadcast) operand,
     so implementations combine the two small ones first.
+
+    With ``term_groups = G > 1`` the terms form G equal consecutive blocks, each
+    summed on its own, and ``finish`` receives the G sums stacked on the last dim
+    (HAKE: a phase sum and a modulus sum).
     """
 
     separable: ClassVar[bool] = True
+    term_groups: ClassVar[int] = 1
 
     def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
         raise NotImplementedError
@@ -121,6 +126,8 @@ class SeparableDecoder(Decoder):
         return total
 
     def reduce(self, terms: Tensor) -> Tensor:
+        if self.term_groups > 1:
+            return self.finish(terms.unflatten(-1, (self.term_groups, -1)).sum(-1))
         return self.finish(terms.sum(-1))
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
@@ -265,8 +272,10 @@ class KGEModel(nn.Module):
         decoder = self.decoder
         mask = None
         if mutation is not None and isinstance(decoder, SeparableDecoder):
+            # grouped terms copy each block of the mask anyway: draw it compactly then
+            mask_dtype = neg.dtype if decoder.term_groups == 1 else torch.bool
             mask = mutation.draw_mask(
-                neg.shape, device=neg.device, generator=generator, dtype=neg.dtype
+                neg.shape, device=neg.device, generator=generator, dtype=mask_dtype
             )
 
         mutated = None
@@ -277,7 +286,9 @@ class KGEModel(nn.Module):
                 s_neg = decoder.reduce(terms_neg)
                 s_pos = decoder.reduce(terms_pos).squeeze(1)
             else:
-                sums = masked_term_sums(terms_neg, terms_pos, mask, consume_mask=True)
+                sums = masked_term_sums(
+                    terms_neg, terms_pos, mask, consume_mask=True, groups=decoder.term_groups
+                )
                 s_neg, s_pos, mutated = (decoder.finish(x) for x in sums)
         else:
             s_neg = decoder(*triple(neg))
@@ -342,17 +353,38 @@ class _MaskedTermSums(torch.autograd.Function):
 
 
 def masked_term_sums(
-    terms_neg: Tensor, terms_pos: Tensor, mask: Tensor, *, consume_mask: bool = False
+    terms_neg: Tensor,
+    terms_pos: Tensor,
+    mask: Tensor,
+    *,
+    consume_mask: bool = False,
+    groups: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(T.sum(-1), P.sum(-1), where(mask, T, P).sum(-1))`` for ``T [B,n,D]``,
     ``P [B,1,D]``, ``mask [B,n,D]`` (bool or 0/1 float), with a lean backward.
 
     ``consume_mask=True`` lets the backward overwrite a float ``mask`` (a bool mask is
-    converted, so the caller's tensor is never touched)."""
+    converted, so the caller's tensor is never touched). ``groups = G > 1`` sums G equal
+    consecutive blocks of the last dim separately: each result gets a last dim of G."""
+    if groups > 1:
+        # Each block gets its own copy of its part of the mask: a consumed mask must not
+        # share storage with a mask that another block's backward still reads.
+        parts = [
+            masked_term_sums(t_neg, t_pos, _own_copy(m, t_neg.dtype), consume_mask=True)
+            for t_neg, t_pos, m in zip(
+                terms_neg.chunk(groups, -1), terms_pos.chunk(groups, -1), mask.chunk(groups, -1), strict=True
+            )
+        ]
+        neg, pos, mut = (torch.stack(sums, dim=-1) for sums in zip(*parts, strict=True))
+        return neg, pos, mut
     if mask.dtype != terms_neg.dtype:
         mask = mask.to(terms_neg.dtype)
         consume_mask = True
     return _MaskedTermSums.apply(terms_neg, terms_pos, mask, consume_mask)
+
+
+def _own_copy(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    return mask.to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
 
 
 def _chunks(weight: Tensor, step: int) -> Iterator[Tensor]:

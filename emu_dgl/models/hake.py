@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.models.base import DECODERS, Decoder, safe_sqrt
+from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
 
 
 @DECODERS.register("hake")
-class HAKE(Decoder):
+class HAKE(SeparableDecoder):
     r"""Hierarchy-aware embeddings in polar coordinates: the *modulus* part places
     entities on levels of a hierarchy (the radius), the *phase* part tells apart the
     entities of one level (the angle).
@@ -37,13 +37,16 @@ class HAKE(Decoder):
     Init: ``U(-a, a)`` everywhere, then relation moduli 1 and biases 0, so every relation
     starts as the identity on moduli.
 
-    The score subtracts two separately reduced sums (an L1-like phase sum and an L2
-    modulus norm), not one sum of per-coordinate terms, so EMU mutates the embeddings
-    and scores them again.
+    Separable in two groups of terms: ``[|sin(angle_k / 2)| | residual_k^2]``, aligned
+    with the entity's ``[phase | modulus]`` coordinates; the phase block is summed, the
+    modulus block summed and square-rooted. An EMU-mutated entity takes each
+    coordinate, hence each term, from the negative or the positive, so the mutated
+    scores reuse the negatives' terms (no second scoring pass).
     """
 
     entity_factor: ClassVar[int] = 2
     relation_factor: ClassVar[int] = 3
+    term_groups: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -103,17 +106,21 @@ class HAKE(Decoder):
     def _combine(self, phase: Tensor, modulus: Tensor) -> Tensor:
         return self.gamma - (self.phase_weight * phase + self.modulus_weight * modulus)
 
-    def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+    def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
         phase_h, mod_h = h.chunk(2, dim=-1)
         phase_t, mod_t = t.chunk(2, dim=-1)
         phase_r, mod_r, bias = self._relation(r)
-        if h.numel() <= t.numel():  # combine the two small operands first
+        if side == "tail":  # combine the two small operands first
             angle = (phase_h + phase_r) - phase_t
         else:
             angle = phase_h - (phase_t - phase_r)
-        phase = (angle * self._half_radians).sin().abs().sum(-1)
-        modulus = safe_sqrt((mod_h * (mod_r + bias) - mod_t * (1 - bias)).square().sum(-1))
-        return self._combine(phase, modulus)
+        phase = (angle * self._half_radians).sin().abs()
+        residual = mod_h * (mod_r + bias) - mod_t * (1 - bias)
+        return torch.cat([phase, residual.square()], dim=-1)
+
+    def finish(self, total: Tensor) -> Tensor:
+        phase, squares = total.unbind(-1)
+        return self._combine(phase, safe_sqrt(squares))
 
     # -- one side against many candidates (evaluation) --------------------------------
     # The phase sum needs a [B, S, d] tensor (|sin| has no product form); without autograd
