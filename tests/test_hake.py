@@ -235,7 +235,10 @@ def test_shipped_hake_configs() -> None:
         for c in (paper, published):
             assert c.model.name == "hake" and c.dataset.name == dataset
             assert (c.model.modulus_weight, c.model.phase_weight) == (mw, pw)
-        assert paper.emu.enabled and paper.model.dim == 100
+        assert paper.emu.enabled and paper.model.dim == 100 and paper.model.gamma == 24.0
+        for arm in ("uniform-base", "sans-base"):
+            base = load_config(root / "paper" / dataset / "hake.yaml", arm=arm)
+            assert base.loss.regularizer == "l3_table" and base.loss.reg_weight == 1e-3
         assert not published.emu.enabled and published.loss.name == "self_adversarial"
         assert published.train.optimizer == "adam" and published.train.lr == 5e-5
 
