@@ -1,5 +1,5 @@
-"""HAKE: closed-form scores, the fast one-vs-all path, EMU through embedding mutation,
-config plumbing and a short training run."""
+"""HAKE: closed-form scores, the fast one-vs-all path, EMU scores (two-group separable
+path) against the mutated embeddings scored directly, config plumbing, a short run."""
 
 from __future__ import annotations
 
