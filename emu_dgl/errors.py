@@ -23,3 +23,15 @@ class ConfigError(EmuDglError):
 
 class CheckpointError(EmuDglError):
     """A checkpoint is missing, truncated, or not an emu-dgl checkpoint."""
+
+
+class RunError(EmuDglError):
+    """A run directory is in use, cannot be written, or cannot resume with the requested config."""
+
+
+class DivergenceError(EmuDglError):
+    """Training produced a non-finite loss or weights; the last finite checkpoint is kept."""
+
+
+class EmuDglWarning(UserWarning):
+    """Something worth a user's attention that does not stop the work (printed as one line)."""

@@ -108,12 +108,14 @@ def read_split(path: Path) -> np.ndarray:
                 engine="c",
                 encoding="utf-8",
             )
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
         raise _malformed(path, str(exc).strip()) from None
+    data = path.read_bytes()
+    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes
+        line_no = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise DataError(f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text")
     triples = frame.to_numpy(dtype=object)
     if triples.shape[0] == 0:
         raise DataError(
@@ -122,6 +124,25 @@ def read_split(path: Path) -> np.ndarray:
     if (triples == "").any():  # a missing or empty field
         raise _malformed(path, "a field is empty")
     return triples
+
+
+def _not_utf8(path: Path) -> DataError:
+    """Name the line and the file's byte offset of the first byte that is not UTF-8.
+
+    (The parser's own error counts bytes from the start of its internal buffer.)
+    """
+    offset = 0
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return DataError(
+                    f"{path}, line {line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset "
+                    f"{offset + exc.start} of the file); save it as UTF-8"
+                )
+            offset += len(raw)
+    return DataError(f"{path}: not UTF-8 text; save it as UTF-8")
 
 
 def _malformed(path: Path, detail: str) -> DataError:
