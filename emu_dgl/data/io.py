@@ -147,8 +147,11 @@ def _not_utf8(path: Path) -> DataError:
 
 def _malformed(path: Path, detail: str) -> DataError:
     """Scan the file once more, in Python, to name the first line that is not three fields."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        line_no, reason = _first_bad_line(handle)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            line_no, reason = _first_bad_line(handle)
+    except UnicodeDecodeError:  # the tokenizer stopped at a bad line before reaching this byte
+        return _not_utf8(path)
     if line_no is None:  # pragma: no cover - the tokenizer and this scan disagree
         return DataError(f"{path}: cannot parse as tab-separated triples ({detail})")
     return DataError(
@@ -184,9 +187,31 @@ def decode_names(blob: np.ndarray, count: int) -> list[str]:
     return names
 
 
+#: A temporary file older than this is left over from a killed writer (see remove_stale_temporaries).
+STALE_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(path: Path, *, prefix: str | None = None) -> None:
+    """Delete ``<prefix>*.tmp`` files next to ``path`` that a killed process left behind.
+
+    Only files older than :data:`STALE_SECONDS` go: a recent one may belong to another
+    process writing the same cache right now.
+    """
+    import time
+
+    pattern = f"{prefix if prefix is not None else '.' + path.name + '.'}*.tmp"
+    for tmp in path.parent.glob(pattern):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -55,6 +55,9 @@ RESUMABLE: frozenset[str] = frozenset(
         "train.early_stopping",
         "train.device",
         "eval.batch_size",
+        # Where the data lives may change (a moved folder, another data root); what it
+        # holds may not: the run's data fingerprint is checked when the data is loaded.
+        "dataset.name",
         "dataset.data_dir",
         "output.dir",
     }
