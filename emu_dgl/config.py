@@ -473,7 +473,8 @@ def load_config(
     return config.validate() if validate else config
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
+def config_from_dict(data: dict[str, Any], *, validate: bool = True) -> Config:
+    """A config from a (possibly partial) nested dict; missing keys take their defaults."""
     config = Config()
     _merge(config, data)
-    return config.validate()
+    return config.validate() if validate else config

@@ -187,6 +187,8 @@ def test_bad_input(case: str, run_copy: Path, tmp_path: Path, monkeypatch: pytes
     before = snapshot(run_copy)
     assert_clear_error(invoke(*args), fragment)
     assert snapshot(run_copy) == before  # nothing of the finished run changed
+    if case != "divergence":
+        assert not (tmp_path / "r").exists()  # refused before any work: no folder left behind
     assert not (tmp_path / "r" / "metrics.json").exists()
 
 
@@ -264,6 +266,18 @@ def test_resume_after_a_cut_metrics_line_and_stale_temporaries(run_copy):
     lines = log.read_text().splitlines()
     assert all(json.loads(line) for line in lines)
     assert not stale.exists()
+
+
+def test_a_run_saved_before_a_config_key_existed_still_resumes(run_copy):
+    from emu_dgl.training.checkpoint import save_checkpoint
+
+    last = run_copy / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    del state["config"]["emu"]["separate_draws"]  # as written by a version without the key
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, last)
+    result = invoke("train", "--resume", run_copy, "--set", "train.max_steps=25")
+    assert result.exit_code == 0, result.output
+    assert "separate_draws" not in result.output  # its default is no change
 
 
 # -------------------------------------------------------------------------- 4. lock

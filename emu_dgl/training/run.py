@@ -84,7 +84,8 @@ class RunLock:
     """
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder).absolute()
+        self.folder = Path(folder).expanduser().resolve()
+        self._created = False
 
     def __enter__(self) -> RunLock:
         key = self.folder
@@ -92,6 +93,7 @@ class RunLock:
             fd, depth = _HELD[key]
             _HELD[key] = (fd, depth + 1)
             return self
+        self._created = not self.folder.exists()
         make_folder(self.folder, "run directory")
         path = self.folder / LOCK_FILE
         try:
@@ -116,6 +118,10 @@ class RunLock:
             _HELD[self.folder] = (fd, depth - 1)
             return
         del _HELD[self.folder]
+        if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+            # The run stopped before writing anything: leave no empty folder behind.
+            os.unlink(self.folder / LOCK_FILE)
+            self.folder.rmdir()
         _unlock(fd)
         os.close(fd)
 
@@ -217,6 +223,18 @@ def check_new_run(run_dir: Path) -> None:
         )
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with keys added since it was written set to their defaults (which keep
+    the old behaviour), so a newer version resumes an older run."""
+    from emu_dgl.config import config_from_dict
+    from emu_dgl.errors import ConfigError
+
+    try:
+        return config_from_dict(saved, validate=False).to_dict()
+    except ConfigError:  # a key this version no longer knows: compare as saved
+        return saved
+
+
 @dataclass
 class ResumePlan:
     """What ``--resume`` will do: the state to continue from and the config changes applied."""
@@ -258,7 +276,7 @@ def check_resume(run_dir: Path, requested: dict[str, Any], *, map_location: Any 
         import yaml
 
         saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    changes = config_differences(saved, requested)
+    changes = config_differences(_with_defaults(saved), requested)
     fixed = [(k, a, b) for k, a, b in changes if k not in RESUMABLE]
     if fixed:
         listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)

@@ -138,6 +138,7 @@ class Trainer:
         # never inside a step): experiment trackers, the tuner's pruning callback.
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
+        self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
 
     # ------------------------------------------------------------------ building
 
