@@ -239,7 +239,8 @@ def test_non_finite_weights_with_a_finite_loss_are_never_saved(tmp_path, monkeyp
 
 
 def test_resume_applies_allowed_changes_and_says_so(run_copy):
-    result = invoke("train", "--resume", run_copy, "--set", "train.max_steps=30", "--set", "train.lr=0.05")
+    result = invoke("train", "--resume", run_copy, "--set", "train.max_steps=30", "--set", "train.lr=0.05",
+                    "--set", "train.threads=1", "--set", "tracking.project=other")
     assert result.exit_code == 0, result.output
     assert "train.lr 0.1 -> 0.05" in result.output and "train.max_steps 20 -> 30" in result.output
     log = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]

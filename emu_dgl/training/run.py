@@ -54,7 +54,10 @@ RESUMABLE: frozenset[str] = frozenset(
         "train.progress",
         "train.early_stopping",
         "train.device",
+        "train.threads",
         "eval.batch_size",
+        "eval.per_relation",
+        "tracking.*",  # a whole section
         # Where the data lives may change (a moved folder, another data root); what it
         # holds may not: the run's data fingerprint is checked when the data is loaded.
         "dataset.name",
@@ -66,8 +69,14 @@ RESUMABLE: frozenset[str] = frozenset(
 #: Keys that never change what a run computes: two configs differing only here describe
 #: the same run (``compare`` reuses a finished run on this basis).
 NO_EFFECT: frozenset[str] = frozenset(
-    {"train.progress", "train.log_every", "train.checkpoint_every", "eval.batch_size", "output.dir", "dataset.data_dir"}
+    {"train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "eval.batch_size", "output.dir",
+     "dataset.data_dir", "tracking.*"}
 )
+
+
+def listed(key: str, keys: frozenset[str]) -> bool:
+    """Whether ``section.key`` is in ``keys``, itself or through a ``section.*`` entry."""
+    return key in keys or f"{key.split('.', 1)[0]}.*" in keys
 
 
 # --------------------------------------------------------------------------- lock
@@ -210,7 +219,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[s
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys (outside :data:`NO_EFFECT`) in which two resolved configs differ; empty: same run."""
-    return [key for key, _, _ in config_differences(old, new) if key not in NO_EFFECT]
+    return [key for key, _, _ in config_differences(old, new) if not listed(key, NO_EFFECT)]
 
 
 def check_new_run(run_dir: Path) -> None:
@@ -277,11 +286,11 @@ def check_resume(run_dir: Path, requested: dict[str, Any], *, map_location: Any 
 
         saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     changes = config_differences(_with_defaults(saved), requested)
-    fixed = [(k, a, b) for k, a, b in changes if k not in RESUMABLE]
+    fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
     if fixed:
-        listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
+        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
         raise RunError(
-            f"cannot resume '{run_dir}' with changed {listed}: the checkpoint was trained with the old value; "
+            f"cannot resume '{run_dir}' with changed {shown}: the checkpoint was trained with the old value; "
             f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
         )
     steps = int(requested["train"]["max_steps"])
