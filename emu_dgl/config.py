@@ -227,9 +227,9 @@ class Config:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ConfigError(f"tracking.backends: unknown backend '{name}'{hint}; valid: {', '.join(BACKENDS)}")
         self.tracking.backends = list(dict.fromkeys(backends))
-        modes = ("offline", "online", "disabled")
-        if self.tracking.wandb_mode not in modes:
-            raise ConfigError(f"tracking.wandb_mode: unknown value '{self.tracking.wandb_mode}'; valid: {', '.join(modes)}")
+        self.tracking.wandb_mode = canonical_choice(
+            "tracking.wandb_mode", self.tracking.wandb_mode, ["offline", "online", "disabled"]
+        )
 
 
 OPTIMIZERS = ("adagrad", "adam")

@@ -380,10 +380,13 @@ def test_a_same_named_folder_here_that_is_not_used_is_reported(tmp_path, monkeyp
 def test_enumerated_values_are_canonical_and_act(tmp_path):
     config = load_config(None, ["train.schedule=Reference", "eval.metric=MRR", "loss.name=Self-Adversarial",
                                 "emu.variant=Label_Smoothing", "train.optimizer=Adam", "model.name=DistMult",
-                                "sampler.name=SANS", "sampler.walk_mode=Restart", "train.device=CPU"])
+                                "sampler.name=SANS", "sampler.walk_mode=Restart", "train.device=CPU",
+                                "tracking.wandb_mode=Offline"])
     assert (config.train.schedule, config.eval.metric, config.loss.name, config.emu.variant, config.train.optimizer,
-            config.model.name, config.sampler.name, config.sampler.walk_mode, config.train.device) == (
-        "reference", "mrr", "self_adversarial", "label_smoothing", "adam", "distmult", "sans", "restart", "cpu")
+            config.model.name, config.sampler.name, config.sampler.walk_mode, config.train.device,
+            config.tracking.wandb_mode) == (
+        "reference", "mrr", "self_adversarial", "label_smoothing", "adam", "distmult", "sans", "restart", "cpu",
+        "offline")
     one_vs_all = load_config(None, ["loss.name=1VSALL", "emu.enabled=false"])
     assert one_vs_all.loss.name == "1vsall"
     step = load_config(None, ["train.schedule=Step", "train.lr_decay_every=5"])
