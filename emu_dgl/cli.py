@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -15,17 +16,41 @@ QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 
 class _Group(click.Group):
-    """Turns every :class:`EmuDglError` into ``error: <one line>`` and exit status 2."""
+    """Turns every :class:`EmuDglError` into ``error: <one line>`` and exit status 2,
+    and prints emu-dgl warnings as ``warning: <one line>``."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
+        from emu_dgl.errors import EmuDglWarning
+
+        show = warnings.showwarning
+
+        def one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, EmuDglWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
         try:
             return super().invoke(ctx)
         except EmuDglError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: the last checkpoint is kept; continue with 'emu-dgl train --resume RUN_DIR'", err=True)
+            run = ctx.meta.get("emu_dgl.run_dir")
+            where = f"'emu-dgl train --resume {run}'" if run else "'emu-dgl train --resume RUN_DIR'"
+            click.echo(f"interrupted: the last checkpoint is kept; continue with {where}", err=True)
             sys.exit(130)
+        except OSError as exc:
+            # Disk full or read-only while writing outside the places that check it themselves.
+            if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", -1)):
+                click.echo(f"error: cannot write '{exc.filename}' ({exc.strerror}); free space or choose a writable location", err=True)
+                sys.exit(2)
+            raise
+        finally:
+            warnings.showwarning = show
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +109,8 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
           arm: str | None, data_dir: str | None) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
     from emu_dgl.config import load_config
-    from emu_dgl.training.trainer import CONFIG_FILE, Trainer, run_directory
+    from emu_dgl.training.run import CONFIG_FILE, RunLock, check_new_run, check_resume
+    from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None:
@@ -96,19 +122,28 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
     else:
         config = load_config(config_path if config_path is not None else QUICKSTART, overrides, arm=arm)
         run_dir = run_directory(config, out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise EmuDglError(f"'{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --out")
     if data_dir is not None:
-        config.dataset.data_dir = data_dir
+        config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
+    click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
     click.echo(f"run directory: {run_dir}", err=True)
-    trainer = Trainer(config, run_dir)
-    click.echo(
-        f"{trainer.kg.name}: {trainer.kg.num_entities} entities, {trainer.kg.num_relations} relations, "
-        f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
-        err=True,
-    )
-    click.echo(f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)", err=True)
-    metrics = trainer.fit(resume=resume is not None)
+    with RunLock(run_dir):
+        plan = None
+        if resume is not None:
+            # Checked before anything is built or written: a refused change leaves the run as it was.
+            plan = check_resume(run_dir, config.to_dict())
+            click.echo(plan.describe(), err=True)
+        else:
+            check_new_run(run_dir)
+        trainer = Trainer(config, run_dir)
+        click.echo(
+            f"{trainer.kg.name}: {trainer.kg.num_entities} entities, {trainer.kg.num_relations} relations, "
+            f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
+            err=True,
+        )
+        click.echo(f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)", err=True)
+        metrics = trainer.fit(resume=plan if plan is not None else False)
+    if trainer.already_finished:
+        click.echo(f"the run had already finished at step {metrics['steps']}; raise train.max_steps to train further", err=True)
     click.echo(_format_table(metrics))
     if config.eval.per_relation:
         click.echo(_format_relation_table(metrics))
@@ -126,14 +161,17 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
 @click.option("--per-relation", is_flag=True, help="Also MRR / Hits@k of every relation, per side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
-def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None) -> None:
-    """Filtered evaluation of a trained run (checkpoints/best.pt)."""
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
+def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None,
+             which: str) -> None:
+    """Filtered evaluation of a trained run (checkpoints/best.pt, or --checkpoint last)."""
     import torch
 
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.training.trainer import load_run
 
-    config, kg, model = load_run(run_dir, device=device, data_dir=data_dir)
+    config, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
     dev = next(model.parameters()).device
     evaluator = FilteredEvaluator(torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations,
                                   batch_size=config.eval.batch_size)
@@ -171,11 +209,13 @@ def _entity_id(kg: Any, name: str, what: str) -> int:
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many completions to list.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
 def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, top: int, device: str,
-            data_dir: str | None) -> None:
+            data_dir: str | None, which: str) -> None:
     """Top-K completions of (head, relation, ?) or (?, relation, tail); known triples marked.
 
-    Uses checkpoints/best.pt. Names are the dataset's own: find them with
+    Uses checkpoints/best.pt (or --checkpoint last). Names are the dataset's own: find them with
     'emu-dgl datasets entities NAME --grep TEXT' (add --relations for relations).
     """
     import torch
@@ -184,7 +224,7 @@ def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, to
         raise click.UsageError("give exactly one of --head (to rank tails) or --tail (to rank heads)")
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device=device, data_dir=data_dir)
+    _, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
     dev = next(model.parameters()).device
     rel = _entity_id(kg, relation, "relation")
     known = torch.cat([kg.train, kg.valid, kg.test])
@@ -210,23 +250,31 @@ def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, to
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write (created if missing; files in it are overwritten).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
-def export(run_dir: Path, out: Path, data_dir: str | None) -> None:
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
+def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
 
-    The weights are those of checkpoints/best.pt (the best validation step).
+    The weights are those of checkpoints/best.pt (the best validation step), or of
+    last.pt with --checkpoint last.
     """
     import numpy as np
 
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
-    np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
-    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
-        (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
+    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
+    from emu_dgl.training.run import disk_error, make_folder
+
+    make_folder(out, "export folder")
+    try:
+        np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
+        np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
+        for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
+            (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
+    except OSError as exc:
+        raise disk_error(exc, Path(exc.filename or out), "export folder") from None
     click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
-               f"from {run_dir / 'checkpoints' / 'best.pt'} to {out}")
+               f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}")
 
 
 @main.command()

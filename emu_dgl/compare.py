@@ -10,8 +10,9 @@ seed with the same steps, sampler and budget through the ordinary :class:`Traine
 * ``valid_mrr.png``: validation MRR against step for every arm (needs matplotlib, the
   ``[plot]`` extra; without it the command says the plot was skipped).
 
-A finished run (its ``metrics.json`` exists) is not run again, so an interrupted
-comparison continues where it stopped.
+A run whose folder already holds the same resolved config is not run again (finished)
+or is resumed (interrupted), so an interrupted comparison continues where it stopped;
+a folder holding a run of other settings is an error, never reported as new.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from emu_dgl.config import Config, load_config
+from emu_dgl.data import canonical_dataset
 from emu_dgl.errors import ConfigError
 
 COLUMNS = ("mrr", "hits@1", "hits@3", "hits@10")
@@ -52,6 +54,31 @@ def parse_arm(text: str) -> Arm:
 
 
 DEFAULT_ARMS = (Arm("base", ("emu.enabled=false",)), Arm("emu", ("emu.enabled=true",)))
+
+
+def _existing_run(run_dir: Path, config: Config) -> bool:
+    """Whether ``run_dir`` holds a run (finished or not) of exactly ``config``.
+
+    A folder holding a run of other settings is refused rather than reported as new.
+    """
+    import yaml
+
+    from emu_dgl.training.run import CONFIG_FILE, differing_keys
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return False
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        saved = None
+    differs = differing_keys(saved, config.to_dict()) if isinstance(saved, dict) else ["config.yaml unreadable"]
+    if differs:
+        raise ConfigError(
+            f"'{run_dir}' holds a run with other settings ({', '.join(differs[:4])} differ); "
+            "choose another --out, or delete that folder to run it again"
+        )
+    return True
 
 
 def _valid_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -91,15 +118,18 @@ def run_comparison(
     for arm in arms:
         for seed in seeds:
             run_dir = out / arm.name / f"seed{seed}"
+            config = configs[arm.name, seed]
+            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+            existing = _existing_run(run_dir, config)
             finished = run_dir / "metrics.json"
-            if finished.exists():
+            if existing and finished.exists() and (run_dir / "wall.json").exists():
                 metrics = json.loads(finished.read_text())
                 wall = json.loads((run_dir / "wall.json").read_text())["seconds"]
             else:
                 start = time.perf_counter()
-                trainer = Trainer(configs[arm.name, seed], run_dir)
+                trainer = Trainer(config, run_dir)
                 trainer.progress_label = f"{arm.name} seed {seed}"
-                metrics = trainer.fit()
+                metrics = trainer.fit(resume=existing)
                 wall = time.perf_counter() - start
                 (run_dir / "wall.json").write_text(json.dumps({"seconds": wall}))
             runs.append(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import string
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -125,8 +127,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def dump(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.to_yaml())
 
     def validate(self) -> Config:
         """Reject impossible values; returns self so calls chain."""
@@ -138,22 +143,30 @@ class Config:
             if not ok:
                 raise ConfigError(f"{key}: {msg}")
 
-        names = {
-            "model.name": (self.model.name, DECODERS.names()),
-            "sampler.name": (self.sampler.name, SAMPLERS.names()),
-            "loss.name": (self.loss.name, [*LOSSES.names(), "1vsall"]),
-            "emu.variant": (self.emu.variant, ["emu", "mixup", "label_smoothing"]),
-            "train.optimizer": (self.train.optimizer, list(OPTIMIZERS)),
-            "train.schedule": (self.train.schedule, ["none", "step", "reference"]),
-            "loss.regularizer": (self.loss.regularizer, ["none", "n3", "l3_table"]),
-            "sampler.walk_mode": (self.sampler.walk_mode, ["continue", "restart"]),
-            "eval.metric": (self.eval.metric, ["mrr", "hits@1", "hits@3", "hits@10"]),
+        # Every enumerated value is checked and stored in its canonical (lower-case) form
+        # here, once, so the code that reads the config compares exact strings.
+        choices = {
+            "model.name": DECODERS.names(),
+            "sampler.name": SAMPLERS.names(),
+            "sampler.walk_mode": ["continue", "restart"],
+            "loss.name": [*LOSSES.names(), "1vsall"],
+            "loss.regularizer": ["none", "n3", "l3_table"],
+            "emu.variant": ["emu", "mixup", "label_smoothing"],
+            "train.optimizer": list(OPTIMIZERS),
+            "train.schedule": ["none", "step", "reference"],
+            "eval.metric": ["mrr", "hits@1", "hits@3", "hits@10"],
         }
-        for key, (value, valid) in names.items():
-            if value.lower() not in valid:
-                close = difflib.get_close_matches(value.lower(), valid, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
+        for key, valid in choices.items():
+            section, name = key.split(".")
+            setattr(getattr(self, section), name, canonical_choice(key, getattr(getattr(self, section), name), valid))
+        self.train.device = self.train.device.strip().lower()
+        for section in fields(self):
+            part = getattr(self, section.name)
+            for f in fields(part):
+                value = getattr(part, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{section.name}.{f.name}: must be a finite number, got {value}")
+        _check_output_dir(self.output.dir)
         need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
         need(self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}")
         for key in ("modulus_weight", "phase_weight"):
@@ -214,12 +227,40 @@ class Config:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ConfigError(f"tracking.backends: unknown backend '{name}'{hint}; valid: {', '.join(BACKENDS)}")
         self.tracking.backends = list(dict.fromkeys(backends))
-        modes = ("offline", "online", "disabled")
-        if self.tracking.wandb_mode not in modes:
-            raise ConfigError(f"tracking.wandb_mode: unknown value '{self.tracking.wandb_mode}'; valid: {', '.join(modes)}")
+        self.tracking.wandb_mode = canonical_choice(
+            "tracking.wandb_mode", self.tracking.wandb_mode, ["offline", "online", "disabled"]
+        )
 
 
 OPTIMIZERS = ("adagrad", "adam")
+
+#: placeholders that ``output.dir`` may use.
+OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
+
+
+def canonical_choice(key: str, value: str, valid: list[str]) -> str:
+    """``value`` in its canonical spelling (case and '-'/'_' folded), or a ConfigError."""
+    folded = str(value).strip().lower()
+    for candidate in (folded, folded.replace("-", "_")):
+        if candidate in valid:
+            return candidate
+    close = difflib.get_close_matches(folded, valid, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
+
+
+def _check_output_dir(template: str) -> None:
+    """``output.dir`` may only use the known ``{placeholders}``; a literal brace is ``{{``."""
+    allowed = ", ".join("{" + p + "}" for p in OUTPUT_PLACEHOLDERS)
+    try:
+        used = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(
+            f"output.dir '{template}': {exc}; placeholders are {allowed}, write a literal brace as '{{{{' or '}}}}'"
+        ) from None
+    unknown = [name for name in used if name not in OUTPUT_PLACEHOLDERS]
+    if unknown:
+        raise ConfigError(f"output.dir '{template}': unknown placeholder '{{{unknown[0]}}}'; use {allowed}")
 
 
 # --------------------------------------------------------------------------- building
@@ -292,21 +333,56 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set '{text}': the key must be section.key, e.g. train.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"--set '{text}'") if raw.strip() else ""
+    except ConfigError:
+        value = raw  # not YAML: taken as the plain string it is
     return parts, value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise ConfigError(f"duplicate key '{key}' at line {line} (first at line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> Python data (safe types only, duplicate keys refused), or a ConfigError."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{where} is not valid YAML{at} ({problem}); fix the syntax") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # e.g. a timestamp like 2024-13-45, or anchors nested past the recursion limit
+        raise ConfigError(f"{where} holds a value YAML cannot read ({exc.__class__.__name__}); fix it") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start}); pass a YAML file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror})") from None
+    data = parse_yaml(text, f"config file '{path}'") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections")
     return data
@@ -397,7 +473,8 @@ def load_config(
     return config.validate() if validate else config
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
+def config_from_dict(data: dict[str, Any], *, validate: bool = True) -> Config:
+    """A config from a (possibly partial) nested dict; missing keys take their defaults."""
     config = Config()
     _merge(config, data)
-    return config.validate()
+    return config.validate() if validate else config

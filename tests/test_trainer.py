@@ -11,6 +11,7 @@ from emu_dgl.config import load_config
 from emu_dgl.data import load_dataset
 from emu_dgl.errors import CheckpointError
 from emu_dgl.training.checkpoint import load_checkpoint
+from emu_dgl.training.run import check_resume
 from emu_dgl.training.trainer import Trainer
 
 
@@ -140,17 +141,21 @@ def test_one_vs_all_loss_trains(kg, tmp_path):
     assert metrics["test"]["mrr"] > 0.1
 
 
-def test_corrupt_checkpoint_is_a_clear_error_and_the_previous_one_survives(kg, tmp_path):
-    config = small_config()
-    Trainer(config, tmp_path, kg=kg).fit()
-    last = tmp_path / "checkpoints" / "last.pt"
-    previous = tmp_path / "checkpoints" / "previous.pt"
-    good = load_checkpoint(previous)["step"]
+def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically(kg, tmp_path):
+    config = small_config("train.checkpoint_every=10")
+    full = Trainer(config, tmp_path / "full", kg=kg).fit()
+    assert Trainer(config, tmp_path / "run", kg=kg).fit(stop_after=35) == {}
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    previous = tmp_path / "run" / "checkpoints" / "previous.pt"
+    assert (load_checkpoint(last)["step"], load_checkpoint(previous)["step"]) == (30, 20)
     last.write_bytes(last.read_bytes()[:1000])  # truncated
-    with pytest.raises(CheckpointError, match="previous good checkpoint") as info:
-        Trainer(config, tmp_path, kg=kg).fit(resume=True)
+    with pytest.raises(CheckpointError, match="truncated or not an emu-dgl checkpoint") as info:
+        load_checkpoint(last)
     assert "\n" not in str(info.value)
-    assert load_checkpoint(previous)["step"] == good
+    plan = check_resume(tmp_path / "run", config.to_dict())
+    assert plan.step == 20 and plan.source.startswith("previous.pt")
+    resumed = Trainer(config, tmp_path / "run", kg=kg).fit(resume=plan)
+    assert resumed["test"] == full["test"] and resumed["valid"] == full["valid"]
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an emu-dgl checkpoint"):

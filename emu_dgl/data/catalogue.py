@@ -19,14 +19,18 @@ included, or a plain local folder).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import lzma
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -42,6 +46,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "CatalogueEntry",
     "archive_url",
+    "canonical_dataset",
     "data_root",
     "dataset_dir",
     "download_dataset",
@@ -120,11 +125,17 @@ def _source_checkout_datasets() -> Path | None:
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder that holds ``<name>/{train,valid,test}.txt`` (see the module doc for the order)."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        return _folder(Path(data_dir).expanduser(), "--data-dir (dataset.data_dir)")
     env = os.environ.get("EMU_DGL_DATA")
     if env:
-        return Path(env).expanduser()
+        return _folder(Path(env).expanduser(), "EMU_DGL_DATA")
     return _source_checkout_datasets() or user_cache_dir() / "datasets"
+
+
+def _folder(path: Path, origin: str) -> Path:
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{origin} is '{path}', a file; point it at the folder that holds the datasets")
+    return path
 
 
 def _writable(path: Path) -> bool:
@@ -196,8 +207,13 @@ def download_dataset(
             f"cannot download '{entry.name}': data root {root} is read-only; "
             "choose a writable one with --data-dir or EMU_DGL_DATA"
         )
-    created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
+    # The highest folder this call creates: removed again if the download fails.
+    created = next((p for p in reversed([target, *target.parents]) if not p.exists()), None)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {target} ({exc.strerror}); choose a writable --data-dir") from None
+    remove_stale_parts(target)
     try:
         archive = _fetch(entry, target)
         try:
@@ -205,10 +221,61 @@ def download_dataset(
         finally:
             archive.unlink(missing_ok=True)
     except BaseException:
-        if created:
-            shutil.rmtree(target, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     return target
+
+
+#: Download limits: the whole transfer, and the longest stretch with less than
+#: STALL_BYTES received (a mirror trickling a byte now and then never times out a read).
+DOWNLOAD_DEADLINE_SECONDS = 1800.0
+STALL_SECONDS = 60.0
+STALL_BYTES = 16 * 1024
+_READ = 64 * 1024
+
+
+def remove_stale_parts(folder: Path, *, older_than: float | None = None) -> None:
+    """Delete ``.part`` files of downloads that were killed (older than the deadline)."""
+    import time
+
+    limit = DOWNLOAD_DEADLINE_SECONDS if older_than is None else older_than
+    for part in folder.glob(".*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > limit:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def _copy_with_deadline(response: object, out: object, digest: object, bar: object, url: str) -> None:
+    """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits."""
+    import time
+
+    read = getattr(response, "read1", None) or response.read  # type: ignore[attr-defined]
+    start = window_start = time.monotonic()
+    window_bytes = 0
+    while True:
+        chunk = read(_READ)
+        if not chunk:
+            return
+        digest.update(chunk)  # type: ignore[attr-defined]
+        out.write(chunk)  # type: ignore[attr-defined]
+        bar.update(len(chunk))  # type: ignore[attr-defined]
+        now = time.monotonic()
+        window_bytes += len(chunk)
+        if now - start > DOWNLOAD_DEADLINE_SECONDS:
+            raise DataError(
+                f"download from {url} did not finish within {DOWNLOAD_DEADLINE_SECONDS:.0f} s; the mirror is too "
+                "slow: try again later, or set EMU_DGL_MIRROR to another mirror or a file:// folder"
+            )
+        if now - window_start >= STALL_SECONDS:
+            if window_bytes < STALL_BYTES:
+                raise DataError(
+                    f"download from {url} stalled ({window_bytes} bytes in the last {now - window_start:.0f} s); "
+                    "try again later, or set EMU_DGL_MIRROR to another mirror or a file:// folder"
+                )
+            window_start, window_bytes = now, 0
 
 
 def _fetch(entry: CatalogueEntry, target: Path) -> Path:
@@ -222,7 +289,8 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                response = urllib.request.urlopen(url, timeout=60)
+                # The socket timeout bounds one silent read; _copy_with_deadline bounds a trickle.
+                response = urllib.request.urlopen(url, timeout=STALL_SECONDS)
                 with response:
                     total = response.headers.get("Content-Length")
                     with tqdm(
@@ -234,12 +302,11 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
                         disable=None,  # shown on a terminal only
                         leave=False,
                     ) as bar:
-                        while chunk := response.read(_CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            bar.update(len(chunk))
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+                        _copy_with_deadline(response, out, digest, bar, url)
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
+                if isinstance(exc, TimeoutError | socket.timeout):
+                    reason = f"no data for {STALL_SECONDS:.0f} s"
                 raise DataError(
                     f"could not download {url} ({reason}); without network, put train.txt, "
                     f"valid.txt and test.txt of '{entry.name}' in {target}, or put {entry.archive} "
@@ -291,9 +358,16 @@ def extract_splits(archive: Path, target: Path, *, source: str | None = None) ->
     """
     label = source or str(archive)
     try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"{label}: not a readable tar archive ({exc})") from None
+        _extract_splits(archive, target, label)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise DataError(f"cannot unpack into {target} ({exc.strerror}); choose a writable --data-dir") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{label}: not a readable tar archive ({reason}); download it again") from None
+
+
+def _extract_splits(archive: Path, target: Path, label: str) -> None:
+    tar = tarfile.open(archive, "r:*")
     with tar:
         members = tar.getmembers()
         for member in members:
@@ -348,12 +422,18 @@ def load_directory(
     for path in paths.values():
         check_split_file(path)
     cache_path: Path | None = None
+    key = ""
     if cache:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else processed_dir()
-        cache_path = folder / f"kg-{splits_key(directory)[:40]}.npz"
+        key = splits_key(directory)
+        cache_path = folder / f"kg-{key[:40]}.npz"
         if cache_path.is_file():
             try:
-                return KnowledgeGraph.load(cache_path, name=name)
+                cached = KnowledgeGraph.load(cache_path, name=name)
+                # The file name is only a prefix of the key; the full key inside must match too
+                # (a cache file copied over another one is not trusted).
+                if cached.source_key == key:
+                    return cached
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
                 pass  # unreadable or stale layout: parse again and overwrite
     kg = KnowledgeGraph.from_labeled_triples(
@@ -361,10 +441,39 @@ def load_directory(
     )
     if cache_path is not None:
         try:
-            kg.save(cache_path)
+            kg.save(cache_path, source_key=key)
         except OSError as exc:
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
     return kg
+
+
+def _note_shadowed(local: Path, used: Path) -> None:
+    """Say so when a folder of the same name in the working directory is not the one used."""
+    from emu_dgl.errors import EmuDglWarning
+
+    if has_splits(local) and local.resolve() != used.resolve():
+        warnings.warn(
+            f"using '{used}' (the data root's '{local.name}'); the folder './{local.name}' here is not used: "
+            f"pass './{local.name}' to train on it",
+            EmuDglWarning,
+            stacklevel=3,
+        )
+
+
+def canonical_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """The dataset name to store with a run: a folder path made absolute, anything else unchanged.
+
+    Mirrors :func:`load_dataset`'s resolution: ``synthetic`` and names found in the data
+    root or the catalogue stay names; a path to a folder becomes absolute.
+    """
+    text = os.fspath(name)
+    plain = "/" not in text and os.sep not in text and text not in ("", ".", "..")
+    if text.lower() == SYNTHETIC or (plain and text.lower() in CATALOGUE):
+        return text
+    if plain and any(has_splits(data_root(data_dir) / c) for c in (text, text.lower())):
+        return text
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.is_dir() else text
 
 
 def load_dataset(
@@ -393,11 +502,14 @@ def load_dataset(
         not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text
     )
     if is_plain_name and text not in ("", ".", ".."):
+        local = Path(text)
         for candidate in dict.fromkeys((text, text.lower())):
             folder = data_root(data_dir) / candidate
             if has_splits(folder):
+                _note_shadowed(local, folder)
                 return load_directory(folder, name=candidate, cache=cache, cache_dir=cache_dir)
         if text.lower() in CATALOGUE:
+            _note_shadowed(local, data_root(data_dir) / text.lower())
             if not download:
                 raise DataError(
                     f"dataset '{text.lower()}' is not in {data_root(data_dir)}; "

@@ -108,12 +108,14 @@ def read_split(path: Path) -> np.ndarray:
                 engine="c",
                 encoding="utf-8",
             )
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
         raise _malformed(path, str(exc).strip()) from None
+    data = path.read_bytes()
+    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes
+        line_no = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise DataError(f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text")
     triples = frame.to_numpy(dtype=object)
     if triples.shape[0] == 0:
         raise DataError(
@@ -124,10 +126,32 @@ def read_split(path: Path) -> np.ndarray:
     return triples
 
 
+def _not_utf8(path: Path) -> DataError:
+    """Name the line and the file's byte offset of the first byte that is not UTF-8.
+
+    (The parser's own error counts bytes from the start of its internal buffer.)
+    """
+    offset = 0
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return DataError(
+                    f"{path}, line {line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset "
+                    f"{offset + exc.start} of the file); save it as UTF-8"
+                )
+            offset += len(raw)
+    return DataError(f"{path}: not UTF-8 text; save it as UTF-8")
+
+
 def _malformed(path: Path, detail: str) -> DataError:
     """Scan the file once more, in Python, to name the first line that is not three fields."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        line_no, reason = _first_bad_line(handle)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            line_no, reason = _first_bad_line(handle)
+    except UnicodeDecodeError:  # the tokenizer stopped at a bad line before reaching this byte
+        return _not_utf8(path)
     if line_no is None:  # pragma: no cover - the tokenizer and this scan disagree
         return DataError(f"{path}: cannot parse as tab-separated triples ({detail})")
     return DataError(
@@ -163,9 +187,31 @@ def decode_names(blob: np.ndarray, count: int) -> list[str]:
     return names
 
 
+#: A temporary file older than this is left over from a killed writer (see remove_stale_temporaries).
+STALE_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(path: Path, *, prefix: str | None = None) -> None:
+    """Delete ``<prefix>*.tmp`` files next to ``path`` that a killed process left behind.
+
+    Only files older than :data:`STALE_SECONDS` go: a recent one may belong to another
+    process writing the same cache right now.
+    """
+    import time
+
+    pattern = f"{prefix if prefix is not None else '.' + path.name + '.'}*.tmp"
+    for tmp in path.parent.glob(pattern):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -194,6 +194,31 @@ class KnowledgeGraph:
             **splits,
         )
 
+    def reindexed(self, entity_names: Sequence[str], relation_names: Sequence[str]) -> KnowledgeGraph:
+        """The same graph with ids given by ``entity_names`` / ``relation_names`` (same name sets).
+
+        Used to read a dataset whose lines were reordered with the ids a run was trained with.
+        """
+        if set(entity_names) != set(self.entity_names) or set(relation_names) != set(self.relation_names):
+            raise DataError(f"{self.name}: re-indexing needs the same entity and relation names")
+        entity_index = {name: i for i, name in enumerate(entity_names)}
+        relation_index = {name: i for i, name in enumerate(relation_names)}
+        entity_map = torch.tensor([entity_index[n] for n in self.entity_names], dtype=torch.int64)
+        relation_map = torch.tensor([relation_index[n] for n in self.relation_names], dtype=torch.int64)
+
+        def remap(triples: torch.Tensor) -> torch.Tensor:
+            return torch.stack(
+                [entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1
+            ) if len(triples) else triples
+
+        return KnowledgeGraph(
+            name=self.name,
+            entity_names=entity_names,
+            relation_names=relation_names,
+            duplicates=self.duplicates,
+            **{split: remap(triples) for split, triples in self.splits.items()},
+        )
+
     # --------------------------------------------------------------------- DGL
     def to_dgl(self) -> dgl_module.DGLGraph:
         """Heterograph: node type ``entity``, one canonical edge type per relation, all splits.
@@ -383,11 +408,16 @@ class KnowledgeGraph:
         )
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> None:
-        """Write to an uncompressed ``.npz`` (no pickle), atomically."""
+    def save(self, path: str | Path, *, source_key: str = "") -> None:
+        """Write to an uncompressed ``.npz`` (no pickle), atomically.
+
+        ``source_key`` (e.g. the hash of the files it was parsed from) is stored with it and
+        read back as ``source_key``, so a cache can be checked against its source.
+        """
         save_npz(
             Path(path),
             {
+                "source_key": np.frombuffer(source_key.encode(), dtype=np.uint8),
                 "entity_names": encode_names(self.entity_names),
                 "relation_names": encode_names(self.relation_names),
                 "counts": np.array([self.num_entities, self.num_relations], dtype=np.int64),
@@ -401,13 +431,15 @@ class KnowledgeGraph:
         """Read what :meth:`save` wrote. ``name`` defaults to the file's stem."""
         arrays: dict[str, Any] = load_npz(Path(path))
         num_entities, num_relations = (int(x) for x in arrays["counts"])
-        return cls(
+        kg = cls(
             name=name if name is not None else Path(path).stem,
             entity_names=decode_names(arrays["entity_names"], num_entities),
             relation_names=decode_names(arrays["relation_names"], num_relations),
             duplicates=dict(zip(SPLIT_NAMES, (int(x) for x in arrays["duplicates"]), strict=True)),
             **{split: torch.from_numpy(arrays[split]) for split in SPLIT_NAMES},
         )
+        kg.source_key = arrays["source_key"].tobytes().decode() if "source_key" in arrays else ""
+        return kg
 
 
 # ---------------------------------------------------------------- helpers

@@ -403,7 +403,10 @@ def _load(
 
 
 def _save_atomic(neighbourhood: Neighbourhood, path: Path) -> None:
+    from emu_dgl.data.io import remove_stale_temporaries
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path, prefix=path.name + ".")
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -33,13 +33,26 @@ from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
 from emu_dgl.device import resolve_device, resolve_threads
-from emu_dgl.errors import ConfigError
+from emu_dgl.errors import ConfigError, DataError, DivergenceError, RunError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.checkpoint import load_checkpoint, save_checkpoint
+from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.run import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    DATA_FILE,
+    METRICS_FILE,
+    METRICS_LOG,
+    ResumePlan,
+    RunLock,
+    check_new_run,
+    check_resume,
+    data_record,
+    match_data,
+    read_data_record,
+    write_text,
+)
 
-CONFIG_FILE = "config.yaml"
-METRICS_LOG = "metrics.jsonl"
-METRICS_FILE = "metrics.json"
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "build_model", "load_run", "run_directory"]
 
 
 def run_directory(config: Config, out: str | Path | None = None) -> Path:
@@ -80,7 +93,7 @@ class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import load_dataset
+        from emu_dgl.data import canonical_dataset, load_dataset
 
         self.config = config
         self.run_dir = Path(run_dir)
@@ -89,7 +102,17 @@ class Trainer:
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
 
-        self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+        if (self.run_dir / CONFIG_FILE).is_file():
+            self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+            # An existing run (to resume): give the data the ids it was trained with.
+            self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
+        else:
+            # A folder given by a relative path is stored absolute, so the run loads from anywhere.
+            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+            self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+        from emu_dgl.training.memory import check_memory
+
+        check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
         self.train_triples = self.kg.train.to(self.device)
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # batch order, see _batch
         if len(self.train_triples) == 0:
@@ -107,9 +130,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self._build_negatives()
         self._build_loss()
-        self.optim_state = _OptimState()
-        if config.train.schedule == "reference":
-            self.optim_state.next_switch = config.train.lr_decay_every or config.train.max_steps // 2
+        self.optim_state = _OptimState(0, self._switch_step(0))
         self.optimizer = self._make_optimizer(0)
         self.scheduler = self._make_scheduler()
         self.preprocess_seconds = time.perf_counter() - started
@@ -117,6 +138,7 @@ class Trainer:
         # never inside a step): experiment trackers, the tuner's pruning callback.
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
+        self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
 
     # ------------------------------------------------------------------ building
 
@@ -169,6 +191,13 @@ class Trainer:
         base = factory(**_filtered_kwargs(factory, {"alpha": cfg.alpha, "margin": cfg.margin}))
         emu = self.config.emu
         self.loss_fn = EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
+
+    def _switch_step(self, phase: int) -> int:
+        """Reference schedule: step of the switch after ``phase`` (0 = no schedule)."""
+        cfg = self.config.train
+        if cfg.schedule != "reference":
+            return 0
+        return (cfg.lr_decay_every or cfg.max_steps // 2) * 3**phase
 
     def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
         cfg = self.config.train
@@ -255,6 +284,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
+    def _best_state(self, step: int) -> dict[str, Any]:
+        return {"step": step, "model": self.model.state_dict(), "data_fingerprint": self.kg.fingerprint}
+
     def _state(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {
             "step": step,
@@ -268,12 +300,20 @@ class Trainer:
             "best": best,
             "train_seconds": self._train_seconds,
             "config": self.config.to_dict(),
+            "data_fingerprint": self.kg.fingerprint,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def _restore(self, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _restore(self, state: dict[str, Any], changed: set[str] = frozenset()) -> tuple[int, dict[str, Any]]:
+        """Load a training state; then apply the resumable config keys in ``changed``."""
+        saved = state.get("data_fingerprint")
+        if saved is not None and saved != self.kg.fingerprint:
+            raise DataError(
+                f"dataset '{self.kg.name}' is not the data this checkpoint was trained on "
+                "(its fingerprint differs); resume with the files the run was trained on"
+            )
         self.model.load_state_dict(state["model"])
         self.optim_state = _OptimState(state["optim_phase"], state["optim_next_switch"])
         self.optimizer = self._make_optimizer(self.optim_state.phase)
@@ -281,11 +321,26 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        try:
+            self.generator.set_state(state["generator"])
+        except RuntimeError:  # saved on another kind of device: the draws differ from here on
+            self.generator.manual_seed(self.config.train.seed * 1_000_003 + int(state["step"]))
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._train_seconds = float(state["train_seconds"])
+        cfg = self.config.train
+        if "train.lr" in changed:
+            # The new rate applies from here on, as if the run had been configured with it.
+            phase = self.optim_state.phase
+            lr = cfg.lr * cfg.lr_decay**phase
+            if self.scheduler is not None:
+                self.scheduler.base_lrs = [cfg.lr for _ in self.scheduler.base_lrs]
+                lr = cfg.lr * cfg.lr_decay ** (self.scheduler.last_epoch // cfg.lr_decay_every)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        if "train.max_steps" in changed and self.optim_state.next_switch:
+            self.optim_state.next_switch = self._switch_step(self.optim_state.phase)
         return int(state["step"]), dict(state["best"])
 
     # ------------------------------------------------------------------ the run
@@ -297,11 +352,19 @@ class Trainer:
             hook(record)
 
     def _truncate_log(self, after_step: int) -> None:
-        """On resume, drop log lines the interrupted run wrote after its checkpoint."""
+        """On resume, drop log lines the interrupted run wrote after its checkpoint,
+        and a last line the kill cut in half."""
         path = self.run_dir / METRICS_LOG
         if path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= after_step]
-            path.write_text("".join(ln + "\n" for ln in lines))
+            kept = []
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= after_step:
+                    kept.append(line)
+            write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
 
     def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
         valid = self.kg.valid
@@ -312,45 +375,65 @@ class Trainer:
         self._log({"step": step, "split": "valid", **{k: v for k, v in metrics.items() if not isinstance(v, dict)}})
         return metrics
 
-    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    def fit(self, *, resume: bool | ResumePlan = False, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
 
+        Holds the run directory's lock throughout. ``resume`` continues the run in
+        ``run_dir`` (``True``, or a plan from :func:`~emu_dgl.training.run.check_resume`);
+        a run that has no complete checkpoint starts again from step 0.
         ``stop_after`` ends the loop early after that many steps without final evaluation,
         as a killed process would (used to test resuming). The trackers named in
         ``tracking.backends`` receive every logged record and the final metrics.
         """
         from emu_dgl.tracking import open_trackers
 
-        tracker = open_trackers(self.config.tracking, self.config.to_dict(), self.run_dir,
-                                batch_size=self.config.train.batch_size, resume=resume)
-        if tracker is None:
-            return self._fit(resume=resume, stop_after=stop_after)
-        self.log_hooks.append(tracker)
-        try:
-            result = self._fit(resume=resume, stop_after=stop_after)
-            tracker.log_final(result)
-            return result
-        finally:
-            self.log_hooks.remove(tracker)
-            tracker.close()
+        with RunLock(self.run_dir):
+            # Admission first: nothing (a tracker included) writes into the folder before it.
+            if resume:
+                plan = resume if isinstance(resume, ResumePlan) else check_resume(self.run_dir, self.config.to_dict())
+            else:
+                check_new_run(self.run_dir)
+                plan = None
+            tracker = open_trackers(self.config.tracking, self.config.to_dict(), self.run_dir,
+                                    batch_size=self.config.train.batch_size, resume=plan is not None)
+            if tracker is None:
+                return self._fit(plan, stop_after)
+            self.log_hooks.append(tracker)
+            try:
+                result = self._fit(plan, stop_after)
+                if not self.already_finished:
+                    tracker.log_final(result)
+                return result
+            finally:
+                self.log_hooks.remove(tracker)
+                tracker.close()
 
-    def _fit(self, *, resume: bool, stop_after: int | None) -> dict[str, Any]:
+    def _fit(self, plan: ResumePlan | None, stop_after: int | None) -> dict[str, Any]:
         cfg = self.config.train
-        ckpt_dir = self.run_dir / "checkpoints"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir = self.run_dir / CHECKPOINTS
         self._train_seconds = 0.0
         best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
-        start = 0
-        if resume:
-            start, best = self._restore(load_checkpoint(ckpt_dir / "last.pt", map_location=self.device))
+        start, finished = 0, False
+        if plan is not None:
+            if plan.state is not None:
+                start, best = self._restore(plan.state, {key for key, _, _ in plan.changes})
+                finished = bool(plan.state.get("final"))
+            if finished and start == cfg.max_steps and (self.run_dir / METRICS_FILE).is_file():
+                self.already_finished = True  # nothing to do: the run's files stay as they are
+                return json.loads((self.run_dir / METRICS_FILE).read_text())
             self._truncate_log(start)
         else:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
-        self.config.dump(self.run_dir / CONFIG_FILE)
+        self.already_finished = False
+        write_text(self.run_dir / DATA_FILE, json.dumps(data_record(self.kg)) + "\n", "data record")
+        write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), "run config")
         resumed_seconds = self._train_seconds
 
         metric_key = self.config.eval.metric
-        steps_run, running, since_log = 0, torch.zeros((), device=self.device), 0
+        # Losses of the steps since the last log stay on the device; reading them at
+        # logging time is the loop's one host synchronisation.
+        losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
+        steps_run = 0
         bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc=self.progress_label, unit="step", dynamic_ncols=True)
         tick = time.perf_counter()
         step = start
@@ -360,12 +443,14 @@ class Trainer:
                 self.optim_state.phase += 1
                 self.optim_state.next_switch *= 3
                 self.optimizer = self._make_optimizer(self.optim_state.phase)
-            running += self.train_step(step)
+            losses[since_log] = self.train_step(step)
             step += 1
             steps_run += 1
             since_log += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                loss = float(running) / since_log  # the one host sync, at logging time only
+                values = losses[:since_log].tolist()  # the one host sync, at logging time only
+                self._check_loss(values, step)
+                loss = sum(values) / since_log
                 elapsed = time.perf_counter() - tick
                 self._train_seconds += elapsed
                 tick = time.perf_counter()
@@ -373,19 +458,21 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._log({"step": step, "loss": loss, "lr": lr, "steps_per_second": rate})
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                running, since_log = torch.zeros((), device=self.device), 0
+                since_log = 0
             bar.update(1)
             if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
+                self._check_finite(losses[:since_log], step)
                 metrics = self._validate(step)
                 if self._improved(metrics[metric_key], best, step):
-                    save_checkpoint({"step": step, "model": self.model.state_dict()}, ckpt_dir / "best.pt")
+                    save_checkpoint(self._best_state(step), ckpt_dir / BEST)
                 elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
                     stopped_early = True
                 tick = time.perf_counter()
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopped_early:
                 self._train_seconds += time.perf_counter() - tick
-                save_checkpoint(self._state(step, best), ckpt_dir / "last.pt", keep_previous=True)
+                self._check_finite(losses[:since_log], step)
+                save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
                 tick = time.perf_counter()
             if stopped_early or (stop_after is not None and steps_run >= stop_after):
                 break
@@ -394,12 +481,14 @@ class Trainer:
         if stop_after is not None and not stopped_early and step < cfg.max_steps:
             return {}
 
-        # Final validation decides whether the last weights beat the best seen.
-        metrics = self._validate(step)
-        if self._improved(metrics[metric_key], best, step):
-            save_checkpoint({"step": step, "model": self.model.state_dict()}, ckpt_dir / "best.pt")
-        save_checkpoint(self._state(step, best), ckpt_dir / "last.pt", keep_previous=True)
-        self.model.load_state_dict(load_checkpoint(ckpt_dir / "best.pt", map_location=self.device)["model"])
+        self._check_finite(losses[:since_log], step)
+        if not (finished and step == start):  # a final state resumed without new steps is validated already
+            # Final validation decides whether the last weights beat the best seen.
+            metrics = self._validate(step)
+            if self._improved(metrics[metric_key], best, step):
+                save_checkpoint(self._best_state(step), ckpt_dir / BEST)
+            save_checkpoint({**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True)
+        self.model.load_state_dict(load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"])
         by_relation = {"per_relation": self.config.eval.per_relation, "relation_names": self.kg.relation_names}
         result = {
             "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
@@ -413,8 +502,38 @@ class Trainer:
             "preprocess_seconds": self.preprocess_seconds,
             "device": str(self.device),
         }
-        (self.run_dir / METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
         return result
+
+    # ------------------------------------------------------------------ divergence
+
+    def _check_loss(self, values: list[float], step: int) -> None:
+        """Raise at the first non-finite loss among the steps ending at ``step``."""
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                self._diverged(step - len(values) + 1 + offset, f"the loss is {value}")
+
+    def _check_finite(self, pending: Tensor, step: int) -> None:
+        """Before any checkpoint or validation: pending losses and every weight are finite."""
+        self._check_loss(pending.tolist(), step)
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not bool(finite):
+            self._diverged(step, "a weight is not finite")
+
+    def _diverged(self, step: int, what: str) -> None:
+        self._log({"step": step, "diverged": what})
+        last = self.run_dir / CHECKPOINTS / LAST
+        cfg = self.config.train
+        if last.is_file():
+            kept = f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
+            then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' continues from it"
+        else:
+            kept = "no checkpoint was written before it"
+            then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' starts it again"
+        raise DivergenceError(
+            f"training diverged at step {step}: {what}; {kept}. Lower train.lr (now {cfg.lr:g}; try 10x lower), "
+            f"or use a bounded loss/decoder (e.g. loss.name=self_adversarial); {then}"
+        )
 
     def _improved(self, value: float, best: dict[str, Any], step: int) -> bool:
         if value > best["metric"]:
@@ -433,22 +552,32 @@ def load_run(
     """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
 
     ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
+    The graph is read from the run's dataset and given the ids the run was trained with
+    (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
     """
     import yaml
 
     from emu_dgl.data import load_dataset
-    from emu_dgl.errors import CheckpointError
 
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise CheckpointError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
-    config = config_from_dict(yaml.safe_load(config_path.read_text()))
+        raise RunError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+    try:
+        saved = yaml.safe_load(config_path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise RunError(f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded") from None
+    if not isinstance(saved, dict):
+        raise RunError(f"'{config_path}' is not an emu-dgl run config")
+    config = config_from_dict(saved)
     config.train.device = device
     if data_dir is not None:
         config.dataset.data_dir = data_dir
-    kg = load_dataset(config.dataset.name, config.dataset.data_dir)
+    kg = match_data(load_dataset(config.dataset.name, config.dataset.data_dir), read_data_record(run_dir), run_dir)
     model = build_model(config, kg.num_entities, kg.num_relations)
-    state = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
+    state = load_checkpoint(run_dir / CHECKPOINTS / f"{which}.pt")
+    saved_fp = state.get("data_fingerprint")
+    if saved_fp is not None and saved_fp != kg.fingerprint:
+        raise DataError(f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)")
     model.load_state_dict(state["model"])
     return config, kg, model.to(resolve_device(device)).eval()
