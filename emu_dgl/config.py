@@ -76,7 +76,8 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 1000  # positive triples per step
     lr: float = 0.1
-    optimizer: str = "adagrad"  # adagrad | adam
+    optimizer: str = "adagrad"  # adagrad | adam | rowwise_adagrad (one accumulator per entity row)
+    sparse: bool | str = "auto"  # entity gradients as touched rows only: auto | true | false (see README "Large graphs")
     schedule: str = "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (the published EMU scripts: Adagrad, then Adam at lr/10 from max_steps/2)
     lr_decay: float = 0.1
     lr_decay_every: int = 0  # step schedule period; reference schedule: first switch (0 = max_steps // 2)
@@ -204,6 +205,11 @@ class Config:
             need(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
         need(self.train.log_every > 0, "train.log_every", "must be positive")
         need(self.train.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
+        need(
+            self.train.sparse in (True, False, "auto"),
+            "train.sparse",
+            f"expected auto, true or false, got {self.train.sparse!r}",
+        )
         need(self.eval.batch_size > 0, "eval.batch_size", "must be positive")
         self._validate_tracking()
         need(self.eval.valid_max_triples >= 0, "eval.valid_max_triples", "must be >= 0")
@@ -232,7 +238,7 @@ class Config:
         )
 
 
-OPTIMIZERS = ("adagrad", "adam")
+OPTIMIZERS = ("adagrad", "adam", "rowwise_adagrad")
 
 #: placeholders that ``output.dir`` may use.
 OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
@@ -273,6 +279,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:  # e.g. ``bool | str``: true, false or "auto"
+            return value
         annotation = next(a for a in args if a is not type(None))
     if origin is Literal:
         return value

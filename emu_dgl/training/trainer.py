@@ -200,13 +200,14 @@ class Trainer:
         return (cfg.lr_decay_every or cfg.max_steps // 2) * 3**phase
 
     def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
+        from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
+
         cfg = self.config.train
-        params = self.model.parameters()
-        if phase == 0:
-            cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[cfg.optimizer]
-            return cls(params, lr=cfg.lr)
         # Reference schedule: each switch restarts with Adam at a tenth of the last rate.
-        return torch.optim.Adam(params, lr=cfg.lr * cfg.lr_decay**phase)
+        name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
+        loss = self.config.loss
+        self.sparse_rows = use_sparse_rows(cfg.sparse, name, loss=loss.name, regularizer=loss.regularizer)
+        return build_optimizer(self.model, name, lr=lr, sparse=self.sparse_rows)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
         cfg = self.config.train
