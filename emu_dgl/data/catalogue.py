@@ -486,7 +486,8 @@ def load_dataset(
 ) -> KnowledgeGraph:
     """Load a knowledge graph by catalogue name, ``"synthetic"``, or folder path.
 
-    Resolution: ``synthetic`` is generated; a plain name with ``<data root>/<name>/``
+    Resolution: ``synthetic`` is generated; ``synthetic:entities=N,triples=M,...`` is a
+    generated power-law graph (:mod:`emu_dgl.data.synthetic_large`), cached; a plain name with ``<data root>/<name>/``
     holding the split files loads from there (no network); a catalogue name is
     otherwise downloaded (``download=False`` makes that an error); anything else must
     be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
@@ -498,6 +499,10 @@ def load_dataset(
         from emu_dgl.data.synthetic import generate_synthetic
 
         return generate_synthetic()
+    if not isinstance(name_or_path, os.PathLike) and text.lower().startswith(SYNTHETIC + ":"):
+        from emu_dgl.data.synthetic_large import load_power_law
+
+        return load_power_law(text, cache_dir if cache else None)
     is_plain_name = (
         not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text
     )
