@@ -163,18 +163,20 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
+@click.option("--protocol", type=click.Choice(["full", "sampled"]), default=None,
+              help="Rank against every entity or eval.num_negatives sampled ones (default: the run's eval.protocol).")
 def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None,
-             which: str) -> None:
+             which: str, protocol: str | None) -> None:
     """Filtered evaluation of a trained run (checkpoints/best.pt, or --checkpoint last)."""
     import torch
 
-    from emu_dgl.evaluation import FilteredEvaluator
-    from emu_dgl.training.trainer import load_run
+    from emu_dgl.training.trainer import evaluator_for, load_run
 
     config, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
+    if protocol is not None:
+        config.eval.protocol = protocol
     dev = next(model.parameters()).device
-    evaluator = FilteredEvaluator(torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations,
-                                  batch_size=config.eval.batch_size)
+    evaluator = evaluator_for(config, torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations)
     metrics = {split: evaluator.evaluate(model, getattr(kg, split), per_relation=per_relation,
                                          relation_names=kg.relation_names)}
     if as_json:

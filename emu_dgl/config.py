@@ -97,6 +97,9 @@ class EvalConfig:
     valid_max_triples: int = 0  # periodic validation on the first N valid triples (0 = all); final metrics use all
     metric: str = "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
     per_relation: bool = False  # final metrics also per relation (metrics.json "per_relation")
+    protocol: str = "full"  # full (rank against every entity) | sampled (against num_negatives per side, OGB style)
+    num_negatives: int = 500  # sampled protocol: candidate entities per query and side, filtered
+    seed: int = 0  # sampled protocol: seed of the candidates (the same for every run and evaluation)
 
 
 @dataclass
@@ -156,6 +159,7 @@ class Config:
             "train.optimizer": list(OPTIMIZERS),
             "train.schedule": ["none", "step", "reference"],
             "eval.metric": ["mrr", "hits@1", "hits@3", "hits@10"],
+            "eval.protocol": ["full", "sampled"],
         }
         for key, valid in choices.items():
             section, name = key.split(".")
@@ -212,6 +216,7 @@ class Config:
         )
         need(self.eval.batch_size > 0, "eval.batch_size", "must be positive")
         self._validate_tracking()
+        need(self.eval.num_negatives > 0, "eval.num_negatives", "must be positive")
         need(self.eval.valid_max_triples >= 0, "eval.valid_max_triples", "must be >= 0")
         from emu_dgl.device import resolve_device
 

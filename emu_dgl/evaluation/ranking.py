@@ -13,18 +13,31 @@ so a model that gives every entity the same score gets the expected rank of a ra
 ordering, not rank 1. The head query (?, r, t) is symmetric. No Python loop runs over
 triples: the known answers of every query form a CSR index (query key -> answers)
 built once with a sort, and each batch gathers its answers with ``repeat_interleave``.
+
+On graphs with millions of entities, scoring every entity for every query is slow;
+``protocol="sampled"`` ranks the target against ``num_negatives`` entities per query
+and side instead (the protocol of OGB's ogbl-wikikg2), drawn uniformly and fixed by a
+seed, filtered like the full protocol. Its numbers are not comparable to full-ranking
+numbers (MRR is much higher); the metrics say which protocol produced them.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from emu_dgl.errors import ConfigError
+
 Side = Literal["head", "tail"]
+Protocol = Literal["full", "sampled"]
 HITS_AT = (1, 3, 10)
+#: Triples per candidate draw of the sampled protocol (fixed, so draws never depend on batch sizes).
+SAMPLED_CHUNK = 128
 
 
 class _AnswerIndex:
@@ -128,24 +141,99 @@ class FilteredEvaluator:
     ``score_t(hr[B,2]) -> [B,E]`` and ``score_h(rt[B,2]) -> [B,E]`` (a :class:`KGEModel`).
     """
 
-    def __init__(self, known: Tensor, num_relations: int, *, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        known: Tensor,
+        num_relations: int,
+        *,
+        batch_size: int = 256,
+        protocol: Protocol = "full",
+        num_negatives: int = 500,
+        seed: int = 0,
+        announce_after: float | None = 60.0,
+    ) -> None:
+        if protocol not in ("full", "sampled"):
+            raise ConfigError(f"eval.protocol: unknown value '{protocol}'; valid: full, sampled")
+        if protocol == "sampled" and num_negatives < 1:
+            raise ConfigError(f"eval.num_negatives must be positive, got {num_negatives}")
         self.batch_size = batch_size
+        self.protocol = protocol
+        self.num_negatives = num_negatives
+        self.seed = seed
+        self.announce_after = announce_after
         self._index = {side: _AnswerIndex(known, num_relations, side) for side in ("head", "tail")}
 
     @torch.no_grad()
-    def ranks(self, scorer: object, triples: Tensor, side: Side) -> Tensor:
+    def ranks(self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0) -> Tensor:
+        """Realistic filtered ranks of one side of ``triples`` under the evaluator's protocol.
+
+        ``estimate_sides > 0``: after the first batch, when the whole evaluation
+        (``estimate_sides`` sides like this one) looks longer than ``announce_after``
+        seconds, print the estimate to stderr before going on.
+        """
+        if self.protocol == "sampled":
+            return self._sampled_ranks(scorer, triples, side)
         index = self._index[side]
         triples = triples.to(index.keys.device)
         score_fn: Callable[[Tensor], Tensor] = scorer.score_t if side == "tail" else scorer.score_h  # type: ignore[attr-defined]
         out = []
-        for batch in triples.split(self.batch_size):
+        started = time.perf_counter()
+        batches = triples.split(self.batch_size)
+        for i, batch in enumerate(batches):
             if side == "tail":
                 query, anchor, target = batch[:, [0, 1]], batch[:, 0], batch[:, 2]
             else:
                 query, anchor, target = batch[:, [1, 2]], batch[:, 2], batch[:, 0]
             scores = score_fn(query).float()
+            num_entities = scores.shape[1]
             rows, cols = index.lookup(anchor, batch[:, 1])
             out.append(realistic_ranks(scores, target, rows, cols))
+            if i == 0 and estimate_sides and self.announce_after is not None and len(batches) > 1:
+                total = (time.perf_counter() - started) * len(batches) * estimate_sides
+                if total > self.announce_after:
+                    print(
+                        f"full evaluation of {len(triples)} triples x {estimate_sides} sides against "
+                        f"{num_entities} entities: about {_duration(total)} (eval.protocol=sampled "
+                        f"ranks against {self.num_negatives} sampled negatives instead)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+
+    def sampled_candidates(self, chunk: int, count: int, side: Side, num_entities: int) -> Tensor:
+        """Candidates [count, num_negatives] of the triples of chunk ``chunk`` (CPU tensor)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * chunk + (side == "tail"))
+        return torch.randint(num_entities, (count, self.num_negatives), generator=gen)
+
+    def _sampled_ranks(self, scorer: object, triples: Tensor, side: Side) -> Tensor:
+        """Ranks against ``num_negatives`` entities per query (OGB style), filtered.
+
+        Triple ``i`` of the list draws its candidates uniformly from a generator seeded
+        by (``seed``, side, ``i // SAMPLED_CHUNK``), so every evaluation of the same list
+        (any batch size, any training seed) uses the same candidates. Candidates that
+        are known answers of the query (the target included) are removed from the
+        competition, as in the full filtered protocol; the rank is the realistic rank
+        of the target among itself and the remaining candidates.
+        """
+        index = self._index[side]
+        device = index.keys.device
+        triples = triples.to(device)
+        num_entities = int(scorer.num_entities)  # type: ignore[attr-defined]
+        k = self.num_negatives
+        out = []
+        for c, batch in enumerate(triples.split(SAMPLED_CHUNK)):
+            candidates = self.sampled_candidates(c, len(batch), side, num_entities).to(device)
+            anchor, target = (batch[:, 0], batch[:, 2]) if side == "tail" else (batch[:, 2], batch[:, 0])
+            ids = torch.cat([target[:, None], candidates], 1)  # column 0: the target
+            hrt = batch[:, None, :].expand(-1, k + 1, -1).clone()
+            hrt[:, :, 2 if side == "tail" else 0] = ids
+            scores = scorer.score_hrt(hrt.reshape(-1, 3)).view(len(batch), k + 1).float()  # type: ignore[attr-defined]
+            # Known answers among the candidates: compare (row, entity) keys with the filter index.
+            rows, answers = index.lookup(anchor, batch[:, 1])
+            query_row = torch.arange(len(batch), device=device)[:, None]
+            known = torch.isin(query_row * num_entities + candidates, rows * num_entities + answers)
+            filter_rows, filter_cols = torch.nonzero(known, as_tuple=True)
+            out.append(realistic_ranks(scores, torch.zeros_like(target), filter_rows, filter_cols + 1))
         return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
 
     def evaluate(
@@ -162,7 +250,7 @@ class FilteredEvaluator:
         if hasattr(scorer, "eval"):
             scorer.eval()  # type: ignore[attr-defined]
         try:
-            head = self.ranks(scorer, triples, "head")
+            head = self.ranks(scorer, triples, "head", estimate_sides=2)
             tail = self.ranks(scorer, triples, "tail")
         finally:
             if was_training:
@@ -175,4 +263,15 @@ class FilteredEvaluator:
             result["per_relation"] = per_relation_metrics(
                 head, tail, triples[:, 1], self._index["head"].num_relations, relation_names
             )
+        result["protocol"] = self.protocol
+        if self.protocol == "sampled":
+            result["num_negatives"] = self.num_negatives
         return result
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -64,6 +64,15 @@ def run_directory(config: Config, out: str | Path | None = None) -> Path:
     return Path(config.output.dir.format(dataset=name, model=config.model.name, time=stamp))
 
 
+def evaluator_for(config: Config, known: Tensor, num_relations: int) -> FilteredEvaluator:
+    """The evaluator of ``config.eval`` (protocol, batch size, sampled candidates)."""
+    cfg = config.eval
+    return FilteredEvaluator(
+        known, num_relations, batch_size=cfg.batch_size, protocol=cfg.protocol,  # type: ignore[arg-type]
+        num_negatives=cfg.num_negatives, seed=cfg.seed,
+    )
+
+
 def _filtered_kwargs(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``candidates`` that ``factory`` accepts by name."""
     params = inspect.signature(factory).parameters
@@ -123,7 +132,7 @@ class Trainer:
                 "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
             )
         known = torch.cat([self.kg.train, self.kg.valid, self.kg.test]).to(self.device)
-        self.evaluator = FilteredEvaluator(known, self.kg.num_relations, batch_size=config.eval.batch_size)
+        self.evaluator = evaluator_for(config, known, self.kg.num_relations)
 
         torch.manual_seed(config.train.seed)
         self.model = build_model(config, self.kg.num_entities, self.kg.num_relations).to(self.device)
@@ -502,6 +511,7 @@ class Trainer:
             "train_seconds": self._train_seconds,
             "preprocess_seconds": self.preprocess_seconds,
             "device": str(self.device),
+            "eval_protocol": self.config.eval.protocol,
         }
         write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
         return result
