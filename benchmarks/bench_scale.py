@@ -11,6 +11,10 @@ Prints one JSON object; ``ratio_vs_smallest`` compares best step times.
 
     python benchmarks/bench_scale.py                      # 40k, 400k, 4M; sparse and dense
     python benchmarks/bench_scale.py --sizes 40000,4000000 --modes sparse --steps 20
+    python benchmarks/bench_scale.py --nproc 1,2          # also 2 gloo processes (per-rank figures)
+
+With ``--nproc 2`` each rank trains on half of every batch with half of the table; its
+step time is the slower rank's, and ``peak_rss_mib_per_rank`` is each rank's memory.
 """
 
 from __future__ import annotations
@@ -25,17 +29,42 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
-def measure(entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str) -> dict[str, float]:
-    """One configuration, in this process: seconds per Trainer step and peak RSS."""
+def measure(entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str, nproc: int = 1) -> dict:
+    """One configuration: seconds per Trainer step and peak RSS (per rank with ``nproc`` > 1)."""
+    if nproc > 1:
+        from emu_dgl.distributed import run_workers
+
+        with tempfile.TemporaryDirectory() as out:
+            run_workers(nproc, _rank_worker, out, entities, mode, steps, warmup, threads, optimizer)
+            ranks = [json.loads((Path(out) / f"{r}.json").read_text()) for r in range(nproc)]
+        return {
+            "best_s": max(r["best_s"] for r in ranks),
+            "median_s": max(r["median_s"] for r in ranks),
+            "peak_rss_mib_per_rank": [r["peak_rss_mib"] for r in ranks],
+            "entity_rows_per_rank": [r["rows"] for r in ranks],
+        }
+    return _measure_here(entities, mode, steps, warmup, threads, optimizer)
+
+
+def _rank_worker(rank: int, world: int, out: str, *args: object) -> None:
+    result = _measure_here(*args)  # type: ignore[arg-type]
+    (Path(out) / f"{rank}.json").write_text(json.dumps(result))
+
+
+def _measure_here(entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str) -> dict:
     import torch
+    import torch.distributed as dist
 
     from emu_dgl.config import load_config
     from emu_dgl.data import KnowledgeGraph
     from emu_dgl.training.trainer import Trainer
 
     torch.set_num_threads(threads)
+    if dist.is_initialized():
+        from emu_dgl.distributed.trainer import DistributedTrainer as Trainer  # noqa: N814
     gen = torch.Generator().manual_seed(0)
     num_relations, num_triples = 100, 300_000
 
@@ -80,11 +109,13 @@ def measure(entities: int, mode: str, steps: int, warmup: int, threads: int, opt
             start = time.perf_counter()
             trainer.train_step(step)
             times.append(time.perf_counter() - start)
+        rows = trainer.model.entity.weight.shape[0]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
         "best_s": min(times),
         "median_s": statistics.median(times),
         "peak_rss_mib": peak_kib / 1024,
+        "rows": rows,
     }
 
 
@@ -96,26 +127,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "entities,mode"
+    parser.add_argument("--nproc", default="1", help="process counts to compare, e.g. 1,2 (2+: sparse only, gloo)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "entities,mode,nproc"
     args = parser.parse_args()
 
     if args.one is not None:
-        entities, mode = args.one.split(",")
-        print(json.dumps(measure(int(entities), mode, args.steps, args.warmup, args.threads, args.optimizer)))
+        entities, mode, nproc = args.one.split(",")
+        print(json.dumps(measure(int(entities), mode, args.steps, args.warmup, args.threads, args.optimizer, int(nproc))))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    modes = args.modes.split(",")
+    runs = [(mode, 1) for mode in args.modes.split(",")]
+    runs += [("sparse", int(n)) for n in args.nproc.split(",") if int(n) > 1]
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for mode in modes:
-        results[mode] = {}
+    for mode, nproc in runs:
+        key = mode if nproc == 1 else f"{mode}_{nproc}proc"
+        results[key] = {}
         for entities in sizes:
-            cmd = [sys.executable, __file__, "--one", f"{entities},{mode}", "--steps", str(args.steps),
+            cmd = [sys.executable, __file__, "--one", f"{entities},{mode},{nproc}", "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--optimizer", args.optimizer]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[mode][str(entities)] = json.loads(out.strip().splitlines()[-1])
-        smallest = results[mode][str(sizes[0])]["best_s"]
-        for row in results[mode].values():
+            results[key][str(entities)] = json.loads(out.strip().splitlines()[-1])
+        smallest = results[key][str(sizes[0])]["best_s"]
+        for row in results[key].values():
             row["ratio_vs_smallest"] = row["best_s"] / smallest
     print(json.dumps({
         "step": "Trainer.train_step: distmult d=100, batch 1000, 256 uniform negatives, EMU on, cpu",

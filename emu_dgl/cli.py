@@ -105,8 +105,11 @@ _DATA_DIR_HELP = "Data root holding the run's dataset (default: the run's datase
 @click.option("--arm", default=None, metavar="NAME",
               help="A named arm of the config file (its 'arms:' section), e.g. sans-base.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data root (overrides dataset.data_dir).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes on this machine training one run, the entity table split between them "
+                   "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.")
 def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None,
-          arm: str | None, data_dir: str | None) -> None:
+          arm: str | None, data_dir: str | None, nproc: int) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
     from emu_dgl.config import load_config
     from emu_dgl.training.run import CONFIG_FILE, RunLock, check_new_run, check_resume
@@ -126,6 +129,22 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
     click.echo(f"run directory: {run_dir}", err=True)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
+        from emu_dgl.distributed import torchrun_train, train_distributed
+
+        if resume is None and int(os.environ.get("RANK", "0")) == 0:
+            check_new_run(run_dir)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
+            metrics = torchrun_train(config, run_dir, resume=resume is not None)
+        else:
+            metrics = train_distributed(config, run_dir, nproc=nproc, resume=resume is not None)
+        if metrics:
+            click.echo(_format_table(metrics))
+            click.echo(f"best step {metrics['best_step']} of {metrics['steps']} on {metrics['world_size']} processes "
+                       f"(entity rows per process: {metrics['entity_rows_per_rank']}); metrics in {run_dir / 'metrics.json'}")
+        return
     with RunLock(run_dir):
         plan = None
         if resume is not None:

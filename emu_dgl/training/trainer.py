@@ -267,7 +267,19 @@ class Trainer:
         return loss
 
     def train_step(self, step: int) -> Tensor:
-        batch = self._batch(step)
+        loss = self._step_loss(self._batch(step), step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._sync_gradients()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def _sync_gradients(self) -> None:
+        """Between backward and optimizer step; data-parallel training sums gradients here."""
+
+    def _step_loss(self, batch: Tensor, step: int) -> Tensor:
         if self.head_probability is None:
             # Alternate tail and head corruption from step to step.
             loss = self._loss_for_side(batch, "tail" if step % 2 == 0 else "head", step)
@@ -285,12 +297,7 @@ class Trainer:
             from emu_dgl.training.losses import l3_table_regularizer
 
             loss = loss + l3_table_regularizer(self.model, weight=self.config.loss.reg_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return loss.detach()
+        return loss
 
     # ------------------------------------------------------------------ state
 
