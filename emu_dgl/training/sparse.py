@@ -53,22 +53,12 @@ __all__ = [
     "RowAdam",
     "RowwiseAdagrad",
     "build_optimizer",
-    "rows_of",
     "use_sparse_rows",
 ]
 
 #: Regularisers whose gradient reaches every row of the entity table.
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 OPTIMIZER_NAMES = ("adagrad", "adam", "rowwise_adagrad")
-
-
-def rows_of(grad: Tensor) -> tuple[Tensor | None, Tensor]:
-    """``(rows, values)`` of a gradient: a sparse one coalesced (sorted unique rows,
-    duplicates summed), a dense one as ``(None, grad)`` meaning "every row"."""
-    if grad.is_sparse:
-        grad = grad.coalesce()
-        return grad.indices()[0], grad.values()
-    return None, grad
 
 
 def _put(state: Tensor, rows: Tensor | None, value: Tensor) -> None:
@@ -115,7 +105,8 @@ class _RowOptimizer(torch.optim.Optimizer):
         return out.copy_(state) if rows is None else torch.index_select(state, 0, rows, out=out)
 
     def _rows_of(self, grad: Tensor) -> tuple[Tensor | None, Tensor]:
-        """Like :func:`rows_of`, summing duplicate rows into a work buffer."""
+        """``(rows, values)``: a sparse gradient's sorted distinct rows with duplicates summed
+        (into a work buffer), or ``(None, grad)`` for a dense one, meaning every row."""
         if not grad.is_sparse:
             return None, grad
         if grad.is_coalesced():
