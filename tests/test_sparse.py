@@ -217,3 +217,25 @@ def test_sparse_run_with_reference_schedule_resumes_exactly(kg, tmp_path, optimi
     for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         for key, value in state_a.items():
             assert torch.equal(value, state_b[key]), key
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [(RowAdagrad, torch.optim.Adagrad), (RowAdam, torch.optim.Adam)])
+def test_dense_parameters_of_any_shape_get_the_pytorch_update(ours, theirs):
+    """Relation tables, vectors and scalars (e.g. a learned modulus) have dense gradients."""
+    torch.manual_seed(1)
+    start = [torch.randn(4, 3, dtype=torch.double), torch.randn(5, dtype=torch.double), torch.tensor(0.7, dtype=torch.double)]
+    a = [p.clone().requires_grad_(True) for p in start]
+    b = [p.clone().requires_grad_(True) for p in start]
+    opt_a, opt_b = ours(a, lr=0.1), theirs(b, lr=0.1)
+    for step in range(3):
+        for params, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            sum(((p * (step + 1)).sin() * p).sum() for p in params).backward()
+            opt.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-14)
+    rowwise = [p.clone().requires_grad_(True) for p in start]
+    opt = RowwiseAdagrad(rowwise, lr=0.1)
+    sum((p.sin() * p).sum() for p in rowwise).backward()
+    opt.step()
+    assert [opt.state[p]["sum"].shape for p in rowwise] == [(4,), (5,), ()]

@@ -101,7 +101,7 @@ class _RowOptimizer(torch.optim.Optimizer):
 
     def _take(self, name: str, state: Tensor, rows: Tensor | None) -> Tensor:
         """``state[rows]`` (all of it for ``rows=None``) copied into the buffer ``name``."""
-        out = self._buffer(name, (state.shape[0] if rows is None else len(rows), *state.shape[1:]), state)
+        out = self._buffer(name, state.shape if rows is None else (len(rows), *state.shape[1:]), state)
         return out.copy_(state) if rows is None else torch.index_select(state, 0, rows, out=out)
 
     def _rows_of(self, grad: Tensor) -> tuple[Tensor | None, Tensor]:
@@ -175,7 +175,9 @@ class RowwiseAdagrad(_RowOptimizer):
             squares = squares.flatten(1).mean(1)
         total = self._take("row_sum", state["sum"], rows).add_(squares)
         _put(state["sum"], rows, total)
-        std = total.sqrt_().add_(group["eps"]).view(-1, *([1] * (grad.dim() - 1)))
+        std = total.sqrt_().add_(group["eps"])
+        if grad.dim() > 1:
+            std = std.view(-1, *([1] * (grad.dim() - 1)))
         _apply(param, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
 
 
