@@ -97,6 +97,7 @@ def _measure_here(entities: int, mode: str, steps: int, warmup: int, threads: in
             f"train.optimizer={optimizer}",
             f"train.sparse={'true' if mode == 'sparse' else 'false'}",
             "train.device=cpu",
+            f"train.threads={threads}",
             "train.progress=false",
         ],
     )
