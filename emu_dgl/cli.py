@@ -134,12 +134,18 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
         from emu_dgl.distributed import torchrun_train, train_distributed
 
-        if resume is None and int(os.environ.get("RANK", "0")) == 0:
-            check_new_run(run_dir)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
-            metrics = torchrun_train(config, run_dir, resume=resume is not None)
-        else:
-            metrics = train_distributed(config, run_dir, nproc=nproc, resume=resume is not None)
+        from contextlib import nullcontext
+
+        # The launching process (torchrun: rank 0) holds the run folder's lock for the
+        # run's life; each rank also locks its own ranks/<r> folder.
+        leader = int(os.environ.get("RANK", "0")) == 0
+        with RunLock(run_dir) if leader else nullcontext():
+            if resume is None and leader:
+                check_new_run(run_dir)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
+                metrics = torchrun_train(config, run_dir, resume=resume is not None)
+            else:
+                metrics = train_distributed(config, run_dir, nproc=nproc, resume=resume is not None)
         if metrics:
             click.echo(_format_table(metrics))
             click.echo(f"best step {metrics['best_step']} of {metrics['steps']} on {metrics['world_size']} processes "

@@ -112,6 +112,26 @@ def test_two_process_run_resumes_exactly_and_leaves_a_one_process_run_folder(tmp
     assert full["entity_rows_per_rank"] == [kg.num_entities // 2, kg.num_entities - kg.num_entities // 2]
     # Killed after 30 steps (the rank checkpoints of step 20 survive), then resumed from the command line.
     assert train_distributed(config, tmp_path / "killed", nproc=2, stop_after=30) == {}
+    # A change the checkpoints cannot honour is refused in one line before anything changes,
+    # and a second writer is refused while the run folder is locked.
+    before = {p: p.read_bytes() for p in (tmp_path / "full").rglob("*") if p.is_file() and p.name != ".lock"}
+    cli = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "full"), "--nproc", "2",
+                                    "--set", "model.dim=8"])
+    assert cli.exit_code != 0 and "model.dim" in cli.output and "Traceback" not in cli.output
+    assert {p: p.read_bytes() for p in before} == before
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emu_dgl.training.run import RunLock; "
+                               f"l = RunLock({str(tmp_path / 'killed')!r}); l.__enter__(); print('locked', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "killed"), "--nproc", "2"])
+        assert busy.exit_code != 0 and "in use" in busy.output
+    finally:
+        holder.kill()
+        holder.wait()
     cli = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "killed"), "--nproc", "2"])
     assert cli.exit_code == 0, cli.output
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())

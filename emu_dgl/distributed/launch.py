@@ -76,6 +76,11 @@ def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> No
         trained = json.loads(info.read_text())["world_size"]
         if trained != world_size:
             raise ConfigError(f"'{run_dir}' was trained on {trained} processes; resume it with --nproc {trained}")
+        # The same resume rules as a one-process run, checked on rank 0's state before
+        # anything of the finished run changes (every rank holds the same config).
+        from emu_dgl.training.run import check_resume
+
+        check_resume(run_dir / "ranks" / "0", config.to_dict())
 
 
 def _train_worker(
