@@ -132,9 +132,9 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
-        from emu_dgl.distributed import torchrun_train, train_distributed
-
         from contextlib import nullcontext
+
+        from emu_dgl.distributed import torchrun_train, train_distributed
 
         # The launching process (torchrun: rank 0) holds the run folder's lock for the
         # run's life; each rank also locks its own ranks/<r> folder.
