@@ -24,9 +24,9 @@ when corrupting tails, ``t`` when corrupting heads.
 
 Which SANS mode is the default, and why: sampling from the precomputed CSR
 (registry name ``sans``). Measured on 2 CPU cores, B = 1000, n = 256, k = 3
-(``benchmarks/bench_neighbourhood.py``): 13.8 ms per step from the CSR against
-29 ms walking on the fly on WN18RR, 17.5 ms against 46 ms on FB15k-237. The
-CSR's one-off build (5.2 s for WN18RR, 2.9 s for FB15k-237 with w = 1000,
+on WN18RR (``benchmarks/bench_neighbourhood.py``): 4.0 ms per step from the
+continued-walk CSR (uniform over distinct candidates) against 14 ms walking
+on the fly. The CSR's one-off build (5.2 s for continued walks with w = 1000,
 cached on disk) is repaid within a few hundred steps of a 100k-step run. It
 also stays on the device of the batch (DGL's walks run on the CPU in the PyPI
 build, so on a GPU walking would add two host transfers per step), and once
