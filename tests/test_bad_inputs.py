@@ -195,17 +195,20 @@ def test_bad_input(case: str, run_copy: Path, tmp_path: Path, monkeypatch: pytes
 # ----------------------------------------------------------------------- 1. divergence
 
 
-def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
-    kg = generate_synthetic()
+def poisoned_trainer(tmp_path, monkeypatch, poison) -> Trainer:
+    """A trainer (checkpoint every 5 steps) whose step ``i`` returns ``poison(trainer, i, loss)``."""
     config = load_config(None, [*SETTINGS, "train.checkpoint_every=5"])
-    trainer = Trainer(config, tmp_path, kg=kg)
+    trainer = Trainer(config, tmp_path, kg=generate_synthetic())
     real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda step: poison(trainer, step, real_step(step)))
+    return trainer
 
-    def poisoned(step: int) -> torch.Tensor:
-        loss = real_step(step)
+
+def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    def nan_from_step_14(trainer: Trainer, step: int, loss: torch.Tensor) -> torch.Tensor:
         return torch.full_like(loss, float("nan")) if step >= 13 else loss  # step index 13 = step 14
 
-    monkeypatch.setattr(trainer, "train_step", poisoned)
+    trainer = poisoned_trainer(tmp_path, monkeypatch, nan_from_step_14)
     with pytest.raises(DivergenceError, match=r"diverged at step 14: the loss is nan") as info:
         trainer.fit()
     assert "lower train.lr" in str(info.value).lower() and "\n" not in str(info.value)
@@ -216,20 +219,14 @@ def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_finite_checkp
 
 
 def test_non_finite_weights_with_a_finite_loss_are_never_saved(tmp_path, monkeypatch):
-    kg = generate_synthetic()
-    config = load_config(None, [*SETTINGS, "train.checkpoint_every=5"])
-    trainer = Trainer(config, tmp_path, kg=kg)
-    real_step = trainer.train_step
-
-    def poisoned(step: int) -> torch.Tensor:
-        loss = real_step(step)
+    def inf_weight_from_step_7(trainer: Trainer, step: int, loss: torch.Tensor) -> torch.Tensor:
         if step >= 6:
             with torch.no_grad():
                 trainer.model.entity.weight[0] = float("inf")
             return torch.ones_like(loss)
         return loss
 
-    monkeypatch.setattr(trainer, "train_step", poisoned)
+    trainer = poisoned_trainer(tmp_path, monkeypatch, inf_weight_from_step_7)
     with pytest.raises(DivergenceError, match="at step 10: a weight is not finite"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 5

@@ -36,6 +36,13 @@ from emu_dgl.device import resolve_device, resolve_threads
 from emu_dgl.errors import ConfigError, DataError, DivergenceError, RunError
 from emu_dgl.evaluation import FilteredEvaluator
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.losses import (
+    LOSSES,
+    EMULoss,
+    OneVsAllLoss,
+    l3_table_regularizer,
+    n3_regularizer,
+)
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -190,8 +197,6 @@ class Trainer:
             self.mutation = factory(**_filtered_kwargs(factory, {"p": cfg.emu.p})).to(self.device)
 
     def _build_loss(self) -> None:
-        from emu_dgl.training.losses import LOSSES, EMULoss, OneVsAllLoss
-
         cfg = self.config.loss
         if self.one_vs_all:
             self.loss_fn: nn.Module = OneVsAllLoss(label_smoothing=cfg.label_smoothing)
@@ -260,8 +265,6 @@ class Trainer:
             out = self.model.score_negatives(batch, neg, side)
             loss = self.loss_fn(out.pos, out.neg)
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
-            from emu_dgl.training.losses import n3_regularizer
-
             complex_parts = self.model.decoder.complex_entities
             loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts)
         return loss
@@ -294,8 +297,6 @@ class Trainer:
                 if len(part)
             )
         if self.config.loss.regularizer == "l3_table" and self.config.loss.reg_weight > 0:
-            from emu_dgl.training.losses import l3_table_regularizer
-
             loss = loss + l3_table_regularizer(self.model, weight=self.config.loss.reg_weight)
         return loss
 
