@@ -15,7 +15,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from emu_dgl.compare import plot_curves
+from emu_dgl.experiments.compare import plot_curves
 
 
 def arm_stats(result: dict, arm: str, split: str, key: str) -> tuple[float, float, int]:

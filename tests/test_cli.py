@@ -164,8 +164,8 @@ def test_compare_runs_every_arm_and_seed(tmp_path):
 
 
 def test_arm_names_are_folder_safe():
-    from emu_dgl.compare import parse_arm
     from emu_dgl.errors import ConfigError
+    from emu_dgl.experiments.compare import parse_arm
 
     assert parse_arm("emu-lr0.3:emu.enabled=true,train.lr=0.3").overrides == ("emu.enabled=true", "train.lr=0.3")
     assert parse_arm("base:").overrides == ()

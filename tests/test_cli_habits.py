@@ -194,7 +194,7 @@ def test_threads_setting(tmp_path):
 
 
 def test_quickstart_copies_are_one_real_file():
-    from emu_dgl.cli import QUICKSTART
+    from emu_dgl.config import QUICKSTART
 
     repo_copy = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     assert not repo_copy.is_symlink()

@@ -9,6 +9,7 @@ from torch import nn
 from emu_dgl.config import load_config
 from emu_dgl.data import load_dataset
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 from emu_dgl.training.checkpoint import load_checkpoint
 from emu_dgl.training.sparse import (
     RowAdagrad,
@@ -171,7 +172,7 @@ def test_train_sparse_config_values():
     with pytest.raises(ConfigError, match="train.sparse"):
         load_config(None, ["train.sparse=sometimes"])
     with pytest.raises(ConfigError, match="rowwise_adagrad"):
-        load_config(None, ["train.optimizer=rowwise"])
+        check_components(load_config(None, ["train.optimizer=rowwise"]))
 
 
 def _config(*overrides: str):

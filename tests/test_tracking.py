@@ -13,6 +13,7 @@ import yaml
 
 from emu_dgl.config import load_config
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 from emu_dgl.training.trainer import Trainer
 
 TINY = ["train.max_steps=20", "train.log_every=5", "train.valid_every=10", "train.progress=false",
@@ -143,14 +144,14 @@ def test_missing_package_names_the_extra(tmp_path, monkeypatch, backend):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("tracking.backends=[tensorbord]", "unknown backend 'tensorbord' (did you mean 'tensorboard'?)"),
+        ("tracking.backends=[tensorbord]", "tracking.backends: unknown value 'tensorbord' (did you mean 'tensorboard'?)"),
         ("tracking.backends=3", "expected a list of names"),
         ("tracking.wandb_mode=cloud", "tracking.wandb_mode: unknown value 'cloud'"),
     ],
 )
 def test_bad_tracking_config_is_rejected_before_training(override, message):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        check_components(load_config(None, [override]))
     assert message in str(info.value)
 
 

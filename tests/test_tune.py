@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from emu_dgl.cli import main
 from emu_dgl.config import load_config
 from emu_dgl.errors import ConfigError
-from emu_dgl.tune import DEFAULT_SPACE, load_space, run_study
+from emu_dgl.experiments.tune import DEFAULT_SPACE, load_space, run_study
 
 TINY = ["train.max_steps=40", "train.log_every=20", "train.valid_every=10", "model.dim=8",
         "sampler.num_negatives=8", "train.batch_size=64", "train.checkpoint_every=0"]
@@ -65,7 +65,7 @@ def test_pruning_uses_intermediate_validation_mrr(tmp_path):
     study.enqueue_trial({"train.lr": 0.3})
     for _ in range(2):
         study.enqueue_trial({"train.lr": 1e-4})
-    from emu_dgl.tune import Param
+    from emu_dgl.experiments.tune import Param
 
     lr = Param("train.lr", "float", 1e-4, 0.5, log=True)
     result = run_study(None, trials=3, out=out, study_name="p", storage=storage, space=[lr, *space],
@@ -117,7 +117,7 @@ def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
 
 def test_best_yaml_round_trips_as_a_config(tmp_path):
     """best.yaml values written through --set survive YAML (floats, ints, lists)."""
-    from emu_dgl.tune import _yaml_value
+    from emu_dgl.experiments.tune import _yaml_value
 
     for value in (1e-05, 0.39, 100, True, "distmult", [16, 32]):
         config_line = f"x: {_yaml_value(value)}"

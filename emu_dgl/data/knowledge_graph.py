@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
+from emu_dgl.data.triples import SPLIT_NAMES, drop_duplicate_triples, triple_keys
 from emu_dgl.errors import DataError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KnowledgeGraph", "SPLIT_NAMES", "triple_keys"]
 
-SPLIT_NAMES: tuple[str, str, str] = ("train", "valid", "test")
 NODE_TYPE = "entity"
 # DGL's edge-mask names, in the order of SPLIT_NAMES.
 MASK_NAMES: tuple[str, str, str] = ("train_mask", "val_mask", "test_mask")
@@ -182,7 +182,7 @@ class KnowledgeGraph:
         duplicates: dict[str, int] = {}
         start = 0
         for split, size in zip(SPLIT_NAMES, sizes, strict=True):
-            splits[split], duplicates[split] = _drop_duplicates(
+            splits[split], duplicates[split] = drop_duplicate_triples(
                 ids[start : start + size], num_entities, num_relations
             )
             start += size
@@ -346,7 +346,7 @@ class KnowledgeGraph:
         splits: dict[str, torch.Tensor] = {}
         duplicates: dict[str, int] = {}
         for i, split in enumerate(SPLIT_NAMES):
-            array, duplicates[split] = _drop_duplicates(
+            array, duplicates[split] = drop_duplicate_triples(
                 triples[split_masks[i]].numpy(), len(entity_names), max(num_relations, 1)
             )
             splits[split] = torch.from_numpy(array)
@@ -373,10 +373,10 @@ class KnowledgeGraph:
     ) -> KnowledgeGraph:
         """From a directed networkx graph whose edges name their relation in ``relation_key``
         and their split in ``split_key`` (default ``default_split``)."""
-        from emu_dgl.data.networkx_io import from_networkx
+        from emu_dgl.data.networkx_io import networkx_parts
 
-        return from_networkx(graph, relation_key=relation_key, split_key=split_key,
-                             default_split=default_split, name=name)
+        return cls(**networkx_parts(graph, relation_key=relation_key, split_key=split_key,
+                                    default_split=default_split, name=name))
 
     def random_split(self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0) -> KnowledgeGraph:
         """A copy whose valid and test splits gain a random ``valid`` / ``test`` fraction of
@@ -395,7 +395,7 @@ class KnowledgeGraph:
         def extend(split: torch.Tensor, moved: torch.Tensor) -> np.ndarray:
             # a moved triple may already be in the split (a train/valid overlap): keep one copy
             both = torch.cat([split, self.train[moved]]).numpy()
-            return _drop_duplicates(both, self.num_entities, self.num_relations)[0]
+            return drop_duplicate_triples(both, self.num_entities, self.num_relations)[0]
 
         return KnowledgeGraph(
             name=self.name,
@@ -443,28 +443,6 @@ class KnowledgeGraph:
 
 
 # ---------------------------------------------------------------- helpers
-def triple_keys(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
-    """One int64 per triple, ``(h * R + r) * E + t``: equal keys <=> equal triples."""
-    if num_entities * num_entities * num_relations >= 2**63:
-        raise ValueError("too many entities/relations for int64 triple keys")
-    triples = triples.astype(np.int64, copy=False)
-    return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]
-
-
-def _drop_duplicates(
-    triples: np.ndarray, num_entities: int, num_relations: int
-) -> tuple[np.ndarray, int]:
-    """Keep the first copy of every triple, in the original order; return (kept, dropped count)."""
-    triples = np.ascontiguousarray(triples, dtype=np.int64).reshape(-1, 3)
-    if len(triples) < 2:
-        return triples, 0
-    _, first = np.unique(triple_keys(triples, num_entities, num_relations), return_index=True)
-    if len(first) == len(triples):
-        return triples, 0
-    first.sort()
-    return triples[first], len(triples) - len(first)
-
-
 def _as_triples(value: torch.Tensor | np.ndarray, split: str) -> torch.Tensor:
     tensor = torch.as_tensor(value).detach().to(device="cpu", dtype=torch.int64)
     if tensor.numel() == 0:

@@ -41,8 +41,9 @@ from emu_dgl.config import Config
 from emu_dgl.distributed.sharded import ShardedEmbedding, shard_bounds
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.evaluation.ranking import Side
+from emu_dgl.training.build import scheduler_from_config
 from emu_dgl.training.trainer import Trainer
+from emu_dgl.typing import Side
 
 __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
 
@@ -109,7 +110,7 @@ class DistributedTrainer(Trainer):
         self.full_batch = torch.empty(0, 3, dtype=torch.long)
         self.batch_slice = (0, 0)
         self.optimizer = self._make_optimizer(self.optim_state.phase)
-        self.scheduler = self._make_scheduler()
+        self.scheduler = scheduler_from_config(self.config, self.optimizer)
 
     @property
     def entity_rows_per_rank(self) -> list[int]:

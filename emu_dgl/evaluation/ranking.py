@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.typing import Side
 
-Side = Literal["head", "tail"]
 Protocol = Literal["full", "sampled"]
 HITS_AT = (1, 3, 10)
 #: Triples per candidate draw of the sampled protocol (fixed, so draws never depend on batch sizes).

@@ -7,13 +7,14 @@ draws without importing the samplers it wraps.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from emu_dgl.typing import Side
+
 __all__ = ["NegativeSampler", "Side", "UniformSampler", "anchors"]
 
-Side = Literal["head", "tail"]
 
 
 @runtime_checkable

@@ -46,9 +46,10 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import Registry
 
 __all__ = [
-    "OPTIMIZER_NAMES",
+    "OPTIMIZERS",
     "RowAdagrad",
     "RowAdam",
     "RowwiseAdagrad",
@@ -58,7 +59,6 @@ __all__ = [
 
 #: Regularisers whose gradient reaches every row of the entity table.
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
-OPTIMIZER_NAMES = ("adagrad", "adam", "rowwise_adagrad")
 
 
 def _put(state: Tensor, rows: Tensor | None, value: Tensor) -> None:
@@ -207,11 +207,11 @@ class RowAdam(_RowOptimizer):
         _apply(param, rows, torch.div(m, denom, out=denom).mul_(-group["lr"] / (1 - beta1**step)))
 
 
-_ROW_OPTIMIZERS: dict[str, type[_RowOptimizer]] = {
-    "adagrad": RowAdagrad,
-    "adam": RowAdam,
-    "rowwise_adagrad": RowwiseAdagrad,
-}
+#: ``train.optimizer`` names -> the row-wise class (dense gradients: see :func:`build_optimizer`).
+OPTIMIZERS: Registry[_RowOptimizer] = Registry("optimizer")
+OPTIMIZERS.register("adagrad")(RowAdagrad)
+OPTIMIZERS.register("adam")(RowAdam)
+OPTIMIZERS.register("rowwise_adagrad")(RowwiseAdagrad)
 
 
 def use_sparse_rows(sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none") -> bool:
@@ -239,12 +239,11 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, sparse: bool) -> 
     what a run without this module did); sparse rows, or ``rowwise_adagrad``, use the
     row optimizers above, which also handle the dense relation gradients.
     """
-    if name not in OPTIMIZER_NAMES:
-        raise ConfigError(f"train.optimizer: unknown value '{name}'; valid: {', '.join(OPTIMIZER_NAMES)}")
+    row_class = OPTIMIZERS.get(name)
     entity = getattr(model, "entity", None)
     if isinstance(entity, nn.Embedding):
         entity.sparse = sparse
     if not sparse and name != "rowwise_adagrad":
         cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[name]
         return cls(model.parameters(), lr=lr)
-    return _ROW_OPTIMIZERS[name](model.parameters(), lr=lr)
+    return row_class(model.parameters(), lr=lr)

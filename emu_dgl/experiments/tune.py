@@ -38,6 +38,7 @@ import yaml
 
 from emu_dgl.config import Config, load_config
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 
 __all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
 
@@ -145,7 +146,7 @@ def _check_space(base: str | Path | None, overrides: list[str], space: list[Para
     for param in space:
         for value in param.extremes():
             try:
-                load_config(base, [*overrides, f"{param.key}={_yaml_value(value)}"])
+                check_components(load_config(base, [*overrides, f"{param.key}={_yaml_value(value)}"]))
             except ConfigError as exc:
                 raise ConfigError(f"search space, '{param.key}' = {value!r}: {exc}") from None
 
@@ -249,6 +250,7 @@ def run_study(
     if data_dir is not None:
         overrides.append(f"dataset.data_dir={data_dir}")
     base_config = load_config(base, overrides)
+    check_components(base_config)
     _check_space(base, overrides, space)
     metric = base_config.eval.metric
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),

@@ -102,6 +102,7 @@ def run_comparison(
     out: Path,
 ) -> dict[str, Any]:
     """Run every arm x seed (skipping finished runs) and write results, table and plot."""
+    from emu_dgl.training.build import check_components
     from emu_dgl.training.trainer import Trainer
 
     if len({arm.name for arm in arms}) != len(arms):
@@ -113,6 +114,7 @@ def run_comparison(
             configs[arm.name, seed] = load_config(
                 config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
             )
+            check_components(configs[arm.name, seed])
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     for arm in arms:

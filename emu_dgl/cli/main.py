@@ -1,4 +1,7 @@
-"""The ``emu-dgl`` command: train, evaluate, predict, export, datasets."""
+"""The ``emu-dgl`` command group and its run commands: train, evaluate, predict, export, compare.
+
+``datasets`` (:mod:`emu_dgl.cli.datasets`) and ``tune`` (:mod:`emu_dgl.cli.tune`) are added
+at the end of this module."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from typing import Any
 
 import click
 
+from emu_dgl.cli.datasets import datasets
+from emu_dgl.cli.tune import tune
+from emu_dgl.config import QUICKSTART
 from emu_dgl.errors import EmuDglError
-
-QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 
 class _Group(click.Group):
@@ -112,6 +116,7 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
           arm: str | None, data_dir: str | None, nproc: int) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
     from emu_dgl.config import load_config
+    from emu_dgl.training.build import check_components
     from emu_dgl.training.run import CONFIG_FILE, RunLock, check_new_run, check_resume
     from emu_dgl.training.trainer import Trainer, run_directory
 
@@ -127,6 +132,7 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
         run_dir = run_directory(config, out)
     if data_dir is not None:
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
+    check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
     click.echo(f"run directory: {run_dir}", err=True)
     import os
@@ -193,15 +199,15 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
 def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None,
              which: str, protocol: str | None) -> None:
     """Filtered evaluation of a trained run (checkpoints/best.pt, or --checkpoint last)."""
-    import torch
 
-    from emu_dgl.training.trainer import evaluator_for, load_run
+    from emu_dgl.training.build import evaluator_from_config
+    from emu_dgl.training.trainer import load_run
 
     config, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
     if protocol is not None:
         config.eval.protocol = protocol
     dev = next(model.parameters()).device
-    evaluator = evaluator_for(config, torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations)
+    evaluator = evaluator_from_config(config, [s.to(dev) for s in (kg.train, kg.valid, kg.test)], kg.num_relations)
     metrics = {split: evaluator.evaluate(model, getattr(kg, split), per_relation=per_relation,
                                          relation_names=kg.relation_names)}
     if as_json:
@@ -318,8 +324,8 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
 def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tuple[str, ...], seeds: str,
             out: Path) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
-    from emu_dgl.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
     from emu_dgl.config import config_arms
+    from emu_dgl.experiments.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
 
     base = config_path if config_path is not None else QUICKSTART
     named = list(config_arms(base)) if base.is_file() else []
@@ -329,7 +335,7 @@ def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tup
     except ValueError:
         raise click.BadParameter(f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds") from None
     result = run_comparison(base, list(overrides), arms, seed_list, out)
-    from emu_dgl.compare import markdown_table
+    from emu_dgl.experiments.compare import markdown_table
 
     click.echo(markdown_table(result))
     if not result.get("plotted", True):
@@ -337,12 +343,5 @@ def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tup
     click.echo(f"results in {out}")
 
 
-def _register_datasets() -> None:
-    from emu_dgl.cli_datasets import datasets
-    from emu_dgl.cli_tune import tune
-
-    main.add_command(datasets)
-    main.add_command(tune)
-
-
-_register_datasets()
+main.add_command(datasets)
+main.add_command(tune)

@@ -1,4 +1,4 @@
-"""``emu-dgl tune``: Optuna search over a base config (see :mod:`emu_dgl.tune`)."""
+"""``emu-dgl tune``: Optuna search over a base config (see :mod:`emu_dgl.experiments.tune`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 __all__ = ["tune"]
 
 
-@click.command(epilog="Search space format and defaults: 'python -m pydoc emu_dgl.tune' or README, 'Hyperparameter search'.")
+@click.command(epilog="Search space format and defaults: 'python -m pydoc emu_dgl.experiments.tune' or README, 'Hyperparameter search'.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Base YAML config that every trial starts from (default: the quickstart).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every trial (repeatable).")
@@ -35,8 +35,8 @@ def tune(config_path: Path | None, overrides: tuple[str, ...], space: Path | Non
     Every trial trains the base config with sampled values; its score is the validation
     metric (eval.metric) of its best checkpoint. Needs: pip install "emu-dgl[tune]".
     """
-    from emu_dgl.cli import QUICKSTART
-    from emu_dgl.tune import load_space, run_study
+    from emu_dgl.config import QUICKSTART
+    from emu_dgl.experiments.tune import load_space, run_study
 
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()] if dims else None
