@@ -81,12 +81,25 @@ def test_component_names_are_checked_by_their_registries(key, value, fragment):
 
 def test_names_are_canonical_and_booleans_read_as_yaml_does():
     config = config_from_dict(
-        {"model": {"name": "DistMult"}, "loss": {"name": "Self-Adversarial"}, "train": {"sparse": "false"}}
+        {
+            "model": {"name": "DistMult"},
+            "loss": {"name": "Self-Adversarial"},
+            "train": {"sparse": "false"},
+        }
     )
-    assert (config.model.name, config.loss.name, config.train.sparse) == ("distmult", "self_adversarial", False)
+    assert (config.model.name, config.loss.name, config.train.sparse) == (
+        "distmult",
+        "self_adversarial",
+        False,
+    )
     check_components(config)
-    assert config_from_dict({"train": {"sparse": "AUTO", "schedule": "Reference"}}).train.schedule == "reference"
-    with pytest.raises(ConfigError, match="train.sparse: expected true or false, or auto, got 'maybe'"):
+    assert (
+        config_from_dict({"train": {"sparse": "AUTO", "schedule": "Reference"}}).train.schedule
+        == "reference"
+    )
+    with pytest.raises(
+        ConfigError, match="train.sparse: expected true or false, or auto, got 'maybe'"
+    ):
         config_from_dict({"train": {"sparse": "maybe"}})
 
 

@@ -222,7 +222,9 @@ def test_config_builds_hake_with_its_weights() -> None:
     with pytest.raises(ConfigError, match="model.phase_weight is nan but must be >= 0"):
         KGEModel(20, 3, decoder="hake", dim=4, phase_weight=float("nan"))
     # other decoders ignore the HAKE keys
-    assert model_from_config(load_config(None, ["model.name=transe", "model.phase_weight=2"]), 20, 3)
+    assert model_from_config(
+        load_config(None, ["model.name=transe", "model.phase_weight=2"]), 20, 3
+    )
 
 
 def test_shipped_hake_configs() -> None:

@@ -51,7 +51,11 @@ def _module_imports(*, function_level: bool = True) -> dict[str, set[str]]:
         for node in nodes:
             if id(node) in skipped:
                 continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emu_dgl"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("emu_dgl")
+            ):
                 deps.add(node.module)
                 deps.update(f"{node.module}.{alias.name}" for alias in node.names)
             elif isinstance(node, ast.Import):
@@ -65,7 +69,9 @@ def _layer(module: str) -> tuple[int, str]:
     best: tuple[int, str] | None = None
     for index, entries in enumerate(LAYERS):
         for entry in entries:
-            if (module == entry or module.startswith(entry + ".")) and (best is None or len(entry) > len(best[1])):
+            if (module == entry or module.startswith(entry + ".")) and (
+                best is None or len(entry) > len(best[1])
+            ):
                 best = (index, entry)
     assert best is not None, f"{module} is in no layer of LAYERS; add it"
     return best
@@ -109,9 +115,15 @@ def test_no_import_cycle_even_through_imports_inside_functions() -> None:
 def test_config_is_a_leaf_and_building_happens_in_one_place() -> None:
     graph = _module_imports()
     assert graph["emu_dgl.config"] <= {"emu_dgl.errors", "emu_dgl.registry"}
-    builders = {m for m, deps in graph.items() if "emu_dgl.models" in deps and m.startswith("emu_dgl.training")}
+    builders = {
+        m
+        for m, deps in graph.items()
+        if "emu_dgl.models" in deps and m.startswith("emu_dgl.training")
+    }
     assert builders <= {"emu_dgl.training.build", "emu_dgl.training.memory"}, builders
-    assert not any(m.startswith("emu_dgl.sampling.mutation") for m in graph)  # EMU lives with the models
+    assert not any(
+        m.startswith("emu_dgl.sampling.mutation") for m in graph
+    )  # EMU lives with the models
 
 
 def test_architecture_checks_can_fail() -> None:
@@ -128,7 +140,9 @@ def test_filtering_does_not_import_the_samplers_it_wraps() -> None:
 def _loaded_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return {m.split(".")[0] for m in out}
 

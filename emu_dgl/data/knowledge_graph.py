@@ -194,22 +194,37 @@ class KnowledgeGraph:
             **splits,
         )
 
-    def reindexed(self, entity_names: Sequence[str], relation_names: Sequence[str]) -> KnowledgeGraph:
+    def reindexed(
+        self, entity_names: Sequence[str], relation_names: Sequence[str]
+    ) -> KnowledgeGraph:
         """The same graph with ids given by ``entity_names`` / ``relation_names`` (same name sets).
 
         Used to read a dataset whose lines were reordered with the ids a run was trained with.
         """
-        if set(entity_names) != set(self.entity_names) or set(relation_names) != set(self.relation_names):
+        if set(entity_names) != set(self.entity_names) or set(relation_names) != set(
+            self.relation_names
+        ):
             raise DataError(f"{self.name}: re-indexing needs the same entity and relation names")
         entity_index = {name: i for i, name in enumerate(entity_names)}
         relation_index = {name: i for i, name in enumerate(relation_names)}
         entity_map = torch.tensor([entity_index[n] for n in self.entity_names], dtype=torch.int64)
-        relation_map = torch.tensor([relation_index[n] for n in self.relation_names], dtype=torch.int64)
+        relation_map = torch.tensor(
+            [relation_index[n] for n in self.relation_names], dtype=torch.int64
+        )
 
         def remap(triples: torch.Tensor) -> torch.Tensor:
-            return torch.stack(
-                [entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1
-            ) if len(triples) else triples
+            return (
+                torch.stack(
+                    [
+                        entity_map[triples[:, 0]],
+                        relation_map[triples[:, 1]],
+                        entity_map[triples[:, 2]],
+                    ],
+                    dim=1,
+                )
+                if len(triples)
+                else triples
+            )
 
         return KnowledgeGraph(
             name=self.name,
@@ -368,17 +383,31 @@ class KnowledgeGraph:
 
     @classmethod
     def from_networkx(
-        cls, graph: Any, *, relation_key: str | None = "relation", split_key: str = "split",
-        default_split: str = "train", name: str | None = None,
+        cls,
+        graph: Any,
+        *,
+        relation_key: str | None = "relation",
+        split_key: str = "split",
+        default_split: str = "train",
+        name: str | None = None,
     ) -> KnowledgeGraph:
         """From a directed networkx graph whose edges name their relation in ``relation_key``
         and their split in ``split_key`` (default ``default_split``)."""
         from emu_dgl.data.networkx_io import networkx_parts
 
-        return cls(**networkx_parts(graph, relation_key=relation_key, split_key=split_key,
-                                    default_split=default_split, name=name))
+        return cls(
+            **networkx_parts(
+                graph,
+                relation_key=relation_key,
+                split_key=split_key,
+                default_split=default_split,
+                name=name,
+            )
+        )
 
-    def random_split(self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0) -> KnowledgeGraph:
+    def random_split(
+        self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0
+    ) -> KnowledgeGraph:
         """A copy whose valid and test splits gain a random ``valid`` / ``test`` fraction of
         the training triples (for a graph that came without splits, e.g. from networkx).
 
@@ -386,10 +415,15 @@ class KnowledgeGraph:
         seeded by ``seed``, so the same call gives the same splits.
         """
         if not (0.0 <= valid < 1.0 and 0.0 <= test < 1.0 and valid + test < 1.0):
-            raise DataError(f"random_split: valid and test must be fractions with valid + test < 1, got {valid} and {test}")
+            raise DataError(
+                f"random_split: valid and test must be fractions with valid + test < 1, got {valid} and {test}"
+            )
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
         n_valid, n_test = round(valid * len(order)), round(test * len(order))
-        moved_valid, moved_test = order[:n_valid].sort().values, order[n_valid : n_valid + n_test].sort().values
+        moved_valid, moved_test = (
+            order[:n_valid].sort().values,
+            order[n_valid : n_valid + n_test].sort().values,
+        )
         kept = order[n_valid + n_test :].sort().values
 
         def extend(split: torch.Tensor, moved: torch.Tensor) -> np.ndarray:

@@ -37,7 +37,8 @@ def to_networkx(kg: KnowledgeGraph) -> nx.MultiDiGraph:
     names, relations = kg.entity_names, kg.relation_names
     for split, triples in kg.splits.items():
         graph.add_edges_from(
-            (names[h], names[t], {"relation": relations[r], "split": split}) for h, r, t in triples.tolist()
+            (names[h], names[t], {"relation": relations[r], "split": split})
+            for h, r, t in triples.tolist()
         )
     return graph
 
@@ -63,11 +64,15 @@ def networkx_parts(
             "pass G.to_directed() (both directions) or build an nx.DiGraph / nx.MultiDiGraph"
         )
     if default_split not in SPLIT_NAMES:
-        raise DataError(f"from_networkx: default_split must be one of {', '.join(SPLIT_NAMES)}, got {default_split!r}")
+        raise DataError(
+            f"from_networkx: default_split must be one of {', '.join(SPLIT_NAMES)}, got {default_split!r}"
+        )
     entity_names = [str(node) for node in graph.nodes]
     entity_id = {node: i for i, node in enumerate(graph.nodes)}
     if len(set(entity_names)) != len(entity_names):
-        raise DataError("from_networkx: two nodes have the same name as text (e.g. 1 and '1'); relabel them")
+        raise DataError(
+            "from_networkx: two nodes have the same name as text (e.g. 1 and '1'); relabel them"
+        )
     relation_names: list[str] = [str(r) for r in graph.graph.get("relation_names", [])]
     relation_id = {r: i for i, r in enumerate(relation_names)}
     rows: dict[str, list[tuple[int, int, int]]] = {split: [] for split in SPLIT_NAMES}
@@ -95,7 +100,9 @@ def networkx_parts(
     duplicates: dict[str, int] = {}
     for split, triples in rows.items():
         array = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-        splits[split], duplicates[split] = drop_duplicate_triples(array, len(entity_names), max(len(relation_names), 1))
+        splits[split], duplicates[split] = drop_duplicate_triples(
+            array, len(entity_names), max(len(relation_names), 1)
+        )
     return {
         "name": name if name is not None else str(graph.graph.get("name") or "networkx"),
         "entity_names": entity_names,

@@ -372,7 +372,10 @@ def masked_term_sums(
         parts = [
             masked_term_sums(t_neg, t_pos, _own_copy(m, t_neg.dtype), consume_mask=True)
             for t_neg, t_pos, m in zip(
-                terms_neg.chunk(groups, -1), terms_pos.chunk(groups, -1), mask.chunk(groups, -1), strict=True
+                terms_neg.chunk(groups, -1),
+                terms_pos.chunk(groups, -1),
+                mask.chunk(groups, -1),
+                strict=True,
             )
         ]
         neg, pos, mut = (torch.stack(sums, dim=-1) for sums in zip(*parts, strict=True))

@@ -16,7 +16,6 @@ from emu_dgl.typing import Side
 __all__ = ["NegativeSampler", "Side", "UniformSampler", "anchors"]
 
 
-
 @runtime_checkable
 class NegativeSampler(Protocol):
     """``sample(pos[B, 3], side) -> [B, n]``: the ids that replace ``side`` of each positive."""

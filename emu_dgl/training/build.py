@@ -107,7 +107,12 @@ def model_from_config(config: Config, num_entities: int, num_relations: int) -> 
     decoder_cls = DECODERS.get(m.name)
     options = _accepted(
         decoder_cls,
-        {"gamma": m.gamma, "p_norm": m.p_norm, "modulus_weight": m.modulus_weight, "phase_weight": m.phase_weight},
+        {
+            "gamma": m.gamma,
+            "p_norm": m.p_norm,
+            "modulus_weight": m.modulus_weight,
+            "phase_weight": m.phase_weight,
+        },
     )
     return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
 
@@ -154,7 +159,9 @@ def sampler_from_config(
     )
 
 
-def head_probability_from_config(config: Config, kg: KnowledgeGraph, device: torch.device) -> torch.Tensor | None:
+def head_probability_from_config(
+    config: Config, kg: KnowledgeGraph, device: torch.device
+) -> torch.Tensor | None:
     """Per-relation probability of corrupting the head with ``sampler.bernoulli``, else ``None``
     (heads and tails alternate from step to step)."""
     from emu_dgl.sampling import bernoulli_head_probability
@@ -181,7 +188,9 @@ def loss_from_config(config: Config) -> nn.Module:
     return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
 
 
-def optimizer_from_config(config: Config, model: nn.Module, *, phase: int = 0) -> tuple[torch.optim.Optimizer, bool]:
+def optimizer_from_config(
+    config: Config, model: nn.Module, *, phase: int = 0
+) -> tuple[torch.optim.Optimizer, bool]:
     """``(optimizer, sparse_rows)`` for optimizer phase ``phase``.
 
     Phase 0 is ``train.optimizer`` at ``train.lr``. The reference schedule's phase ``k``
@@ -205,18 +214,24 @@ def switch_step(config: Config, phase: int) -> int:
     return (cfg.lr_decay_every or cfg.max_steps // 2) * 3**phase
 
 
-def scheduler_from_config(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+def scheduler_from_config(
+    config: Config, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """``train.schedule: step`` as a StepLR; ``None`` for the other schedules."""
     cfg = config.train
     if cfg.schedule != "step":
         return None
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay)
+    return torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluator_from_config(config: Config, known: Iterable[torch.Tensor] | torch.Tensor, num_relations: int) -> FilteredEvaluator:
+def evaluator_from_config(
+    config: Config, known: Iterable[torch.Tensor] | torch.Tensor, num_relations: int
+) -> FilteredEvaluator:
     """The filtered evaluator of the ``eval`` section; ``known`` are every split's triples
     (concatenated here when given as a sequence), which the filtered setting removes."""
     from emu_dgl.evaluation import FilteredEvaluator

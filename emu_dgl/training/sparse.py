@@ -84,7 +84,9 @@ class _RowOptimizer(torch.optim.Optimizer):
     so the blocks live in reusable work buffers (not part of the optimizer state).
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]
+    ) -> None:
         if defaults["lr"] <= 0:
             raise ConfigError(f"train.lr must be positive, got {defaults['lr']}")
         super().__init__(params, defaults)
@@ -96,12 +98,16 @@ class _RowOptimizer(torch.optim.Optimizer):
         need = math.prod(shape)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < need:
-            buffer = self._buffers[key] = torch.empty(need + need // 8, dtype=like.dtype, device=like.device)
+            buffer = self._buffers[key] = torch.empty(
+                need + need // 8, dtype=like.dtype, device=like.device
+            )
         return buffer[:need].view(shape)
 
     def _take(self, name: str, state: Tensor, rows: Tensor | None) -> Tensor:
         """``state[rows]`` (all of it for ``rows=None``) copied into the buffer ``name``."""
-        out = self._buffer(name, state.shape if rows is None else (len(rows), *state.shape[1:]), state)
+        out = self._buffer(
+            name, state.shape if rows is None else (len(rows), *state.shape[1:]), state
+        )
         return out.copy_(state) if rows is None else torch.index_select(state, 0, rows, out=out)
 
     def _rows_of(self, grad: Tensor) -> tuple[Tensor | None, Tensor]:
@@ -136,7 +142,14 @@ class _RowOptimizer(torch.optim.Optimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         raise NotImplementedError
 
 
@@ -149,7 +162,14 @@ class RowAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         total = self._take("work", state["sum"], rows).addcmul_(grad, grad)
         _put(state["sum"], rows, total)
         # Same operation order as torch.optim.Adagrad: g / (sqrt(s) + eps), times -lr.
@@ -168,7 +188,14 @@ class RowwiseAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros(param.shape[:1], dtype=param.dtype, device=param.device)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         work = self._buffer("work", grad.shape, grad)
         squares = torch.mul(grad, grad, out=work)
         if grad.dim() > 1:
@@ -185,7 +212,11 @@ class RowAdam(_RowOptimizer):
     """Lazy Adam: the moments and weights of a row change only when it has a gradient."""
 
     def __init__(
-        self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
@@ -194,12 +225,23 @@ class RowAdam(_RowOptimizer):
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         beta1, beta2 = group["betas"]
         state["step"] += 1
         step = float(state["step"])
         m = self._take("m", state["exp_avg"], rows).lerp_(grad, 1 - beta1)
-        v = self._take("v", state["exp_avg_sq"], rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        v = (
+            self._take("v", state["exp_avg_sq"], rows)
+            .mul_(beta2)
+            .addcmul_(grad, grad, value=1 - beta2)
+        )
         _put(state["exp_avg"], rows, m)
         _put(state["exp_avg_sq"], rows, v)
         # torch.optim.Adam's arithmetic: m / (sqrt(v) / sqrt(1 - b2^t) + eps) * -lr / (1 - b1^t)
@@ -214,7 +256,9 @@ OPTIMIZERS.register("adam")(RowAdam)
 OPTIMIZERS.register("rowwise_adagrad")(RowwiseAdagrad)
 
 
-def use_sparse_rows(sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none") -> bool:
+def use_sparse_rows(
+    sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none"
+) -> bool:
     """Whether the entity table gives sparse (row) gradients.
 
     ``True`` / ``False`` are obeyed. ``"auto"`` picks rows where the result is the same
@@ -232,7 +276,9 @@ def use_sparse_rows(sparse: bool | str, optimizer: str, *, loss: str = "", regul
     return optimizer in ("adagrad", "rowwise_adagrad")
 
 
-def build_optimizer(model: nn.Module, name: str, *, lr: float, sparse: bool) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str, *, lr: float, sparse: bool
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``model``'s parameters; sets the entity table's gradient layout.
 
     Dense gradients with ``adagrad``/``adam`` use PyTorch's own optimizers (bit-for-bit

@@ -100,19 +100,30 @@ class Trainer:
 
         if (self.run_dir / CONFIG_FILE).is_file():
             self.config = config
-            self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+            self.kg = (
+                kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+            )
             # An existing run (to resume): give the data the ids it was trained with.
             self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
         else:
             # The run's own copy of the config names a dataset folder given by a relative
             # path absolutely, so the run loads from anywhere; the caller's config is not touched.
             self.config = copy.deepcopy(config)
-            self.config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
-            self.kg = kg if kg is not None else load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            self.config.dataset.name = canonical_dataset(
+                config.dataset.name, config.dataset.data_dir
+            )
+            self.kg = (
+                kg
+                if kg is not None
+                else load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            )
         config = self.config
         check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
         self.train_triples = self.kg.train.to(self.device)
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # batch order, see _batch
+        self._perm_epoch, self._perm = (
+            -1,
+            torch.empty(0, dtype=torch.long),
+        )  # batch order, see _batch
         if len(self.train_triples) == 0:
             raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
         if len(self.kg.valid) == 0:
@@ -121,20 +132,29 @@ class Trainer:
                 "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
             )
         known = [self.kg.train, self.kg.valid, self.kg.test]
-        self.evaluator = evaluator_from_config(config, [k.to(self.device) for k in known], self.kg.num_relations)
+        self.evaluator = evaluator_from_config(
+            config, [k.to(self.device) for k in known], self.kg.num_relations
+        )
 
         torch.manual_seed(config.train.seed)
-        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(self.device)
+        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(
+            self.device
+        )
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config, self.kg, self.device, cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods"
+            config,
+            self.kg,
+            self.device,
+            cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
         # emu.separate_draws: the mutated negatives get a draw of their own from the same
         # sampler (the published code's uniform arms), instead of mutating the one-hot
         # term's negatives.
-        self.separate_draws = config.emu.enabled and config.emu.separate_draws and not self.one_vs_all
+        self.separate_draws = (
+            config.emu.enabled and config.emu.separate_draws and not self.one_vs_all
+        )
         self.mutation = mutation_from_config(config, self.device)
         self.loss_fn = loss_from_config(config)
         self.optim_state = _OptimState(0, switch_step(config, 0))
@@ -155,7 +175,10 @@ class Trainer:
 
     def _batch(self, step: int) -> Tensor:
         """Positives of ``step``: slices of a per-epoch permutation seeded by (seed, epoch)."""
-        n, size = len(self.train_triples), min(self.config.train.batch_size, len(self.train_triples))
+        n, size = (
+            len(self.train_triples),
+            min(self.config.train.batch_size, len(self.train_triples)),
+        )
         per_epoch = n // size
         epoch, index = divmod(step, per_epoch)
         if self._perm_epoch != epoch:
@@ -174,12 +197,16 @@ class Trainer:
             # Two scoring passes: the one-hot term on this draw, the EMU term on a fresh one.
             out = self.model.score_negatives(batch, neg, side)
             fresh = self.sampler.sample(batch, side, generator=self.generator, step=step)
-            second = self.model.score_negatives(batch, fresh, side, mutation=self.mutation, generator=self.generator)
+            second = self.model.score_negatives(
+                batch, fresh, side, mutation=self.mutation, generator=self.generator
+            )
             # label_smoothing variant: the soft targets fall on the fresh, unmutated negatives.
             mutated = second.mutated if second.mutated is not None else second.neg
             loss = self.loss_fn(out.pos, out.neg, mutated)
         elif self.config.emu.enabled:
-            out = self.model.score_negatives(batch, neg, side, mutation=self.mutation, generator=self.generator)
+            out = self.model.score_negatives(
+                batch, neg, side, mutation=self.mutation, generator=self.generator
+            )
             # label_smoothing variant: the soft targets fall on the unmutated negatives.
             mutated = out.mutated if out.mutated is not None else out.neg
             loss = self.loss_fn(out.pos, out.neg, mutated)
@@ -188,7 +215,9 @@ class Trainer:
             loss = self.loss_fn(out.pos, out.neg)
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
             complex_parts = self.model.decoder.complex_entities
-            loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts)
+            loss = loss + n3_regularizer(
+                *out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts
+            )
         return loss
 
     def train_step(self, step: int) -> Tensor:
@@ -225,7 +254,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def _best_state(self, step: int) -> dict[str, Any]:
-        return {"step": step, "model": self.model.state_dict(), "data_fingerprint": self.kg.fingerprint}
+        return {
+            "step": step,
+            "model": self.model.state_dict(),
+            "data_fingerprint": self.kg.fingerprint,
+        }
 
     def _state(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -246,7 +279,9 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def _restore(self, state: dict[str, Any], changed: set[str] = frozenset()) -> tuple[int, dict[str, Any]]:
+    def _restore(
+        self, state: dict[str, Any], changed: set[str] = frozenset()
+    ) -> tuple[int, dict[str, Any]]:
         """Load a training state; then apply the resumable config keys in ``changed``."""
         saved = state.get("data_fingerprint")
         if saved is not None and saved != self.kg.fingerprint:
@@ -312,10 +347,18 @@ class Trainer:
         if limit and not full:
             valid = valid[:limit]
         metrics = self.evaluator.evaluate(self.model, valid)
-        self._log({"step": step, "split": "valid", **{k: v for k, v in metrics.items() if not isinstance(v, dict)}})
+        self._log(
+            {
+                "step": step,
+                "split": "valid",
+                **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            }
+        )
         return metrics
 
-    def fit(self, *, resume: bool | ResumePlan = False, stop_after: int | None = None) -> dict[str, Any]:
+    def fit(
+        self, *, resume: bool | ResumePlan = False, stop_after: int | None = None
+    ) -> dict[str, Any]:
         """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
 
         Holds the run directory's lock throughout. ``resume`` continues the run in
@@ -330,12 +373,21 @@ class Trainer:
         with RunLock(self.run_dir):
             # Admission first: nothing (a tracker included) writes into the folder before it.
             if resume:
-                plan = resume if isinstance(resume, ResumePlan) else check_resume(self.run_dir, self.config.to_dict())
+                plan = (
+                    resume
+                    if isinstance(resume, ResumePlan)
+                    else check_resume(self.run_dir, self.config.to_dict())
+                )
             else:
                 check_new_run(self.run_dir)
                 plan = None
-            tracker = open_trackers(self.config.tracking, self.config.to_dict(), self.run_dir,
-                                    batch_size=self.config.train.batch_size, resume=plan is not None)
+            tracker = open_trackers(
+                self.config.tracking,
+                self.config.to_dict(),
+                self.run_dir,
+                batch_size=self.config.train.batch_size,
+                resume=plan is not None,
+            )
             if tracker is None:
                 return self._fit(plan, stop_after)
             self.log_hooks.append(tracker)
@@ -374,7 +426,14 @@ class Trainer:
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
         steps_run = 0
-        bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc=self.progress_label, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            disable=not cfg.progress,
+            desc=self.progress_label,
+            unit="step",
+            dynamic_ncols=True,
+        )
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -422,14 +481,23 @@ class Trainer:
             return {}
 
         self._check_finite(losses[:since_log], step)
-        if not (finished and step == start):  # a final state resumed without new steps is validated already
+        if not (
+            finished and step == start
+        ):  # a final state resumed without new steps is validated already
             # Final validation decides whether the last weights beat the best seen.
             metrics = self._validate(step)
             if self._improved(metrics[metric_key], best, step):
                 save_checkpoint(self._best_state(step), ckpt_dir / BEST)
-            save_checkpoint({**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True)
-        self.model.load_state_dict(load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"])
-        by_relation = {"per_relation": self.config.eval.per_relation, "relation_names": self.kg.relation_names}
+            save_checkpoint(
+                {**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True
+            )
+        self.model.load_state_dict(
+            load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
+        )
+        by_relation = {
+            "per_relation": self.config.eval.per_relation,
+            "relation_names": self.kg.relation_names,
+        }
         result = {
             "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
             "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
@@ -466,7 +534,9 @@ class Trainer:
         last = self.run_dir / CHECKPOINTS / LAST
         cfg = self.config.train
         if last.is_file():
-            kept = f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
+            kept = (
+                f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
+            )
             then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' continues from it"
         else:
             kept = "no checkpoint was written before it"
@@ -503,11 +573,15 @@ def load_run(
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise RunError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+        raise RunError(
+            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+        )
     try:
         saved = yaml.safe_load(config_path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunError(f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded") from None
+        raise RunError(
+            f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded"
+        ) from None
     if not isinstance(saved, dict):
         raise RunError(f"'{config_path}' is not an emu-dgl run config")
     config = config_from_dict(saved)
@@ -518,6 +592,8 @@ def load_run(
     state = load_checkpoint(run_dir / CHECKPOINTS / f"{which}.pt")
     saved_fp = state.get("data_fingerprint")
     if saved_fp is not None and saved_fp != kg.fingerprint:
-        raise DataError(f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)")
+        raise DataError(
+            f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
+        )
     model.load_state_dict(state["model"])
     return config, kg, model.to(resolve_device(device)).eval()
