@@ -114,6 +114,12 @@ class TrainConfig:
     log_every: int = 50
     progress: bool = True  # tqdm progress bar
     threads: int = 0  # CPU threads for torch; 0 = half the usable cores (at most 8); 1 is best on a busy machine
+    cuda_graph: bool | Literal["auto"] = (
+        "auto"  # capture the whole step as a CUDA graph after a few eager steps: auto (on for CUDA) | true | false
+    )
+    compile: bool = (
+        False  # run the step's pure parts through torch.compile(fullgraph=True) (any device)
+    )
 
 
 @dataclass

@@ -7,7 +7,6 @@ import torch
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models import DECODERS, KGEModel, SeparableDecoder
-from emu_dgl.models.base import masked_term_sums
 
 NAMES = [
     "transe",
@@ -247,75 +246,69 @@ def test_terms_are_coordinate_aligned(name: str, side: str, device: torch.device
     torch.testing.assert_close(decoder.reduce(terms(corrupted)), decoder(h, r, t))
 
 
-def test_masked_term_sums_matches_where(device: torch.device) -> None:
-    g = torch.Generator().manual_seed(3)
-    terms_neg = torch.randn(4, 6, 5, generator=g, dtype=torch.float64).to(device).requires_grad_()
-    terms_pos = torch.randn(4, 1, 5, generator=g, dtype=torch.float64).to(device).requires_grad_()
-    mask = (torch.rand(4, 6, 5, generator=g) < 0.4).to(device)
-    weights = [
-        torch.randn(4, 6, generator=g, dtype=torch.float64).to(device),
-        torch.randn(4, generator=g, dtype=torch.float64).to(device),
-        torch.randn(4, 6, generator=g, dtype=torch.float64).to(device),
-    ]
-    expected = (
-        terms_neg.sum(-1),
-        terms_pos.sum(-1).squeeze(1),
-        torch.where(mask, terms_neg, terms_pos).sum(-1),
-    )
-    got = masked_term_sums(terms_neg, terms_pos, mask)
-    for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b)
-    grads_ref = torch.autograd.grad(
-        sum((w * x).sum() for w, x in zip(weights, expected, strict=True)), (terms_neg, terms_pos)
-    )
-    grads = torch.autograd.grad(
-        sum((w * x).sum() for w, x in zip(weights, got, strict=True)), (terms_neg, terms_pos)
-    )
-    for a, b in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, b)
-    float_mask = mask.double()
-    assert torch.autograd.gradcheck(
-        lambda a, b: masked_term_sums(a, b, float_mask), (terms_neg, terms_pos)
-    )
-    assert torch.equal(float_mask, mask.double())  # not consumed unless asked
-    # a consumed mask refuses a second traversal instead of giving wrong gradients
-    sums = masked_term_sums(terms_neg, terms_pos, mask)
-    sums[2].sum().backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="consumed"):
-        sums[2].sum().backward()
-
-
-def test_grouped_masked_term_sums_match_where() -> None:
-    """groups = 2: each half of the coordinates summed on its own (HAKE's phase and
-    modulus blocks), values and gradients, the caller's mask untouched."""
-    g = torch.Generator().manual_seed(5)
-    terms_neg = torch.randn(3, 4, 6, generator=g, dtype=torch.float64).requires_grad_()
-    terms_pos = torch.randn(3, 1, 6, generator=g, dtype=torch.float64).requires_grad_()
-    mask = (torch.rand(3, 4, 6, generator=g) < 0.4).double()
-    kept = mask.clone()
-
-    def by_half(x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (2, 3)).sum(-1)
-
-    expected = (
-        by_half(terms_neg),
-        by_half(terms_pos).squeeze(1),
-        by_half(torch.where(mask.bool(), terms_neg, terms_pos)),
-    )
-    got = masked_term_sums(terms_neg, terms_pos, mask, groups=2)
-    assert [x.shape for x in got] == [(3, 4, 2), (3, 2), (3, 4, 2)]
-    weights = [torch.randn(x.shape, generator=g, dtype=torch.float64) for x in expected]
-    for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b)
-    grads, ref = (
-        torch.autograd.grad(
-            sum((w * x).sum() for w, x in zip(weights, sums, strict=True)), (terms_neg, terms_pos)
+@pytest.mark.parametrize("name", NAMES)
+def test_reverse_relation_scores_a_head_corruption_as_a_tail_corruption(
+    name: str, device: torch.device
+) -> None:
+    """forward(h, r, t) == forward(t, reverse_relation(r), h), values and gradients, with
+    relation rows pushed far from their init (HAKE's bias clipping on both sides)."""
+    model = make_model(name, device)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(8)
+        model.relation.weight.add_(
+            3
+            * torch.randn(model.relation.weight.shape, generator=g, dtype=torch.float64).to(device)
         )
-        for sums in (got, expected)
+    pos = random_triples(9, device)
+    h, t = model.entity(pos[:, 0]), model.entity(pos[:, 2])
+    r = model.relation(pos[:, 1])
+    direct = model.decoder(h, r, t)
+    reversed_ = model.decoder(t, model.decoder.reverse_relation(r), h)
+    torch.testing.assert_close(reversed_, direct)
+    weights = torch.randn(direct.shape, generator=g, dtype=direct.dtype).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(
+        (weights * reversed_).sum(), params, allow_unused=True, retain_graph=True
     )
-    for a, b in zip(grads, ref, strict=True):
-        torch.testing.assert_close(a, b)
-    assert torch.equal(mask, kept)
+    ref = torch.autograd.grad((weights * direct).sum(), params, allow_unused=True)
+    for a, b in zip(got, ref, strict=True):
+        if b is None:
+            assert a is None or a.abs().max() == 0
+        else:
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_candidates_mixes_terms_like_embeddings(name: str, device: torch.device) -> None:
+    """One pass over two candidate groups: group 0 unmutated, the last group mutated
+    towards its column 0. The separable fast path (mixed terms) and the generic one
+    (mixed embeddings) equal the direct formula, values and gradients."""
+    model = make_model(name, device)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(model.num_entities, (4, 2, 5), generator=g).to(device)
+    anchor = model.entity(torch.randint(model.num_entities, (4,), generator=g).to(device))
+    rel = model.relation(torch.randint(model.num_relations, (4,), generator=g).to(device))
+    groups = model.entity(ids)
+    mask = (torch.rand(4, 5, groups.shape[-1], generator=g) < 0.4).to(device)
+    mask[:, 0] = False
+    scores, mutated = model.score_candidates(anchor, rel, groups, mask=mask)
+    mixed = torch.where(mask, groups[:, 1], groups[:, 1, :1])
+    ref_scores = model.decoder(anchor[:, None], rel[:, None], groups[:, 0])
+    ref_mutated = model.decoder(anchor[:, None], rel[:, None], mixed)
+    torch.testing.assert_close(scores, ref_scores)
+    torch.testing.assert_close(mutated, ref_mutated)
+    torch.testing.assert_close(mutated[:, 0], model.decoder(anchor, rel, groups[:, 1, 0]))
+    weights = torch.randn(4, 5, generator=g, dtype=torch.float64).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(
+        (weights * mutated).sum() + scores.sum(), params, allow_unused=True, retain_graph=True
+    )
+    ref = torch.autograd.grad(
+        (weights * ref_mutated).sum() + ref_scores.sum(), params, allow_unused=True
+    )
+    for a, b in zip(got, ref, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a, b)
 
 
 def test_decoder_instance_and_kwargs_conflict() -> None:

@@ -46,11 +46,23 @@ def tiny_graph() -> KnowledgeGraph:
     )
 
 
-def step_config(optimizer: str):
+#: Row Adagrad, lazy Adam, and dense Adagrad over each block with per-triple (Bernoulli)
+#: sides and the whole-table L3 penalty (each block's part on its owner).
+CASES = {
+    "adagrad": ["train.optimizer=adagrad", "train.sparse=true"],
+    "adam": ["train.optimizer=adam", "train.sparse=true"],
+    "dense": [
+        "train.optimizer=adagrad", "train.sparse=false", "sampler.bernoulli=true",
+        "loss.regularizer=l3_table", "loss.reg_weight=0.001",
+    ],
+}  # fmt: skip
+
+
+def step_config(case: str):
     return load_config(None, [
         "model.name=distmult", "model.dim=8", "sampler.num_negatives=16", "train.batch_size=64",
-        f"train.optimizer={optimizer}", "train.sparse=true", "train.lr=0.05", "train.device=cpu",
-        "train.progress=false", "eval.batch_size=16",
+        "train.lr=0.05", "train.device=cpu", "train.progress=false", "eval.batch_size=16",
+        *CASES[case],
     ])  # fmt: skip
 
 
@@ -66,9 +78,9 @@ def _run_steps(trainer: Trainer) -> list[float]:
 
 def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> None:
     results = {}
-    for optimizer in ("adagrad", "adam"):
+    for case in CASES:
         trainer = _float64(
-            DistributedTrainer(step_config(optimizer), Path(out) / f"{optimizer}-{rank}", kg=kg)
+            DistributedTrainer(step_config(case), Path(out) / f"{case}-{rank}", kg=kg)
         )
         losses = _run_steps(trainer)
         sampled = ShardedEvaluator.like(
@@ -76,7 +88,7 @@ def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> N
                 kg.all_triples(), kg.num_relations, protocol="sampled", num_negatives=12
             )
         )
-        results[optimizer] = {
+        results[case] = {
             "losses": losses,
             "entity": gather_rows(trainer.model.entity.weight.detach(), trainer.bounds),
             "relation": trainer.model.relation.weight.detach().clone(),
@@ -85,7 +97,7 @@ def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> N
             "rows": trainer.entity_rows_per_rank,
             "state_rows": len(
                 trainer.optimizer.state[trainer.model.entity.weight][
-                    "sum" if optimizer == "adagrad" else "exp_avg"
+                    "exp_avg" if case == "adam" else "sum"
                 ]
             ),
         }
@@ -97,10 +109,10 @@ def test_two_processes_follow_one_process_in_float64(tmp_path):
     kg = tiny_graph()
     run_workers(2, _steps_worker, kg, str(tmp_path))
     got = torch.load(tmp_path / "result.pt", weights_only=False)
-    for optimizer in ("adagrad", "adam"):
-        single = _float64(Trainer(step_config(optimizer), tmp_path / f"single-{optimizer}", kg=kg))
+    for case in CASES:
+        single = _float64(Trainer(step_config(case), tmp_path / f"single-{case}", kg=kg))
         losses = _run_steps(single)
-        result = got[optimizer]
+        result = got[case]
         assert result["rows"] == [20, 21] and result["state_rows"] == 20  # rank 0's block and state
         torch.testing.assert_close(
             result["entity"], single.model.entity.weight.detach(), rtol=0, atol=1e-9
@@ -111,7 +123,7 @@ def test_two_processes_follow_one_process_in_float64(tmp_path):
         assert result["losses"] == pytest.approx(losses, abs=1e-9)
         assert not torch.equal(
             result["entity"],
-            _float64(Trainer(step_config(optimizer), tmp_path / "x", kg=kg)).model.entity.weight,
+            _float64(Trainer(step_config(case), tmp_path / "x", kg=kg)).model.entity.weight,
         )
         full = single.evaluator.evaluate(single.model, kg.test)
         for part in ("head", "tail"):
@@ -210,7 +222,7 @@ def test_two_process_run_resumes_exactly_and_leaves_a_one_process_run_folder(tmp
 
 def test_blocks_and_unsupported_settings():
     assert shard_bounds(41, 2) == [0, 20, 41] and shard_bounds(10, 3) == [0, 3, 6, 10]
-    with pytest.raises(ConfigError, match="sampler.bernoulli"):
-        train_distributed(run_config("sampler.bernoulli=true"), "unused", nproc=2)
+    with pytest.raises(ConfigError, match="1vsall"):
+        train_distributed(run_config("loss.name=1vsall", "emu.enabled=false"), "unused", nproc=2)
     with pytest.raises(ConfigError, match="batch_size"):
         train_distributed(run_config("train.batch_size=1"), "unused", nproc=2)

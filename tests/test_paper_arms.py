@@ -27,17 +27,15 @@ def kg():
     return load_dataset("synthetic")
 
 
-class Recording:
-    """Wraps a sampler and records every draw."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.draws = inner, []
-        self.num_entities, self.num_negatives = inner.num_entities, inner.num_negatives
-
-    def sample(self, pos, side, *, generator, step=0):
-        neg = self.inner.sample(pos, side, generator=generator, step=step)
-        self.draws.append(neg)
-        return neg
+def step_draw(trainer: Trainer, step: int, state: torch.Tensor):
+    """(batch, entity ids, random words) of ``step`` from the generator ``state`` it started
+    from: the step's words replayed and its pure draw called again."""
+    gen = torch.Generator(device=trainer.device)
+    gen.set_state(state)
+    words = torch.empty_like(trainer.step.words).random_(-(2**63), None, generator=gen)
+    batch = trainer._batch(step)
+    ids, _ = trainer.step.draw(batch, words, trainer.side(step))
+    return batch, ids, words
 
 
 # ---------------------------------------------------------------------------- configs
@@ -141,13 +139,13 @@ def test_l3_table_is_added_once_per_step_over_the_whole_table(kg, tmp_path: Path
     )
     expected = l3_table_regularizer(reg.model, weight=0.01).item()
     before = reg.model.entity.weight.detach().clone()
-    plain.sampler = Recording(plain.sampler)
+    state = plain.generator.get_state()
     difference = reg.train_step(0).item() - plain.train_step(0).item()
     assert difference == pytest.approx(expected, rel=1e-5)
     # the penalty's gradient reaches rows that no triple of the batch nor a negative touched
     used = torch.zeros(kg.num_entities, dtype=torch.bool)
-    used[reg._batch(0)[:, [0, 2]].flatten()] = True
-    used[plain.sampler.draws[0].flatten()] = True  # both trainers drew the same negatives
+    _, ids, _ = step_draw(plain, 0, state)  # both trainers drew the same entities
+    used[ids.flatten()] = True
     idle = (~used).nonzero().flatten()
     assert len(idle) > 10
     assert (reg.model.entity.weight.detach()[idle] != before[idle]).all(1).all()
@@ -176,35 +174,39 @@ def test_separate_draws_give_the_emu_term_its_own_negatives(
         ],
     )
     trainer = Trainer(config, tmp_path / "run", kg=kg)
-    trainer.sampler = Recording(trainer.sampler)
     state = trainer.generator.get_state()
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     loss = trainer.train_step(0).item()
-    assert len(trainer.sampler.draws) == (2 if separate else 1)
-    if separate:
-        first, second = trainer.sampler.draws
+    batch, ids, words = step_draw(trainer, 0, state)
+    n, groups = 8, 2 if separate else 1
+    # anchor, then per draw: the true entity and its negatives (draws side by side)
+    assert ids.shape == (32, 1 + groups * (1 + n))
+    assert torch.equal(ids[:, 0], batch[:, 0])
+    for g in range(groups):
+        assert torch.equal(ids[:, 1 + g * (1 + n)], batch[:, 2])
+    first = ids[:, 2 : 2 + n]
+    second = ids[:, 3 + n :] if separate else first
+    if separate:  # a draw of its own, from other random words
         assert not torch.equal(first, second)
     # The loss is the EMU loss of the one-hot draw's scores and the mutated scores of
-    # the (second, if separate) draw, recomputed here from the recorded draws.
+    # the (second, if separate) draw, written out here from the formula.
     trainer.model.load_state_dict(weights)
-    trainer.generator.set_state(state)
-    batch = trainer._batch(0)
-    first = trainer.sampler.inner.sample(batch, "tail", generator=trainer.generator)
-    out = trainer.model.score_negatives(
-        batch,
-        first,
-        "tail",
-        mutation=None if separate else trainer.mutation,
-        generator=trainer.generator,
+    entity, decoder = trainer.model.entity.weight.detach(), trainer.model.decoder
+    h, t = entity[batch[:, 0]], entity[batch[:, 2]]
+    r = trainer.model.relation.weight.detach()[batch[:, 1]]
+    group_mask = trainer.mutation.group_mask_from_words(
+        words[trainer.step.blocks["mutation"]], (32, 1 + n, entity.shape[1])
     )
-    if separate:
-        fresh = trainer.sampler.inner.sample(batch, "tail", generator=trainer.generator)
-        mutated = trainer.model.score_negatives(
-            batch, fresh, "tail", mutation=trainer.mutation, generator=trainer.generator
-        ).mutated
-    else:
-        mutated = out.mutated
-    assert loss == pytest.approx(trainer.loss_fn(out.pos, out.neg, mutated).item(), rel=1e-6)
+    assert not group_mask[:, 0].any()  # the positive itself is never mutated
+    mask = group_mask[:, 1:]
+    m = mask.float()
+    mutated = m * entity[second] + (1 - m) * t[:, None]
+    s_pos, s_neg = decoder(h, r, t), decoder(h[:, None], r[:, None], entity[first])
+    s_mut = decoder(h[:, None], r[:, None], mutated)
+    log_p = torch.log_softmax(torch.cat([s_pos[:, None], s_mut], 1), 1)
+    emu = -(log_p[:, 0] + 0.53 * log_p[:, 1:].sum(1)) / n
+    one_hot = torch.logsumexp(torch.cat([s_pos[:, None], s_neg], 1), 1) - s_pos
+    assert loss == pytest.approx((emu + 0.11 * one_hot).mean().item(), rel=1e-6)
 
 
 def test_paper_arms_train_on_a_small_graph(kg, tmp_path: Path) -> None:

@@ -160,3 +160,27 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an emu-dgl checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_kill_between_final_validation_and_final_checkpoint_logs_it_once(kg, tmp_path):
+    """A kill after the final validation was logged but before the final checkpoint: the
+    resumed run validates again, and the log holds that validation once."""
+    config = small_config()
+    full = Trainer(config, tmp_path / "full", kg=kg).fit()
+    run = tmp_path / "run"
+    Trainer(config, run, kg=kg).fit()
+    ckpt = run / "checkpoints"
+    # Back to the state just before the final checkpoint: last.pt is the loop's step-40
+    # checkpoint (now previous.pt), metrics.json not yet written.
+    assert load_checkpoint(ckpt / "previous.pt")["step"] == 40
+    assert not load_checkpoint(ckpt / "previous.pt").get("final")
+    (ckpt / "previous.pt").replace(ckpt / "last.pt")
+    (run / "metrics.json").unlink()
+    resumed = Trainer(config, run, kg=kg).fit(resume=True)
+    assert resumed["test"] == full["test"] and resumed["best_step"] == full["best_step"]
+
+    def curve(path):
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["mrr"]) for r in map(json.loads, lines) if r.get("split")]
+
+    assert curve(run) == curve(tmp_path / "full")

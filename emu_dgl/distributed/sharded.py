@@ -25,7 +25,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["ShardedEmbedding", "gather_rows", "shard_bounds"]
+from emu_dgl.training.sparse import push_rows
+
+__all__ = ["Exchange", "ShardedEmbedding", "ShardedTable", "gather_rows", "shard_bounds"]
 
 
 def shard_bounds(num_rows: int, world_size: int) -> list[int]:
@@ -43,37 +45,82 @@ def _exchange(tensor: Tensor, send: list[int], recv: list[int]) -> Tensor:
     return out
 
 
-class _ShardedLookup(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, weight: Tensor, ids: Tensor, table: ShardedEmbedding) -> Tensor:  # type: ignore[override]
-        unique, inverse = torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
+class Exchange:
+    """One lookup's trip between the ranks: which distinct ids go to which owner.
+
+    Building it synchronises with the host (the split sizes are exchanged and read), so a
+    step with a sharded table runs eagerly (no CUDA graph); the arithmetic around it is
+    the same pure step as on one process.
+    """
+
+    def __init__(self, ids: Tensor, table: ShardedEmbedding) -> None:
+        unique, self.inverse = torch.unique(ids.reshape(-1), sorted=True, return_inverse=True)
         bounds = torch.tensor(table.bounds, dtype=unique.dtype, device=unique.device)
         edges = torch.searchsorted(unique, bounds)
         send_counts = edges[1:] - edges[:-1]
         recv_counts = torch.empty_like(send_counts)
         dist.all_to_all_single(recv_counts, send_counts)
-        send, recv = send_counts.tolist(), recv_counts.tolist()
-        local = _exchange(unique, send, recv) - table.bounds[table.rank]
-        rows = _exchange(weight.index_select(0, local), recv, send)
-        ctx.save_for_backward(inverse, local)
-        ctx.table, ctx.send, ctx.recv, ctx.num_unique = table, send, recv, len(unique)
-        return rows.index_select(0, inverse).view(*ids.shape, weight.shape[1])
+        self.send, self.recv = send_counts.tolist(), recv_counts.tolist()
+        # the ids other ranks (and this one) ask this rank for, as rows of its block
+        self.local = _exchange(unique, self.send, self.recv) - table.bounds[table.rank]
+        self.num_unique = len(unique)
+
+    def rows(self, block: Tensor) -> Tensor:
+        """``[N, width]``: the rows of the lookup's ids, whoever owns them."""
+        served = _exchange(block.index_select(0, self.local), self.recv, self.send)
+        return served.index_select(0, self.inverse)
+
+    def gradients(self, grad: Tensor) -> tuple[Tensor, Tensor]:
+        """``(local rows, gradients)`` this rank receives for its block: each rank's
+        lookups summed per distinct id (rows asked for by several ranks appear once per
+        rank; the optimizer sums them)."""
+        width = grad.shape[-1]
+        per_row = grad.new_zeros(self.num_unique, width).index_add_(
+            0, self.inverse, grad.reshape(-1, width)
+        )
+        return self.local, _exchange(per_row, self.send, self.recv)
+
+
+class _ShardedLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, ids: Tensor, table: ShardedEmbedding) -> Tensor:  # type: ignore[override]
+        exchange = Exchange(ids, table)
+        ctx.exchange, ctx.shape = exchange, weight.shape
+        return exchange.rows(weight).view(*ids.shape, weight.shape[1])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        inverse, local = ctx.saved_tensors
-        table = ctx.table
-        width = grad.shape[-1]
-        per_row = grad.new_zeros(ctx.num_unique, width).index_add_(
-            0, inverse, grad.reshape(-1, width)
-        )
-        received = _exchange(per_row, ctx.send, ctx.recv)
-        shape = (table.bounds[table.rank + 1] - table.bounds[table.rank], width)
+        local, received = ctx.exchange.gradients(grad)
         return (
-            torch.sparse_coo_tensor(local.unsqueeze(0), received, shape, check_invariants=False),
+            torch.sparse_coo_tensor(
+                local.unsqueeze(0), received, ctx.shape, check_invariants=False
+            ),
             None,
             None,
         )
+
+
+class ShardedTable:
+    """The training step's entity-row seam for a sharded table (see
+    :class:`~emu_dgl.training.step.EntityTable`): ``gather`` fetches the rows of global
+    ids from their owners, ``push`` sends the lookups' gradients back, and the owner's
+    optimizer gets them as rows of its block."""
+
+    pure = False
+
+    def __init__(self, embedding: ShardedEmbedding) -> None:
+        self.embedding = embedding
+        self._exchange: Exchange | None = None
+
+    def gather(self, ids: Tensor) -> Tensor:
+        self._exchange = Exchange(ids, self.embedding)
+        return self._exchange.rows(self.embedding.weight.detach())
+
+    def push(self, optimizer: torch.optim.Optimizer, ids: Tensor, grads: Tensor) -> None:
+        assert self._exchange is not None, "push follows the gather of the same step"
+        local, received = self._exchange.gradients(grads)
+        push_rows(optimizer, self.embedding.weight, local, received)
+        self._exchange = None
 
 
 class ShardedEmbedding(nn.Module):

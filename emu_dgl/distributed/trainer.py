@@ -1,36 +1,42 @@
 r"""Data-parallel training with the entity table split over the ranks.
 
-One run on ``N`` processes, built from the single-process :class:`Trainer` with four
-changes:
+One run on ``N`` processes: the single-process :class:`Trainer` with the same pure
+training step (:mod:`emu_dgl.training.step`), given three seams:
 
+- **Rows**: every rank reads the same batch of positives (the per-epoch permutation of
+  ``(seed, epoch)``) and draws everything random for the *whole* batch, from the same
+  generator, exactly as one process would (sides, negatives, filter candidates, EMU
+  masks: every random word of the step). It then trains its own slice of the batch,
+  rows ``[floor(r B / N), floor((r+1) B / N))`` (``TrainStep(rows=...)``). Each loss
+  term is divided by the whole batch's ``B``, so the ranks' gradients add up to the
+  gradient of the one-process step: a run on ``N`` processes follows the one-process
+  run up to the order of floating-point sums (checked to 1e-9 in float64).
 - **Entity table**: each rank keeps only its block of rows (a
   :class:`~emu_dgl.distributed.sharded.ShardedEmbedding`) and that block's optimizer
-  state; lookups and gradients travel with ``all_to_all_single``. Relations are
-  replicated: their gradients are summed with ``all_reduce`` before every step, so all
-  ranks apply the same update.
-- **Batch**: every rank reads the same batch of positives (the per-epoch permutation
-  of ``(seed, epoch)``) and trains on its own slice, rows ``[floor(r B / N),
-  floor((r+1) B / N))``. Its loss is the mean over its slice times ``slice / B``, so the
-  summed gradient is exactly the gradient of the one-process batch mean.
-- **Randomness**: all ranks hold the same generator. Negatives and EMU masks are drawn
-  for the whole batch, in the one-process order, and each rank keeps its slice. The
-  draws are therefore the one-process draws; a run on ``N`` processes follows the
-  one-process run up to the order of floating-point sums (checked to 1e-9 in float64).
-  Drawing is cheap next to scoring; gathers, scoring, backward and the optimizer are
-  what the ranks split.
-- **Evaluation**: every rank scores the queries against its own entity block; the
-  target's score (from its owner, ``all_reduce(MAX)``) and each rank's count of better
-  and tied entities (``all_reduce(SUM)``) give exactly the one-process ranks.
+  state; the step's ``table`` seam (:class:`~emu_dgl.distributed.sharded.ShardedTable`)
+  fetches rows from their owners and returns the lookups' gradients to them with
+  ``all_to_all_single``.
+- **Replicated parameters** (relations, a decoder's scalars): their gradients are
+  summed with ``all_reduce`` after backward (the step's ``after_backward`` seam), so
+  every rank applies the same update.
 
-Not supported on more than one process (clear errors): per-triple Bernoulli sides, the
-1-vs-all loss and whole-table regularisers, all of which touch every entity per step;
-and dense entity updates (``train.sparse=false``): the blocks are always updated row-wise,
-so Adam is the lazy Adam of :mod:`emu_dgl.training.sparse`.
+The optimizer is built by the one spec every trainer uses
+(:func:`~emu_dgl.training.build.optimizer_from_config`) over this rank's parameters:
+the block is updated row-wise or densely (a dense update of each block is the dense
+update of the table). A whole-table penalty adds each block's part on its owner and a
+share of the relations' part on every rank.
+
+**Evaluation**: every rank scores the queries against its own entity block; the target's
+score (from its owner, ``all_reduce(MAX)``) and each rank's count of better and tied
+entities (``all_reduce(SUM)``) give exactly the one-process ranks.
+
+Not supported on more than one process: the 1-vs-all loss (its softmax runs over every
+entity of every block). The exchange reads split sizes on the host, so a step with a
+sharded table runs eagerly, not as a CUDA graph.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -38,10 +44,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from emu_dgl.config import Config
-from emu_dgl.distributed.sharded import ShardedEmbedding, shard_bounds
+from emu_dgl.distributed.sharded import ShardedEmbedding, ShardedTable, shard_bounds
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.build import scheduler_from_config
+from emu_dgl.training.build import scheduler_from_config, step_from_config
+from emu_dgl.training.step import TrainStep
 from emu_dgl.training.trainer import Trainer
 from emu_dgl.typing import Side
 
@@ -50,45 +57,14 @@ __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
 
 def check_distributed_config(config: Config, world_size: int) -> None:
     """One-line errors for settings a multi-process run cannot honour."""
-    problems = {
-        "sampler.bernoulli": config.sampler.bernoulli,
-        "loss.name=1vsall": config.loss.name == "1vsall",
-        f"loss.regularizer={config.loss.regularizer}": config.loss.regularizer
-        not in ("none", "n3"),
-        "train.sparse=false": config.train.sparse is False,
-    }
-    for key, bad in problems.items():
-        if bad:
-            raise ConfigError(
-                f"{key} is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
-            )
+    if config.loss.name == "1vsall":
+        raise ConfigError(
+            f"loss.name=1vsall is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
+        )
     if config.train.batch_size < world_size:
         raise ConfigError(
             f"train.batch_size ({config.train.batch_size}) must be at least the number of processes ({world_size})"
         )
-
-
-class _SliceSampler:
-    """Draws negatives for the whole batch (as one process would) and returns this rank's rows."""
-
-    def __init__(self, inner: Any, trainer: DistributedTrainer) -> None:
-        self.inner, self.trainer = inner, trainer
-
-    def sample(self, batch: Tensor, side: Side, **kwargs: Any) -> Tensor:
-        lo, hi = self.trainer.batch_slice
-        return self.inner.sample(self.trainer.full_batch, side, **kwargs)[lo:hi]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def _full_then_slice(
-    draw: Any, trainer: DistributedTrainer, shape: Any, **kwargs: Any
-) -> Tensor | None:
-    """A mutation's draw for the whole batch's shape, cut to this rank's rows."""
-    lo, hi = trainer.batch_slice
-    full = draw((len(trainer.full_batch), *tuple(shape)[1:]), **kwargs)
-    return None if full is None else full[lo:hi]
 
 
 class DistributedTrainer(Trainer):
@@ -107,48 +83,48 @@ class DistributedTrainer(Trainer):
         self.model.entity = ShardedEmbedding(full[lo:hi].clone(), self.bounds, self.rank)
         del full
         self.evaluator = ShardedEvaluator.like(self.evaluator)
-        if self.sampler is not None:
-            self.sampler = _SliceSampler(self.sampler, self)
-        if self.mutation is not None:
-            for name in ("draw_mask", "draw_weights"):
-                if hasattr(self.mutation, name):
-                    draw = functools.partial(_full_then_slice, getattr(self.mutation, name), self)
-                    object.__setattr__(self.mutation, name, draw)
-        self.full_batch = torch.empty(0, 3, dtype=torch.long)
-        self.batch_slice = (0, 0)
+        # The step and the optimizer again, now over this rank's block.
+        self.step = self._make_step()
         self.optimizer = self._make_optimizer(self.optim_state.phase)
         self.scheduler = scheduler_from_config(self.config, self.optimizer)
+        self._run_step = self._step_runner()
 
     @property
     def entity_rows_per_rank(self) -> list[int]:
         return [self.bounds[r + 1] - self.bounds[r] for r in range(self.world_size)]
 
-    def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
-        from emu_dgl.training.sparse import build_optimizer
-
-        if not isinstance(getattr(self.model, "entity", None), ShardedEmbedding):
-            return super()._make_optimizer(phase)  # during Trainer.__init__, replaced right after
-        cfg = self.config.train
-        name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
-        self.sparse_rows = True
-        return build_optimizer(self.model, name, lr=lr, sparse=True)
-
-    def _batch(self, step: int) -> Tensor:
-        self.full_batch = super()._batch(step)
-        size = len(self.full_batch)
-        self.batch_slice = (
+    @property
+    def batch_slice(self) -> tuple[int, int]:
+        """The rows of every batch this rank trains."""
+        size = self.batch_size
+        return (
             self.rank * size // self.world_size,
             (self.rank + 1) * size // self.world_size,
         )
-        return self.full_batch[self.batch_slice[0] : self.batch_slice[1]]
 
-    def _step_loss(self, batch: Tensor, step: int) -> Tensor:
-        # Mean over this rank's slice, weighted by its share: the ranks' sum is the batch mean.
-        return super()._step_loss(batch, step) * (len(batch) / len(self.full_batch))
+    def _make_step(self) -> TrainStep:
+        entity = self.model.entity
+        if not isinstance(entity, ShardedEmbedding):
+            return super()._make_step()  # during Trainer.__init__, replaced right after
+        step = step_from_config(
+            self.config,
+            self.model,
+            self.sampler,
+            head_probability=self.head_probability,
+            generator=self.generator,
+            batch_size=self.batch_size,
+            rows=self.batch_slice,
+            table=ShardedTable(entity),
+        )
+        step.after_backward = self._sum_replicated_gradients
+        return step
 
-    def _sync_gradients(self) -> None:
+    def _sum_replicated_gradients(self) -> None:
+        """Relations and a decoder's scalars are replicated: sum their gradients (the
+        entity block's gradient belongs to this rank alone)."""
+        block = self.model.entity.weight
         for param in self.model.parameters():
-            if param.grad is not None and not param.grad.is_sparse:
+            if param is not block and param.grad is not None:
                 dist.all_reduce(param.grad)
 
     def train_step(self, step: int) -> Tensor:

@@ -8,13 +8,20 @@ gathers embeddings, calls the decoder, and derives every scoring view from that
 one call by unsqueezing: a batch of triples, sampled negatives, one side against
 all entities (in memory-bounded entity slices).
 
+*Tail form.* Every decoder can write a head corruption as a tail corruption:
+``forward(h, r, t) == forward(t, reverse_relation(r), h)`` (DistMult: ``r``; TransE:
+``-r``; ComplEx: ``conj(r)``; RotatE: ``-theta``; ...). The training step scores every
+corruption in that form, ``forward(anchor, r', candidates)``, so one code path (and one
+broadcast layout) serves head, tail and per-triple (Bernoulli) sides alike.
+
 *Separable* decoders have the form ``score = finish(sum_k terms_k)`` where term
 ``k`` depends on the corrupted entity only through its coordinate ``k`` (the
 layout of ``terms`` follows the entity's storage, for either corrupted side).
 For them the EMU-mutated negative, which takes each coordinate from the negative
 or the positive, has ``terms_k`` = the negative's or the positive's ``terms_k``:
-the mutated scores are a masked choice between terms already computed for the
-unmutated negatives and the positive, with no second scoring pass.
+the mutated scores are ``reduce(where(mask, terms_neg, terms_pos))``, a masked choice
+between terms already computed in the one scoring pass, with a bool mask and no float
+mask or second scoring pass.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from torch import Tensor, nn
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import Registry
 from emu_dgl.typing import Side
+
+#: A static side for the whole batch, or a bool tensor ``[B]``: True corrupts the head.
+SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
     from emu_dgl.models.mutation import Mutation
@@ -86,6 +96,15 @@ class Decoder(nn.Module):
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        """Relation rows ``r'`` with ``forward(h, r, t) == forward(t, r', h)`` (values and
+        gradients): a head corruption scored as a tail corruption. A decoder written
+        outside emu-dgl implements it to train (see the module doc)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no reverse_relation(r): give it one such that "
+            "forward(h, r, t) == forward(t, reverse_relation(r), h)"
+        )
 
     # -- one side against many candidates (evaluation) --------------------------------
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
@@ -222,6 +241,13 @@ class KGEModel(nn.Module):
             lambda cand: self.decoder.score_heads(cand, r, t), rt.shape[0], slice_size
         )
 
+    def all_tails(self, anchor: Tensor, rel: Tensor, *, slice_size: int | None = None) -> Tensor:
+        """``[B, E]``: every entity as the tail of ``(anchor[B, De], rel[B, Dr])`` (``rel``
+        in tail form, see :meth:`relation_rows`), in entity slices, with autograd."""
+        return self._all_entities(
+            lambda cand: self.decoder.score_tails(anchor, rel, cand), anchor.shape[0], slice_size
+        )
+
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""
         per_pair = self.decoder.pair_bytes(self.entity.weight.element_size())
@@ -239,6 +265,72 @@ class KGEModel(nn.Module):
         return torch.cat([score(chunk) for chunk in _chunks(weight, step)], dim=1)
 
     # -- sampled negatives, with optional mutation ---------------------------------------
+    def relation_rows(self, relations: Tensor, side: SideSpec) -> tuple[Tensor, Tensor]:
+        """``(r, r')``: the relations' rows and their tail-form rows for ``side`` (a static
+        side, or a bool tensor ``[B]`` that is True where the head is corrupted)."""
+        r = self.relation.weight.index_select(0, relations)
+        return r, self.tail_form(r, side)
+
+    def tail_form(self, r: Tensor, side: SideSpec) -> Tensor:
+        """Relation rows ``r[B, ..., Dr]`` in tail form for ``side``: reversed where the
+        head is corrupted (see :meth:`Decoder.reverse_relation`)."""
+        if isinstance(side, Tensor):
+            head = side.view(-1, *([1] * (r.dim() - 1)))
+            return torch.where(head, self.decoder.reverse_relation(r), r)
+        if side == "tail":
+            return r
+        if side == "head":
+            return self.decoder.reverse_relation(r)
+        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+
+    def score_candidates(
+        self,
+        anchor: Tensor,
+        rel: Tensor,
+        candidates: Tensor,
+        *,
+        mask: Tensor | None = None,
+        mutated: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """One scoring pass over candidate groups, as tails of ``(anchor, rel)`` (one row of
+        each per batch row, any shape that views as ``[B, ..., D]``; ``rel`` in tail form,
+        see :meth:`relation_rows`).
+
+        ``candidates[B, C, De]`` (one group) or ``[B, G, C, De]``: column 0 of every group
+        is the positive's true entity, the others are negatives. Returns ``(scores[B, C],
+        last[B, C])``: the scores of group 0, and those of the last group after its
+        mutation, which leaves column 0 (the positive) as it is:
+
+        * ``mask[B, C, De]`` (bool, True = the candidate's own coordinate, False = the
+          positive's; :func:`mix_towards_first`): separable decoders mix their
+          per-coordinate terms; the others mix the embeddings and score them in the same
+          pass as group 0;
+        * ``mutated[B, C, De]``: embeddings of the mutated last group (Mixup), scored in
+          the same pass as group 0;
+        * neither: the last group unmutated.
+        """
+        batch = candidates.shape[0]
+        shape = (batch, *([1] * (candidates.dim() - 2)), -1)
+        # (already in that shape in the training step: no view, no view in backward)
+        a = anchor if anchor.dim() == len(shape) else anchor.view(shape)
+        r = rel if rel.dim() == len(shape) else rel.view(shape)
+        decoder = self.decoder
+        one_group = candidates.dim() == 3
+        if mask is not None and isinstance(decoder, SeparableDecoder):
+            terms = decoder.terms(a, r, candidates, side="tail")
+            first, last = (terms, terms) if one_group else _first_last(terms)
+            return decoder.reduce(first), decoder.reduce(mix_towards_first(last, mask))
+        if mask is not None:
+            last = candidates if one_group else _first_last(candidates)[1]
+            mutated = mix_towards_first(last, mask)
+        if mutated is not None:
+            first = candidates if one_group else _first_last(candidates)[0]
+            both = torch.stack([first, mutated], dim=1)  # [B, 2, C, De]: one pass
+            a4, r4 = anchor.view(batch, 1, 1, -1), rel.view(batch, 1, 1, -1)
+            return decoder(a4, r4, both).unbind(1)  # type: ignore[return-value]
+        scores = decoder(a, r, candidates)
+        return (scores, scores) if one_group else _first_last(scores)
+
     def score_negatives(
         self,
         pos: Tensor,
@@ -251,143 +343,66 @@ class KGEModel(nn.Module):
         """Score positives ``pos[B,3]`` and negatives ``neg_ids[B,n]`` replacing ``side``.
 
         With a ``mutation``, also the mutated negatives (see
-        :mod:`emu_dgl.models.mutation`). When the mutation is a coordinate mask and
-        the decoder is separable, the mutated scores reuse the per-coordinate terms of
-        the negatives and of the positive (``where(mask, terms_neg, terms_pos)``);
-        otherwise the corrupted entity's embeddings are mutated and scored again.
-        Both give the same values and gradients for the same mask.
+        :mod:`emu_dgl.models.mutation`), drawn from ``generator``: a coordinate mask for
+        EMU (:meth:`~emu_dgl.models.mutation.Mutation.draw_mask`), mixed embeddings
+        otherwise. One gather of every entity row and one scoring pass
+        (:meth:`score_tail_form`); values and gradients equal the direct formula.
         """
         if side not in ("head", "tail"):
             raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
-        batch, n = neg_ids.shape
-        h, t = self.entity(pos[:, [0, 2]]).unbind(1)
-        neg = self.entity(neg_ids)  # [B, n, De]
-        r = self.relation(pos[:, 1])
-        anchor, true = (h, t) if side == "tail" else (t, h)
-        a, rel, true3 = anchor.unsqueeze(1), r.unsqueeze(1), true.unsqueeze(1)
-
-        def triple(e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return (a, rel, e) if side == "tail" else (e, rel, a)
-
-        decoder = self.decoder
-        mask = None
-        if mutation is not None and isinstance(decoder, SeparableDecoder):
-            # grouped terms copy each block of the mask anyway: draw it compactly then
-            mask_dtype = neg.dtype if decoder.term_groups == 1 else torch.bool
-            mask = mutation.draw_mask(
-                neg.shape, device=neg.device, generator=generator, dtype=mask_dtype
-            )
-
-        mutated = None
-        if isinstance(decoder, SeparableDecoder):
-            terms_neg = decoder.terms(*triple(neg), side=side)
-            terms_pos = decoder.terms(*triple(true3), side=side)
-            if mask is None:
-                s_neg = decoder.reduce(terms_neg)
-                s_pos = decoder.reduce(terms_pos).squeeze(1)
+        kept, true = (pos[:, 0], pos[:, 2]) if side == "tail" else (pos[:, 2], pos[:, 0])
+        rows = self.entity(torch.cat([kept.unsqueeze(1), true.unsqueeze(1), neg_ids], dim=1))
+        anchor, group = rows[:, 0], rows[:, 1:]
+        r, rel = self.relation_rows(pos[:, 1], side)
+        mask = mutated = None
+        if mutation is not None:
+            negatives = group[:, 1:]
+            drawn = mutation.draw_mask(negatives.shape, device=rows.device, generator=generator)
+            if drawn is not None:  # the positive's column keeps its own coordinates
+                mask = torch.cat([torch.zeros_like(drawn[:, :1]), drawn.bool()], dim=1)
             else:
-                sums = masked_term_sums(
-                    terms_neg, terms_pos, mask, consume_mask=True, groups=decoder.term_groups
-                )
-                s_neg, s_pos, mutated = (decoder.finish(x) for x in sums)
-        else:
-            s_neg = decoder(*triple(neg))
-            s_pos = decoder(h, r, t)
-        if mutation is not None and mask is None:
-            mutated = decoder(*triple(mutation(true3, neg, generator=generator)))
-        return NegativeScores(pos=s_pos, neg=s_neg, mutated=mutated, embeddings=(h, r, t))
+                mixed = mutation(group[:, :1], negatives, generator=generator)
+                mutated = torch.cat([group[:, :1], mixed], dim=1)
+        scores, last = self.score_candidates(anchor, rel, group, mask=mask, mutated=mutated)
+        h, t = (anchor, group[:, 0]) if side == "tail" else (group[:, 0], anchor)
+        return NegativeScores(
+            pos=scores[:, 0],
+            neg=scores[:, 1:],
+            mutated=last[:, 1:] if mutation is not None else None,
+            embeddings=(h, r, t),
+        )
 
 
-class _MaskedTermSums(torch.autograd.Function):
-    """Sums of the negatives' terms, the positive's terms and the masked mixture.
+def _first_last(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Group 0 and the last group of ``x[B, G, ...]`` (``unbind``: its backward is one
+    stack, not a zero-filled gradient per view)."""
+    groups = x.unbind(1)
+    return groups[0], groups[-1]
 
-    For ``T = terms_neg [B,n,D]``, ``P = terms_pos [B,1,D]`` and a 0/1 float mask
-    ``m [B,n,D]`` (1 = the negative's coordinate):
 
-        neg_j = sum_k T_jk,  pos = sum_k P_k,
-        mut_j = sum_k (m_jk T_jk + (1 - m_jk) P_k) = pos + sum_k m_jk T_jk - sum_k m_jk P_k
-
-    i.e. ``where(m, T, P).sum(-1)`` without materialising the mixture: both masked
-    sums are batched dot products (``bmm``). The backward is
-    ``dT_jk = g_neg_j + m_jk g_mut_j`` and
-    ``dP_k = g_pos + sum_j g_mut_j - sum_j g_mut_j m_jk`` (one ``bmm``). With
-    ``consume_mask`` the backward writes ``dT`` into the mask's memory instead of a
-    fresh [B,n,D] tensor (on CPU, fresh large tensors cost more than the arithmetic);
-    the graph can then be traversed once only.
-    """
+class _MixTowardsFirst(torch.autograd.Function):
+    """``where(mask, x, x[:, :1])`` with a lean backward (no zero-filled copy of ``x``):
+    the gradient of each coordinate goes to ``x`` itself where the mask keeps it, and is
+    summed into column 0 (the positive) where the mask takes the positive's."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        terms_neg: Tensor,
-        terms_pos: Tensor,
-        mask: Tensor,
-        consume_mask: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        neg = terms_neg.sum(-1)
-        pos = terms_pos.sum(-1)  # [B, 1]
-        kept = torch.einsum("bnd,bnd->bn", terms_neg, mask)
-        from_pos = torch.bmm(mask, terms_pos.transpose(1, 2)).squeeze(2)
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(mask)
-        ctx.consume_mask = consume_mask  # type: ignore[attr-defined]
-        ctx.consumed = False  # type: ignore[attr-defined]
-        return neg, pos.squeeze(1), kept + (pos - from_pos)
+        return torch.where(mask, x, x[:, :1])
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, g_neg: Tensor, g_pos: Tensor, g_mut: Tensor
-    ) -> tuple[Tensor, Tensor, None, None]:
-        if ctx.consumed:  # type: ignore[attr-defined]
-            raise RuntimeError(
-                "the EMU scores' graph was already traversed once and its mask consumed; "
-                "use masked_term_sums(..., consume_mask=False) to backward twice"
-            )
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        grad_pos = (g_pos + g_mut.sum(1))[:, None, None] - torch.bmm(g_mut.unsqueeze(1), mask)
-        if ctx.consume_mask:  # type: ignore[attr-defined]
-            ctx.consumed = True  # type: ignore[attr-defined]
-            grad_neg = mask.mul_(g_mut.unsqueeze(-1))
-        else:
-            grad_neg = torch.mul(mask, g_mut.unsqueeze(-1))
-        return grad_neg.add_(g_neg.unsqueeze(-1)), grad_pos, None, None
+        own = grad.masked_fill(~mask, 0.0)
+        own[:, :1] += (grad - own).sum(1, keepdim=True)
+        return own, None
 
 
-def masked_term_sums(
-    terms_neg: Tensor,
-    terms_pos: Tensor,
-    mask: Tensor,
-    *,
-    consume_mask: bool = False,
-    groups: int = 1,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(T.sum(-1), P.sum(-1), where(mask, T, P).sum(-1))`` for ``T [B,n,D]``,
-    ``P [B,1,D]``, ``mask [B,n,D]`` (bool or 0/1 float), with a lean backward.
-
-    ``consume_mask=True`` lets the backward overwrite a float ``mask`` (a bool mask is
-    converted, so the caller's tensor is never touched). ``groups = G > 1`` sums G equal
-    consecutive blocks of the last dim separately: each result gets a last dim of G."""
-    if groups > 1:
-        # Each block gets its own copy of its part of the mask: a consumed mask must not
-        # share storage with a mask that another block's backward still reads.
-        parts = [
-            masked_term_sums(t_neg, t_pos, _own_copy(m, t_neg.dtype), consume_mask=True)
-            for t_neg, t_pos, m in zip(
-                terms_neg.chunk(groups, -1),
-                terms_pos.chunk(groups, -1),
-                mask.chunk(groups, -1),
-                strict=True,
-            )
-        ]
-        neg, pos, mut = (torch.stack(sums, dim=-1) for sums in zip(*parts, strict=True))
-        return neg, pos, mut
-    if mask.dtype != terms_neg.dtype:
-        mask = mask.to(terms_neg.dtype)
-        consume_mask = True
-    return _MaskedTermSums.apply(terms_neg, terms_pos, mask, consume_mask)
-
-
-def _own_copy(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    return mask.to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
+def mix_towards_first(x: Tensor, mask: Tensor) -> Tensor:
+    """``x[B, C, ...]`` with each coordinate where ``mask`` is False replaced by column 0's:
+    the EMU mutation of a candidate group towards its positive (column 0's mask is all
+    False, so the positive stays itself)."""
+    return _MixTowardsFirst.apply(x, mask)
 
 
 def _chunks(weight: Tensor, step: int) -> Iterator[Tensor]:
@@ -403,6 +418,6 @@ __all__ = [
     "NegativeScores",
     "SeparableDecoder",
     "Side",
-    "masked_term_sums",
+    "mix_towards_first",
     "safe_sqrt",
 ]

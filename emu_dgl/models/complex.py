@@ -52,6 +52,16 @@ class ComplEx(SeparableDecoder):
         t_re, t_im = _split(t)
         return torch.cat([r_re * t_re + r_im * t_im, r_re * t_im - r_im * t_re], dim=-1)
 
+    def __init__(self, dim: int, *, gamma: float = 12.0) -> None:
+        super().__init__(dim, gamma=gamma)
+        sign = torch.ones(2 * self.dim)
+        sign[self.dim :] = -1.0
+        self.register_buffer("_conjugate", sign, persistent=False)
+
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        # Re sum h r conj(t) = Re conj(sum t conj(r) conj(h)): the tail form takes conj(r)
+        return r * self._conjugate
+
     def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
         if side == "tail":
             return self._tail_weights(h, r) * t

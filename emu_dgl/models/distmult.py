@@ -21,6 +21,9 @@ class DistMult(SeparableDecoder):
     def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
         return (h * r) * t if side == "tail" else h * (r * t)
 
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        return r  # <h, r, t> = <t, r, h>
+
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
         return (h * r) @ candidates.t()
 

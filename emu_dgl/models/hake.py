@@ -103,6 +103,15 @@ class HAKE(SeparableDecoder):
         bias = torch.where(bias < -modulus, -modulus, bias)
         return phase, modulus, bias
 
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        """``[-phase | m | 1 - m - b]`` (``m = |m_r|``, ``b`` the clipped bias): the phase
+        term is even in the angle, and the modulus residual only changes sign when the
+        factors ``m + b`` and ``1 - b`` of head and tail swap. ``_relation`` maps the new
+        row to itself (``1 - m - b`` already lies in ``[-m, 1]``), so values and gradients
+        equal those of the head form."""
+        phase, modulus, bias = self._relation(r)
+        return torch.cat([-phase, modulus, 1 - modulus - bias], dim=-1)
+
     def _combine(self, phase: Tensor, modulus: Tensor) -> Tensor:
         return self.gamma - (self.phase_weight * phase + self.modulus_weight * modulus)
 

@@ -37,7 +37,32 @@ MASK_BITS = 16
 
 
 class Mutation(nn.Module):
-    """Base class: ``forward(pos[B,1,D], neg[B,n,D], *, generator) -> [B,n,D]``."""
+    """Base class: ``forward(pos[B,1,D], neg[B,n,D], *, generator) -> [B,n,D]``.
+
+    The training step draws all random numbers of a step at once and hands each consumer
+    its block of uniform int64 words; a mutation reads its block through
+    :meth:`words_needed` and :meth:`mutate_group` / :meth:`group_mask_from_words` (fixed
+    shape, no generator, so that the step can be captured in a CUDA graph or compiled).
+    Words are laid out by leading row: rows ``lo:hi`` of a ``[B, ...]`` draw read words
+    ``words.view(B, -1)[lo:hi]``, so a process training a slice of the batch reads the
+    same random numbers as one process training all of it.
+
+    In the step a *group* ``[B, C, D]`` holds the positive's entity in column 0 and the
+    negatives after it; mutating a group leaves column 0 as it is.
+    """
+
+    def words_needed(self, shape: Sequence[int]) -> int:
+        """Uniform int64 words that mutating a ``[B, C, D]`` group consumes."""
+        raise NotImplementedError
+
+    def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
+        """``group[B, C, D]`` with columns ``1..C-1`` mutated towards column 0."""
+        raise NotImplementedError
+
+    def group_mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor | None:
+        """The coordinate mask of a group (bool, True = the candidate's own coordinate,
+        column 0 all False), or ``None`` for a mutation that is no coordinate-wise choice."""
+        return None
 
     def draw_mask(
         self,
@@ -90,6 +115,38 @@ class EMUMutation(Mutation):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
+    def words_needed(self, shape: Sequence[int]) -> int:
+        """Four 16-bit lanes per int64 word, each leading row starting on a new word;
+        none when p is 0 or 1 (the mask is constant)."""
+        if self._level <= 0 or self._level >= 1 << MASK_BITS:
+            return 0
+        rows, per_row = _rows(shape)
+        return rows * ((per_row + 3) // 4)
+
+    def mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor:
+        """``lane < level`` over the 16-bit lanes of ``words``, row by leading row."""
+        shape = tuple(shape)
+        if self._level <= 0:
+            return torch.zeros(shape, dtype=torch.bool, device=words.device)
+        if self._level >= 1 << MASK_BITS:
+            return torch.ones(shape, dtype=torch.bool, device=words.device)
+        # Read the words as signed int16 v in [-2**15, 2**15); v + 2**15 is uniform on
+        # [0, 2**16), so P(v < level - 2**15) = level / 2**16 exactly. Every 64-bit pattern
+        # being equally likely, each 16-bit quarter is an independent uniform word.
+        rows, per_row = _rows(shape)
+        lanes = words.view(rows, -1).view(torch.int16)
+        if lanes.shape[1] != per_row:
+            lanes = lanes[:, :per_row]
+        return lanes.reshape(shape) < self._level - (1 << (MASK_BITS - 1))
+
+    def group_mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor:
+        mask = self.mask_from_words(words, shape)
+        mask.select(1, 0).fill_(False)  # the positive's column keeps its coordinates
+        return mask
+
+    def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
+        return torch.where(self.group_mask_from_words(words, group.shape), group, group[:, :1])
+
     def draw_mask(
         self,
         shape: Sequence[int],
@@ -99,20 +156,11 @@ class EMUMutation(Mutation):
         dtype: torch.dtype = torch.bool,
     ) -> Tensor:
         shape = tuple(shape)
-        numel = math.prod(shape)
-        if self._level <= 0:
-            return torch.zeros(shape, dtype=dtype, device=device)
-        if self._level >= 1 << MASK_BITS:
-            return torch.ones(shape, dtype=dtype, device=device)
-        words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
+        words = torch.empty(self.words_needed(shape), dtype=torch.int64, device=device)
         # from = int64 min and no upper bound: every one of the 2**64 bit patterns
-        # is equally likely, so each 16-bit quarter is an independent uniform word.
         words.random_(-(2**63), None, generator=generator)
-        # Read the words as signed int16 v in [-2**15, 2**15); v + 2**15 is uniform on
-        # [0, 2**16), so P(v < level - 2**15) = level / 2**16 exactly.
-        halves = words.view(torch.int16)[:numel].view(shape)
-        out = torch.empty(shape, dtype=dtype, device=device)
-        return torch.lt(halves, self._level - (1 << (MASK_BITS - 1)), out=out)
+        mask = self.mask_from_words(words, shape)
+        return mask if dtype == torch.bool else mask.to(dtype)
 
     def forward(
         self,
@@ -138,8 +186,19 @@ class MixupMutation(Mutation):
 
     ``lam`` weights the *negative* (as ``m`` does in EMU), so on average a mixed
     negative is 2/3 negative and 1/3 positive. Beta(2, 1) has CDF ``x**2``, so
-    ``lam = sqrt(U)`` with ``U ~ Uniform[0, 1)`` from the run's generator.
+    ``lam = sqrt(U)`` with ``U ~ Uniform[0, 1)`` (24 random bits) from the run's words.
     """
+
+    def words_needed(self, shape: Sequence[int]) -> int:
+        """One word per candidate of a ``[B, C, D]`` group."""
+        return math.prod(tuple(shape)[:-1])
+
+    @staticmethod
+    def weights_from_words(words: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+        """``sqrt(U)`` with ``U`` uniform on ``[0, 1)`` in steps of ``2**-24`` (exact in
+        float32): the top 24 bits of each word, shifted to be non-negative."""
+        top = (words[: math.prod(tuple(shape))] >> 40) + (1 << 23)
+        return (top.to(dtype) * 2.0**-24).view(tuple(shape)).sqrt_()
 
     def draw_weights(
         self,
@@ -149,7 +208,14 @@ class MixupMutation(Mutation):
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        return torch.rand(tuple(shape), device=device, dtype=dtype, generator=generator).sqrt_()
+        words = torch.empty(math.prod(tuple(shape)), dtype=torch.int64, device=device)
+        words.random_(-(2**63), None, generator=generator)
+        return self.weights_from_words(words, shape, dtype)
+
+    def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
+        weights = self.weights_from_words(words, (*group.shape[:-1], 1), group.dtype)
+        weights.select(1, 0).fill_(1.0)  # the positive stays itself: 1 * e + 0 * e
+        return weights * group + (1 - weights) * group[:, :1]
 
     def forward(
         self,
@@ -164,6 +230,14 @@ class MixupMutation(Mutation):
                 (*neg.shape[:-1], 1), device=neg.device, dtype=neg.dtype, generator=generator
             )
         return weights * neg + (1 - weights) * pos
+
+
+def _rows(shape: Sequence[int]) -> tuple[int, int]:
+    """``(leading rows, elements per row)`` of a shape (a 1-d shape is one row)."""
+    shape = tuple(shape)
+    if len(shape) < 2:
+        return 1, math.prod(shape)
+    return shape[0], math.prod(shape[1:])
 
 
 def build_mutation(variant: str, *, p: float = 0.39) -> Mutation | None:

@@ -30,6 +30,9 @@ class RotatE(Decoder):
 
     entity_factor: ClassVar[int] = 2
 
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        return -r  # |h e^{i theta} - t| = |t e^{-i theta} - h|
+
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
         theta = r * (math.pi / self.embedding_range)
         cos, sin = theta.cos(), theta.sin()
@@ -66,6 +69,9 @@ class pRotatE(SeparableDecoder):  # noqa: N801 (the paper's name)
     def reset_parameters(self, entity_weight: Tensor, relation_weight: Tensor) -> None:
         super().reset_parameters(entity_weight, relation_weight)
         self.modulus.fill_(0.5 * self.embedding_range)
+
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        return -r  # |sin((h + r - t) / 2)| = |sin((t - r - h) / 2)|
 
     def terms(self, h: Tensor, r: Tensor, t: Tensor, *, side: Side = "tail") -> Tensor:
         x = (h + r) - t if side == "tail" else h - (t - r)

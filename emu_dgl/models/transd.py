@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
@@ -23,17 +24,24 @@ class TransD(Decoder):
     mixes coordinates), so EMU mutates its embeddings directly.
     """
 
-    def __init__(self, dim: int, *, gamma: float = 12.0, p_norm: int = 1) -> None:
-        super().__init__(dim, gamma=gamma)
-        if p_norm not in (1, 2):
-            raise ConfigError(f"model.p_norm is {p_norm} but TransD supports 1 or 2")
-        self.p_norm = p_norm
-
     entity_factor: ClassVar[int] = 2
     relation_factor: ClassVar[int] = 2
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p_norm={self.p_norm}"
+
+    def __init__(self, dim: int, *, gamma: float = 12.0, p_norm: int = 1) -> None:
+        super().__init__(dim, gamma=gamma)
+        if p_norm not in (1, 2):
+            raise ConfigError(f"model.p_norm is {p_norm} but TransD supports 1 or 2")
+        self.p_norm = p_norm
+        sign = torch.ones(2 * self.dim)
+        sign[: self.dim] = -1.0
+        self.register_buffer("_negate_translation", sign, persistent=False)
+
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        # ||h_p + r - t_p|| = ||t_p - r - h_p||: the translation flips, the projection stays
+        return r * self._negate_translation
 
     @staticmethod
     def project(e: Tensor, r_p: Tensor) -> Tensor:

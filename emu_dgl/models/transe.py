@@ -33,6 +33,9 @@ class TransE(SeparableDecoder):
         diff = (h + r) - t if side == "tail" else h - (t - r)
         return diff.abs() if self.p_norm == 1 else diff.square()
 
+    def reverse_relation(self, r: Tensor) -> Tensor:
+        return -r  # |h + r - t| = |t - r - h|
+
     def finish(self, total: Tensor) -> Tensor:
         return self.gamma - (total if self.p_norm == 1 else safe_sqrt(total))
 

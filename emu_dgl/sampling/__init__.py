@@ -5,6 +5,7 @@ The EMU mutation of the sampled negatives lives with the models that score them
 
 from __future__ import annotations
 
+from emu_dgl.sampling.base import WordSampler, draw_words, random_below
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
 from emu_dgl.sampling.negatives import (
     SAMPLERS,
@@ -26,6 +27,9 @@ __all__ = [
     "OnTheFlyWalkSampler",
     "SANSSampler",
     "UniformSampler",
+    "WordSampler",
     "bernoulli_head_probability",
     "build_sampler",
+    "draw_words",
+    "random_below",
 ]

@@ -1,18 +1,33 @@
-"""False-negative filtering: reject sampled negatives that are known triples.
+"""False-negative filtering: reject sampled negatives that are known triples, in fixed shape.
 
 A triple ``(h, r, t)`` is encoded as one int64 key ``(h * R + r) * E + t``
 (injective while ``0 <= r < R`` and ``0 <= h, t < E``). The known keys are
 sorted once on the device; membership of a batch of keys is one
 ``torch.searchsorted`` plus one gather.
+
+The filter draws more candidates than it needs, all at once, and keeps the first
+``n`` that are not known triples (see :class:`FilteredSampler`). Every tensor has a
+shape fixed by the config: no loop that stops when a batch is clean, no row selection,
+no host synchronisation, so the filter runs inside a captured or compiled step.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from emu_dgl.sampling.base import NegativeSampler, Side, UniformSampler
+from emu_dgl.sampling.base import (
+    NegativeSampler,
+    Side,
+    SideSpec,
+    anchors,
+    draw_words,
+    draws_from_words,
+    random_below,
+)
 
-__all__ = ["KnownTriples", "FilteredSampler"]
+__all__ = ["FilteredSampler", "KnownTriples", "default_spares"]
 
 
 class KnownTriples:
@@ -42,27 +57,52 @@ class KnownTriples:
             self._copies[device] = self.keys.to(device)
         return self._copies[device]
 
-    def contains(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Boolean tensor (broadcast shape of h, r, t): is ``(h, r, t)`` known?"""
-        keys = self.keys_on(h.device)
-        query = self.encode(h, r, t)
+    def member(self, query: torch.Tensor) -> torch.Tensor:
+        """Boolean tensor: is each (valid) key among the known ones? Fixed shape."""
+        keys = self.keys_on(query.device)
         if keys.numel() == 0:
             return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
-        pos = torch.searchsorted(keys, query).clamp_max(keys.numel() - 1)
+        found = torch.searchsorted(keys, query).clamp_max_(keys.numel() - 1)
+        return torch.take(keys, found) == query
+
+    def contains(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Boolean tensor (broadcast shape of h, r, t): is ``(h, r, t)`` known?"""
         # a relation id outside [0, R) has no known triple (and would alias another key)
-        return (keys[pos] == query) & (r < self.num_relations) & (r >= 0)
+        return self.member(self.encode(h, r, t)) & (r < self.num_relations) & (r >= 0)
+
+
+def default_spares(num_negatives: int) -> tuple[int, int]:
+    """``(spare, uniform_spare)`` candidates per row drawn beyond the ``n`` needed.
+
+    A quarter of ``n`` from the base sampler and an eighth uniformly: on WN18RR and
+    FB15k-237 (uniform and SANS negatives, batch 1000, n = 256) this leaves fewer known
+    triples among the negatives than one in ten million (see README, "The training
+    step"; measured by ``benchmarks/filter_residual.py``).
+    """
+    return math.ceil(num_negatives / 4), math.ceil(num_negatives / 8)
 
 
 class FilteredSampler:
-    """Wraps any sampler so that no negative forms a known triple (up to a redraw bound).
+    """Wraps any sampler so that no negative forms a known triple, up to a measured residual.
 
-    After the base draw, the rows with a rejected slot (a known triple) draw a
-    fresh set of ``n`` from the base sampler and fill their rejected slots with
-    the fresh draws that pass, in order; up to ``max_redraws`` such rounds, then
-    up to ``max_uniform_redraws`` rounds with uniform draws. A slot can only stay known when nearly every entity completes the
-    pair into a known triple (``P(stay) = q^max_uniform_redraws`` for a known
-    fraction ``q`` of all entities); real knowledge graphs are far from that.
-    Each round costs one ``.any()`` host synchronisation to stop early.
+    Per positive it draws ``n + spare`` candidates from the base sampler and
+    ``uniform_spare`` uniform ones, in that order, and returns the first ``n`` that are
+    not known triples (a stable partition: accepted candidates first, in draw order).
+    The accepted candidates are i.i.d. draws of the base distribution conditioned on
+    "not known", so the first ``n`` of them are the ``n`` negatives a rejection sampler
+    would return; the uniform candidates only come into play for a row whose base
+    candidates are mostly known (an anchor whose neighbourhood is its own true tails).
+
+    A row keeps a known triple only when fewer than ``n`` of its candidates pass; those
+    rows are filled with their first rejected candidates. With a fraction ``q`` of a
+    row's base candidates known, that needs more than ``spare + uniform_spare`` rejected
+    among ``n + spare`` draws (a binomial tail). Real graphs leave a residual far below
+    one known triple per million negatives at the default spares (see
+    :func:`default_spares`); ``residual_rate`` says what the tail is for given ``q``.
+
+    Every tensor has a fixed shape: this is a
+    :class:`~emu_dgl.sampling.base.WordSampler` whenever the base sampler is one
+    (``draws_from_words``).
     """
 
     def __init__(
@@ -72,8 +112,8 @@ class FilteredSampler:
         num_entities: int,
         *,
         num_relations: int | None = None,
-        max_redraws: int = 10,
-        max_uniform_redraws: int = 100,
+        spare: int | None = None,
+        uniform_spare: int | None = None,
     ) -> None:
         self.base = base
         self.known = (
@@ -83,39 +123,100 @@ class FilteredSampler:
         )
         self.num_entities = num_entities
         self.num_negatives = base.num_negatives
-        self.max_redraws = max_redraws
-        self.max_uniform_redraws = max_uniform_redraws
-        self._uniform = UniformSampler(num_entities=num_entities, num_negatives=base.num_negatives)
+        default_spare, default_uniform = default_spares(base.num_negatives)
+        self.spare = default_spare if spare is None else int(spare)
+        self.uniform_spare = default_uniform if uniform_spare is None else int(uniform_spare)
+        if self.spare < 0 or self.uniform_spare < 0:
+            raise ValueError("spare and uniform_spare must be >= 0")
+        # [1, 2, ..., m] for the partition (built here, not inside a captured step)
+        self._positions = torch.arange(
+            1, self.candidates_per_row + 1, device=self.known.keys.device
+        )
 
-    def is_known(self, pos: torch.Tensor, neg: torch.Tensor, side: Side) -> torch.Tensor:
-        """(B, n) bool: is the triple made by putting ``neg`` on ``side`` of ``pos`` known?"""
-        h, r, t = (pos[:, i : i + 1] for i in range(3))
+    @property
+    def candidates_per_row(self) -> int:
+        return self.num_negatives + self.spare + self.uniform_spare
+
+    @property
+    def draws_from_words(self) -> bool:
+        """Whether :meth:`sample_words` works: the base sampler draws from words too."""
+        return draws_from_words(self.base)
+
+    @property
+    def words_per_row(self) -> int:
+        """Words consumed per positive by :meth:`sample_words` (a word-drawing base only)."""
+        return self.candidates_per_row
+
+    def is_known(self, pos: torch.Tensor, neg: torch.Tensor, side: SideSpec) -> torch.Tensor:
+        """(B, m) bool: is the triple made by putting ``neg`` on ``side`` of ``pos`` known?"""
+        r = pos[:, 1:2]
+        if isinstance(side, torch.Tensor):
+            anchor, head = anchors(pos, side).unsqueeze(1), side.unsqueeze(1)
+            first, last = torch.where(head, neg, anchor), torch.where(head, anchor, neg)
+            return self.known.member(self.known.encode(first, r, last))
         if side == "tail":
-            return self.known.contains(h, r, neg)
-        return self.known.contains(neg, r, t)
+            return self.known.member(self.known.encode(pos[:, 0:1], r, neg))
+        if side == "head":
+            return self.known.member(self.known.encode(neg, r, pos[:, 2:3]))
+        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+
+    def sample_words(self, pos: torch.Tensor, side: SideSpec, words: torch.Tensor) -> torch.Tensor:
+        """``[B, n]`` from ``words[B, n + spare + uniform_spare]``, fixed shape throughout."""
+        drawn = self.num_negatives + self.spare
+        candidates = self.base.sample_words(pos, side, words[:, :drawn])  # type: ignore[attr-defined]
+        if self.uniform_spare:
+            uniform = random_below(words[:, drawn:], self.num_entities)
+            candidates = torch.cat([candidates, uniform], dim=1)
+        return self.first_unknown(pos, side, candidates)
+
+    def first_unknown(
+        self, pos: torch.Tensor, side: SideSpec, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """The first ``n`` candidates of each row that are not known triples (then, if a
+        row has fewer, its first rejected ones), by a stable partition in fixed shape."""
+        good = ~self.is_known(pos, candidates, side)
+        rank = good.cumsum(1)  # accepted candidates up to and including each column
+        # Destination of each candidate: accepted ones to 0, 1, ... in order; rejected ones
+        # after all accepted ones, in order (a permutation of the columns of each row).
+        rejected_before = self._position(candidates) - rank  # rejected ones up to here
+        dest = torch.where(good, rank - 1, rank[:, -1:] + rejected_before - 1)
+        out = torch.empty_like(candidates).scatter_(1, dest, candidates)
+        return out[:, : self.num_negatives]
+
+    def _position(self, candidates: torch.Tensor) -> torch.Tensor:
+        """``[1, 2, ..., m]`` on the candidates' device."""
+        if self._positions.device != candidates.device:
+            self._positions = self._positions.to(candidates.device)
+        return self._positions
 
     def sample(
         self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
     ) -> torch.Tensor:
-        neg = self.base.sample(pos, side, generator=generator, step=step)
-        bad = self.is_known(pos, neg, side)
-        rounds = [self.base] * self.max_redraws + [self._uniform] * self.max_uniform_redraws
-        for sampler in rounds:
-            rows = bad.any(dim=1).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                break
-            sub_pos, sub_bad, sub_neg = pos[rows], bad[rows], neg[rows]
-            fresh = sampler.sample(sub_pos, side, generator=generator, step=step)
-            good = ~self.is_known(sub_pos, fresh, side)
-            # The q-th rejected slot of a row takes the q-th accepted fresh draw of that
-            # row: fresh draws are i.i.d., so the filled slots are i.i.d. draws of the
-            # base distribution conditioned on "not known", and a row is repaired in one
-            # round whenever a round yields as many accepted draws as it has rejections.
-            accepted_first = torch.argsort((~good).to(torch.uint8), dim=1, stable=True)
-            compact = fresh.gather(1, accepted_first)
-            rank = sub_bad.long().cumsum(1) - 1
-            fill = sub_bad & (rank < good.sum(dim=1, keepdim=True))
-            taken = compact.gather(1, rank.clamp(0, fresh.shape[1] - 1))
-            neg[rows] = torch.where(fill, taken, sub_neg)
-            bad[rows] = sub_bad & ~fill
-        return neg
+        if self.draws_from_words:
+            words = draw_words(
+                (pos.shape[0], self.words_per_row), generator=generator, device=pos.device
+            )
+            return self.sample_words(pos, side, words)
+        # A base that draws on its own (walks on the fly, a user's sampler): the same
+        # candidates from repeated calls, then the same fixed-shape partition.
+        parts, have = [], 0
+        while have < self.num_negatives + self.spare:
+            parts.append(self.base.sample(pos, side, generator=generator, step=step))
+            have += parts[-1].shape[1]
+        candidates = torch.cat(parts, dim=1)[:, : self.num_negatives + self.spare]
+        if self.uniform_spare:
+            words = draw_words(
+                (pos.shape[0], self.uniform_spare), generator=generator, device=pos.device
+            )
+            candidates = torch.cat([candidates, random_below(words, self.num_entities)], 1)
+        return self.first_unknown(pos, side, candidates)
+
+    def residual_rate(self, known_fraction: float) -> float:
+        """Expected fraction of a row's ``n`` negatives that stay known triples when a
+        fraction ``known_fraction`` of both the base and the uniform candidates is known
+        (exact: binomial tails over the ``n + spare + uniform_spare`` candidates)."""
+        n, m = self.num_negatives, self.candidates_per_row
+        q = float(known_fraction)
+        # Known triples left = max(0, n - accepted), accepted ~ Binomial(m, 1 - q).
+        expected = sum((n - a) * math.comb(m, a) * (1 - q) ** a * q ** (m - a) for a in range(n))
+        return expected / n

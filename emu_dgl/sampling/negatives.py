@@ -52,7 +52,15 @@ from emu_dgl.graph.neighbourhood import (
     training_graph,
 )
 from emu_dgl.registry import Registry
-from emu_dgl.sampling.base import NegativeSampler, Side, UniformSampler, anchors
+from emu_dgl.sampling.base import (
+    NegativeSampler,
+    Side,
+    SideSpec,
+    UniformSampler,
+    anchors,
+    draw_words,
+    random_below,
+)
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
 
 __all__ = [
@@ -106,16 +114,18 @@ class SANSSampler:
     ``weighted=False``), each negative is ``c_j`` with probability
     ``w_j / sum_i w_i``, drawn without a loop over the batch:
 
-    * unweighted: ``j = indptr[a] + floor(u * d)``, ``u ~ U[0, 1)``;
+    * unweighted: ``j = indptr[a] + (w mod d)``, ``w`` a uniform 64-bit word (see
+      :func:`~emu_dgl.sampling.base.random_below`);
     * weighted: with ``cum`` the exclusive prefix sum of all weights,
-      ``x = cum[indptr[a]] + floor(u * W_a)`` with ``W_a`` the anchor's total
+      ``x = cum[indptr[a]] + (w mod W_a)`` with ``W_a`` the anchor's total
       weight, and ``j = searchsorted(cum[1:], x, right=True)``, the entry whose
       weight interval ``[cum[j], cum[j+1])`` holds ``x``. (A guide table with
       forward steps was measured too: no faster on the CPU, and it needs a host
       synchronisation per step on a GPU, where ``searchsorted`` needs none.)
 
     Anchors without candidates (isolated entities) fall back to uniform over
-    all entities, using the same ``u``: ``floor(u * E)``.
+    all entities, using the same word: ``w mod E``. Every operation has a static
+    shape (:class:`~emu_dgl.sampling.base.WordSampler`).
     """
 
     def __init__(
@@ -139,33 +149,39 @@ class SANSSampler:
             )
         return self._prepared[device]
 
-    def sample(
-        self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
-    ) -> torch.Tensor:
-        anchor = _anchors(pos, side).long()
+    @property
+    def words_per_row(self) -> int:
+        return self.num_negatives
+
+    def sample_words(self, pos: torch.Tensor, side: SideSpec, words: torch.Tensor) -> torch.Tensor:
+        """One candidate per word (the number of columns follows ``words``), fixed shape."""
+        anchor = _anchors(pos, side)
         csr = self._on(pos.device)
-        u = torch.rand(
-            (anchor.shape[0], self.num_negatives),
-            generator=generator,
-            device=pos.device,
-            dtype=torch.float64,
-        )
-        uniform = (u * self.num_entities).long().clamp_max(self.num_entities - 1)
+        uniform = random_below(words, self.num_entities)
         nnz = csr.indices.numel()
         if nnz == 0:
             return uniform
         # torch.take / index_select: much faster than advanced indexing on the CPU
         start = csr.indptr.index_select(0, anchor).unsqueeze(1)
         deg = csr.indptr.index_select(0, anchor + 1).unsqueeze(1) - start
-        i = (u * deg).long().clamp_max((deg - 1).clamp_min(0))  # position in the row
-        j = (start + i).clamp_max(nnz - 1)
-        if csr.cum is not None:
+        if csr.cum is None:
+            j = start + random_below(words, deg.clamp_min(1))  # position in the anchor's row
+        else:
             lo = torch.take(csr.cum, start)
             total = torch.take(csr.cum, start + deg) - lo
-            x = lo + (u * total).long().clamp_max((total - 1).clamp_min(0))
-            j = torch.searchsorted(csr.cum[1:], x, right=True).clamp_max(nnz - 1)
-        neg = torch.take(csr.indices, j).long()
+            x = lo + random_below(words, total.clamp_min(1))
+            j = torch.searchsorted(csr.cum[1:], x, right=True)
+        # isolated anchors (deg = 0) may point past the end: clamp, then take the uniform id
+        neg = torch.take(csr.indices, j.clamp_max(nnz - 1))
         return torch.where(deg > 0, neg, uniform)
+
+    def sample(
+        self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
+    ) -> torch.Tensor:
+        words = draw_words(
+            (pos.shape[0], self.words_per_row), generator=generator, device=pos.device
+        )
+        return self.sample_words(pos, side, words)
 
 
 def _mix_seed(*parts: int) -> int:
@@ -284,7 +300,8 @@ def build_sampler(
     filter: bool = False,  # named after the config key `sampler.filter`
     known: torch.Tensor | None = None,
     num_relations: int | None = None,
-    max_redraws: int = 10,
+    spare: int | None = None,
+    uniform_spare: int | None = None,
     device: torch.device | str = "cpu",
 ) -> NegativeSampler:
     """Build a registered sampler by name, optionally wrapped in a :class:`FilteredSampler`.
@@ -295,7 +312,9 @@ def build_sampler(
     over the distinct candidates;
     ``sans_online`` (or ``sans`` with ``walks = -1``, the config's spelling)
     walks ``k_hop`` steps per batch. With ``filter`` the negatives are
-    filtered against ``known`` (default: ``train``).
+    filtered against ``known`` (default: ``train``), drawing ``spare`` and
+    ``uniform_spare`` candidates per row beyond the ``n`` needed (default:
+    :func:`~emu_dgl.sampling.filtering.default_spares`).
     """
     device = torch.device(device)
     key = name.lower()
@@ -334,7 +353,9 @@ def build_sampler(
         num_entities=num_entities,
         num_relations=num_relations,
     )
-    return FilteredSampler(base, known_triples, num_entities, max_redraws=max_redraws)
+    return FilteredSampler(
+        base, known_triples, num_entities, spare=spare, uniform_spare=uniform_spare
+    )
 
 
 # ---------------------------------------------------------------------------- DGL adapter

@@ -39,18 +39,21 @@ if TYPE_CHECKING:
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.models import KGEModel, Mutation
     from emu_dgl.sampling import NegativeSampler
+    from emu_dgl.training.step import EntityTable, TrainStep
 
 __all__ = [
     "check_components",
     "component_names",
     "evaluator_from_config",
     "head_probability_from_config",
+    "lookups_per_step",
     "loss_from_config",
     "model_from_config",
     "mutation_from_config",
     "optimizer_from_config",
     "sampler_from_config",
     "scheduler_from_config",
+    "step_from_config",
     "switch_step",
 ]
 
@@ -188,22 +191,76 @@ def loss_from_config(config: Config) -> nn.Module:
     return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
 
 
+def lookups_per_step(config: Config) -> int:
+    """Entity rows one step looks up: anchor, true entity and every negative of each row."""
+    if config.loss.name == ONE_VS_ALL:
+        return 2 * config.train.batch_size
+    draws = 2 if config.emu.enabled and config.emu.separate_draws else 1
+    return config.train.batch_size * (2 + draws * config.sampler.num_negatives)
+
+
 def optimizer_from_config(
     config: Config, model: nn.Module, *, phase: int = 0
 ) -> tuple[torch.optim.Optimizer, bool]:
-    """``(optimizer, sparse_rows)`` for optimizer phase ``phase``.
+    """``(optimizer, sparse_rows)`` for optimizer phase ``phase``: the one optimizer spec
+    of every trainer (one process or many, where ``model.entity`` is this process's block).
 
     Phase 0 is ``train.optimizer`` at ``train.lr``. The reference schedule's phase ``k``
     is a fresh Adam at ``lr * lr_decay**k`` (the published scripts' switch).
-    ``sparse_rows`` says whether the entity table gives row gradients (``train.sparse``).
+    ``sparse_rows`` says whether the entity table is updated row-wise (``train.sparse``;
+    ``auto`` decides by the table's size against the rows a step looks up).
     """
     from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 
     cfg = config.train
     name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
     loss = config.loss
-    sparse_rows = use_sparse_rows(cfg.sparse, name, loss=loss.name, regularizer=loss.regularizer)
+    sparse_rows = use_sparse_rows(
+        cfg.sparse,
+        name,
+        loss=loss.name,
+        regularizer=loss.regularizer,
+        num_entities=model.entity.num_embeddings,  # type: ignore[union-attr]  (all blocks)
+        lookups=lookups_per_step(config),
+    )
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
+
+
+def step_from_config(
+    config: Config,
+    model: KGEModel,
+    sampler: NegativeSampler | None,
+    *,
+    head_probability: torch.Tensor | None,
+    generator: torch.Generator,
+    batch_size: int,
+    rows: tuple[int, int] | None = None,
+    table: EntityTable | None = None,
+) -> TrainStep:
+    """The pure training step of the config (see :mod:`emu_dgl.training.step`): sampler,
+    mutation, loss and regulariser wired together; ``rows`` and ``table`` are the seams
+    a data-parallel trainer uses. The trainer sets its ``optimizer``."""
+    from emu_dgl.training.step import TrainStep
+
+    device = model.entity.weight.device
+    emu = config.emu
+    one_vs_all = config.loss.name == ONE_VS_ALL
+    return TrainStep(
+        model,
+        sampler=sampler,
+        mutation=mutation_from_config(config, device),
+        loss=loss_from_config(config),
+        emu=emu.enabled and not one_vs_all,
+        separate_draws=emu.enabled and emu.separate_draws and not one_vs_all,
+        one_vs_all=one_vs_all,
+        regularizer=config.loss.regularizer,
+        reg_weight=config.loss.reg_weight,
+        head_probability=head_probability,
+        batch_size=batch_size,
+        generator=generator,
+        rows=rows,
+        table=table,
+    )
 
 
 def switch_step(config: Config, phase: int) -> int:

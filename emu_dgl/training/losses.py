@@ -3,7 +3,10 @@ r"""Losses over (positive, negatives) scores, the EMU loss, 1-vs-all CE and N3.
 Scores are logits, higher = more plausible, and already include any margin
 ``gamma`` of the decoder. Every loss returns a scalar: the mean over the batch.
 
-Pairwise losses take ``pos[B]`` and ``neg[B, n]`` (registry :data:`LOSSES`):
+Pairwise losses take ``pos[B]`` and ``neg[B, n]`` (registry :data:`LOSSES`), or, in
+the training step, one ``scores[B, 1 + n]`` tensor with the positive in column 0
+(``from_scores``: the step scores positives and negatives in one pass, and this form
+needs no concatenation):
 
 - ``softmax``: cross-entropy over ``[s_pos, s_neg_1..n]``, one-hot on the positive;
 - ``self_adversarial`` (Sun et al., 2019);
@@ -33,8 +36,10 @@ class SoftmaxLoss(nn.Module):
     :math:`\log\big(e^{s_0} + \sum_j e^{s_j}\big) - s_0`."""
 
     def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
-        logits = _logits(pos, neg)
-        return (torch.logsumexp(logits, dim=1) - pos).mean()
+        return self.from_scores(_logits(pos, neg))
+
+    def from_scores(self, scores: Tensor) -> Tensor:
+        return (torch.logsumexp(scores, dim=1) - scores[:, 0]).mean()
 
 
 @LOSSES.register("self_adversarial")
@@ -55,6 +60,9 @@ class SelfAdversarialLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
+    def from_scores(self, scores: Tensor) -> Tensor:
+        return self(scores[:, 0], scores[:, 1:])
+
     def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
         weights = torch.softmax(self.alpha * neg.detach(), dim=1)
         neg_term = (weights * F.logsigmoid(-neg)).sum(dim=1)
@@ -71,6 +79,9 @@ class MarginRankingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"
+
+    def from_scores(self, scores: Tensor) -> Tensor:
+        return self(scores[:, 0], scores[:, 1:])
 
     def forward(self, pos: Tensor, neg: Tensor) -> Tensor:
         return F.relu(self.margin - pos.unsqueeze(1) + neg).mean(dim=1).mean()
@@ -124,13 +135,32 @@ class EMULoss(nn.Module):
         return f"neg_label={self.neg_label}, ce_coef={self.ce_coef}"
 
     def forward(self, pos: Tensor, neg: Tensor, mutated: Tensor) -> Tensor:
-        n = mutated.shape[1]
-        log_p = torch.log_softmax(_logits(pos, mutated), dim=1)
-        emu = -(log_p[:, 0] + self.neg_label * log_p[:, 1:].sum(dim=1)) / n
-        loss = emu.mean()
+        return self.from_scores(_logits(pos, neg), mutated)
+
+    def from_scores(self, scores: Tensor, mutated: Tensor) -> Tensor:
+        """``scores[B, 1 + n]`` (positive first, then the unmutated negatives) and the
+        mutated negatives' ``mutated[B, n]``.
+
+        With ``L = logsumexp(s_0, s~_1..n)`` each log-probability is ``s - L``, so the EMU
+        term is ``((L - s_0) + lambda * sum_j (L - s~_j)) / n``: one ``logsumexp`` and one
+        sum, without concatenating the positive to the mutated scores.
+        """
+        pos, n = scores[:, 0], mutated.shape[1]
+        total = torch.logaddexp(pos, torch.logsumexp(mutated, dim=1))
+        emu = (total - pos) + self.neg_label * (total.unsqueeze(1) - mutated).sum(dim=1)
+        loss = emu.mean() / n
         if self.ce_coef:
-            loss = loss + self.ce_coef * self.base(pos, neg)
+            loss = loss + self.ce_coef * pairwise_from_scores(self.base, scores)
         return loss
+
+
+def pairwise_from_scores(loss: nn.Module, scores: Tensor) -> Tensor:
+    """A pairwise loss of ``scores[B, 1 + n]`` (positive in column 0): its ``from_scores``
+    when it has one (every registered loss), else ``loss(pos, neg)``."""
+    from_scores = getattr(loss, "from_scores", None)
+    if from_scores is not None:
+        return from_scores(scores)
+    return loss(scores[:, 0], scores[:, 1:])
 
 
 def n3_regularizer(*embeddings: Tensor, weight: float, complex_parts: bool = False) -> Tensor:
@@ -154,7 +184,7 @@ def n3_regularizer(*embeddings: Tensor, weight: float, complex_parts: bool = Fal
     return weight * total
 
 
-def l3_table_regularizer(model: nn.Module, *, weight: float) -> Tensor:
+def l3_table_regularizer(model: nn.Module, *, weight: float, relation_share: float = 1.0) -> Tensor:
     r"""Whole-table L3 penalty of the published base arms (EMU paper code):
 
     .. math::
@@ -165,10 +195,57 @@ def l3_table_regularizer(model: nn.Module, *, weight: float) -> Tensor:
     Unlike :func:`n3_regularizer` it is not an average over the batch: it touches
     (and its gradient ``3 * weight * x * |x|`` updates) every row of both tables
     at every step, used or not, so it is dense by nature.
+
+    ``relation_share`` scales the relation part: with the entity table split over
+    processes, each process adds its own block's part and its share of the (replicated)
+    relations' part, so the parts sum to the whole penalty.
+
+    Both tables are handled by multi-tensor operations with the closed-form gradient
+    (a handful of kernels instead of a dozen per table, forward and backward).
     """
     entity, relation = model.entity.weight, model.relation.weight
-    cubes = entity.abs().pow(3).sum() + relation.abs().pow(3).sum()
-    return weight * cubes
+    a, b = entity.new_tensor(weight), entity.new_tensor(weight * relation_share)
+    return whole_table_l3(entity, relation, a, b)
+
+
+def whole_table_l3(entity: Tensor, relation: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a * sum |entity|^3 + b * sum |relation|^3`` with 0-d tensors ``a``, ``b`` (the
+    training step passes its stored ones; see :func:`l3_table_regularizer`)."""
+    return _WholeTableL3.apply(entity, relation, a, b)
+
+
+class _WholeTableL3(torch.autograd.Function):
+    """``a sum |E|^3 + b sum |R|^3`` with its closed-form gradient ``3 a E |E|``,
+    ``3 b R |R|``: a few kernels instead of a dozen per table."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        entity: Tensor,
+        relation: Tensor,
+        a: Tensor,
+        b: Tensor,
+    ) -> Tensor:
+        ctx.save_for_backward(entity, relation, a, b)
+        n_e = torch.linalg.vector_norm(entity, 3)  # (sum |x|^3)^(1/3)
+        n_r = torch.linalg.vector_norm(relation, 3)
+        return n_e * n_e * n_e * a + n_r * n_r * n_r * b
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, Tensor, None, None]:
+        entity, relation, a, b = ctx.saved_tensors  # type: ignore[attr-defined]
+        grad = grad * 3
+        grad_entity = entity.abs().mul_(entity).mul_(grad * a)  # 3 a E |E|
+        grad_relation = relation.abs().mul_(relation).mul_(grad * b)
+        return grad_entity, grad_relation, None, None
+
+
+def emu_target_weights(num_negatives: int, neg_label: float) -> list[float]:
+    """``[1, lambda, ..., lambda] / n``: the EMU term of a row is ``-(this . log p)`` over
+    ``log p = log_softmax([s_0, s~_1, ..., s~_n])``."""
+    return [1.0 / num_negatives] + [neg_label / num_negatives] * num_negatives
 
 
 __all__ = [
@@ -180,4 +257,7 @@ __all__ = [
     "SoftmaxLoss",
     "l3_table_regularizer",
     "n3_regularizer",
+    "emu_target_weights",
+    "pairwise_from_scores",
+    "whole_table_l3",
 ]

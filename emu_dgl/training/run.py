@@ -55,6 +55,8 @@ RESUMABLE: frozenset[str] = frozenset(
         "train.early_stopping",
         "train.device",
         "train.threads",
+        "train.cuda_graph",  # how the same step runs, not what it computes
+        "train.compile",
         "eval.batch_size",
         "eval.per_relation",
         "tracking.*",  # a whole section

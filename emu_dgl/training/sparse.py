@@ -1,22 +1,31 @@
-r"""Row-sparse optimizers: a step reads and writes only the entity rows it touched.
+r"""Optimizers in fixed shape: dense PyTorch updates, and row updates for large tables.
 
-A training step looks up ``B * (n + 2)`` entity rows, yet a dense embedding gradient
-plus a dense optimizer read and write all ``E`` rows every step, so the step cost grows
-with the entity count. Here the entity table gives a sparse gradient (PyTorch's
-``nn.Embedding(sparse=True)``: one gradient row per lookup, duplicates summed when the
-gradient is coalesced), and the optimizers below update the rows in that gradient
-only. A dense gradient (the relation table, or an entity gradient made dense by a
-whole-table term such as an L3 penalty over every row) gets the ordinary dense update,
-so a step is always exact for the gradient it is given.
+A training step looks up ``N = B * (n + 2)`` entity rows. It hands the optimizer the
+gradient of each lookup (``ids[N]``, ``values[N, d]``), and the optimizer applies either
 
-With the coalesced gradient ``g_i`` of a touched row ``i`` (learning rate ``lr``):
+* a **dense** update: the lookups' gradients summed into the table's ``.grad``
+  (``index_add_``), then PyTorch's own ``torch.optim.Adagrad`` / ``torch.optim.Adam``
+  (fused kernels where the device has them; Adam ``capturable`` on CUDA). Every row is
+  read and written, which costs little while the table is small; or
+* a **row** update (:class:`RowAdagrad`, :class:`RowwiseAdagrad`, :class:`RowAdam`):
+  only the rows the step touched are read and written, so the cost does not grow with
+  the number of entities.
+
+Both are one pure sequence of fixed-shape tensor operations: no ``unique``, no
+``nonzero``, no host synchronisation, so a step can be captured in a CUDA graph. Row
+updates coalesce duplicate ids with a sort (:func:`coalesce_rows`): slot ``j`` of
+``S = min(N, E)`` slots holds the ``j``-th distinct row and the sum of its gradients;
+the unused slots repeat slot 0 (same row, same gradient), so they compute and write the
+same values as slot 0 (``index_copy_`` with duplicate ids that carry identical values).
+
+With the summed gradient ``g_i`` of a touched row ``i`` (learning rate ``lr``):
 
 ``adagrad`` (elementwise accumulator, the update of ``torch.optim.Adagrad``)::
 
     s_i <- s_i + g_i^2,    w_i <- w_i - lr * g_i / (sqrt(s_i) + eps)
 
 An untouched row has ``g_i = 0``, for which the dense update changes neither ``s_i``
-nor ``w_i``: sparse Adagrad *is* dense Adagrad.
+nor ``w_i``: row Adagrad *is* dense Adagrad.
 
 ``rowwise_adagrad`` (one accumulator per row, as DGL-KE and FBGEMM do)::
 
@@ -24,7 +33,7 @@ nor ``w_i``: sparse Adagrad *is* dense Adagrad.
 
 Optimizer state drops from ``d`` floats per row to one.
 
-``adam`` ("lazy" Adam, the rule of ``torch.optim.SparseAdam`` written with the exact
+``adam`` on rows ("lazy" Adam, the rule of ``torch.optim.SparseAdam`` written with the
 arithmetic of ``torch.optim.Adam``; ``t`` counts optimizer steps, bias corrections use it)::
 
     m_i <- b1 m_i + (1 - b1) g_i,   v_i <- b2 v_i + (1 - b2) g_i^2
@@ -34,11 +43,15 @@ The one known difference from dense Adam: dense Adam also decays ``m_i`` and ``v
 rows with a zero gradient and keeps moving them by the decayed momentum; lazy Adam
 leaves an untouched row and its moments exactly as they were. A row touched at every
 step gets exactly the dense Adam update.
+
+Parameters with a dense gradient (relations, a decoder's scalars, or an entity table
+made dense by a whole-table term such as an L3 penalty) always get the dense update,
+so a step is exact for the gradient it is given.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,6 +67,8 @@ __all__ = [
     "RowAdam",
     "RowwiseAdagrad",
     "build_optimizer",
+    "coalesce_rows",
+    "push_rows",
     "use_sparse_rows",
 ]
 
@@ -61,28 +76,45 @@ __all__ = [
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 
 
-def _put(state: Tensor, rows: Tensor | None, value: Tensor) -> None:
-    if rows is None:
-        state.copy_(value)
-    else:
-        state.index_copy_(0, rows, value)
+def coalesce_rows(ids: Tensor, values: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+    """``(rows[S], summed[S, d])`` with ``S = min(N, num_rows)``, in fixed shape.
+
+    Slot ``j < U`` (``U`` distinct ids) holds the ``j``-th smallest distinct id and the
+    sum of its ``values``; slots ``j >= U`` repeat slot 0, id and sum. No ``unique``: a
+    sort, a prefix sum of "new id" flags, and scatters.
+    """
+    count = ids.shape[0]
+    slots = min(count, num_rows)
+    sorted_ids, order = torch.sort(ids)
+    new = torch.ones_like(sorted_ids, dtype=torch.bool)
+    torch.ne(sorted_ids[1:], sorted_ids[:-1], out=new[1:])
+    slot_sorted = new.cumsum(0) - 1  # slot of each sorted lookup
+    slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
+    rows = ids.new_zeros(slots).index_copy_(0, slot_sorted, sorted_ids)  # equal duplicates
+    summed = values.new_zeros((slots, *values.shape[1:])).index_add_(0, slot, values)
+    # Unused slots (j >= U) become copies of slot 0.
+    position = torch.arange(slots, device=ids.device)
+    source = torch.where(position <= slot_sorted[-1], position, 0)
+    return rows.index_select(0, source), summed.index_select(0, source)
 
 
-def _apply(param: Tensor, rows: Tensor | None, update: Tensor) -> None:
-    """``param[rows] += update`` (rows are unique after coalescing)."""
-    if rows is None:
-        param.add_(update)
-    else:
-        param.index_add_(0, rows, update)
+def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, values: Tensor) -> None:
+    """Give ``param`` the gradient of lookups ``ids`` with gradients ``values``.
+
+    A row optimizer keeps them as rows for its next ``step``; any other optimizer gets
+    them summed into the dense ``param.grad`` (added to what autograd put there)."""
+    if isinstance(optimizer, _RowOptimizer):
+        optimizer.add_rows(param, ids, values)
+        return
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    param.grad.index_add_(0, ids, values)
 
 
 class _RowOptimizer(torch.optim.Optimizer):
-    """Shared loop: each parameter's gradient as (rows, values), then ``_update``.
-
-    A step at a few hundred thousand touched rows handles [rows, d] blocks of ~100 MB;
-    on CPU a fresh block that large costs more (page faults) than the arithmetic on it,
-    so the blocks live in reusable work buffers (not part of the optimizer state).
-    """
+    """Shared loop: row gradients (given by :meth:`add_rows`, or a sparse ``.grad``) get
+    :meth:`_update_rows` on the coalesced rows; dense gradients get :meth:`_update_dense`
+    with multi-tensor (``foreach``) operations over all of them at once."""
 
     def __init__(
         self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]
@@ -90,37 +122,12 @@ class _RowOptimizer(torch.optim.Optimizer):
         if defaults["lr"] <= 0:
             raise ConfigError(f"train.lr must be positive, got {defaults['lr']}")
         super().__init__(params, defaults)
-        self._buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._rows: dict[Tensor, tuple[Tensor, Tensor]] = {}
 
-    def _buffer(self, name: str, shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
-        """An uninitialised tensor of ``shape`` backed by the reusable buffer ``name``."""
-        key = (name, like.dtype, like.device)
-        need = math.prod(shape)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < need:
-            buffer = self._buffers[key] = torch.empty(
-                need + need // 8, dtype=like.dtype, device=like.device
-            )
-        return buffer[:need].view(shape)
-
-    def _take(self, name: str, state: Tensor, rows: Tensor | None) -> Tensor:
-        """``state[rows]`` (all of it for ``rows=None``) copied into the buffer ``name``."""
-        out = self._buffer(
-            name, state.shape if rows is None else (len(rows), *state.shape[1:]), state
-        )
-        return out.copy_(state) if rows is None else torch.index_select(state, 0, rows, out=out)
-
-    def _rows_of(self, grad: Tensor) -> tuple[Tensor | None, Tensor]:
-        """``(rows, values)``: a sparse gradient's sorted distinct rows with duplicates summed
-        (into a work buffer), or ``(None, grad)`` for a dense one, meaning every row."""
-        if not grad.is_sparse:
-            return None, grad
-        if grad.is_coalesced():
-            return grad._indices()[0], grad._values()
-        ids, values = grad._indices()[0], grad._values()
-        rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
-        summed = self._buffer("grad", (len(rows), *values.shape[1:]), values)
-        return rows, summed.zero_().index_add_(0, inverse, values)
+    def add_rows(self, param: Tensor, ids: Tensor, values: Tensor) -> None:
+        """Lookups ``ids[N]`` of ``param``'s rows and their gradients ``values[N, ...]``,
+        applied at the next :meth:`step` (duplicates are summed there)."""
+        self._rows[param] = (ids, values)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -129,32 +136,44 @@ class _RowOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            dense: list[tuple[Tensor, Tensor]] = []
             for param in group["params"]:
-                if param.grad is None:
-                    continue
-                rows, grad = self._rows_of(param.grad)
+                rows = self._rows.pop(param, None)
+                grad = param.grad
+                if grad is not None and grad.is_sparse:
+                    rows, grad = (grad._indices()[0], grad._values()), None
+                if rows is not None and grad is not None:  # a whole-table term made it dense
+                    grad = grad.index_add(0, *rows)
+                    rows = None
                 state = self.state[param]
-                if not state:
+                if not state and (rows is not None or grad is not None):
                     self._init_state(param, state)
-                self._update(param, rows, grad, group, state)
+                if rows is not None:
+                    slots, summed = coalesce_rows(rows[0], rows[1], param.shape[0])
+                    self._update_rows(param, slots, summed, group, state)
+                elif grad is not None:
+                    dense.append((param, grad))
+            if dense:
+                params, grads = (list(x) for x in zip(*dense, strict=True))
+                self._update_dense(params, grads, group, [self.state[p] for p in params])
         return loss
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _update(
-        self,
-        param: Tensor,
-        rows: Tensor | None,
-        grad: Tensor,
-        group: dict[str, Any],
-        state: dict[str, Any],
+    def _update_rows(
+        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
+    ) -> None:
+        raise NotImplementedError
+
+    def _update_dense(
+        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
     ) -> None:
         raise NotImplementedError
 
 
 class RowAdagrad(_RowOptimizer):
-    """Adagrad whose state and weights change only in the rows of a sparse gradient."""
+    """Adagrad whose state and weights change only in the rows of a row gradient."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, eps: float = 1e-10) -> None:
         super().__init__(params, {"lr": lr, "eps": eps})
@@ -162,19 +181,25 @@ class RowAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        param: Tensor,
-        rows: Tensor | None,
-        grad: Tensor,
-        group: dict[str, Any],
-        state: dict[str, Any],
+    def _update_rows(
+        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
     ) -> None:
-        total = self._take("work", state["sum"], rows).addcmul_(grad, grad)
-        _put(state["sum"], rows, total)
-        # Same operation order as torch.optim.Adagrad: g / (sqrt(s) + eps), times -lr.
-        update = torch.div(grad, total.sqrt_().add_(group["eps"]), out=total).mul_(-group["lr"])
-        _apply(param, rows, update)
+        # torch.optim.Adagrad's arithmetic, row by row: s + g*g, then w + (-lr) * g / std
+        total = torch.addcmul(state["sum"].index_select(0, rows), grad, grad)
+        state["sum"].index_copy_(0, rows, total)
+        std = total.sqrt_().add_(group["eps"])
+        param.index_copy_(
+            0, rows, torch.addcdiv(param.index_select(0, rows), grad, std, value=-group["lr"])
+        )
+
+    def _update_dense(
+        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
+    ) -> None:
+        sums = [state["sum"] for state in states]
+        torch._foreach_addcmul_(sums, grads, grads)
+        std = torch._foreach_sqrt(sums)
+        torch._foreach_add_(std, group["eps"])
+        torch._foreach_addcdiv_(params, grads, std, value=-group["lr"])
 
 
 class RowwiseAdagrad(_RowOptimizer):
@@ -188,28 +213,38 @@ class RowwiseAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros(param.shape[:1], dtype=param.dtype, device=param.device)
 
-    def _update(
-        self,
-        param: Tensor,
-        rows: Tensor | None,
-        grad: Tensor,
-        group: dict[str, Any],
-        state: dict[str, Any],
+    @staticmethod
+    def _mean_square(grad: Tensor) -> Tensor:
+        return grad.square().flatten(1).mean(1) if grad.dim() > 1 else grad.square()
+
+    @staticmethod
+    def _per_row(std: Tensor, grad: Tensor) -> Tensor:
+        return std.view(-1, *([1] * (grad.dim() - 1))) if grad.dim() > 1 else std
+
+    def _update_rows(
+        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
     ) -> None:
-        work = self._buffer("work", grad.shape, grad)
-        squares = torch.mul(grad, grad, out=work)
-        if grad.dim() > 1:
-            squares = squares.flatten(1).mean(1)
-        total = self._take("row_sum", state["sum"], rows).add_(squares)
-        _put(state["sum"], rows, total)
-        std = total.sqrt_().add_(group["eps"])
-        if grad.dim() > 1:
-            std = std.view(-1, *([1] * (grad.dim() - 1)))
-        _apply(param, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
+        total = state["sum"].index_select(0, rows).add_(self._mean_square(grad))
+        state["sum"].index_copy_(0, rows, total)
+        std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
+        param.index_copy_(
+            0, rows, torch.addcdiv(param.index_select(0, rows), grad, std, value=-group["lr"])
+        )
+
+    def _update_dense(
+        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
+    ) -> None:
+        for param, grad, state in zip(params, grads, states, strict=True):
+            total = state["sum"].add_(self._mean_square(grad))
+            std = self._per_row(total.sqrt().add_(group["eps"]), grad)
+            param.addcdiv_(grad, std, value=-group["lr"])
 
 
 class RowAdam(_RowOptimizer):
-    """Lazy Adam: the moments and weights of a row change only when it has a gradient."""
+    """Lazy Adam: the moments and weights of a row change only when it has a gradient.
+
+    The step count lives on the parameter's device and the bias corrections are computed
+    there, so a step needs no host synchronisation."""
 
     def __init__(
         self,
@@ -221,35 +256,57 @@ class RowAdam(_RowOptimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=torch.float64)
+        state["step"] = torch.zeros((), dtype=torch.float64, device=param.device)
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(
-        self,
-        param: Tensor,
-        rows: Tensor | None,
-        grad: Tensor,
-        group: dict[str, Any],
-        state: dict[str, Any],
-    ) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for param, state in self.state.items():  # checkpoints of older versions: CPU steps
+            if "step" in state:
+                state["step"] = state["step"].to(device=param.device, dtype=torch.float64)
+
+    @staticmethod
+    def _corrections(state: dict, group: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """``(-lr / (1 - b1^t), sqrt(1 - b2^t))`` after counting this step, on the device."""
         beta1, beta2 = group["betas"]
-        state["step"] += 1
-        step = float(state["step"])
-        m = self._take("m", state["exp_avg"], rows).lerp_(grad, 1 - beta1)
-        v = (
-            self._take("v", state["exp_avg_sq"], rows)
-            .mul_(beta2)
-            .addcmul_(grad, grad, value=1 - beta2)
+        step = state["step"].add_(1)
+        scale = -group["lr"] / (1 - torch.pow(beta1, step))
+        return scale, (1 - torch.pow(beta2, step)).sqrt()
+
+    def _moments(
+        self, m: Tensor, v: Tensor, grad: Tensor, group: dict[str, Any]
+    ) -> tuple[Tensor, Tensor]:
+        beta1, beta2 = group["betas"]
+        return m.lerp_(grad, 1 - beta1), v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+    def _update_rows(
+        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
+    ) -> None:
+        m, v = self._moments(
+            state["exp_avg"].index_select(0, rows),
+            state["exp_avg_sq"].index_select(0, rows),
+            grad,
+            group,
         )
-        _put(state["exp_avg"], rows, m)
-        _put(state["exp_avg_sq"], rows, v)
-        # torch.optim.Adam's arithmetic: m / (sqrt(v) / sqrt(1 - b2^t) + eps) * -lr / (1 - b1^t)
-        denom = v.sqrt_().div_((1 - beta2**step) ** 0.5).add_(group["eps"])
-        _apply(param, rows, torch.div(m, denom, out=denom).mul_(-group["lr"] / (1 - beta1**step)))
+        state["exp_avg"].index_copy_(0, rows, m)
+        state["exp_avg_sq"].index_copy_(0, rows, v)
+        scale, correction = self._corrections(state, group)
+        # torch.optim.Adam's arithmetic: w + (-lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        denom = v.sqrt().div_(correction).add_(group["eps"])
+        param.index_copy_(0, rows, param.index_select(0, rows).add_(m.div(denom).mul_(scale)))
+
+    def _update_dense(
+        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
+    ) -> None:
+        for param, grad, state in zip(params, grads, states, strict=True):
+            m, v = self._moments(state["exp_avg"], state["exp_avg_sq"], grad, group)
+            scale, correction = self._corrections(state, group)
+            denom = v.sqrt().div_(correction).add_(group["eps"])
+            param.add_(m.div(denom).mul_(scale))
 
 
-#: ``train.optimizer`` names -> the row-wise class (dense gradients: see :func:`build_optimizer`).
+#: ``train.optimizer`` names -> the row-wise class (dense updates: see :func:`build_optimizer`).
 OPTIMIZERS: Registry[_RowOptimizer] = Registry("optimizer")
 OPTIMIZERS.register("adagrad")(RowAdagrad)
 OPTIMIZERS.register("adam")(RowAdam)
@@ -257,15 +314,24 @@ OPTIMIZERS.register("rowwise_adagrad")(RowwiseAdagrad)
 
 
 def use_sparse_rows(
-    sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none"
+    sparse: bool | str,
+    optimizer: str,
+    *,
+    loss: str = "",
+    regularizer: str = "none",
+    num_entities: int | None = None,
+    lookups: int | None = None,
 ) -> bool:
-    """Whether the entity table gives sparse (row) gradients.
+    """Whether the entity table is updated row-wise (else densely).
 
     ``True`` / ``False`` are obeyed. ``"auto"`` picks rows where the result is the same
-    as the dense step: Adagrad and row-wise Adagrad, unless the loss or a regulariser
-    reaches every entity row anyway (1-vs-all scoring, a whole-table L3 penalty), where
-    the gradient is dense and rows only add work. Adam stays dense under ``auto``
-    because lazy Adam is a different rule (see the module doc); ask for it with ``true``.
+    as the dense step and rows are the cheaper one: Adagrad and row-wise Adagrad, unless
+    the loss or a regulariser reaches every entity row anyway (1-vs-all scoring, a
+    whole-table L3 penalty), and only when the table has more rows than a step looks up
+    (``num_entities > lookups``; when the sizes are not given, rows). Below that the
+    dense update reads and writes about as many rows, without the row bookkeeping
+    (measured in README, "Large graphs"). Adam stays dense under ``auto`` because lazy
+    Adam is a different rule (see the module doc); ask for it with ``true``.
     """
     if isinstance(sparse, bool):
         return sparse
@@ -273,23 +339,49 @@ def use_sparse_rows(
         raise ConfigError(f"train.sparse: expected auto, true or false, got {sparse!r}")
     if loss == "1vsall" or regularizer in WHOLE_TABLE_REGULARIZERS:
         return False
-    return optimizer in ("adagrad", "rowwise_adagrad")
+    if optimizer not in ("adagrad", "rowwise_adagrad"):
+        return False
+    return num_entities is None or lookups is None or num_entities > lookups
+
+
+@functools.cache
+def _fused_supported(name: str, device_type: str) -> bool:
+    """Whether ``torch.optim.<name>(fused=True)`` runs on this kind of device here."""
+    device = torch.device(device_type)
+    param = torch.zeros(2, device=device, requires_grad=True)
+    param.grad = torch.ones(2, device=device)
+    cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[name]
+    try:
+        cls([param], lr=0.1, fused=True).step()
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
 
 
 def build_optimizer(
     model: nn.Module, name: str, *, lr: float, sparse: bool
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``model``'s parameters; sets the entity table's gradient layout.
+    """The optimizer ``name`` over ``model``'s parameters.
 
-    Dense gradients with ``adagrad``/``adam`` use PyTorch's own optimizers (bit-for-bit
-    what a run without this module did); sparse rows, or ``rowwise_adagrad``, use the
-    row optimizers above, which also handle the dense relation gradients.
+    ``sparse=False`` with ``adagrad``/``adam`` is PyTorch's own optimizer, fused where the
+    device has the fused kernel (Adam also ``capturable`` on CUDA, for CUDA graphs);
+    on a device without fused Adagrad, the dense update of :class:`RowAdagrad` (the same
+    arithmetic, multi-tensor, capturable). Rows, or ``rowwise_adagrad``, use the row
+    optimizers above, which also update the dense parameters.
     """
     row_class = OPTIMIZERS.get(name)
     entity = getattr(model, "entity", None)
     if isinstance(entity, nn.Embedding):
+        # for loops that look rows up through the module (the training step hands over
+        # row gradients itself, see push_rows)
         entity.sparse = sparse
-    if not sparse and name != "rowwise_adagrad":
-        cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[name]
-        return cls(model.parameters(), lr=lr)
-    return row_class(model.parameters(), lr=lr)
+    params = list(model.parameters())
+    if sparse or name == "rowwise_adagrad":
+        return row_class(params, lr=lr)
+    device = params[0].device
+    if name == "adam":
+        fused = _fused_supported("adam", device.type) or None
+        return torch.optim.Adam(params, lr=lr, fused=fused, capturable=device.type == "cuda")
+    if _fused_supported("adagrad", device.type):
+        return torch.optim.Adagrad(params, lr=lr, fused=True)
+    return RowAdagrad(params, lr=lr)

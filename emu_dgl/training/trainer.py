@@ -1,11 +1,13 @@
 """The training loop: one YAML config in, a trained model and filtered metrics out.
 
 Reads top to bottom like a small ``train.py``: build the pieces from the config,
-then for each step draw a batch of positives, corrupt one side with the sampler,
-score positives, negatives and (with EMU) mutated negatives, take the loss, step
-the optimizer; validate, checkpoint and log on their schedules. Everything in the
-step stays on the configured device; the only host synchronisation is the loss
-read-out at logging time.
+then for each step take a batch of positives and run the step
+(:mod:`emu_dgl.training.step`: one pure function that draws the negatives, scores,
+takes the loss, runs backward and the optimizer update, eagerly, compiled with
+``train.compile``, or replayed as a CUDA graph with ``train.cuda_graph``); validate,
+checkpoint and log on their schedules. Everything in the step stays on the configured
+device; the only host synchronisation is the loss read-out at logging time (marked in
+``_fit``).
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``; the batch
 order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e), so
@@ -38,16 +40,14 @@ from emu_dgl.training.build import (
     check_components,
     evaluator_from_config,
     head_probability_from_config,
-    loss_from_config,
     model_from_config,
-    mutation_from_config,
     optimizer_from_config,
     sampler_from_config,
     scheduler_from_config,
+    step_from_config,
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from emu_dgl.training.losses import l3_table_regularizer, n3_regularizer
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -63,6 +63,8 @@ from emu_dgl.training.run import (
     read_data_record,
     write_text,
 )
+from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
+from emu_dgl.typing import Side
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "load_run", "run_directory"]
 
@@ -149,17 +151,14 @@ class Trainer:
             cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
-        # emu.separate_draws: the mutated negatives get a draw of their own from the same
-        # sampler (the published code's uniform arms), instead of mutating the one-hot
-        # term's negatives.
-        self.separate_draws = (
-            config.emu.enabled and config.emu.separate_draws and not self.one_vs_all
-        )
-        self.mutation = mutation_from_config(config, self.device)
-        self.loss_fn = loss_from_config(config)
+        self.batch_size = min(config.train.batch_size, len(self.train_triples))
+        self.step = self._make_step()
+        # The step's components, for inspection (the step holds the same objects).
+        self.mutation, self.loss_fn = self.step.mutation, self.step.loss
         self.optim_state = _OptimState(0, switch_step(config, 0))
         self.optimizer = self._make_optimizer(0)
         self.scheduler = scheduler_from_config(config, self.optimizer)
+        self._run_step = self._step_runner()
         self.preprocess_seconds = time.perf_counter() - started
         # Called with every metrics.jsonl record (logging points and validations only,
         # never inside a step): experiment trackers, the tuner's pruning callback.
@@ -167,18 +166,51 @@ class Trainer:
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
 
+    def _make_step(self) -> TrainStep:
+        """The pure step (a data-parallel trainer passes its seams here)."""
+        return step_from_config(
+            self.config,
+            self.model,
+            self.sampler,
+            head_probability=self.head_probability,
+            generator=self.generator,
+            batch_size=self.batch_size,
+        )
+
     def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
         optimizer, self.sparse_rows = optimizer_from_config(self.config, self.model, phase=phase)
         return optimizer
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self._optimizer = self.step.optimizer = optimizer
+
+    def _step_runner(self) -> Callable[..., Tensor]:
+        """The step as configured: eager, compiled (``train.compile``), graphed
+        (``train.cuda_graph``). Says in one line why a requested mode is off."""
+        cfg = self.config.train
+        if cfg.compile:
+            compile_step(self.step)
+        graphs = cfg.cuda_graph if cfg.cuda_graph != "auto" else self.device.type == "cuda"
+        if not graphs:
+            return self.step
+        why = self.step.capturable or (
+            None if self.device.type == "cuda" else f"the device is {self.device.type}"
+        )
+        if why is not None:
+            notice(f"train.cuda_graph: off ({why}); running the eager step")
+            return self.step
+        return GraphedStep(self.step)
 
     # ------------------------------------------------------------------ one step
 
     def _batch(self, step: int) -> Tensor:
         """Positives of ``step``: slices of a per-epoch permutation seeded by (seed, epoch)."""
-        n, size = (
-            len(self.train_triples),
-            min(self.config.train.batch_size, len(self.train_triples)),
-        )
+        n, size = len(self.train_triples), self.batch_size
         per_epoch = n // size
         epoch, index = divmod(step, per_epoch)
         if self._perm_epoch != epoch:
@@ -187,68 +219,18 @@ class Trainer:
             self._perm_epoch = epoch
         return self.train_triples[self._perm[index * size : (index + 1) * size]]
 
-    def _loss_for_side(self, batch: Tensor, side: str, step: int) -> Tensor:
-        if self.one_vs_all:
-            if side == "tail":
-                return self.loss_fn(self.model.score_t(batch[:, [0, 1]]), batch[:, 2])
-            return self.loss_fn(self.model.score_h(batch[:, [1, 2]]), batch[:, 0])
-        neg = self.sampler.sample(batch, side, generator=self.generator, step=step)
-        if self.separate_draws:
-            # Two scoring passes: the one-hot term on this draw, the EMU term on a fresh one.
-            out = self.model.score_negatives(batch, neg, side)
-            fresh = self.sampler.sample(batch, side, generator=self.generator, step=step)
-            second = self.model.score_negatives(
-                batch, fresh, side, mutation=self.mutation, generator=self.generator
-            )
-            # label_smoothing variant: the soft targets fall on the fresh, unmutated negatives.
-            mutated = second.mutated if second.mutated is not None else second.neg
-            loss = self.loss_fn(out.pos, out.neg, mutated)
-        elif self.config.emu.enabled:
-            out = self.model.score_negatives(
-                batch, neg, side, mutation=self.mutation, generator=self.generator
-            )
-            # label_smoothing variant: the soft targets fall on the unmutated negatives.
-            mutated = out.mutated if out.mutated is not None else out.neg
-            loss = self.loss_fn(out.pos, out.neg, mutated)
-        else:
-            out = self.model.score_negatives(batch, neg, side)
-            loss = self.loss_fn(out.pos, out.neg)
-        if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
-            complex_parts = self.model.decoder.complex_entities
-            loss = loss + n3_regularizer(
-                *out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts
-            )
-        return loss
+    def side(self, step: int) -> Side | None:
+        """The side ``step`` corrupts: tails on even steps, heads on odd ones; ``None`` with
+        ``sampler.bernoulli`` (the step draws a side per triple)."""
+        if self.head_probability is not None:
+            return None
+        return "tail" if step % 2 == 0 else "head"
 
     def train_step(self, step: int) -> Tensor:
-        loss = self._step_loss(self._batch(step), step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self._sync_gradients()
-        self.optimizer.step()
+        """Step ``step`` of the run; returns its loss on the device (not synchronised)."""
+        loss = self._run_step(self._batch(step), self.side(step), step=step)
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss.detach()
-
-    def _sync_gradients(self) -> None:
-        """Between backward and optimizer step; data-parallel training sums gradients here."""
-
-    def _step_loss(self, batch: Tensor, step: int) -> Tensor:
-        if self.head_probability is None:
-            # Alternate tail and head corruption from step to step.
-            loss = self._loss_for_side(batch, "tail" if step % 2 == 0 else "head", step)
-        else:
-            # Bernoulli: corrupt the head with probability tph / (tph + hpt) of the relation.
-            p = self.head_probability[batch[:, 1]]
-            head = torch.rand(len(batch), generator=self.generator, device=self.device) < p
-            parts = [(batch[head], "head"), (batch[~head], "tail")]
-            loss = sum(
-                self._loss_for_side(part, side, step) * (len(part) / len(batch))
-                for part, side in parts
-                if len(part)
-            )
-        if self.config.loss.regularizer == "l3_table" and self.config.loss.reg_weight > 0:
-            loss = loss + l3_table_regularizer(self.model, weight=self.config.loss.reg_weight)
         return loss
 
     # ------------------------------------------------------------------ state
@@ -271,6 +253,10 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "best": best,
+            # the last validation this state has seen: one logged after it (the final
+            # validation, when a kill stopped the run before its final checkpoint) is
+            # dropped from the log on resume and run again
+            "validated": self._validated,
             "train_seconds": self._train_seconds,
             "config": self.config.to_dict(),
             "data_fingerprint": self.kg.fingerprint,
@@ -304,6 +290,7 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._train_seconds = float(state["train_seconds"])
+        self._validated = int(state.get("validated", state["step"]))
         cfg = self.config.train
         if "train.lr" in changed:
             # The new rate applies from here on, as if the run had been configured with it.
@@ -326,7 +313,7 @@ class Trainer:
         for hook in self.log_hooks:
             hook(record)
 
-    def _truncate_log(self, after_step: int) -> None:
+    def _truncate_log(self, after_step: int, validated: int | None = None) -> None:
         """On resume, drop log lines the interrupted run wrote after its checkpoint,
         and a last line the kill cut in half."""
         path = self.run_dir / METRICS_LOG
@@ -337,11 +324,15 @@ class Trainer:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict) and record.get("step", 0) <= after_step:
-                    kept.append(line)
+                if not isinstance(record, dict) or record.get("step", 0) > after_step:
+                    continue
+                if validated is not None and "split" in record and record["step"] > validated:
+                    continue
+                kept.append(line)
             write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
 
     def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
+        self._validated = step
         valid = self.kg.valid
         limit = self.config.eval.valid_max_triples
         if limit and not full:
@@ -404,6 +395,7 @@ class Trainer:
         cfg = self.config.train
         ckpt_dir = self.run_dir / CHECKPOINTS
         self._train_seconds = 0.0
+        self._validated = -1
         best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
         start, finished = 0, False
         if plan is not None:
@@ -413,7 +405,8 @@ class Trainer:
             if finished and start == cfg.max_steps and (self.run_dir / METRICS_FILE).is_file():
                 self.already_finished = True  # nothing to do: the run's files stay as they are
                 return json.loads((self.run_dir / METRICS_FILE).read_text())
-            self._truncate_log(start)
+            validated = plan.state.get("validated") if plan.state is not None else None
+            self._truncate_log(start, validated)
         else:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
         self.already_finished = False
@@ -442,12 +435,15 @@ class Trainer:
                 self.optim_state.phase += 1
                 self.optim_state.next_switch *= 3
                 self.optimizer = self._make_optimizer(self.optim_state.phase)
-            losses[since_log] = self.train_step(step)
+            losses[since_log] = self.train_step(step)  # stays on the device
             step += 1
             steps_run += 1
             since_log += 1
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                values = losses[:since_log].tolist()  # the one host sync, at logging time only
+                # THE host synchronisation of the loop: the losses since the last log are
+                # read once per logging interval (validation and checkpoints sync too, on
+                # their own schedules); nothing inside a step waits for the device.
+                values = losses[:since_log].tolist()
                 self._check_loss(values, step)
                 loss = sum(values) / since_log
                 elapsed = time.perf_counter() - tick
