@@ -70,15 +70,50 @@ def splits_key(directory: Path) -> str:
 
 
 def check_split_file(path: Path) -> None:
-    """Raise DataError when a split file is missing or empty."""
-    if not path.is_file():
+    """Raise DataError when a split file is missing, not a regular file (a FIFO, a device,
+    a link loop...), unreadable, or empty."""
+    from emu_dgl.files import describe_kind
+
+    if not os.path.lexists(path):
         raise DataError(
             f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
         )
+    if not path.is_file():  # follows a link: a link to a regular file is fine
+        kind = describe_kind(path)
+        if kind == "a symbolic link":  # to something that is not a regular file
+            kind = f"a symbolic link to {describe_kind(Path(os.path.realpath(path)))}"
+        raise DataError(
+            f"{path}: split file is {kind}, not a regular file; put a text file of "
+            "'head<TAB>relation<TAB>tail' lines there"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read the split file ({exc.strerror}); check its permissions"
+        ) from None
     if path.stat().st_size == 0:
         raise DataError(
             f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
         )
+
+
+def _check_no_nul(path: Path) -> None:
+    """A streaming pass for NUL bytes (a binary or sparse file), before the parser reads the
+    whole file into memory: the error names the line, at the cost of one buffered read."""
+    offset, lines = 0, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line_no = lines + chunk.count(b"\n", 0, at) + 1
+                raise DataError(
+                    f"{path}, line {line_no}: a NUL byte (byte offset {offset + at}); this is a binary "
+                    "file, not tab-separated text"
+                )
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
 
 
 def read_split(path: Path) -> np.ndarray:
@@ -91,6 +126,7 @@ def read_split(path: Path) -> np.ndarray:
     import pandas as pd  # imported here: pandas costs ~0.3 s and only loading needs it
 
     check_split_file(path)
+    _check_no_nul(path)
     try:
         with warnings.catch_warnings():
             # A first line with more than three fields only warns (and drops data): make it fail.
@@ -112,12 +148,8 @@ def read_split(path: Path) -> np.ndarray:
         raise _not_utf8(path) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
         raise _malformed(path, str(exc).strip()) from None
-    data = path.read_bytes()
-    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes
-        line_no = data.count(b"\n", 0, data.index(b"\x00")) + 1
-        raise DataError(
-            f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text"
-        )
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the split file ({exc.strerror})") from None
     triples = frame.to_numpy(dtype=object)
     if triples.shape[0] == 0:
         raise DataError(
@@ -125,7 +157,33 @@ def read_split(path: Path) -> np.ndarray:
         )
     if (triples == "").any():  # a missing or empty field
         raise _malformed(path, "a field is empty")
+    _warn_untidy_names(path, triples)
     return triples
+
+
+def _warn_untidy_names(path: Path, triples: np.ndarray) -> None:
+    """Warn (with examples) about names with surrounding whitespace or a byte-order mark:
+    ' usa' and 'usa' are two entities to the loader, which is rarely what the file meant."""
+    import pandas as pd
+
+    from emu_dgl.errors import EmuDglWarning, shown
+
+    names = pd.Series(pd.unique(triples.ravel()))
+    tidy = names.str.strip().str.replace("\ufeff", "", regex=False).str.strip()
+    untidy = names[tidy != names]
+    if untidy.empty:
+        return
+    present = set(names.tolist())
+    examples = [
+        shown(n, 40) + (f" (also present as {shown(t, 40)})" if t in present else "")
+        for n, t in zip(untidy.tolist()[:3], tidy[untidy.index].tolist()[:3], strict=True)
+    ]
+    warnings.warn(
+        f"{path}: {len(untidy)} name(s) have surrounding whitespace or a byte-order mark, e.g. "
+        f"{', '.join(examples)}; each is a name of its own: strip them if the file did not mean that",
+        EmuDglWarning,
+        stacklevel=3,
+    )
 
 
 def _not_utf8(path: Path) -> DataError:
