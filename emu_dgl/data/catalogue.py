@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key
-from emu_dgl.errors import DataError
+from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key, warn_untidy_names
+from emu_dgl.errors import DataError, EmuDglError
 
 if TYPE_CHECKING:  # imported where graphs are built: torch is not needed to list the catalogue
     from emu_dgl.data.knowledge_graph import KnowledgeGraph
@@ -483,6 +483,7 @@ def load_directory(
                 # The file name is only a prefix of the key; the full key inside must match too
                 # (a cache file copied over another one is not trusted).
                 if cached.source_key == key:
+                    warn_untidy_names(directory, cached.entity_names, cached.relation_names)
                     return cached
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
                 pass  # unreadable or stale layout: parse again and overwrite
@@ -492,8 +493,9 @@ def load_directory(
     if cache_path is not None:
         try:
             kg.save(cache_path, source_key=key)
-        except OSError as exc:
+        except (OSError, EmuDglError) as exc:  # a cache is optional
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
+    warn_untidy_names(directory, kg.entity_names, kg.relation_names)
     return kg
 
 

@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -157,33 +156,32 @@ def read_split(path: Path) -> np.ndarray:
         )
     if (triples == "").any():  # a missing or empty field
         raise _malformed(path, "a field is empty")
-    _warn_untidy_names(path, triples)
     return triples
 
 
-def _warn_untidy_names(path: Path, triples: np.ndarray) -> None:
+def warn_untidy_names(where: object, entities: list[str], relations: list[str]) -> None:
     """Warn (with examples) about names with surrounding whitespace or a byte-order mark:
-    ' usa' and 'usa' are two entities to the loader, which is rarely what the file meant."""
-    import pandas as pd
-
+    ' usa' and 'usa' are two entities to the loader, which is rarely what the file meant.
+    Called on every load (a cached graph too), so the warning never goes stale."""
     from emu_dgl.errors import EmuDglWarning, shown
 
-    names = pd.Series(pd.unique(triples.ravel()))
-    tidy = names.str.strip().str.replace("\ufeff", "", regex=False).str.strip()
-    untidy = names[tidy != names]
-    if untidy.empty:
-        return
-    present = set(names.tolist())
-    examples = [
-        shown(n, 40) + (f" (also present as {shown(t, 40)})" if t in present else "")
-        for n, t in zip(untidy.tolist()[:3], tidy[untidy.index].tolist()[:3], strict=True)
-    ]
-    warnings.warn(
-        f"{path}: {len(untidy)} name(s) have surrounding whitespace or a byte-order mark, e.g. "
-        f"{', '.join(examples)}; each is a name of its own: strip them if the file did not mean that",
-        EmuDglWarning,
-        stacklevel=3,
-    )
+    examples, count = [], 0
+    for names in (entities, relations):
+        present = set(names)
+        for name in names:
+            tidy = name.replace("\ufeff", "").strip()
+            if tidy != name:
+                count += 1
+                if len(examples) < 3:
+                    twin = f" (also present as {shown(tidy, 40)})" if tidy in present else ""
+                    examples.append(shown(name, 40) + twin)
+    if count:
+        warnings.warn(
+            f"{where}: {count} name(s) have surrounding whitespace or a byte-order mark, e.g. "
+            f"{', '.join(examples)}; each is a name of its own: strip them if the files did not mean that",
+            EmuDglWarning,
+            stacklevel=3,
+        )
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -269,20 +267,13 @@ def remove_stale_temporaries(path: Path, *, prefix: str | None = None) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place
+    (through :func:`emu_dgl.files.write_atomic`: no link followed, a one-line error)."""
+    from emu_dgl.files import make_dir, write_atomic
+
+    make_dir(path.parent, "cache folder")
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, "cache file")
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

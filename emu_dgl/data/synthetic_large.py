@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from emu_dgl.errors import DataError
+from emu_dgl.errors import DataError, EmuDglError
 
 __all__ = ["PREFIX", "PowerLawSpec", "generate_power_law", "load_power_law", "parse_spec"]
 
@@ -204,7 +204,7 @@ def load_power_law(text: str, cache_dir: str | Path | None = None):  # -> Knowle
     if cache_path is not None:
         try:
             kg.save(cache_path)
-        except OSError as exc:
+        except (OSError, EmuDglError) as exc:  # a cache is optional
             import warnings
 
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
