@@ -216,7 +216,6 @@ def train(
 
         # The launcher admits the run (lock, folder, resume checks) on the leading process.
         common = {"resume": resume is not None, "allow_nonempty": allow_nonempty}
-        click.echo(f"run directory: {run_dir}", err=True)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
             metrics = torchrun_train(config, run_dir, **common)
         else:

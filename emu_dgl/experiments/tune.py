@@ -325,6 +325,7 @@ def run_study(
         check_empty_folder(out, "study", allow_nonempty=allow_nonempty, own=own)
     from emu_dgl.files import make_dir
 
+    created = not out.exists()
     make_dir(out, "study folder")
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -337,6 +338,8 @@ def run_study(
             pruner=pruners[pruner](),
         )
     except Exception as exc:  # noqa: BLE001 - storage back ends raise many kinds (SQLAlchemy, drivers)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no empty folder behind
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(
             f"cannot open the study storage {shown(storage)} ({type(exc).__name__}: {shown(reason, 100)}); "

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu_dgl.errors import DataError, EmuDglError, RunError
-from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic, write_error
+from emu_dgl.errors import DataError, RunError
+from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
@@ -181,16 +181,6 @@ def _unlock(fd: int) -> None:
 # --------------------------------------------------------------------------- disk
 
 
-def disk_error(exc: OSError, path: Path, what: str) -> EmuDglError:
-    """A one-line error for an OSError while writing ``path`` (read-only, full disk, ...)."""
-    return write_error(exc, path, what)
-
-
-def make_folder(folder: Path, what: str) -> None:
-    """``mkdir -p`` with a one-line error instead of an OSError traceback."""
-    make_dir(folder, what)
-
-
 def write_text(path: Path, text: str, what: str, *, durable: bool = True) -> None:
     """Atomically replace ``path`` with UTF-8 ``text`` (see :mod:`emu_dgl.files`)."""
     write_atomic(path, text, what, durable=durable)
@@ -291,10 +281,12 @@ def check_run_files(run_dir: Path) -> None:
         kind = describe_kind(run_dir / name)
         if kind not in ("missing", "a regular file"):
             raise refuse(run_dir / name, kind)
+    for folder in ("ranks", CHECKPOINTS):  # the folders a run writes into
+        kind = describe_kind(run_dir / folder)
+        if kind not in ("missing", "a folder"):
+            raise refuse(run_dir / folder, kind)
     checkpoints = run_dir / CHECKPOINTS
     kind = describe_kind(checkpoints)
-    if kind not in ("missing", "a folder"):
-        raise refuse(checkpoints, kind)
     if kind == "a folder":
         for path in checkpoints.glob("*.pt"):
             kind = describe_kind(path)

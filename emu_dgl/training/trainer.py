@@ -66,6 +66,7 @@ from emu_dgl.training.run import (
     METRICS_LOG,
     Admission,
     ResumePlan,
+    check_run_files,
     match_data,
     open_run,
     read_data_record,
@@ -662,6 +663,7 @@ def load_run(
         raise RunError(
             f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
         )
+    check_run_files(run_dir)  # a planted link or FIFO is refused before anything is read
     config = config_from_dict(read_run_config(run_dir))
     check_components(config)
     target = resolve_device(device, key="--device")
