@@ -212,15 +212,21 @@ def test_compare_reads_a_cut_log_and_a_corrupt_metrics_file(
 
 
 def test_a_yaml_alias_bomb_fails_fast_with_a_short_line(tmp_path: Path) -> None:
-    lines = ["train:", "  lrr: &a0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"  l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
-    lines += ["  max_steps: *a8"]  # a value YAML would expand to 387 million items
-    bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("\n".join(lines) + "\n")
-    assert len(bomb.read_bytes()) < 1000
-    start = time.perf_counter()
-    line = assert_one_line(invoke("train", "--config", bomb), "aliases (*name) are expanded")
-    assert time.perf_counter() - start < 1.0 and len(line) < 300
+    # 9 items, each level 9 aliases of the one below: 9^9 = 387 million values once expanded,
+    # in under 500 bytes. Before, the message quoting 'train' spent minutes and gigabytes.
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    for key in ("train", "trian"):  # a section given a list, and a mistyped section
+        bomb = tmp_path / f"{key}.yaml"
+        bomb.write_text(f"{key}: [{', '.join(levels)}]\n")
+        assert len(bomb.read_bytes()) < 500
+        start = time.perf_counter()
+        line = assert_one_line(invoke("train", "--config", bomb), "aliases (*name) are expanded")
+        assert time.perf_counter() - start < 1.0 and len(line) < 300
+    big = tmp_path / "big.yaml"  # no alias, but a long value: quoted in a bounded form
+    big.write_text(f"train: [{', '.join(str(i) for i in range(50_000))}]\n")
+    line = assert_one_line(invoke("train", "--config", big), "train: expected a mapping of keys")
+    assert len(line) < 300
 
 
 def test_yaml_merge_keys_are_valid_yaml(tmp_path: Path) -> None:
