@@ -73,9 +73,13 @@ def test_a_lock_link_is_refused_and_its_target_is_neither_truncated_nor_written(
     assert file_state(victim) == target and sorted(os.listdir(fresh)) == [".lock"]
 
 
-def test_a_hard_linked_lock_is_refused(run: Path, victim: Path) -> None:
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
+def test_a_hard_link_to_a_file_written_in_place_is_refused(
+    run: Path, victim: Path, name: str
+) -> None:
+    (run / name).unlink(missing_ok=True)
+    os.link(victim, run / name)
     before, target = snapshot(run), file_state(victim)
-    os.link(victim, run / ".lock")
     assert_one_line(invoke("train", "--resume", run, "--set", "train.max_steps=30"), "2 names")
     assert file_state(victim) == target and snapshot(run) == before
 

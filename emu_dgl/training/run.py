@@ -281,6 +281,9 @@ def check_run_files(run_dir: Path) -> None:
         kind = describe_kind(run_dir / name)
         if kind not in ("missing", "a regular file"):
             raise refuse(run_dir / name, kind)
+    log = run_dir / METRICS_LOG  # appended to in place: a second name would be written too
+    if describe_kind(log) == "a regular file" and os.lstat(log).st_nlink > 1:
+        raise refuse(log, f"a file with {os.lstat(log).st_nlink} names (hard links)")
     for folder in ("ranks", CHECKPOINTS):  # the folders a run writes into
         kind = describe_kind(run_dir / folder)
         if kind not in ("missing", "a folder"):
