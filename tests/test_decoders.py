@@ -7,6 +7,7 @@ import torch
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models import DECODERS, KGEModel, SeparableDecoder
+from emu_dgl.models.base import mixed_term_sums
 
 NAMES = [
     "transe",
@@ -327,3 +328,27 @@ def test_default_init_range() -> None:
     for w in (model.entity.weight, model.relation.weight):
         assert w.abs().max() <= a
         assert w.abs().max() > 0.9 * a
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_mixed_term_sums_bool_and_float_masks_agree(groups: int) -> None:
+    """The GPU form (bool mask, one where) and the CPU form (0/1 float mask, batched
+    products that reuse the mask's memory for the gradient) give the direct formula's
+    values and gradients; the CPU form refuses a second backward instead of a wrong one."""
+    g = torch.Generator().manual_seed(3)
+    terms = torch.randn(4, 6, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(4, 6, 10, generator=g) < 0.4
+    mask[:, 0] = False
+    weights = torch.randn(4, 6, *([groups] if groups > 1 else []), generator=g, dtype=torch.float64)
+    mixed = torch.where(mask, terms, terms[:, :1])
+    ref = mixed.unflatten(-1, (groups, -1)).sum(-1) if groups > 1 else mixed.sum(-1)
+    (ref_grad,) = torch.autograd.grad((weights * ref).sum(), terms)
+    for form in (mask, mask.double()):
+        got = mixed_term_sums(terms, form, groups=groups)
+        torch.testing.assert_close(got, ref)
+        (grad,) = torch.autograd.grad((weights * got).sum(), terms, retain_graph=True)
+        torch.testing.assert_close(grad, ref_grad)
+    got = mixed_term_sums(terms, mask.double(), groups=1)
+    got.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="consumed"):
+        got.sum().backward()

@@ -34,7 +34,9 @@ def step_draw(trainer: Trainer, step: int, state: torch.Tensor):
     gen.set_state(state)
     words = torch.empty_like(trainer.step.words).random_(-(2**63), None, generator=gen)
     batch = trainer._batch(step)
-    ids, _ = trainer.step.draw(batch, words, trainer.side(step))
+    kept, candidates, _ = trainer.step.draw(batch, words, trainer.side(step))
+    # one row per positive: its anchor, then per draw the true entity and the negatives
+    ids = torch.cat([kept.unsqueeze(1), candidates.reshape(len(batch), -1)], dim=1)
     return batch, ids, words
 
 

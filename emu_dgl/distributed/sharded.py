@@ -112,13 +112,22 @@ class ShardedTable:
         self.embedding = embedding
         self._exchange: Exchange | None = None
 
-    def gather(self, ids: Tensor) -> Tensor:
-        self._exchange = Exchange(ids, self.embedding)
-        return self._exchange.rows(self.embedding.weight.detach())
+    def gather(self, ids: list[Tensor]) -> list[Tensor]:
+        """The rows of each id tensor (1-d), fetched from their owners in one exchange."""
+        self._sizes = [len(part) for part in ids]
+        self._exchange = Exchange(torch.cat(ids), self.embedding)
+        return list(self._exchange.rows(self.embedding.weight.detach()).split(self._sizes))
 
-    def push(self, optimizer: torch.optim.Optimizer, ids: Tensor, grads: Tensor) -> None:
+    def push(self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]) -> None:
+        """The gathered rows' gradients, in parts in the order of the gathered ids (a part
+        with no gradient, left out, counts as zero)."""
         assert self._exchange is not None, "push follows the gather of the same step"
-        local, received = self._exchange.gradients(grads)
+        width = parts[0][1].shape[-1]
+        grads = [g.reshape(-1, width) for _, g in parts]
+        missing = sum(self._sizes) - sum(len(g) for g in grads)
+        if missing:
+            grads.append(grads[0].new_zeros(missing, width))
+        local, received = self._exchange.gradients(torch.cat(grads))
         push_rows(optimizer, self.embedding.weight, local, received)
         self._exchange = None
 

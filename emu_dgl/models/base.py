@@ -301,10 +301,12 @@ class KGEModel(nn.Module):
         last[B, C])``: the scores of group 0, and those of the last group after its
         mutation, which leaves column 0 (the positive) as it is:
 
-        * ``mask[B, C, De]`` (bool, True = the candidate's own coordinate, False = the
-          positive's; :func:`mix_towards_first`): separable decoders mix their
-          per-coordinate terms; the others mix the embeddings and score them in the same
-          pass as group 0;
+        * ``mask[B, C, De]`` (True or 1 = the candidate's own coordinate, False or 0 = the
+          positive's; column 0 all False): separable decoders mix their per-coordinate
+          terms (:func:`mixed_term_sums`: with a bool mask one ``where``, the GPU's form;
+          with a 0/1 float mask batched products, faster on a CPU); the others mix the
+          embeddings (:func:`mix_towards_first`) and score them in the same pass as
+          group 0;
         * ``mutated[B, C, De]``: embeddings of the mutated last group (Mixup), scored in
           the same pass as group 0;
         * neither: the last group unmutated.
@@ -319,10 +321,11 @@ class KGEModel(nn.Module):
         if mask is not None and isinstance(decoder, SeparableDecoder):
             terms = decoder.terms(a, r, candidates, side="tail")
             first, last = (terms, terms) if one_group else _first_last(terms)
-            return decoder.reduce(first), decoder.reduce(mix_towards_first(last, mask))
+            mixed = mixed_term_sums(last, mask, groups=decoder.term_groups)
+            return decoder.reduce(first), decoder.finish(mixed)
         if mask is not None:
             last = candidates if one_group else _first_last(candidates)[1]
-            mutated = mix_towards_first(last, mask)
+            mutated = mix_towards_first(last, mask.bool() if mask.dtype != torch.bool else mask)
         if mutated is not None:
             first = candidates if one_group else _first_last(candidates)[0]
             both = torch.stack([first, mutated], dim=1)  # [B, 2, C, De]: one pass
@@ -398,6 +401,58 @@ class _MixTowardsFirst(torch.autograd.Function):
         return own, None
 
 
+class _MaskedSums(torch.autograd.Function):
+    """Sums over the last dim of the mixture ``m * T + (1 - m) * T[:, :1]`` for
+    ``T[B, C, d]`` and a 0/1 float mask ``m`` whose column 0 is 0, by batched products::
+
+        out_j = sum_k m_jk T_jk + sum_k T_0k - sum_k m_jk T_0k
+
+    The backward is ``dT_jk = m_jk g_j`` plus, in column 0, ``sum_j g_j (1 - m_jk)``
+    (one batched product); it writes ``dT`` into the mask's memory (on the CPU a fresh
+    tensor of that size costs more than the arithmetic), so the graph is traversed once.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        first = x[:, :1]  # [B, 1, d]
+        kept = (x * mask).sum(-1)
+        from_first = torch.bmm(mask, first.transpose(1, 2)).squeeze(2)  # [B, C]
+        ctx.save_for_backward(mask)
+        ctx.consumed = False  # type: ignore[attr-defined]
+        return kept + (first.sum(-1) - from_first)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        if ctx.consumed:  # type: ignore[attr-defined]
+            raise RuntimeError("the EMU mask was consumed by a first backward pass")
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        ctx.consumed = True  # type: ignore[attr-defined]
+        g = grad.unsqueeze(1)  # [B, 1, C]
+        to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
+        out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
+        out[:, :1] += to_first
+        return out, None
+
+
+def mixed_term_sums(terms: Tensor, mask: Tensor, *, groups: int = 1) -> Tensor:
+    """``where(mask, T, T[:, :1])`` summed over the last dim (``groups`` equal blocks of it
+    summed apart, HAKE's phase and modulus): ``[B, C]`` (or ``[B, C, groups]``).
+
+    ``mask`` bool: one ``where`` and a sum (the GPU's form: one fused pass). ``mask`` 0/1
+    float (a fresh tensor the caller gives up: its memory holds the gradient afterwards):
+    batched products, several times faster on a CPU than ``where`` with a broadcast.
+    """
+    if mask.dtype == torch.bool:
+        mixed = mix_towards_first(terms, mask)
+        if groups > 1:
+            return mixed.unflatten(-1, (groups, -1)).sum(-1)
+        return mixed.sum(-1)
+    if groups > 1:  # each block on its own (its own copy of its part of the mask)
+        parts = zip(terms.chunk(groups, -1), mask.chunk(groups, -1), strict=True)
+        return torch.stack([_MaskedSums.apply(t, m.contiguous()) for t, m in parts], dim=-1)
+    return _MaskedSums.apply(terms, mask)
+
+
 def mix_towards_first(x: Tensor, mask: Tensor) -> Tensor:
     """``x[B, C, ...]`` with each coordinate where ``mask`` is False replaced by column 0's:
     the EMU mutation of a candidate group towards its positive (column 0's mask is all
@@ -419,5 +474,6 @@ __all__ = [
     "SeparableDecoder",
     "Side",
     "mix_towards_first",
+    "mixed_term_sums",
     "safe_sqrt",
 ]

@@ -59,9 +59,12 @@ class Mutation(nn.Module):
         """``group[B, C, D]`` with columns ``1..C-1`` mutated towards column 0."""
         raise NotImplementedError
 
-    def group_mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor | None:
-        """The coordinate mask of a group (bool, True = the candidate's own coordinate,
-        column 0 all False), or ``None`` for a mutation that is no coordinate-wise choice."""
+    def group_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor | None:
+        """The coordinate mask of a group (True or 1 = the candidate's own coordinate,
+        column 0 all False), or ``None`` for a mutation that is no coordinate-wise choice.
+        ``dtype`` other than bool gives the mask as 0/1 numbers, written directly."""
         return None
 
     def draw_mask(
@@ -123,13 +126,16 @@ class EMUMutation(Mutation):
         rows, per_row = _rows(shape)
         return rows * ((per_row + 3) // 4)
 
-    def mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor:
-        """``lane < level`` over the 16-bit lanes of ``words``, row by leading row."""
+    def mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor:
+        """``lane < level`` over the 16-bit lanes of ``words``, row by leading row (as 0/1
+        numbers of ``dtype`` when it is not bool, written by the comparison itself)."""
         shape = tuple(shape)
         if self._level <= 0:
-            return torch.zeros(shape, dtype=torch.bool, device=words.device)
+            return torch.zeros(shape, dtype=dtype, device=words.device)
         if self._level >= 1 << MASK_BITS:
-            return torch.ones(shape, dtype=torch.bool, device=words.device)
+            return torch.ones(shape, dtype=dtype, device=words.device)
         # Read the words as signed int16 v in [-2**15, 2**15); v + 2**15 is uniform on
         # [0, 2**16), so P(v < level - 2**15) = level / 2**16 exactly. Every 64-bit pattern
         # being equally likely, each 16-bit quarter is an independent uniform word.
@@ -137,11 +143,17 @@ class EMUMutation(Mutation):
         lanes = words.view(rows, -1).view(torch.int16)
         if lanes.shape[1] != per_row:
             lanes = lanes[:, :per_row]
-        return lanes.reshape(shape) < self._level - (1 << (MASK_BITS - 1))
+        threshold = self._level - (1 << (MASK_BITS - 1))
+        if dtype == torch.bool:
+            return lanes.reshape(shape) < threshold
+        out = torch.empty(shape, dtype=dtype, device=words.device)
+        return torch.lt(lanes.reshape(shape), threshold, out=out)
 
-    def group_mask_from_words(self, words: Tensor, shape: Sequence[int]) -> Tensor:
-        mask = self.mask_from_words(words, shape)
-        mask.select(1, 0).fill_(False)  # the positive's column keeps its coordinates
+    def group_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor:
+        mask = self.mask_from_words(words, shape, dtype=dtype)
+        mask.select(1, 0).fill_(0)  # the positive's column keeps its coordinates
         return mask
 
     def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
@@ -159,8 +171,7 @@ class EMUMutation(Mutation):
         words = torch.empty(self.words_needed(shape), dtype=torch.int64, device=device)
         # from = int64 min and no upper bound: every one of the 2**64 bit patterns
         words.random_(-(2**63), None, generator=generator)
-        mask = self.mask_from_words(words, shape)
-        return mask if dtype == torch.bool else mask.to(dtype)
+        return self.mask_from_words(words, shape, dtype=dtype)
 
     def forward(
         self,

@@ -30,6 +30,7 @@ __all__ = [
     "anchors",
     "draw_words",
     "draws_from_words",
+    "per_row",
     "random_below",
 ]
 
@@ -53,10 +54,14 @@ class NegativeSampler(Protocol):
 class WordSampler(Protocol):
     """A sampler that draws from given random words, in fixed shape.
 
-    ``sample_words(pos[B, 3], side, words[B, words_per_row]) -> [B, n]`` must use only
-    tensor operations of static shape (no ``.item()``, ``nonzero``, ``unique``, boolean
-    indexing, or Python branches on tensor values), so that it runs inside a captured or
-    compiled step. ``side`` may be a bool tensor ``[B]`` (True: corrupt the head).
+    ``sample_words(pos[B, 3], side, words[B, ..., words_per_row]) -> [B, ..., n]`` must
+    use only tensor operations of static shape (no ``.item()``, ``nonzero``, ``unique``,
+    boolean indexing, or Python branches on tensor values), so that it runs inside a
+    captured or compiled step; the words may carry extra dims between the batch and the
+    last one (several draws at once, e.g. ``[B, G, k]``). ``side`` may be a bool tensor
+    ``[B]`` (True: corrupt the head). Plain samplers (uniform, SANS) draw one negative
+    per word, for any number of words per row; the false-negative filter relies on that
+    to draw spare candidates.
     """
 
     num_entities: int
@@ -86,6 +91,11 @@ def anchors(pos: torch.Tensor, side: SideSpec) -> torch.Tensor:
     if side == "head":
         return pos[:, 2]
     raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+
+
+def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values[B]`` viewed as ``[B, 1, ..., 1]`` to broadcast against ``like[B, ...]``."""
+    return values.view(values.shape[0], *([1] * (like.dim() - 1)))
 
 
 def random_below(words: torch.Tensor, bound: int | torch.Tensor) -> torch.Tensor:

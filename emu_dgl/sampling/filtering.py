@@ -24,6 +24,7 @@ from emu_dgl.sampling.base import (
     anchors,
     draw_words,
     draws_from_words,
+    per_row,
     random_below,
 )
 
@@ -148,25 +149,26 @@ class FilteredSampler:
         return self.candidates_per_row
 
     def is_known(self, pos: torch.Tensor, neg: torch.Tensor, side: SideSpec) -> torch.Tensor:
-        """(B, m) bool: is the triple made by putting ``neg`` on ``side`` of ``pos`` known?"""
-        r = pos[:, 1:2]
+        """(B, ..., m) bool: is the triple made by putting ``neg`` on ``side`` of ``pos``
+        known?"""
+        r = per_row(pos[:, 1], neg)
         if isinstance(side, torch.Tensor):
-            anchor, head = anchors(pos, side).unsqueeze(1), side.unsqueeze(1)
+            anchor, head = per_row(anchors(pos, side), neg), per_row(side, neg)
             first, last = torch.where(head, neg, anchor), torch.where(head, anchor, neg)
             return self.known.member(self.known.encode(first, r, last))
         if side == "tail":
-            return self.known.member(self.known.encode(pos[:, 0:1], r, neg))
+            return self.known.member(self.known.encode(per_row(pos[:, 0], neg), r, neg))
         if side == "head":
-            return self.known.member(self.known.encode(neg, r, pos[:, 2:3]))
+            return self.known.member(self.known.encode(neg, r, per_row(pos[:, 2], neg)))
         raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
 
     def sample_words(self, pos: torch.Tensor, side: SideSpec, words: torch.Tensor) -> torch.Tensor:
-        """``[B, n]`` from ``words[B, n + spare + uniform_spare]``, fixed shape throughout."""
+        """``[B, ..., n]`` from ``words[B, ..., n + spare + uniform_spare]``, fixed shape."""
         drawn = self.num_negatives + self.spare
-        candidates = self.base.sample_words(pos, side, words[:, :drawn])  # type: ignore[attr-defined]
+        candidates = self.base.sample_words(pos, side, words[..., :drawn])  # type: ignore[attr-defined]
         if self.uniform_spare:
-            uniform = random_below(words[:, drawn:], self.num_entities)
-            candidates = torch.cat([candidates, uniform], dim=1)
+            uniform = random_below(words[..., drawn:], self.num_entities)
+            candidates = torch.cat([candidates, uniform], dim=-1)
         return self.first_unknown(pos, side, candidates)
 
     def first_unknown(
@@ -175,13 +177,13 @@ class FilteredSampler:
         """The first ``n`` candidates of each row that are not known triples (then, if a
         row has fewer, its first rejected ones), by a stable partition in fixed shape."""
         good = ~self.is_known(pos, candidates, side)
-        rank = good.cumsum(1)  # accepted candidates up to and including each column
+        rank = good.cumsum(-1)  # accepted candidates up to and including each column
         # Destination of each candidate: accepted ones to 0, 1, ... in order; rejected ones
         # after all accepted ones, in order (a permutation of the columns of each row).
         rejected_before = self._position(candidates) - rank  # rejected ones up to here
-        dest = torch.where(good, rank - 1, rank[:, -1:] + rejected_before - 1)
-        out = torch.empty_like(candidates).scatter_(1, dest, candidates)
-        return out[:, : self.num_negatives]
+        dest = torch.where(good, rank - 1, rank[..., -1:] + rejected_before - 1)
+        out = torch.empty_like(candidates).scatter_(-1, dest, candidates)
+        return out[..., : self.num_negatives]
 
     def _position(self, candidates: torch.Tensor) -> torch.Tensor:
         """``[1, 2, ..., m]`` on the candidates' device."""

@@ -59,6 +59,7 @@ from emu_dgl.sampling.base import (
     UniformSampler,
     anchors,
     draw_words,
+    per_row,
     random_below,
 )
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
@@ -162,8 +163,8 @@ class SANSSampler:
         if nnz == 0:
             return uniform
         # torch.take / index_select: much faster than advanced indexing on the CPU
-        start = csr.indptr.index_select(0, anchor).unsqueeze(1)
-        deg = csr.indptr.index_select(0, anchor + 1).unsqueeze(1) - start
+        start = per_row(csr.indptr.index_select(0, anchor), words)
+        deg = per_row(csr.indptr.index_select(0, anchor + 1), words) - start
         if csr.cum is None:
             j = start + random_below(words, deg.clamp_min(1))  # position in the anchor's row
         else:

@@ -208,10 +208,20 @@ def l3_table_regularizer(model: nn.Module, *, weight: float, relation_share: flo
     return whole_table_l3(entity, relation, a, b)
 
 
-def whole_table_l3(entity: Tensor, relation: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``a * sum |entity|^3 + b * sum |relation|^3`` with 0-d tensors ``a``, ``b`` (the
-    training step passes its stored ones; see :func:`l3_table_regularizer`)."""
-    return _WholeTableL3.apply(entity, relation, a, b)
+def whole_table_l3(
+    entity: Tensor,
+    relation: Tensor,
+    a: Tensor,
+    b: Tensor,
+    a3: Tensor | None = None,
+    b3: Tensor | None = None,
+) -> Tensor:
+    """``a * sum |entity|^3 + b * sum |relation|^3`` with 0-d tensors ``a``, ``b`` (and
+    ``3 a``, ``3 b`` when the caller has them: the training step passes its stored ones;
+    see :func:`l3_table_regularizer`)."""
+    return _WholeTableL3.apply(
+        entity, relation, a, b, a * 3 if a3 is None else a3, b * 3 if b3 is None else b3
+    )
 
 
 class _WholeTableL3(torch.autograd.Function):
@@ -225,8 +235,10 @@ class _WholeTableL3(torch.autograd.Function):
         relation: Tensor,
         a: Tensor,
         b: Tensor,
+        a3: Tensor,
+        b3: Tensor,
     ) -> Tensor:
-        ctx.save_for_backward(entity, relation, a, b)
+        ctx.save_for_backward(entity, relation, a3, b3)
         n_e = torch.linalg.vector_norm(entity, 3)  # (sum |x|^3)^(1/3)
         n_r = torch.linalg.vector_norm(relation, 3)
         return n_e * n_e * n_e * a + n_r * n_r * n_r * b
@@ -234,12 +246,11 @@ class _WholeTableL3(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, Tensor, None, None]:
-        entity, relation, a, b = ctx.saved_tensors  # type: ignore[attr-defined]
-        grad = grad * 3
-        grad_entity = entity.abs().mul_(entity).mul_(grad * a)  # 3 a E |E|
-        grad_relation = relation.abs().mul_(relation).mul_(grad * b)
-        return grad_entity, grad_relation, None, None
+    ) -> tuple[Tensor, Tensor, None, None, None, None]:
+        entity, relation, a3, b3 = ctx.saved_tensors  # type: ignore[attr-defined]
+        grad_entity = entity.abs().mul_(entity).mul_(grad * a3)  # 3 a E |E|
+        grad_relation = relation.abs().mul_(relation).mul_(grad * b3)
+        return grad_entity, grad_relation, None, None, None, None
 
 
 def emu_target_weights(num_negatives: int, neg_label: float) -> list[float]:

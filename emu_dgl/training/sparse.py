@@ -108,6 +108,8 @@ def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, valu
         return
     if param.grad is None:
         param.grad = torch.zeros_like(param)
+    if ids.dim() != 1:
+        ids, values = ids.reshape(-1), values.reshape(-1, *param.shape[1:])
     param.grad.index_add_(0, ids, values)
 
 
@@ -126,7 +128,14 @@ class _RowOptimizer(torch.optim.Optimizer):
 
     def add_rows(self, param: Tensor, ids: Tensor, values: Tensor) -> None:
         """Lookups ``ids[N]`` of ``param``'s rows and their gradients ``values[N, ...]``,
-        applied at the next :meth:`step` (duplicates are summed there)."""
+        applied at the next :meth:`step` (duplicates are summed there; several calls
+        before a step add up)."""
+        if ids.dim() != 1:
+            ids = ids.reshape(-1)
+            values = values.reshape(ids.shape[0], *param.shape[1:])
+        if param in self._rows:
+            old_ids, old_values = self._rows[param]
+            ids, values = torch.cat([old_ids, ids]), torch.cat([old_values, values])
         self._rows[param] = (ids, values)
 
     @torch.no_grad()

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from emu_dgl.sampling.base import anchors, draws_from_words
 from emu_dgl.training.losses import (
@@ -58,7 +59,15 @@ from emu_dgl.typing import Side
 if TYPE_CHECKING:  # components are built in training/build.py; the step only wires them
     from emu_dgl.models import KGEModel, Mutation
 
-__all__ = ["EntityTable", "GraphedStep", "LocalTable", "TrainStep", "compile_step"]
+__all__ = [
+    "EntityTable",
+    "GraphedStep",
+    "LocalTable",
+    "TrainStep",
+    "aten_ops_per_call",
+    "compile_step",
+    "forbid_host_sync",
+]
 
 #: Resolution of the Bernoulli side coin: the head probability is rounded to 2**-24.
 COIN_BITS = 24
@@ -70,9 +79,11 @@ class EntityTable(Protocol):
     #: True when gather and push are pure tensor operations (capturable).
     pure: bool
 
-    def gather(self, ids: Tensor) -> Tensor: ...
+    def gather(self, ids: list[Tensor]) -> list[Tensor]: ...
 
-    def push(self, optimizer: torch.optim.Optimizer, ids: Tensor, grads: Tensor) -> None: ...
+    def push(
+        self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]
+    ) -> None: ...
 
 
 class LocalTable:
@@ -83,11 +94,16 @@ class LocalTable:
     def __init__(self, weight: Tensor) -> None:
         self.weight = weight
 
-    def gather(self, ids: Tensor) -> Tensor:
-        return self.weight.detach().index_select(0, ids)
+    @torch.no_grad()
+    def gather(self, ids: list[Tensor]) -> list[Tensor]:
+        """The rows of each id tensor (1-d), without autograd."""
+        return [self.weight.index_select(0, part) for part in ids]
 
-    def push(self, optimizer: torch.optim.Optimizer, ids: Tensor, grads: Tensor) -> None:
-        push_rows(optimizer, self.weight, ids, grads)
+    def push(self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]) -> None:
+        """The gradients of the gathered rows, in parts ``(ids, grads)`` (the anchors' and
+        the candidates': two leaves, so that no backward has to join them)."""
+        for ids, grads in parts:
+            push_rows(optimizer, self.weight, ids, grads)
 
 
 def _top_bits(words: Tensor, bits: int) -> Tensor:
@@ -167,10 +183,9 @@ class TrainStep:
         # whole-table L3: each process adds its block's part and its share of the relations'
         weight = self.reg_weight if self.regularizer == "l3_table" else 0.0
         self._one = torch.ones((), dtype=dtype, device=device)
-        self._l3_scales = (
-            torch.tensor(weight, dtype=dtype, device=device),
-            torch.tensor(weight * self.share, dtype=dtype, device=device),
-        )
+        scales = (weight, weight * self.share)
+        self._l3_scales = tuple(torch.tensor(v, dtype=dtype, device=device) for v in scales)
+        self._l3_slopes = tuple(torch.tensor(3 * v, dtype=dtype, device=device) for v in scales)
         base = loss.base if isinstance(loss, EMULoss) else loss
         coef = loss.ce_coef if isinstance(loss, EMULoss) else 1.0
         self._emu_targets = (
@@ -190,8 +205,7 @@ class TrainStep:
         if self._coin_threshold is not None:
             blocks["side"] = 1
         if self.word_sampler:
-            for k in range(self.draws):
-                blocks[f"draw{k}"] = self.sampler.words_per_row
+            blocks["draws"] = self.draws * self.sampler.words_per_row
         if self.mutation is not None and self.draws:
             per_row = self.mutation.words_needed((B, 1 + n, width)) // B
             if per_row:
@@ -210,18 +224,25 @@ class TrainStep:
 
     # ------------------------------------------------------------------ pure parts
 
-    def draw(self, batch: Tensor, words: Tensor, side: Side | None) -> tuple[Tensor, Any]:
-        """``(ids[B, 1 + G (1 + n)], side)`` for the whole batch: the anchor, then per
-        draw the true entity and the negatives. ``side`` comes back as drawn: a bool
+    def draw(self, batch: Tensor, words: Tensor, side: Side | None) -> tuple[Tensor, Tensor, Any]:
+        """``(anchors[B], candidates, side)`` for the whole batch: the kept entities, and
+        the candidate groups ``[B, 1 + n]`` (``[B, G, 1 + n]`` with two draws), each the
+        true entity followed by a draw of negatives. ``side`` comes back as drawn: a bool
         tensor ``[B]`` for Bernoulli sides."""
         side = self._side(batch, words, side)
         kept, true = _columns(batch, side)
-        parts = [kept, true]
-        for k in range(self.draws):
-            if k:
-                parts.append(true)
-            parts.append(self.sampler.sample_words(batch, side, self._words(words, f"draw{k}")))
-        return torch.cat(parts, dim=1), side
+        if not self.draws:
+            return kept.view(-1), true, side
+        # every draw in one call: words [B, G, k] -> negatives [B, G, n]
+        block = self._words(words, "draws").view(batch.shape[0], self.draws, -1)
+        negatives = self.sampler.sample_words(batch, side, block)
+        return kept.view(-1), self._groups(true, negatives), side
+
+    def _groups(self, true: Tensor, negatives: Tensor) -> Tensor:
+        """``[B, 1 + n]`` or ``[B, G, 1 + n]``: each draw led by the true entity."""
+        batch, groups = negatives.shape[:2]
+        candidates = torch.cat([true.unsqueeze(1).expand(batch, groups, 1), negatives], dim=2)
+        return candidates.view(batch, -1) if groups == 1 else candidates
 
     def _side(self, batch: Tensor, words: Tensor, side: Side | None) -> Any:
         """The static side, or with Bernoulli sides a coin per row: the head is corrupted
@@ -231,39 +252,43 @@ class TrainStep:
         coin = _top_bits(self._words(words, "side")[:, 0], COIN_BITS)
         return coin < self._coin_threshold.index_select(0, batch[:, 1])
 
-    def objective(self, batch: Tensor, rows: Tensor, r: Tensor, words: Tensor, side: Any) -> Tensor:
-        """The loss of the trained rows: ``batch[b, 3]``, their entity rows
-        ``rows[b, 1 + G (1 + n), De]`` (as drawn) and relation rows ``r[b, 1, Dr]``, the
-        step's words and the side (static, or a bool ``[b]``). Its terms are divided by
-        the whole batch's ``B``, so the processes' losses of a data-parallel step add up
-        to the batch's loss."""
+    def objective(
+        self,
+        batch: Tensor,
+        anchor: Tensor,
+        groups: Tensor,
+        r: Tensor,
+        words: Tensor,
+        side: Any,
+    ) -> Tensor:
+        """The loss of the trained rows: ``batch[b, 3]``, their entity rows as drawn (the
+        anchors ``[b, 1, De]`` and the candidate groups ``[b, 1 + n, De]``, or ``[b, 1, 1,
+        De]`` and ``[b, G, 1 + n, De]`` with two draws), relation rows shaped as the
+        anchors, the step's words and the side (static, or a bool ``[b]``). Its terms are
+        divided by the whole batch's ``B``, so the processes' losses of a data-parallel
+        step add up to the batch's loss."""
         model = self.model
         rel = model.tail_form(r, side)
-        # split, not indexing: its backward is one concatenation, not a zero-filled
-        # leaf-sized gradient per view
-        b, count, width = rows.shape[0], rows.shape[1] - 1, rows.shape[2]
-        anchor, groups = rows.split([1, count], dim=1)  # [b, 1, De], [b, G (1 + n), De]
-        if self.draws > 1:
-            groups = groups.view(b, self.draws, -1, width)
+        b, width = anchor.shape[0], anchor.shape[-1]
+        true = groups[:, 0] if groups.dim() == 3 else groups[:, 0, 0]
         if self.one_vs_all:
-            tails = model.all_tails(anchor.view(b, width), rel.view(b, -1))
+            tails = model.all_tails(anchor.reshape(b, width), rel.reshape(b, -1))
             loss = self.loss(tails, anchors(batch, _other(side)))
             loss = loss * self.share
         else:
             loss = self._sampled_loss(anchor, rel, groups, words)
         if self.regularizer == "n3" and self.reg_weight > 0:
             complex_parts = model.decoder.complex_entities
-            true = rows[:, 1]
             loss = loss + self.share * n3_regularizer(
-                anchor.view(b, width),
-                r.view(b, -1),
+                anchor.reshape(b, width),
+                r.reshape(b, -1),
                 true,
                 weight=self.reg_weight,
                 complex_parts=complex_parts,
             )
         if self.regularizer == "l3_table" and self.reg_weight > 0:
             loss = loss + whole_table_l3(
-                model.entity.weight, model.relation.weight, *self._l3_scales
+                model.entity.weight, model.relation.weight, *self._l3_scales, *self._l3_slopes
             )
         return loss
 
@@ -278,7 +303,10 @@ class TrainStep:
             )
             last = groups if groups.dim() == 3 else groups[:, -1]
             if self.model.decoder.separable:
-                mask = self.mutation.group_mask_from_words(mutation_words, last.shape)
+                # On a CPU the mask as 0/1 numbers feeds batched products (several times
+                # faster there than a broadcasting where); on a GPU it stays bool.
+                dtype = torch.bool if last.device.type == "cuda" else last.dtype
+                mask = self.mutation.group_mask_from_words(mutation_words, last.shape, dtype=dtype)
             if mask is None:
                 mutated = self.mutation.mutate_group(last, mutation_words)
         scores, last_scores = self.model.score_candidates(
@@ -310,25 +338,36 @@ class TrainStep:
         if words.numel():
             words.random_(-(2**63), None, generator=self.generator)  # every random word
         if self.word_sampler or self.draws == 0:
-            ids, side = self.draw(batch, words, side)
+            kept, candidates, side = self.draw(batch, words, side)
         else:
-            ids, side = self._eager_draw(batch, words, side, step)
+            kept, candidates, side = self._eager_draw(batch, words, side, step)
         lo, hi = self.rows
         if (lo, hi) != (0, self.batch_size):
-            batch, ids = batch[lo:hi], ids[lo:hi]
+            batch, kept, candidates = batch[lo:hi], kept[lo:hi], candidates[lo:hi]
             if isinstance(side, Tensor):
                 side = side[lo:hi]
-        flat = ids.view(-1) if ids.is_contiguous() else ids.reshape(-1)
-        rows = self.table.gather(flat).view(*ids.shape, -1).requires_grad_(True)
+        # Every entity row of the step in one gather, as two leaves (anchors, candidates):
+        # their gradients are the lookups' gradients, handed to the optimizer as they are.
+        flat = candidates.view(-1) if candidates.is_contiguous() else candidates.reshape(-1)
+        anchor_rows, candidate_rows = self.table.gather([kept, flat])
+        b, width = batch.shape[0], anchor_rows.shape[-1]
+        shape = (b, *([1] * (candidates.dim() - 1)), width)  # broadcast against the groups
+        anchor = anchor_rows.view(shape).requires_grad_(True)
+        groups = candidate_rows.view(*candidates.shape, width).requires_grad_(True)
         # Relations are gathered like entities: a leaf whose gradient is summed into the
         # (small, replicated) table's dense gradient after backward.
         relations = batch[:, 1]
         relation = self.model.relation.weight
-        r = relation.detach().index_select(0, relations).unsqueeze(1).requires_grad_(True)
-        loss = self.objective(batch, rows, r, words, side)
+        with torch.no_grad():
+            r = relation.index_select(0, relations)
+        r = r.view(*shape[:-1], r.shape[-1]).requires_grad_(True)
+        loss = self.objective(batch, anchor, groups, r, words, side)
         self.optimizer.zero_grad(set_to_none=False)
         loss.backward(self._one)  # (a stored 1.0: no fresh tensor per step)
-        self.table.push(self.optimizer, flat, rows.grad.view(flat.shape[0], -1))
+        parts = [(kept, anchor.grad.view(b, width))]
+        if groups.grad is not None:  # (1-vs-all: the true entities are targets, not rows)
+            parts.append((flat, groups.grad.view(-1, width)))
+        self.table.push(self.optimizer, parts)
         _add_rows(relation, relations, r.grad.view(relations.shape[0], -1))
         if self.after_backward is not None:
             self.after_backward()
@@ -337,21 +376,20 @@ class TrainStep:
 
     def _eager_draw(
         self, batch: Tensor, words: Tensor, side: Side | None, step: int
-    ) -> tuple[Tensor, Any]:
+    ) -> tuple[Tensor, Tensor, Any]:
         """The draw for a sampler that takes a generator (walks on the host): each draw
         once per corrupted side, combined per row for Bernoulli sides."""
         side = self._side(batch, words, side)
         kept, true = _columns(batch, side)
-        parts = [kept]
+        draws = []
         for _ in range(self.draws):
-            parts.append(true)
             if isinstance(side, Tensor):
                 head = self.sampler.sample(batch, "head", generator=self.generator, step=step)
                 tail = self.sampler.sample(batch, "tail", generator=self.generator, step=step)
-                parts.append(torch.where(side.unsqueeze(1), head, tail))
+                draws.append(torch.where(side.unsqueeze(1), head, tail))
             else:
-                parts.append(self.sampler.sample(batch, side, generator=self.generator, step=step))
-        return torch.cat(parts, dim=1), side
+                draws.append(self.sampler.sample(batch, side, generator=self.generator, step=step))
+        return kept.view(-1), self._groups(true, torch.stack(draws, dim=1)), side
 
     @property
     def capturable(self) -> str | None:
@@ -428,7 +466,7 @@ class GraphedStep:
         self.static_batch: Tensor | None = None
         self.eager_steps = 0
         self.failed = False
-        self.stream = torch.cuda.Stream(device=step.words.device)
+        self.stream: Any = None  # the warm-up's side stream, made on first use
 
     def _key(self, side: Side | None) -> tuple[Any, ...]:
         optimizer = self.step.optimizer
@@ -462,6 +500,8 @@ class GraphedStep:
         return loss.clone()
 
     def _on_side_stream(self, run: Callable[[], Tensor]) -> Tensor:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=self.step.words.device)
         current = torch.cuda.current_stream(self.stream.device)
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
@@ -474,7 +514,70 @@ class GraphedStep:
             self.static_batch = batch.clone()
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(self.step.generator)
-        torch.cuda.synchronize(self.stream.device)
+        torch.cuda.synchronize(self.step.words.device)
         with torch.cuda.graph(graph):
             loss = self.step(self.static_batch, side, step=step)
         return graph, loss
+
+
+def aten_ops_per_call(call: Callable[[], object], *, calls: int = 2, warmup: int = 2) -> float:
+    """ATen operations per call of ``call``, counted by ``torch.profiler`` on the CPU: every
+    ``aten::`` event, nested ones included (on a GPU most of them are kernel launches, the
+    cost of a launch-bound step). ``warmup`` calls first, outside the count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        call()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            call()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")) / calls
+
+
+#: Operations whose result the host must wait for: a scalar read, or an output whose shape
+#: depends on the data (boolean indexing is checked separately, by its index's dtype).
+_SYNCING = (
+    "_local_scalar_dense",  # .item(), float(t), bool(t), .tolist()
+    "nonzero",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "is_nonzero",
+    "equal",
+)
+
+
+class forbid_host_sync(TorchDispatchMode):  # noqa: N801 (used as a context manager)
+    """Raise at the first operation that would make the host wait for the device.
+
+    A CUDA graph cannot contain such an operation, and on a GPU each one stalls the
+    launch queue. This checks the rule on any device (CPU included): scalar reads
+    (``.item()``, ``bool(t)``, ``.tolist()``), ``nonzero``, ``unique``, ``masked_select``,
+    boolean-mask indexing, and copies of a tensor to another device. Operations that a
+    kernel calls internally (such as the CPU fused Adagrad reading its CPU step count)
+    are below this check, as they are below a CUDA graph.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in _SYNCING:
+            raise RuntimeError(f"host synchronisation in the step: aten.{name}")
+        if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+            for index in indices or ():
+                if isinstance(index, Tensor) and index.dtype in (torch.bool, torch.uint8):
+                    raise RuntimeError(
+                        f"host synchronisation in the step: boolean-mask indexing (aten.{name})"
+                    )
+        if name in ("_to_copy", "copy_") and args and isinstance(args[0], Tensor):
+            source = args[1] if name == "copy_" else args[0]
+            target = args[0].device if name == "copy_" else kwargs.get("device")
+            if target is not None and torch.device(target) != source.device:
+                raise RuntimeError(
+                    f"host synchronisation in the step: a copy from {source.device} to {target}"
+                )
+        return func(*args, **kwargs)

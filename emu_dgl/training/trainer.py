@@ -171,6 +171,8 @@ class Trainer:
         )
         _warn_wasteful(config, self.kg, self.threads)
         self.train_triples = self.kg.train.to(self.device)
+        # column by column, so that a batch's heads, relations and tails are contiguous
+        self._train_columns = self.train_triples.t().contiguous()
         self._perm_epoch, self._perm = (
             -1,
             torch.empty(0, dtype=torch.long),
@@ -266,7 +268,9 @@ class Trainer:
             gen = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
             self._perm = torch.randperm(n, generator=gen).to(self.device)
             self._perm_epoch = epoch
-        return self.train_triples[self._perm[index * size : (index + 1) * size]]
+        rows = self._perm[index * size : (index + 1) * size]
+        # [B, 3] whose columns are contiguous (strides (1, B)): the step reads columns
+        return self._train_columns.index_select(1, rows).t()
 
     def side(self, step: int) -> Side | None:
         """The side ``step`` corrupts: tails on even steps, heads on odd ones; ``None`` with

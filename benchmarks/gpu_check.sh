@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The GPU check: one command, sized to at most 8 minutes on one GPU; JSON and a markdown
+# table under OUT.
+#
+#   bash benchmarks/gpu_check.sh OUT                      # on the GPU machine (CUDA)
+#   bash benchmarks/gpu_check.sh OUT --device cpu --quick # dry run on a CPU, tiny sizes
+#
+# Phases (each time-boxed; a phase that fails or runs out of time is recorded and the
+# next one runs):
+#   1. tests     the test suite on CUDA alone (pytest -n auto; train.device=auto picks CUDA)
+#   2. steps     ms per step, every decoder x paper arm (WN18RR), eager vs CUDA graph
+#   3. eval      filtered test evaluation, WN18RR and FB15k-237, DistMult and TransE
+#   4. scale     DistMult EMU step at 40k / 4M / 40M entities
+#   5. runs      one paper run alone, then 4 at once (emu-dgl compare --jobs 4 when it
+#                exists, else 4 background processes): aggregate steps/s
+#   6. summary   OUT/summary.json and OUT/summary.md
+# Prepare the machine as ../shared/GPU.md describes (DGL wheel, data in $EMU_DGL_DATA).
+set -u
+if [ $# -lt 1 ]; then
+    echo "usage: bash benchmarks/gpu_check.sh OUT [--device cpu|cuda] [--quick]" >&2
+    exit 2
+fi
+OUT=$1
+shift
+DEVICE=cuda
+QUICK=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) DEVICE=$2; shift 2 ;;
+        --quick) QUICK="--quick"; shift ;;
+        *) echo "error: unknown option '$1' (use --device cpu|cuda, --quick)" >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+: > "$OUT/phases.txt"
+
+phase() {  # phase NAME SECONDS COMMAND...: stdout to OUT/NAME.json|.out, stderr to OUT/NAME.err
+    local name=$1 limit=$2 start rc
+    shift 2
+    start=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+    rc=$?
+    echo "$name rc=$rc seconds=$(( $(date +%s) - start )) limit=$limit" | tee -a "$OUT/phases.txt"
+}
+
+$PY -c "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0], 'cuda', torch.cuda.is_available())" > "$OUT/env.txt" 2>&1
+command -v nvidia-smi > /dev/null && nvidia-smi >> "$OUT/env.txt" 2>&1
+
+# 1. tests
+if [ -n "$QUICK" ]; then
+    phase tests 120 $PY -m pytest -q -x -p no:cacheprovider tests/test_step.py -m "not slow"
+else
+    phase tests 150 $PY -m pytest -q -p no:cacheprovider -n auto
+fi
+
+# 2-4. step table, evaluation, scale
+BENCH="$PY benchmarks/bench_gpu.py"
+phase steps 120 $BENCH steps --device "$DEVICE" $QUICK
+phase eval 30 $BENCH eval --device "$DEVICE" $QUICK
+phase scale 90 $BENCH scale --device "$DEVICE" $QUICK
+
+# 5. one paper run alone, then 4 at once, at a fixed budget each
+if [ -n "$QUICK" ]; then
+    BUDGET=(--set dataset.name=synthetic --set train.max_steps=40 --set train.batch_size=64
+            --set sampler.num_negatives=16 --set model.dim=16)
+else
+    BUDGET=(--set train.max_steps=5000)
+fi
+RUN=(--config configs/paper/wn18rr/distmult.yaml "${BUDGET[@]}" --set "train.device=$DEVICE"
+     --set train.threads=1 --set train.valid_every=0 --set train.checkpoint_every=0
+     --set train.progress=false --set eval.valid_max_triples=500)
+phase run_alone 30 $PY -m emu_dgl train --arm uniform-emu --out "$OUT/runs/alone" "${RUN[@]}"
+if $PY -m emu_dgl compare --help 2>/dev/null | grep -q -- --jobs; then
+    phase runs_4 60 $PY -m emu_dgl compare "${RUN[@]}" --jobs 4 --seeds 0 --out "$OUT/runs/compare"
+    FOUR=$(find "$OUT/runs/compare" -name metrics.json -printf '%h\n' 2>/dev/null)
+else
+    echo "compare --jobs is not available here: 4 background 'emu-dgl train' processes instead" \
+        | tee -a "$OUT/phases.txt"
+    start=$(date +%s)
+    pids=()
+    for arm in uniform-base uniform-emu sans-base sans-emu; do
+        timeout --kill-after=10 60 $PY -m emu_dgl train --arm "$arm" --out "$OUT/runs/$arm" "${RUN[@]}" \
+            > "$OUT/runs_$arm.out" 2> "$OUT/runs_$arm.err" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    echo "runs_4 seconds=$(( $(date +%s) - start )) limit=60 (background processes)" | tee -a "$OUT/phases.txt"
+    FOUR=$(for arm in uniform-base uniform-emu sans-base sans-emu; do echo "$OUT/runs/$arm"; done)
+fi
+# shellcheck disable=SC2086
+$PY benchmarks/bench_gpu.py runs "$OUT/runs/alone" > "$OUT/runs_alone.json" 2>> "$OUT/phases.txt"
+# shellcheck disable=SC2086
+$PY benchmarks/bench_gpu.py runs $FOUR > "$OUT/runs_4.json" 2>> "$OUT/phases.txt"
+
+# 6. summary
+$PY benchmarks/summarize_gpu_check.py "$OUT" | tee "$OUT/summary.md"
