@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
@@ -72,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = args.negatives
-    spares = [(0, 0), (n // 8, 0), (n // 4, 0), (n // 4, math.ceil(n / 8)), (n // 2, n // 4)]
+    # (spare, uniform_spare): none, base spares only, the defaults, and smaller fallbacks
+    spares = [(0, 0), (n // 4, 0), (n // 4, n // 8), (n // 4, n // 2), (n // 4, n)]
     out: dict = {"negatives": n, "batch": args.batch, "batches": args.batches, "results": {}}
     for name in args.datasets:
         kg = load_dataset(name, args.data_dir)

@@ -11,8 +11,9 @@
 #   2. steps     ms per step, every decoder x paper arm (WN18RR), eager vs CUDA graph
 #   3. eval      filtered test evaluation, WN18RR and FB15k-237, DistMult and TransE
 #   4. scale     DistMult EMU step at 40k / 4M / 40M entities
-#   5. runs      one paper run alone, then 4 at once (emu-dgl compare --jobs 4 when it
-#                exists, else 4 background processes): aggregate steps/s
+#   5. runs      one paper run (WN18RR DistMult uniform-emu) alone, then 4 seeds of it at
+#                once (emu-dgl compare --jobs 4 when it exists, else 4 background
+#                processes): aggregate steps/s against the one alone
 #   6. summary   OUT/summary.json and OUT/summary.md
 # Prepare the machine as ../shared/GPU.md describes (DGL wheel, data in $EMU_DGL_DATA).
 set -u
@@ -73,21 +74,22 @@ RUN=(--config configs/paper/wn18rr/distmult.yaml "${BUDGET[@]}" --set "train.dev
      --set train.progress=false --set eval.valid_max_triples=500)
 phase run_alone 30 $PY -m emu_dgl train --arm uniform-emu --out "$OUT/runs/alone" "${RUN[@]}"
 if $PY -m emu_dgl compare --help 2>/dev/null | grep -q -- --jobs; then
-    phase runs_4 60 $PY -m emu_dgl compare "${RUN[@]}" --jobs 4 --seeds 0 --out "$OUT/runs/compare"
+    phase runs_4 60 $PY -m emu_dgl compare "${RUN[@]}" --arm uniform-emu --jobs 4 --seeds 0,1,2,3 \
+        --out "$OUT/runs/compare"
     FOUR=$(find "$OUT/runs/compare" -name metrics.json -printf '%h\n' 2>/dev/null)
 else
     echo "compare --jobs is not available here: 4 background 'emu-dgl train' processes instead" \
         | tee -a "$OUT/phases.txt"
     start=$(date +%s)
     pids=()
-    for arm in uniform-base uniform-emu sans-base sans-emu; do
-        timeout --kill-after=10 60 $PY -m emu_dgl train --arm "$arm" --out "$OUT/runs/$arm" "${RUN[@]}" \
-            > "$OUT/runs_$arm.out" 2> "$OUT/runs_$arm.err" &
+    for seed in 0 1 2 3; do
+        timeout --kill-after=10 60 $PY -m emu_dgl train --arm uniform-emu --out "$OUT/runs/seed$seed" \
+            "${RUN[@]}" --set "train.seed=$seed" > "$OUT/runs_seed$seed.out" 2> "$OUT/runs_seed$seed.err" &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid"; done
     echo "runs_4 seconds=$(( $(date +%s) - start )) limit=60 (background processes)" | tee -a "$OUT/phases.txt"
-    FOUR=$(for arm in uniform-base uniform-emu sans-base sans-emu; do echo "$OUT/runs/$arm"; done)
+    FOUR=$(for seed in 0 1 2 3; do echo "$OUT/runs/seed$seed"; done)
 fi
 # shellcheck disable=SC2086
 $PY benchmarks/bench_gpu.py runs "$OUT/runs/alone" > "$OUT/runs_alone.json" 2>> "$OUT/phases.txt"

@@ -37,6 +37,13 @@ def kg() -> KnowledgeGraph:
     return load_dataset("synthetic")
 
 
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """Each test compiles from scratch (no specialisation of another test's steps)."""
+    yield
+    torch._dynamo.reset()
+
+
 def paper_config(decoder: str, arm: str, device: torch.device, *extra: str):
     """A paper config (arm and all) on the built-in graph at a tiny budget. pRotatE and
     TransD have no paper config: DistMult's, with the decoder replaced."""
@@ -150,16 +157,26 @@ def test_inductor_compiled_step_equals_the_eager_step(kg, tmp_path) -> None:
     eager = Trainer(config, tmp_path / "eager", kg=kg)
     compiled = Trainer(copy.deepcopy(config), tmp_path / "compiled", kg=kg)
     compile_step(compiled.step)
-    assert_same_run(compiled, eager, run_steps(compiled, 20), run_steps(eager, 20), 1e-5)
+    losses, reference = run_steps(compiled, 20), run_steps(eager, 20)
+    assert losses == pytest.approx(reference, abs=1e-5)
+    # Generated kernels sum in another order, and Adagrad's g / sqrt(sum g^2) magnifies the
+    # last bits of tiny gradients: weights agree to 1e-4 (measured: about 1e-5).
+    assert_same_run(compiled, eager, losses, reference, 1e-4)
 
 
-def test_train_compile_key_trains_and_resumes(kg, tmp_path) -> None:
+@pytest.mark.slow
+def test_train_compile_key_compiles_the_run(kg, tmp_path) -> None:
+    """``train.compile: true`` through the whole run (inductor): the same metrics."""
+    overrides = ("train.max_steps=6", "train.valid_every=3")
+    plain = paper_config("distmult", "uniform-emu", torch.device("cpu"), *overrides)
     config = paper_config(
-        "distmult", "uniform-emu", torch.device("cpu"), "train.compile=true", "train.max_steps=4"
+        "distmult", "uniform-emu", torch.device("cpu"), *overrides, "train.compile=true"
     )
-    assert config.train.compile is True
-    trainer = Trainer(config, tmp_path, kg=kg)
-    assert trainer.step.draw is not step_module.TrainStep.draw  # compiled functions in place
+    trainer = Trainer(config, tmp_path / "compiled", kg=kg)
+    assert trainer.step.draw is not step_module.TrainStep.draw  # compiled in place
+    got = trainer.fit()
+    expected = Trainer(plain, tmp_path / "eager", kg=kg).fit()
+    assert got["test"]["mrr"] == pytest.approx(expected["test"]["mrr"], abs=1e-3)
 
 
 # ---------------------------------------------------------------------------- few operations
@@ -285,7 +302,7 @@ def test_filter_residual_matches_the_exact_binomial_tail() -> None:
         spread = math.sqrt(max(expected * (1 - expected), 1e-4) / (rows * n))
         assert abs(measured - expected) < 6 * spread + 1e-3, (h, measured, expected)
     assert sampler.residual_rate(0.2) < 0.02 < sampler.residual_rate(0.7)
-    # The defaults (n/4 and n/8 spare candidates) leave nothing measurable at n = 256
+    # The defaults (n/4 spare and n uniform candidates) leave nothing measurable at n = 256
     # even when a tenth of all candidates is known.
     default = FilteredSampler(UniformSampler(num_entities=10, num_negatives=256), triples, 10)
     assert default.residual_rate(0.1) < 1e-12

@@ -416,7 +416,9 @@ class _MaskedSums(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         first = x[:, :1]  # [B, 1, d]
         kept = (x * mask).sum(-1)
-        from_first = torch.bmm(mask, first.transpose(1, 2)).squeeze(2)  # [B, C]
+        # (bmm on the CPU loops over the batch unless its operands are contiguous)
+        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
+        from_first = torch.bmm(mask, column).squeeze(2)  # [B, C]
         ctx.save_for_backward(mask)
         ctx.consumed = False  # type: ignore[attr-defined]
         return kept + (first.sum(-1) - from_first)
@@ -427,7 +429,7 @@ class _MaskedSums(torch.autograd.Function):
             raise RuntimeError("the EMU mask was consumed by a first backward pass")
         (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
         ctx.consumed = True  # type: ignore[attr-defined]
-        g = grad.unsqueeze(1)  # [B, 1, C]
+        g = grad.unsqueeze(1).contiguous()  # [B, 1, C]
         to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
         out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
         out[:, :1] += to_first

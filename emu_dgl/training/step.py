@@ -6,17 +6,17 @@ r"""The training step as one pure function of static-shape tensors.
    every random choice of the step (Bernoulli sides, negatives, the false-negative
    filter's spare candidates, the EMU mask or Mixup weights) reads its own block of it;
 2. **draw** (pure): the corrupted side (static ``"head"``/``"tail"``, or a per-row coin
-   for ``sampler.bernoulli``) and the negatives in fixed shape; the entity ids of the
-   step laid out as ``ids[B, 1 + G (1 + n)] = [anchor, (true entity, draw g)...]``: one
-   group per draw, G = 2 with ``emu.separate_draws`` (both draws side by side), each
-   group led by the true entity, so that every score vector the loss needs is one
-   contiguous ``[B, 1 + n]`` block;
-3. **gather**: every entity row of the step in one ``index_select`` (a leaf tensor: its
-   gradient is the gradient of each lookup);
+   for ``sampler.bernoulli``) and the negatives in fixed shape, every draw in one sampler
+   call; the entity ids of the step are the anchors ``[B]`` and candidate groups
+   ``[B, 1 + n]`` (``[B, G, 1 + n]`` with ``emu.separate_draws``: both draws side by
+   side), each group led by the true entity, so that every score vector the loss needs is
+   one contiguous ``[B, 1 + n]`` block;
+3. **gather**: every entity row of the step in one call (two leaf tensors, anchors and
+   candidates: their gradients are the gradients of each lookup);
 4. **objective** (pure): relations in tail form, one scoring pass over all groups, EMU
-   (a bool mask over the per-coordinate terms of separable decoders, mixed embeddings
-   in the same pass otherwise), the loss from ``log_softmax`` of the score blocks and
-   constant target weights (one dot product per term), the regulariser;
+   (a mask over the per-coordinate terms of separable decoders, mixed embeddings in the
+   same pass otherwise), the loss from ``log_softmax`` of the score blocks and constant
+   target weights (one dot product per term), the regulariser;
 5. **backward**, the lookups' gradients handed to the optimizer
    (:func:`~emu_dgl.training.sparse.push_rows`), the **optimizer update** in fixed shape.
 
@@ -429,7 +429,16 @@ def _other(side: Any) -> Any:
 def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
     """``train.compile``: run ``draw`` and ``objective`` through ``torch.compile`` with
     ``fullgraph=True`` (a graph break is an error, not a silent fallback). The first call
-    compiles one graph per static side."""
+    compiles one graph per static side.
+
+    Every step object and side is its own specialisation of the same functions, so a
+    process that builds many trainers (``tune``, ``compare``) raises dynamo's limit on
+    recompilations of one function (8 by default) to at least 64.
+    """
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 64)
     step.draw = torch.compile(step.draw, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
     step.objective = torch.compile(step.objective, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
 
