@@ -280,7 +280,7 @@ def test_reverse_relation_scores_a_head_corruption_as_a_tail_corruption(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_score_candidates_mixes_terms_like_embeddings(name: str, device: torch.device) -> None:
+def test_score_groups_mixes_terms_like_embeddings(name: str, device: torch.device) -> None:
     """One pass over two candidate groups: group 0 unmutated, the last group mutated
     towards its column 0. The separable fast path (mixed terms) and the generic one
     (mixed embeddings) equal the direct formula, values and gradients."""
@@ -292,7 +292,7 @@ def test_score_candidates_mixes_terms_like_embeddings(name: str, device: torch.d
     groups = model.entity(ids)
     mask = (torch.rand(4, 5, groups.shape[-1], generator=g) < 0.4).to(device)
     mask[:, 0] = False
-    scores, mutated = model.score_candidates(anchor, rel, groups, mask=mask)
+    scores, mutated = model.score_groups(anchor, rel, groups, mask=mask)
     mixed = torch.where(mask, groups[:, 1], groups[:, 1, :1])
     ref_scores = model.decoder(anchor[:, None], rel[:, None], groups[:, 0])
     ref_mutated = model.decoder(anchor[:, None], rel[:, None], mixed)

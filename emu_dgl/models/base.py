@@ -283,7 +283,7 @@ class KGEModel(nn.Module):
             return self.decoder.reverse_relation(r)
         raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
 
-    def score_candidates(
+    def score_groups(
         self,
         anchor: Tensor,
         rel: Tensor,
@@ -366,7 +366,7 @@ class KGEModel(nn.Module):
             else:
                 mixed = mutation(group[:, :1], negatives, generator=generator)
                 mutated = torch.cat([group[:, :1], mixed], dim=1)
-        scores, last = self.score_candidates(anchor, rel, group, mask=mask, mutated=mutated)
+        scores, last = self.score_groups(anchor, rel, group, mask=mask, mutated=mutated)
         h, t = (anchor, group[:, 0]) if side == "tail" else (group[:, 0], anchor)
         return NegativeScores(
             pos=scores[:, 0],

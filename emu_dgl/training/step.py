@@ -309,7 +309,7 @@ class TrainStep:
                 mask = self.mutation.group_mask_from_words(mutation_words, last.shape, dtype=dtype)
             if mask is None:
                 mutated = self.mutation.mutate_group(last, mutation_words)
-        scores, last_scores = self.model.score_candidates(
+        scores, last_scores = self.model.score_groups(
             anchor, rel, groups, mask=mask, mutated=mutated
         )
         loss: Tensor | None = None
