@@ -14,7 +14,13 @@ from emu_dgl.config import load_config
 from emu_dgl.data import KnowledgeGraph, load_dataset
 from emu_dgl.sampling import FilteredSampler, UniformSampler
 from emu_dgl.training import step as step_module
-from emu_dgl.training.sparse import RowAdagrad, coalesce_rows, push_rows
+from emu_dgl.training.sparse import (
+    RowAdagrad,
+    RowAdam,
+    RowwiseAdagrad,
+    coalesce_rows,
+    push_rows,
+)
 from emu_dgl.training.step import (
     GraphedStep,
     aten_ops_per_call,
@@ -354,7 +360,23 @@ def test_coalesce_rows_has_a_fixed_shape_and_sums_duplicates() -> None:
     assert slots.shape == (6,) and summed.shape == (6, 2)  # min(lookups, rows) slots
     assert slots[:3].tolist() == [1, 4, 7]
     assert summed[:3].tolist() == [[2 + 8, 3 + 9], [0 + 4 + 10, 1 + 5 + 11], [6, 7]]
-    # unused slots repeat slot 0: same row, same gradient (identical writes)
+    # unused slots: row 0 with a zero gradient (an addition of nothing) ...
+    assert slots[3:].tolist() == [0, 0, 0] and summed[3:].tolist() == [[0, 0]] * 3
+    # ... or copies of slot 0, same row and gradient (identical writes)
+    slots, summed = coalesce_rows(ids, values, num_rows=10, repeat_first=True)
     assert slots[3:].tolist() == [1, 1, 1] and summed[3:].tolist() == [[10, 12]] * 3
     slots, summed = coalesce_rows(ids, values, num_rows=3)  # fewer rows than lookups
     assert slots.shape == (3,) and slots.tolist() == [1, 4, 7]
+
+
+def test_row_updates_leave_row_zero_alone_when_it_is_not_touched() -> None:
+    """The padding slots point at row 0 with a zero gradient: row 0 must not move."""
+    table = torch.randn(20, 3, dtype=torch.float64)
+    for cls in (RowAdagrad, RowwiseAdagrad, RowAdam):
+        weight = table.clone().requires_grad_(True)
+        opt = cls([weight], lr=0.1)
+        for _ in range(3):
+            push_rows(opt, weight, torch.tensor([5, 9, 5]), torch.ones(3, 3, dtype=torch.float64))
+            opt.step()
+        assert torch.equal(weight.detach()[0], table[0]), cls.__name__
+        assert not torch.equal(weight.detach()[5], table[5])

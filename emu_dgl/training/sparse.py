@@ -52,7 +52,8 @@ so a step is exact for the gradient it is given.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -76,13 +77,28 @@ __all__ = [
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 
 
-def coalesce_rows(ids: Tensor, values: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
+def coalesce_rows(
+    ids: Tensor | list[Tensor],
+    values: Tensor | list[Tensor],
+    num_rows: int,
+    *,
+    repeat_first: bool = False,
+    buffer: Callable[[str, tuple[int, ...], Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """``(rows[S], summed[S, d])`` with ``S = min(N, num_rows)``, in fixed shape.
 
     Slot ``j < U`` (``U`` distinct ids) holds the ``j``-th smallest distinct id and the
-    sum of its ``values``; slots ``j >= U`` repeat slot 0, id and sum. No ``unique``: a
-    sort, a prefix sum of "new id" flags, and scatters.
+    sum of its ``values``. The slots ``j >= U`` hold row 0 and a zero gradient (an update
+    that adds nothing, for optimizers that add their change: Adagrad), or with
+    ``repeat_first`` a copy of slot 0, id and sum (identical writes, for optimizers that
+    write their new values: lazy Adam, whose zero-gradient update is not a no-op). No
+    ``unique``: a sort, a prefix sum of "new id" flags, and scatters. ``ids`` and
+    ``values`` may come in parts (lists), summed as one without joining the values.
+    ``buffer(name, shape, like)`` gives reusable work tensors for the ``[S, d]`` sums (on
+    a CPU a fresh tensor that large costs more, in page faults, than the arithmetic).
     """
+    parts = list(values) if isinstance(values, list) else [values]
+    ids = torch.cat(ids) if isinstance(ids, list) else ids
     count = ids.shape[0]
     slots = min(count, num_rows)
     sorted_ids, order = torch.sort(ids)
@@ -91,11 +107,24 @@ def coalesce_rows(ids: Tensor, values: Tensor, num_rows: int) -> tuple[Tensor, T
     slot_sorted = new.cumsum(0) - 1  # slot of each sorted lookup
     slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
     rows = ids.new_zeros(slots).index_copy_(0, slot_sorted, sorted_ids)  # equal duplicates
-    summed = values.new_zeros((slots, *values.shape[1:])).index_add_(0, slot, values)
+    shape = (slots, *parts[0].shape[1:])
+    if buffer is None:
+        summed = parts[0].new_zeros(shape)
+    else:
+        summed = buffer("summed", shape, parts[0]).zero_()
+    start = 0
+    for part in parts:
+        summed.index_add_(0, slot[start : start + part.shape[0]], part)
+        start += part.shape[0]
+    if not repeat_first:
+        return rows, summed
     # Unused slots (j >= U) become copies of slot 0.
     position = torch.arange(slots, device=ids.device)
     source = torch.where(position <= slot_sorted[-1], position, 0)
-    return rows.index_select(0, source), summed.index_select(0, source)
+    if buffer is None:
+        return rows.index_select(0, source), summed.index_select(0, source)
+    repeated = torch.index_select(summed, 0, source, out=buffer("repeated", shape, summed))
+    return rows.index_select(0, source), repeated
 
 
 def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, values: Tensor) -> None:
@@ -114,6 +143,10 @@ def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, valu
 
 
 class _RowOptimizer(torch.optim.Optimizer):
+    #: Whether a row update writes new values (unused slots must repeat a real one) rather
+    #: than adding a change (unused slots add zero); see :func:`coalesce_rows`.
+    repeat_first = False
+
     """Shared loop: row gradients (given by :meth:`add_rows`, or a sparse ``.grad``) get
     :meth:`_update_rows` on the coalesced rows; dense gradients get :meth:`_update_dense`
     with multi-tensor (``foreach``) operations over all of them at once."""
@@ -124,7 +157,18 @@ class _RowOptimizer(torch.optim.Optimizer):
         if defaults["lr"] <= 0:
             raise ConfigError(f"train.lr must be positive, got {defaults['lr']}")
         super().__init__(params, defaults)
-        self._rows: dict[Tensor, tuple[Tensor, Tensor]] = {}
+        self._rows: dict[Tensor, tuple[list[Tensor], list[Tensor]]] = {}
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A reusable work tensor of ``shape`` (uninitialised; the same one every step, so a
+        captured step sees static memory)."""
+        key = (name, like.dtype, like.device)
+        need = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < need:
+            buffer = self._buffers[key] = torch.empty(need, dtype=like.dtype, device=like.device)
+        return buffer[:need].view(shape)
 
     def add_rows(self, param: Tensor, ids: Tensor, values: Tensor) -> None:
         """Lookups ``ids[N]`` of ``param``'s rows and their gradients ``values[N, ...]``,
@@ -133,10 +177,9 @@ class _RowOptimizer(torch.optim.Optimizer):
         if ids.dim() != 1:
             ids = ids.reshape(-1)
             values = values.reshape(ids.shape[0], *param.shape[1:])
-        if param in self._rows:
-            old_ids, old_values = self._rows[param]
-            ids, values = torch.cat([old_ids, ids]), torch.cat([old_values, values])
-        self._rows[param] = (ids, values)
+        pending = self._rows.setdefault(param, ([], []))
+        pending[0].append(ids)
+        pending[1].append(values)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -150,15 +193,22 @@ class _RowOptimizer(torch.optim.Optimizer):
                 rows = self._rows.pop(param, None)
                 grad = param.grad
                 if grad is not None and grad.is_sparse:
-                    rows, grad = (grad._indices()[0], grad._values()), None
+                    rows, grad = ([grad._indices()[0]], [grad._values()]), None
                 if rows is not None and grad is not None:  # a whole-table term made it dense
-                    grad = grad.index_add(0, *rows)
+                    for ids, values in zip(*rows, strict=True):
+                        grad = grad.index_add(0, ids, values)
                     rows = None
                 state = self.state[param]
                 if not state and (rows is not None or grad is not None):
                     self._init_state(param, state)
                 if rows is not None:
-                    slots, summed = coalesce_rows(rows[0], rows[1], param.shape[0])
+                    slots, summed = coalesce_rows(
+                        rows[0],
+                        rows[1],
+                        param.shape[0],
+                        repeat_first=self.repeat_first,
+                        buffer=self._buffer,
+                    )
                     self._update_rows(param, slots, summed, group, state)
                 elif grad is not None:
                     dense.append((param, grad))
@@ -166,6 +216,11 @@ class _RowOptimizer(torch.optim.Optimizer):
                 params, grads = (list(x) for x in zip(*dense, strict=True))
                 self._update_dense(params, grads, group, [self.state[p] for p in params])
         return loss
+
+    def _gather(self, name: str, table: Tensor, rows: Tensor) -> Tensor:
+        """``table[rows]`` into the work buffer ``name``."""
+        out = self._buffer(name, (rows.shape[0], *table.shape[1:]), table)
+        return torch.index_select(table, 0, rows, out=out)
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -184,6 +239,8 @@ class _RowOptimizer(torch.optim.Optimizer):
 class RowAdagrad(_RowOptimizer):
     """Adagrad whose state and weights change only in the rows of a row gradient."""
 
+    repeat_first = True  # new values are written (bit-for-bit torch.optim.Adagrad's)
+
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, eps: float = 1e-10) -> None:
         super().__init__(params, {"lr": lr, "eps": eps})
 
@@ -193,13 +250,13 @@ class RowAdagrad(_RowOptimizer):
     def _update_rows(
         self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
     ) -> None:
-        # torch.optim.Adagrad's arithmetic, row by row: s + g*g, then w + (-lr) * g / std
-        total = torch.addcmul(state["sum"].index_select(0, rows), grad, grad)
+        # torch.optim.Adagrad's own operations, row by row (addcmul and addcdiv round once,
+        # as fused multiply-adds), written back: the same bits as the dense update
+        total = self._gather("state", state["sum"], rows).addcmul_(grad, grad)
         state["sum"].index_copy_(0, rows, total)
         std = total.sqrt_().add_(group["eps"])
-        param.index_copy_(
-            0, rows, torch.addcdiv(param.index_select(0, rows), grad, std, value=-group["lr"])
-        )
+        weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
+        param.index_copy_(0, rows, weights)
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
@@ -233,12 +290,13 @@ class RowwiseAdagrad(_RowOptimizer):
     def _update_rows(
         self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
     ) -> None:
-        total = state["sum"].index_select(0, rows).add_(self._mean_square(grad))
-        state["sum"].index_copy_(0, rows, total)
+        work = self._buffer("work", tuple(grad.shape), grad)
+        squares = torch.mul(grad, grad, out=work)
+        mean_square = squares.flatten(1).mean(1) if grad.dim() > 1 else squares.clone()
+        total = state["sum"].index_select(0, rows).add_(mean_square)
+        state["sum"].index_add_(0, rows, mean_square)  # (unused slots: row 0 plus zero)
         std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
-        param.index_copy_(
-            0, rows, torch.addcdiv(param.index_select(0, rows), grad, std, value=-group["lr"])
-        )
+        param.index_add_(0, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
@@ -254,6 +312,8 @@ class RowAdam(_RowOptimizer):
 
     The step count lives on the parameter's device and the bias corrections are computed
     there, so a step needs no host synchronisation."""
+
+    repeat_first = True  # a zero gradient still decays the moments: no padding rows
 
     def __init__(
         self,
@@ -293,8 +353,8 @@ class RowAdam(_RowOptimizer):
         self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
     ) -> None:
         m, v = self._moments(
-            state["exp_avg"].index_select(0, rows),
-            state["exp_avg_sq"].index_select(0, rows),
+            self._gather("m", state["exp_avg"], rows),
+            self._gather("v", state["exp_avg_sq"], rows),
             grad,
             group,
         )
@@ -302,8 +362,10 @@ class RowAdam(_RowOptimizer):
         state["exp_avg_sq"].index_copy_(0, rows, v)
         scale, correction = self._corrections(state, group)
         # torch.optim.Adam's arithmetic: w + (-lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-        denom = v.sqrt().div_(correction).add_(group["eps"])
-        param.index_copy_(0, rows, param.index_select(0, rows).add_(m.div(denom).mul_(scale)))
+        denom = torch.sqrt(v, out=self._buffer("denom", tuple(v.shape), v))
+        denom.div_(correction).add_(group["eps"])
+        step = torch.div(m, denom, out=denom).mul_(scale)
+        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
