@@ -76,6 +76,12 @@ __all__ = [
 #: Regularisers whose gradient reaches every row of the entity table.
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 
+#: ``train.sparse: auto`` updates rows once the table has more than this many times the
+#: rows a step looks up; below, the dense update is as fast or faster (DistMult, batch
+#: 1000, 256 negatives = 258k lookups, one CPU thread: dense 0.56 s against rows 0.68 s
+#: at 400k entities, rows 0.71 s against dense 1.02 s at 4M; benchmarks/bench_scale.py).
+DENSE_UP_TO_LOOKUPS = 4
+
 
 def coalesce_rows(
     ids: Tensor | list[Tensor],
@@ -398,11 +404,11 @@ def use_sparse_rows(
     ``True`` / ``False`` are obeyed. ``"auto"`` picks rows where the result is the same
     as the dense step and rows are the cheaper one: Adagrad and row-wise Adagrad, unless
     the loss or a regulariser reaches every entity row anyway (1-vs-all scoring, a
-    whole-table L3 penalty), and only when the table has more rows than a step looks up
-    (``num_entities > lookups``; when the sizes are not given, rows). Below that the
-    dense update reads and writes about as many rows, without the row bookkeeping
-    (measured in README, "Large graphs"). Adam stays dense under ``auto`` because lazy
-    Adam is a different rule (see the module doc); ask for it with ``true``.
+    whole-table L3 penalty), and only for a table of more than
+    :data:`DENSE_UP_TO_LOOKUPS` times the rows a step looks up (when the sizes are not
+    given, rows). Below that the dense update (fused, every row) is as fast or faster
+    than the row bookkeeping. Adam stays dense under ``auto`` because lazy Adam is a
+    different rule (see the module doc); ask for it with ``true``.
     """
     if isinstance(sparse, bool):
         return sparse
@@ -412,7 +418,7 @@ def use_sparse_rows(
         return False
     if optimizer not in ("adagrad", "rowwise_adagrad"):
         return False
-    return num_entities is None or lookups is None or num_entities > lookups
+    return num_entities is None or lookups is None or num_entities > DENSE_UP_TO_LOOKUPS * lookups
 
 
 @functools.cache
