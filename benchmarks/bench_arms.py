@@ -45,8 +45,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--negatives", type=int, default=256)
     args = parser.parse_args()
-    extra = [f"train.batch_size={args.batch}", f"sampler.num_negatives={args.negatives}",
-             "train.device=cpu", "train.progress=false"]
+    extra = [
+        f"train.batch_size={args.batch}",
+        f"sampler.num_negatives={args.negatives}",
+        "train.device=cpu",
+        "train.progress=false",
+    ]
     if args.data_dir:
         extra.append(f"dataset.data_dir={args.data_dir}")
     result: dict[str, object] = {
@@ -63,7 +67,9 @@ def main() -> None:
         args.config, "uniform-emu", [*extra, "emu.separate_draws=false"], args.steps
     )
     result["seconds_per_step"] = {k: round(v, 4) for k, v in seconds.items()}
-    result["separate_over_shared"] = round(seconds["uniform-emu"] / seconds["uniform-emu-shared-draw"], 3)
+    result["separate_over_shared"] = round(
+        seconds["uniform-emu"] / seconds["uniform-emu-shared-draw"], 3
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from emu_dgl.models import KGEModel
-from emu_dgl.sampling.mutation import EMUMutation
+from emu_dgl.models.mutation import EMUMutation
 from emu_dgl.training.losses import EMULoss, SoftmaxLoss
 
 

@@ -34,7 +34,9 @@ def bare_scoring(model, triples: torch.Tensor, batch_size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--dataset", default="wn18rr")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -84,13 +84,17 @@ def part_bare(folder: str, k: int, walks: int, seed: int, walk_mode: str) -> dic
     }
 
 
-def part_build(folder: str, k: int, walks: int, seed: int, walk_mode: str = "restart") -> dict[str, Any]:
+def part_build(
+    folder: str, k: int, walks: int, seed: int, walk_mode: str = "restart"
+) -> dict[str, Any]:
     from emu_dgl.graph import build_neighbourhood
 
     train, n = read_train(Path(folder))
     loaded = rss_mb("VmRSS")
     start = time.perf_counter()
-    nb = build_neighbourhood(train, n, k=k, walks=walks, seed=seed, walk_mode=walk_mode, cache_dir=None)
+    nb = build_neighbourhood(
+        train, n, k=k, walks=walks, seed=seed, walk_mode=walk_mode, cache_dir=None
+    )
     elapsed = time.perf_counter() - start
     out = {
         "build_s": round(elapsed, 3),

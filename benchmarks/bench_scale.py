@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 
-def measure(entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str, nproc: int = 1) -> dict:
+def measure(
+    entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str, nproc: int = 1
+) -> dict:
     """One configuration: seconds per Trainer step and peak RSS (per rank with ``nproc`` > 1)."""
     if nproc > 1:
         from emu_dgl.distributed import run_workers
@@ -54,7 +56,9 @@ def _rank_worker(rank: int, world: int, out: str, *args: object) -> None:
     (Path(out) / f"{rank}.json").write_text(json.dumps(result))
 
 
-def _measure_here(entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str) -> dict:
+def _measure_here(
+    entities: int, mode: str, steps: int, warmup: int, threads: int, optimizer: str
+) -> dict:
     import torch
     import torch.distributed as dist
 
@@ -122,19 +126,41 @@ def _measure_here(entities: int, mode: str, steps: int, warmup: int, threads: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="40000,400000,4000000", help="entity counts, comma-separated")
-    parser.add_argument("--modes", default="sparse,dense", help="sparse and/or dense entity gradients")
-    parser.add_argument("--optimizer", default="adagrad", choices=["adagrad", "adam", "rowwise_adagrad"])
+    parser.add_argument(
+        "--sizes", default="40000,400000,4000000", help="entity counts, comma-separated"
+    )
+    parser.add_argument(
+        "--modes", default="sparse,dense", help="sparse and/or dense entity gradients"
+    )
+    parser.add_argument(
+        "--optimizer", default="adagrad", choices=["adagrad", "adam", "rowwise_adagrad"]
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--nproc", default="1", help="process counts to compare, e.g. 1,2 (2+: sparse only, gloo)")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "entities,mode,nproc"
+    parser.add_argument(
+        "--nproc", default="1", help="process counts to compare, e.g. 1,2 (2+: sparse only, gloo)"
+    )
+    parser.add_argument(
+        "--one", default=None, help=argparse.SUPPRESS
+    )  # internal: "entities,mode,nproc"
     args = parser.parse_args()
 
     if args.one is not None:
         entities, mode, nproc = args.one.split(",")
-        print(json.dumps(measure(int(entities), mode, args.steps, args.warmup, args.threads, args.optimizer, int(nproc))))
+        print(
+            json.dumps(
+                measure(
+                    int(entities),
+                    mode,
+                    args.steps,
+                    args.warmup,
+                    args.threads,
+                    args.optimizer,
+                    int(nproc),
+                )
+            )
+        )
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -145,22 +171,43 @@ def main() -> None:
         key = mode if nproc == 1 else f"{mode}_{nproc}proc"
         results[key] = {}
         for entities in sizes:
-            cmd = [sys.executable, __file__, "--one", f"{entities},{mode},{nproc}", "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--optimizer", args.optimizer]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                f"{entities},{mode},{nproc}",
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--threads",
+                str(args.threads),
+                "--optimizer",
+                args.optimizer,
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[key][str(entities)] = json.loads(out.strip().splitlines()[-1])
         smallest = results[key][str(sizes[0])]["best_s"]
         for row in results[key].values():
             row["ratio_vs_smallest"] = row["best_s"] / smallest
-    print(json.dumps({
-        "step": "Trainer.train_step: distmult d=100, batch 1000, 256 uniform negatives, EMU on, cpu",
-        "optimizer": args.optimizer,
-        "train_triples": 300_000,
-        "threads": args.threads,
-        "steps": args.steps,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
-        "results": results,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "step": "Trainer.train_step: distmult d=100, batch 1000, 256 uniform negatives, EMU on, cpu",
+                "optimizer": args.optimizer,
+                "train_triples": 300_000,
+                "threads": args.threads,
+                "steps": args.steps,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "load_avg": os.getloadavg(),
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -134,11 +134,33 @@ def throughput(args) -> dict:
     for name in args.decoders:
         lr = 0.05 if name == "transe" else 0.1
         variants = {
-            "naive_base": naive_runner(kg, name, batch=args.batch, negatives=args.negatives, emu=False, lr=lr),
-            "naive_emu": naive_runner(kg, name, batch=args.batch, negatives=args.negatives, emu=True, lr=lr),
-            "ours_base": ours_runner(kg, name, batch=args.batch, negatives=args.negatives, emu=False, lr=lr, filtered=False),
-            "ours_emu": ours_runner(kg, name, batch=args.batch, negatives=args.negatives, emu=True, lr=lr, filtered=False),
-            "ours_emu_filtered": ours_runner(kg, name, batch=args.batch, negatives=args.negatives, emu=True, lr=lr, filtered=True),
+            "naive_base": naive_runner(
+                kg, name, batch=args.batch, negatives=args.negatives, emu=False, lr=lr
+            ),
+            "naive_emu": naive_runner(
+                kg, name, batch=args.batch, negatives=args.negatives, emu=True, lr=lr
+            ),
+            "ours_base": ours_runner(
+                kg,
+                name,
+                batch=args.batch,
+                negatives=args.negatives,
+                emu=False,
+                lr=lr,
+                filtered=False,
+            ),
+            "ours_emu": ours_runner(
+                kg,
+                name,
+                batch=args.batch,
+                negatives=args.negatives,
+                emu=True,
+                lr=lr,
+                filtered=False,
+            ),
+            "ours_emu_filtered": ours_runner(
+                kg, name, batch=args.batch, negatives=args.negatives, emu=True, lr=lr, filtered=True
+            ),
         }
         rates = {k: args.batch / time_steps(step, args.steps) for k, step in variants.items()}
         out["decoders"][name] = {
@@ -192,13 +214,17 @@ def peak_memory(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--negatives", type=int, default=256)
     parser.add_argument("--decoders", nargs="+", default=["transe", "distmult", "complex"])
-    parser.add_argument("--memory", action="store_true", help="measure peak memory of a FB15k-237 run instead")
+    parser.add_argument(
+        "--memory", action="store_true", help="measure peak memory of a FB15k-237 run instead"
+    )
     args = parser.parse_args()
     print(json.dumps(peak_memory(args) if args.memory else throughput(args), indent=2))
 

@@ -15,7 +15,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from emu_dgl.compare import plot_curves
+from emu_dgl.experiments.compare import plot_curves
 
 
 def arm_stats(result: dict, arm: str, split: str, key: str) -> tuple[float, float, int]:
@@ -25,7 +25,9 @@ def arm_stats(result: dict, arm: str, split: str, key: str) -> tuple[float, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("protocol_out", type=Path)
     parser.add_argument("dest", type=Path)
     args = parser.parse_args()
@@ -54,15 +56,26 @@ def main() -> None:
         plot_curves(result, target / "valid_mrr.png")
         for arm in result["arms"]:
             cells = []
-            for split, key in (("test", "mrr"), ("test", "hits@1"), ("test", "hits@10"), ("valid", "mrr")):
+            for split, key in (
+                ("test", "mrr"),
+                ("test", "hits@1"),
+                ("test", "hits@10"),
+                ("valid", "mrr"),
+            ):
                 mean, spread, count = arm_stats(result, arm, split, key)
                 cells.append(f"{mean:.4f} ± {spread:.4f}" if count > 1 else f"{mean:.4f}")
             runs = [r for r in result["runs"] if r["arm"] == arm]
             best = "/".join(str(r["best_step"]) for r in runs)
             wall = statistics.fmean(r["wall_seconds"] for r in runs)
             total_wall += sum(r["wall_seconds"] for r in runs)
-            lines.append(f"| {folder.name} | {arm} | " + " | ".join(cells) + f" | {best} | {wall:.0f} |")
-    lines += ["", f"Machine: {machine}. Sum of the per-run wall times listed: {total_wall / 60:.1f} minutes (a reused run is listed twice).", ""]
+            lines.append(
+                f"| {folder.name} | {arm} | " + " | ".join(cells) + f" | {best} | {wall:.0f} |"
+            )
+    lines += [
+        "",
+        f"Machine: {machine}. Sum of the per-run wall times listed: {total_wall / 60:.1f} minutes (a reused run is listed twice).",
+        "",
+    ]
     (args.dest / "SUMMARY.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

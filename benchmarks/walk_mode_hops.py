@@ -59,18 +59,36 @@ def main() -> None:
     pos = kg.train[torch.randperm(len(kg.train), generator=gen)[: args.triples]]
     anchors = pos[:, 0].numpy()
     dist = hop_distances(kg.train, kg.num_entities, anchors)
-    modes = {"continue (published, uniform over distinct)": ("continue", False),
-             "restart (k-hop endpoints, by count)": ("restart", True)}
-    result: dict[str, object] = {"dataset": args.dataset, "triples": args.triples,
-                                 "negatives": args.negatives, "k": args.k, "walks": args.walks}
+    modes = {
+        "continue (published, uniform over distinct)": ("continue", False),
+        "restart (k-hop endpoints, by count)": ("restart", True),
+    }
+    result: dict[str, object] = {
+        "dataset": args.dataset,
+        "triples": args.triples,
+        "negatives": args.negatives,
+        "k": args.k,
+        "walks": args.walks,
+    }
     histograms = {}
     with tempfile.TemporaryDirectory() as cache:
         for label, (mode, weighted) in modes.items():
-            sampler = build_sampler("sans", train=kg.train, num_entities=kg.num_entities,
-                                    num_negatives=args.negatives, k_hop=args.k, walks=args.walks,
-                                    walk_mode=mode, weighted=weighted, seed=args.seed,
-                                    cache_dir=cache, filter=True)
-            neg = sampler.sample(pos, "tail", generator=torch.Generator().manual_seed(args.seed)).numpy()
+            sampler = build_sampler(
+                "sans",
+                train=kg.train,
+                num_entities=kg.num_entities,
+                num_negatives=args.negatives,
+                k_hop=args.k,
+                walks=args.walks,
+                walk_mode=mode,
+                weighted=weighted,
+                seed=args.seed,
+                cache_dir=cache,
+                filter=True,
+            )
+            neg = sampler.sample(
+                pos, "tail", generator=torch.Generator().manual_seed(args.seed)
+            ).numpy()
             hops = np.take_along_axis(dist, neg, axis=1)
             hist = np.bincount(hops.ravel(), minlength=MAX_BIN + 1) / hops.size
             histograms[label] = hist
@@ -96,7 +114,9 @@ def main() -> None:
         ax.axvline(args.k + 0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel(f"hop distance from the anchor ({args.dataset} training graph)")
         ax.set_ylabel("share of drawn negatives")
-        ax.set_title(f"SANS negatives, k = {args.k}, w = {args.walks}, {args.triples} triples x {args.negatives}")
+        ax.set_title(
+            f"SANS negatives, k = {args.k}, w = {args.walks}, {args.triples} triples x {args.negatives}"
+        )
         ax.legend(fontsize=8)
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)

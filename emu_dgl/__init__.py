@@ -22,8 +22,8 @@ _LAZY = {
     "DECODERS": "emu_dgl.models",
     "KGEModel": "emu_dgl.models",
     "SAMPLERS": "emu_dgl.sampling",
-    "EMUMutation": "emu_dgl.sampling",
-    "MixupMutation": "emu_dgl.sampling",
+    "EMUMutation": "emu_dgl.models",
+    "MixupMutation": "emu_dgl.models",
     "build_sampler": "emu_dgl.sampling",
 }
 
@@ -41,8 +41,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph, load_dataset
-    from emu_dgl.models import DECODERS, KGEModel
-    from emu_dgl.sampling import SAMPLERS, EMUMutation, MixupMutation, build_sampler
+    from emu_dgl.models import DECODERS, EMUMutation, KGEModel, MixupMutation
+    from emu_dgl.sampling import SAMPLERS, build_sampler
 
 
 def __getattr__(name: str) -> Any:

@@ -59,9 +59,7 @@ def _alias_setuptools_packaging() -> None:
         try:
             vendored = importlib.import_module("setuptools._vendor.packaging")
         except ImportError as exc:  # pragma: no cover - environment without either copy
-            raise ImportError(
-                "DGL needs the 'packaging' package: pip install packaging"
-            ) from exc
+            raise ImportError("DGL needs the 'packaging' package: pip install packaging") from exc
         sys.modules[name] = vendored
         sys.modules[name + ".version"] = importlib.import_module(
             "setuptools._vendor.packaging.version"

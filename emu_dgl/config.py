@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import string
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,12 +23,19 @@ from typing import Any, Literal
 import yaml
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import registry_key
+
+#: The packaged quickstart config (DistMult + EMU on the built-in synthetic graph): what
+#: ``emu-dgl train`` runs without ``--config``, found wherever emu-dgl is installed.
+QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 
 @dataclass
 class DatasetConfig:
     name: str = "synthetic"  # catalogue name (fb15k-237, wn18rr, nations, ...), 'synthetic', or a folder of TSVs
-    data_dir: str | None = None  # data root; default: $EMU_DGL_DATA, ./datasets, then a per-user cache
+    data_dir: str | None = (
+        None  # data root; default: $EMU_DGL_DATA, ./datasets, then a per-user cache
+    )
 
 
 @dataclass
@@ -36,7 +45,9 @@ class ModelConfig:
     gamma: float = 12.0  # margin of the distance decoders (transe, rotate, protate, transd, hake)
     p_norm: int = 1  # norm of transe/transd: 1 or 2
     modulus_weight: float = 1.0  # hake: initial weight of the modulus distance (learnt)
-    phase_weight: float = 0.5  # hake: initial weight of the phase distance, times (gamma + 2) / dim (learnt)
+    phase_weight: float = (
+        0.5  # hake: initial weight of the phase distance, times (gamma + 2) / dim (learnt)
+    )
 
 
 @dataclass
@@ -45,17 +56,23 @@ class SamplerConfig:
     num_negatives: int = 256  # negatives per positive (n)
     k_hop: int = 3  # sans: neighbourhood radius k
     walks: int = 1000  # sans: random walks (records) per entity; 0 = exact k-hop sets; -1 = walk on the fly per batch
-    walk_mode: str = "continue"  # sans walks: continue (one walk of k*walks steps, every k-th node: the published SANS/EMU code) | restart (walks independent k-step walks: all within k hops)
+    walk_mode: Literal["continue", "restart"] = (
+        "continue"  # sans walks: continue (one walk of k*walks steps, every k-th node: the published SANS/EMU code) | restart (walks independent k-step walks: all within k hops)
+    )
     weighted: bool = False  # sans: draw candidates by how often the walks hit them (true) or uniformly over the distinct ones (false, published)
     filter: bool = True  # redraw negatives that are known training triples
-    bernoulli: bool = False  # choose head/tail per triple by relation statistics instead of alternating
+    bernoulli: bool = (
+        False  # choose head/tail per triple by relation statistics instead of alternating
+    )
 
 
 @dataclass
 class EMUConfig:
     enabled: bool = True  # embedding mutation (Takamoto et al., TMLR 2025)
     variant: str = "emu"  # emu (per-coordinate mask) | mixup (Beta(2,1) weight) | label_smoothing (no mutation)
-    p: float = 0.39  # probability that a coordinate of a mutated negative keeps the negative's value
+    p: float = (
+        0.39  # probability that a coordinate of a mutated negative keeps the negative's value
+    )
     neg_label: float = 0.53  # soft target (lambda) of each mutated negative
     ce_coef: float = 0.11  # weight c of the one-hot loss on the unmutated negatives
     separate_draws: bool = False  # draw the EMU term's negatives apart from the one-hot term's (published for uniform negatives; costs a second scoring pass)
@@ -67,7 +84,9 @@ class LossConfig:
     alpha: float = 1.0  # self_adversarial temperature
     margin: float = 1.0  # margin loss
     label_smoothing: float = 0.0  # 1vsall only
-    regularizer: str = "none"  # none | n3 (per-batch, on the positives' embeddings) | l3_table (reg_weight * sum |x|^3 over the whole entity and relation tables, every step: the published base arms)
+    regularizer: Literal["none", "n3", "l3_table"] = (
+        "none"  # none | n3 (per-batch, on the positives' embeddings) | l3_table (reg_weight * sum |x|^3 over the whole entity and relation tables, every step: the published base arms)
+    )
     reg_weight: float = 0.0  # weight of the regulariser
 
 
@@ -77,10 +96,16 @@ class TrainConfig:
     batch_size: int = 1000  # positive triples per step
     lr: float = 0.1
     optimizer: str = "adagrad"  # adagrad | adam | rowwise_adagrad (one accumulator per entity row)
-    sparse: bool | str = "auto"  # entity gradients as touched rows only: auto | true | false (see README "Large graphs")
-    schedule: str = "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (the published EMU scripts: Adagrad, then Adam at lr/10 from max_steps/2)
+    sparse: bool | Literal["auto"] = (
+        "auto"  # entity gradients as touched rows only: auto | true | false (see README "Large graphs")
+    )
+    schedule: Literal["none", "step", "reference"] = (
+        "none"  # none | step (lr *= lr_decay every lr_decay_every steps) | reference (the published EMU scripts: Adagrad, then Adam at lr/10 from max_steps/2)
+    )
     lr_decay: float = 0.1
-    lr_decay_every: int = 0  # step schedule period; reference schedule: first switch (0 = max_steps // 2)
+    lr_decay_every: int = (
+        0  # step schedule period; reference schedule: first switch (0 = max_steps // 2)
+    )
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     valid_every: int = 500  # 0 = validate only at the end
@@ -94,26 +119,40 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 256  # queries scored at once against all entities
-    valid_max_triples: int = 0  # periodic validation on the first N valid triples (0 = all); final metrics use all
-    metric: str = "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
+    valid_max_triples: int = (
+        0  # periodic validation on the first N valid triples (0 = all); final metrics use all
+    )
+    metric: Literal["mrr", "hits@1", "hits@3", "hits@10"] = (
+        "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
+    )
     per_relation: bool = False  # final metrics also per relation (metrics.json "per_relation")
-    protocol: str = "full"  # full (rank against every entity) | sampled (against num_negatives per side, OGB style)
+    protocol: Literal["full", "sampled"] = (
+        "full"  # full (rank against every entity) | sampled (against num_negatives per side, OGB style)
+    )
     num_negatives: int = 500  # sampled protocol: candidate entities per query and side, filtered
-    seed: int = 0  # sampled protocol: seed of the candidates (the same for every run and evaluation)
+    seed: int = (
+        0  # sampled protocol: seed of the candidates (the same for every run and evaluation)
+    )
 
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/{dataset}-{model}-{time}"  # run directory; {dataset}, {model}, {time} are filled in
+    dir: str = (
+        "runs/{dataset}-{model}-{time}"  # run directory; {dataset}, {model}, {time} are filled in
+    )
 
 
 @dataclass
 class TrackingConfig:
-    backends: list[str] = field(default_factory=list)  # any of tensorboard, mlflow, wandb (pip install "emu-dgl[track]"); metrics.jsonl is always written
+    backends: list[str] = field(
+        default_factory=list
+    )  # any of tensorboard, mlflow, wandb (pip install "emu-dgl[track]"); metrics.jsonl is always written
     project: str = "emu-dgl"  # MLflow experiment / W&B project
     name: str | None = None  # run name in the tracker; default: the run directory's name
     mlflow_uri: str | None = None  # MLflow tracking URI; default: sqlite store in the run directory
-    wandb_mode: str = "offline"  # offline (sync later with `wandb sync`) | online | disabled
+    wandb_mode: Literal["offline", "online", "disabled"] = (
+        "offline"  # offline (sync later with `wandb sync`) | online | disabled
+    )
 
 
 @dataclass
@@ -138,42 +177,47 @@ class Config:
         path.write_text(self.to_yaml())
 
     def validate(self) -> Config:
-        """Reject impossible values; returns self so calls chain."""
-        from emu_dgl.models import DECODERS
-        from emu_dgl.sampling import SAMPLERS
-        from emu_dgl.training.losses import LOSSES
+        """Reject impossible values; returns self so calls chain.
+
+        Types and ranges only: whether a component name (``model.name``, ``sampler.name``,
+        ...) is known is the business of the registries, checked by
+        :func:`emu_dgl.training.build.check_components` before a run starts. Names are
+        stored in their canonical spelling (lower case, ``-`` read as ``_``), so the code
+        that reads the config compares exact strings.
+        """
 
         def need(ok: bool, key: str, msg: str) -> None:
             if not ok:
                 raise ConfigError(f"{key}: {msg}")
 
-        # Every enumerated value is checked and stored in its canonical (lower-case) form
-        # here, once, so the code that reads the config compares exact strings.
-        choices = {
-            "model.name": DECODERS.names(),
-            "sampler.name": SAMPLERS.names(),
-            "sampler.walk_mode": ["continue", "restart"],
-            "loss.name": [*LOSSES.names(), "1vsall"],
-            "loss.regularizer": ["none", "n3", "l3_table"],
-            "emu.variant": ["emu", "mixup", "label_smoothing"],
-            "train.optimizer": list(OPTIMIZERS),
-            "train.schedule": ["none", "step", "reference"],
-            "eval.metric": ["mrr", "hits@1", "hits@3", "hits@10"],
-            "eval.protocol": ["full", "sampled"],
-        }
-        for key, valid in choices.items():
+        for key in COMPONENT_KEYS:
             section, name = key.split(".")
-            setattr(getattr(self, section), name, canonical_choice(key, getattr(getattr(self, section), name), valid))
+            value = getattr(getattr(self, section), name)
+            need(
+                isinstance(value, str) and value.strip() != "",
+                key,
+                f"expected a name, got {value!r}",
+            )
+            setattr(getattr(self, section), name, registry_key(value))
         self.train.device = self.train.device.strip().lower()
+        need(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.train.device) is not None,
+            "train.device",
+            f"'{self.train.device}' is not one of auto, cpu, cuda, cuda:N",
+        )
         for section in fields(self):
             part = getattr(self, section.name)
             for f in fields(part):
                 value = getattr(part, f.name)
                 if isinstance(value, float) and not math.isfinite(value):
-                    raise ConfigError(f"{section.name}.{f.name}: must be a finite number, got {value}")
+                    raise ConfigError(
+                        f"{section.name}.{f.name}: must be a finite number, got {value}"
+                    )
         _check_output_dir(self.output.dir)
         need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
-        need(self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}")
+        need(
+            self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}"
+        )
         for key in ("modulus_weight", "phase_weight"):
             need(getattr(self.model, key) >= 0, f"model.{key}", "must be >= 0")
         need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
@@ -191,7 +235,7 @@ class Config:
         )
         need(self.loss.reg_weight >= 0, "loss.reg_weight", "must be >= 0")
         need(
-            self.loss.regularizer.lower() == "none" or self.loss.reg_weight > 0,
+            self.loss.regularizer == "none" or self.loss.reg_weight > 0,
             "loss.reg_weight",
             f"is 0, so loss.regularizer={self.loss.regularizer} would do nothing; set a positive weight",
         )
@@ -209,41 +253,22 @@ class Config:
             need(getattr(self.train, key) >= 0, f"train.{key}", "must be >= 0")
         need(self.train.log_every > 0, "train.log_every", "must be positive")
         need(self.train.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
-        need(
-            self.train.sparse in (True, False, "auto"),
-            "train.sparse",
-            f"expected auto, true or false, got {self.train.sparse!r}",
-        )
         need(self.eval.batch_size > 0, "eval.batch_size", "must be positive")
-        self._validate_tracking()
         need(self.eval.num_negatives > 0, "eval.num_negatives", "must be positive")
         need(self.eval.valid_max_triples >= 0, "eval.valid_max_triples", "must be >= 0")
-        from emu_dgl.device import resolve_device
-
-        resolve_device(self.train.device)
-        return self
-
-    def _validate_tracking(self) -> None:
-        from emu_dgl.tracking import BACKENDS
-
         backends = self.tracking.backends
         if isinstance(backends, str):  # --set tracking.backends=tensorboard,mlflow
             backends = [b for b in backends.split(",") if b.strip()]
         if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
             raise ConfigError(f"tracking.backends: expected a list of names, got {backends!r}")
-        backends = [b.strip().lower() for b in backends]
-        for name in backends:
-            if name not in BACKENDS:
-                close = difflib.get_close_matches(name, BACKENDS, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"tracking.backends: unknown backend '{name}'{hint}; valid: {', '.join(BACKENDS)}")
-        self.tracking.backends = list(dict.fromkeys(backends))
-        self.tracking.wandb_mode = canonical_choice(
-            "tracking.wandb_mode", self.tracking.wandb_mode, ["offline", "online", "disabled"]
-        )
+        self.tracking.backends = list(dict.fromkeys(registry_key(b) for b in backends))
+        return self
 
 
-OPTIMIZERS = ("adagrad", "adam", "rowwise_adagrad")
+#: Keys whose value names a registered component (checked by the registries, see
+#: :func:`emu_dgl.training.build.check_components`).
+COMPONENT_KEYS = ("model.name", "sampler.name", "emu.variant", "loss.name", "train.optimizer")
+
 
 #: placeholders that ``output.dir`` may use.
 OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
@@ -271,35 +296,58 @@ def _check_output_dir(template: str) -> None:
         ) from None
     unknown = [name for name in used if name not in OUTPUT_PLACEHOLDERS]
     if unknown:
-        raise ConfigError(f"output.dir '{template}': unknown placeholder '{{{unknown[0]}}}'; use {allowed}")
+        raise ConfigError(
+            f"output.dir '{template}': unknown placeholder '{{{unknown[0]}}}'; use {allowed}"
+        )
 
 
 # --------------------------------------------------------------------------- building
 
 
+#: Spellings of booleans that YAML 1.1 (and so ``--set``) reads as true / false; the same
+#: strings are accepted from Python dicts.
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _expected(annotation: Any) -> str:
+    """What a field of this annotation takes, in words."""
+    if typing.get_origin(annotation) is Literal:
+        return ", ".join(str(v) for v in typing.get_args(annotation))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, str(annotation)
+    )
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field annotation (str, int, float, bool, ``X | None``)."""
+    """``value`` checked against a field annotation (str, int, float, bool, a ``Literal`` of
+    choices, or a union of these such as ``bool | Literal["auto"]`` or ``str | None``)."""
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(annotation)):
             return None
-        if type(value) in args:  # e.g. ``bool | str``: true, false or "auto"
-            return value
-        annotation = next(a for a in args if a is not type(None))
+        for arg in args:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(
+            f"{key}: expected {', or '.join(_expected(a) for a in args)}, got {value!r}"
+        )
     if origin is Literal:
-        return value
-    if annotation is bool:
+        if isinstance(value, str):
+            return canonical_choice(key, value, [str(v) for v in typing.get_args(annotation)])
+    elif annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if annotation is int:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+    elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if annotation is float:
+    elif annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
@@ -307,14 +355,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if annotation is str:
+    elif annotation is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    else:
+        return value
+    raise ConfigError(f"{key}: expected {_expected(annotation)}, got {value!r}")
 
 
 def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
@@ -325,9 +373,7 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"unknown config key '{path}'{hint} (valid here: {', '.join(valid)})"
-            )
+            raise ConfigError(f"unknown config key '{path}'{hint} (valid here: {', '.join(valid)})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -363,7 +409,9 @@ class _StrictLoader(yaml.SafeLoader):
             if not isinstance(key, typing.Hashable):
                 continue  # the base class reports unhashable keys
             if key in seen:
-                raise ConfigError(f"duplicate key '{key}' at line {line} (first at line {seen[key]}); keep one")
+                raise ConfigError(
+                    f"duplicate key '{key}' at line {line} (first at line {seen[key]}); keep one"
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -381,7 +429,9 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where} is not valid YAML{at} ({problem}); fix the syntax") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         # e.g. a timestamp like 2024-13-45, or anchors nested past the recursion limit
-        raise ConfigError(f"{where} holds a value YAML cannot read ({exc.__class__.__name__}); fix it") from None
+        raise ConfigError(
+            f"{where} holds a value YAML cannot read ({exc.__class__.__name__}); fix it"
+        ) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -410,7 +460,9 @@ def _read_chain(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, A
     while True:
         resolved = path.resolve()
         if resolved in seen:
-            raise ConfigError(f"config file '{path}' extends itself in a cycle; break the 'extends' chain")
+            raise ConfigError(
+                f"config file '{path}' extends itself in a cycle; break the 'extends' chain"
+            )
         seen.add(resolved)
         data = _read_yaml(path)
         parent = data.pop("extends", None)
@@ -419,7 +471,9 @@ def _read_chain(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, A
         if parent is None:
             break
         if not isinstance(parent, str):
-            raise ConfigError(f"config file '{path}': 'extends' must be a path to another YAML file")
+            raise ConfigError(
+                f"config file '{path}': 'extends' must be a path to another YAML file"
+            )
         path = path.parent / parent
     arms: dict[str, dict[str, Any]] = {}
     for source, section in reversed(arms_chain):

@@ -53,5 +53,7 @@ def resolve_threads(threads: int = 0) -> tuple[int, str]:
         return threads, "train.threads"
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return max(1, min(cores // 2, 8)), f"auto: half of {cores} usable cores, at most 8"

@@ -15,8 +15,15 @@ from emu_dgl.errors import ConfigError
 T = TypeVar("T")
 
 
+def registry_key(name: str) -> str:
+    """The canonical spelling of a component name: case-insensitive, ``-`` read as ``_``
+    (``Self-Adversarial`` is ``self_adversarial``)."""
+    return name.strip().lower().replace("-", "_")
+
+
 class Registry(Generic[T]):
-    """Maps lower-case names to classes (or factories) of one kind of component."""
+    """Maps canonical names (:func:`registry_key`) to classes (or factories) of one kind of
+    component."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -24,7 +31,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(obj: Callable[..., T]) -> Callable[..., T]:
-            key = name.lower()
+            key = registry_key(name)
             if key in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._entries[key] = obj
@@ -36,10 +43,10 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._entries
+        return isinstance(name, str) and registry_key(name) in self._entries
 
     def get(self, name: str) -> Callable[..., T]:
-        key = name.lower()
+        key = registry_key(name)
         if key not in self._entries:
             close = difflib.get_close_matches(key, self.names(), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

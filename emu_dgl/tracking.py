@@ -93,7 +93,11 @@ def tracker_records(record: dict[str, Any], batch_size: int) -> dict[str, float]
             for k, v in record.items()
             if k not in ("step", "split") and isinstance(v, int | float)
         }
-    out = {f"train/{k}": float(v) for k, v in record.items() if k != "step" and isinstance(v, int | float)}
+    out = {
+        f"train/{k}": float(v)
+        for k, v in record.items()
+        if k != "step" and isinstance(v, int | float)
+    }
     if "steps_per_second" in record:
         out["train/triples_per_second"] = float(record["steps_per_second"]) * batch_size
     return out
@@ -110,7 +114,9 @@ class _TensorBoard:
 
     def log_config(self, config: dict[str, Any]) -> None:
         # indented by four spaces: TensorBoard renders text panels as Markdown
-        text = "".join(f"    {line}\n" for line in yaml.safe_dump(config, sort_keys=False).splitlines())
+        text = "".join(
+            f"    {line}\n" for line in yaml.safe_dump(config, sort_keys=False).splitlines()
+        )
         self.writer.add_text("config", text, 0)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -122,7 +128,9 @@ class _TensorBoard:
 
 
 class _MLflow:
-    def __init__(self, run_dir: Path, uri: str | None, experiment: str, name: str, run_id: str | None) -> None:
+    def __init__(
+        self, run_dir: Path, uri: str | None, experiment: str, name: str, run_id: str | None
+    ) -> None:
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.exceptions import MlflowException
@@ -136,7 +144,9 @@ class _MLflow:
                 experiment_id = found.experiment_id
             else:
                 artifacts = None if uri else (run_dir / "mlartifacts").resolve().as_uri()
-                experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+                experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifacts
+                )
             if run_id is None:
                 run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
         except MlflowException as exc:
@@ -164,18 +174,27 @@ class _MLflow:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
+        )
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
 
 
 class _WandB:
-    def __init__(self, run_dir: Path, project: str, name: str, mode: str, run_id: str | None) -> None:
+    def __init__(
+        self, run_dir: Path, project: str, name: str, mode: str, run_id: str | None
+    ) -> None:
         import wandb
 
         self.run = wandb.init(
-            project=project, name=name, dir=str(run_dir), mode=mode, id=run_id, resume="allow",
+            project=project,
+            name=name,
+            dir=str(run_dir),
+            mode=mode,
+            id=run_id,
+            resume="allow",
             settings=wandb.Settings(silent=True, console="off"),
         )
         self.run_id = self.run.id
@@ -240,8 +259,12 @@ def open_trackers(
     name = tracking.name or run_dir.resolve().name
     makers: dict[str, Callable[[], Tracker]] = {
         "tensorboard": lambda: _TensorBoard(run_dir),
-        "mlflow": lambda: _MLflow(run_dir, tracking.mlflow_uri, tracking.project, name, ids.get("mlflow")),
-        "wandb": lambda: _WandB(run_dir, tracking.project, name, tracking.wandb_mode, ids.get("wandb")),
+        "mlflow": lambda: _MLflow(
+            run_dir, tracking.mlflow_uri, tracking.project, name, ids.get("mlflow")
+        ),
+        "wandb": lambda: _WandB(
+            run_dir, tracking.project, name, tracking.wandb_mode, ids.get("wandb")
+        ),
     }
     trackers: list[Tracker] = []
     for backend in backends:

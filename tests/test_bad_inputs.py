@@ -138,7 +138,9 @@ def _bad_split(tmp: Path) -> Path:
 
 def _other_data(tmp: Path) -> Path:
     data = write_dataset(tmp / "other")
-    (data / "test.txt").write_text("".join((data / "test.txt").read_text().splitlines(keepends=True)[:-1]))
+    (data / "test.txt").write_text(
+        "".join((data / "test.txt").read_text().splitlines(keepends=True)[:-1])
+    )
     return data
 
 
@@ -149,39 +151,116 @@ def _data_root_file(tmp: Path, mp: pytest.MonkeyPatch) -> None:
 
 CASES: dict[str, tuple[Setup, str]] = {
     # wrong today
-    "divergence": (lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", "train.lr=1e38"], "diverged at step"),
-    "resume-other-model": (lambda t, mp, run: ["train", "--resume", run, "--set", "model.name=transe"], "model.name ('distmult' -> 'transe')"),
-    "resume-other-dim": (lambda t, mp, run: ["train", "--resume", run, "--set", "model.dim=8"], "model.dim (16 -> 8)"),
-    "resume-other-data": (lambda t, mp, run: ["train", "--resume", run, "--set", f"dataset.name={_other_data(t)}"], "is not the data"),
-    "resume-other-optimizer": (lambda t, mp, run: ["train", "--resume", run, "--set", "train.optimizer=adam"], "train.optimizer ('adagrad' -> 'adam')"),
-    "resume-fewer-steps": (lambda t, mp, run: ["train", "--resume", run, "--set", "train.max_steps=5"], "already reached step 20"),
-    "new-run-into-a-run": (lambda t, mp, run: ["train", "--out", run, *FAST], "already holds a run"),
+    "divergence": (
+        lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", "train.lr=1e38"],
+        "diverged at step",
+    ),
+    "resume-other-model": (
+        lambda t, mp, run: ["train", "--resume", run, "--set", "model.name=transe"],
+        "model.name ('distmult' -> 'transe')",
+    ),
+    "resume-other-dim": (
+        lambda t, mp, run: ["train", "--resume", run, "--set", "model.dim=8"],
+        "model.dim (16 -> 8)",
+    ),
+    "resume-other-data": (
+        lambda t, mp, run: ["train", "--resume", run, "--set", f"dataset.name={_other_data(t)}"],
+        "is not the data",
+    ),
+    "resume-other-optimizer": (
+        lambda t, mp, run: ["train", "--resume", run, "--set", "train.optimizer=adam"],
+        "train.optimizer ('adagrad' -> 'adam')",
+    ),
+    "resume-fewer-steps": (
+        lambda t, mp, run: ["train", "--resume", run, "--set", "train.max_steps=5"],
+        "already reached step 20",
+    ),
+    "new-run-into-a-run": (
+        lambda t, mp, run: ["train", "--out", run, *FAST],
+        "already holds a run",
+    ),
     "duplicate-yaml-key": (
-        lambda t, mp, run: ["train", "--config", _yaml("d.yaml", "train:\n  lr: 0.1\nmodel:\n  dim: 8\ntrain:\n  max_steps: 3\n")(t)],
+        lambda t, mp, run: [
+            "train",
+            "--config",
+            _yaml("d.yaml", "train:\n  lr: 0.1\nmodel:\n  dim: 8\ntrain:\n  max_steps: 3\n")(t),
+        ],
         "duplicate key 'train' at line 5 (first at line 1)",
     ),
-    "metric-upper-case-with-typo": (lambda t, mp, run: ["train", "--set", "eval.metric=MRRR"], "did you mean 'mrr'"),
+    "metric-upper-case-with-typo": (
+        lambda t, mp, run: ["train", "--set", "eval.metric=MRRR"],
+        "did you mean 'mrr'",
+    ),
     # tracebacks or misleading messages
-    "non-utf8-split": (lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", f"dataset.name={_bad_split(t)}"], "byte offset"),
-    "binary-config": (lambda t, mp, run: ["train", "--config", _yaml("b.yaml", bytes(range(256)))(t)], "not UTF-8"),
-    "data-root-is-a-file": (lambda t, mp, run: (_data_root_file(t, mp), ["datasets", "info", "nations"])[1], "a file; point it at the folder"),
-    "output-dir-unknown-placeholder": (lambda t, mp, run: ["train", "--set", "output.dir=runs/{datset}"], "unknown placeholder '{datset}'"),
-    "output-dir-lone-brace": (lambda t, mp, run: ["train", "--set", "output.dir=runs/{"], "Single '{'"),
-    "nan-gamma": (lambda t, mp, run: ["train", "--set", "model.gamma=.nan"], "model.gamma: must be a finite number"),
-    "inf-lr": (lambda t, mp, run: ["train", "--set", "train.lr=.inf"], "train.lr: must be a finite number"),
-    "dim-beyond-memory": (lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", "model.dim=100000000"], "model.dim=100000000"),
+    "non-utf8-split": (
+        lambda t, mp, run: [
+            "train",
+            "--out",
+            t / "r",
+            *FAST,
+            "--set",
+            f"dataset.name={_bad_split(t)}",
+        ],
+        "byte offset",
+    ),
+    "binary-config": (
+        lambda t, mp, run: ["train", "--config", _yaml("b.yaml", bytes(range(256)))(t)],
+        "not UTF-8",
+    ),
+    "data-root-is-a-file": (
+        lambda t, mp, run: (_data_root_file(t, mp), ["datasets", "info", "nations"])[1],
+        "a file; point it at the folder",
+    ),
+    "output-dir-unknown-placeholder": (
+        lambda t, mp, run: ["train", "--set", "output.dir=runs/{datset}"],
+        "unknown placeholder '{datset}'",
+    ),
+    "output-dir-lone-brace": (
+        lambda t, mp, run: ["train", "--set", "output.dir=runs/{"],
+        "Single '{'",
+    ),
+    "nan-gamma": (
+        lambda t, mp, run: ["train", "--set", "model.gamma=.nan"],
+        "model.gamma: must be a finite number",
+    ),
+    "inf-lr": (
+        lambda t, mp, run: ["train", "--set", "train.lr=.inf"],
+        "train.lr: must be a finite number",
+    ),
+    "dim-beyond-memory": (
+        lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", "model.dim=100000000"],
+        "model.dim=100000000",
+    ),
     "negatives-beyond-memory": (
-        lambda t, mp, run: ["train", "--out", t / "r", *FAST, "--set", "sampler.num_negatives=50000000"],
+        lambda t, mp, run: [
+            "train",
+            "--out",
+            t / "r",
+            *FAST,
+            "--set",
+            "sampler.num_negatives=50000000",
+        ],
         "sampler.num_negatives=50000000",
     ),
-    "out-is-a-file": (lambda t, mp, run: ["train", "--out", run / "config.yaml", *FAST], "is a file"),
-    "export-out-is-a-file": (lambda t, mp, run: ["export", run, "--out", run / "config.yaml"], "is a file"),
-    "resume-not-a-run": (lambda t, mp, run: ["train", "--resume", t], "not an emu-dgl run directory"),
+    "out-is-a-file": (
+        lambda t, mp, run: ["train", "--out", run / "config.yaml", *FAST],
+        "is a file",
+    ),
+    "export-out-is-a-file": (
+        lambda t, mp, run: ["export", run, "--out", run / "config.yaml"],
+        "is a file",
+    ),
+    "resume-not-a-run": (
+        lambda t, mp, run: ["train", "--resume", t],
+        "not an emu-dgl run directory",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input(case: str, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input(
+    case: str, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     setup, fragment = CASES[case]
     args = setup(tmp_path, monkeypatch, run_copy)
     before = snapshot(run_copy)
@@ -204,9 +283,13 @@ def poisoned_trainer(tmp_path, monkeypatch, poison) -> Trainer:
     return trainer
 
 
-def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_finite_checkpoint(
+    tmp_path, monkeypatch
+):
     def nan_from_step_14(trainer: Trainer, step: int, loss: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(loss, float("nan")) if step >= 13 else loss  # step index 13 = step 14
+        return (
+            torch.full_like(loss, float("nan")) if step >= 13 else loss
+        )  # step index 13 = step 14
 
     trainer = poisoned_trainer(tmp_path, monkeypatch, nan_from_step_14)
     with pytest.raises(DivergenceError, match=r"diverged at step 14: the loss is nan") as info:
@@ -236,13 +319,28 @@ def test_non_finite_weights_with_a_finite_loss_are_never_saved(tmp_path, monkeyp
 
 
 def test_resume_applies_allowed_changes_and_says_so(run_copy):
-    result = invoke("train", "--resume", run_copy, "--set", "train.max_steps=30", "--set", "train.lr=0.05",
-                    "--set", "train.threads=1", "--set", "tracking.project=other")
+    result = invoke(
+        "train",
+        "--resume",
+        run_copy,
+        "--set",
+        "train.max_steps=30",
+        "--set",
+        "train.lr=0.05",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "tracking.project=other",
+    )
     assert result.exit_code == 0, result.output
     assert "train.lr 0.1 -> 0.05" in result.output and "train.max_steps 20 -> 30" in result.output
     log = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
     lrs = {rec["step"]: rec["lr"] for rec in log if "lr" in rec}
-    assert lrs[20] == pytest.approx(0.1) and lrs[25] == pytest.approx(0.05) and lrs[30] == pytest.approx(0.05)
+    assert (
+        lrs[20] == pytest.approx(0.1)
+        and lrs[25] == pytest.approx(0.05)
+        and lrs[30] == pytest.approx(0.05)
+    )
     assert "lr: 0.05" in (run_copy / "config.yaml").read_text()
     assert json.loads((run_copy / "metrics.json").read_text())["steps"] == 30
 
@@ -285,16 +383,26 @@ def test_second_writer_gets_a_clear_error(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242')\n"
-         "print('locked', flush=True); time.sleep(60)", str(run / ".lock")],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242')\n"
+            "print('locked', flush=True); time.sleep(60)",
+            str(run / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert_clear_error(invoke("train", "--out", run, *FAST), "in use by another emu-dgl process (pid 4242)")
-        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written next to the other run
+        assert_clear_error(
+            invoke("train", "--out", run, *FAST), "in use by another emu-dgl process (pid 4242)"
+        )
+        assert sorted(p.name for p in run.iterdir()) == [
+            ".lock"
+        ]  # nothing written next to the other run
     finally:
         holder.kill()
         holder.wait()
@@ -308,7 +416,9 @@ def test_second_writer_gets_a_clear_error(tmp_path):
 def _predict(run: Path) -> str:
     kg = generate_synthetic()
     head, rel = kg.entity_names[int(kg.test[0, 0])], kg.relation_names[int(kg.test[0, 1])]
-    result = invoke("predict", run, "--head", head, "--relation", rel, "--top", "5", "--device", "cpu")
+    result = invoke(
+        "predict", run, "--head", head, "--relation", rel, "--top", "5", "--device", "cpu"
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -325,21 +435,30 @@ def test_reordered_data_keeps_its_ids_and_changed_data_is_refused(run_copy, tmp_
     exported = tmp_path / "exp"
     assert invoke("export", run_copy, "--out", exported).exit_code == 0
     kg = generate_synthetic()
-    assert (exported / "entities.tsv").read_text().splitlines()[:3] == [f"{i}\t{n}" for i, n in enumerate(kg.entity_names[:3])]
+    assert (exported / "entities.tsv").read_text().splitlines()[:3] == [
+        f"{i}\t{n}" for i, n in enumerate(kg.entity_names[:3])
+    ]
     lines = train.read_text().splitlines(keepends=True)
     train.write_text("".join(lines[:-1]))  # one triple fewer
-    for command in (["evaluate", run_copy], ["export", run_copy, "--out", tmp_path / "exp2"],
-                    ["train", "--resume", run_copy, "--set", "train.max_steps=30"]):
+    for command in (
+        ["evaluate", run_copy],
+        ["export", run_copy, "--out", tmp_path / "exp2"],
+        ["train", "--resume", run_copy, "--set", "train.max_steps=30"],
+    ):
         assert_clear_error(invoke(*command), "the triples of train (")
     with (tmp_path / "data" / "valid.txt").open("a") as handle:
         handle.write("somebody\tnew_relation\telse\n")
-    assert_clear_error(invoke("evaluate", run_copy), "new entity names such as ['else', 'somebody']")
+    assert_clear_error(
+        invoke("evaluate", run_copy), "new entity names such as ['else', 'somebody']"
+    )
 
 
 def test_a_swapped_dataset_cache_is_not_trusted(tmp_path):
     kg = generate_synthetic()
     a, b = write_dataset(tmp_path / "a"), write_dataset(tmp_path / "b")
-    (b / "train.txt").write_text("".join((b / "train.txt").read_text().splitlines(keepends=True)[:100]))
+    (b / "train.txt").write_text(
+        "".join((b / "train.txt").read_text().splitlines(keepends=True)[:100])
+    )
     cache = tmp_path / "cache"
     kg_a = load_directory(a, cache_dir=cache)
     kg_b = load_directory(b, cache_dir=cache)
@@ -375,21 +494,52 @@ def test_a_same_named_folder_here_that_is_not_used_is_reported(tmp_path, monkeyp
 
 
 def test_enumerated_values_are_canonical_and_act(tmp_path):
-    config = load_config(None, ["train.schedule=Reference", "eval.metric=MRR", "loss.name=Self-Adversarial",
-                                "emu.variant=Label_Smoothing", "train.optimizer=Adam", "model.name=DistMult",
-                                "sampler.name=SANS", "sampler.walk_mode=Restart", "train.device=CPU",
-                                "tracking.wandb_mode=Offline"])
-    assert (config.train.schedule, config.eval.metric, config.loss.name, config.emu.variant, config.train.optimizer,
-            config.model.name, config.sampler.name, config.sampler.walk_mode, config.train.device,
-            config.tracking.wandb_mode) == (
-        "reference", "mrr", "self_adversarial", "label_smoothing", "adam", "distmult", "sans", "restart", "cpu",
-        "offline")
+    config = load_config(
+        None,
+        [
+            "train.schedule=Reference",
+            "eval.metric=MRR",
+            "loss.name=Self-Adversarial",
+            "emu.variant=Label_Smoothing",
+            "train.optimizer=Adam",
+            "model.name=DistMult",
+            "sampler.name=SANS",
+            "sampler.walk_mode=Restart",
+            "train.device=CPU",
+            "tracking.wandb_mode=Offline",
+        ],
+    )
+    assert (
+        config.train.schedule,
+        config.eval.metric,
+        config.loss.name,
+        config.emu.variant,
+        config.train.optimizer,
+        config.model.name,
+        config.sampler.name,
+        config.sampler.walk_mode,
+        config.train.device,
+        config.tracking.wandb_mode,
+    ) == (
+        "reference",
+        "mrr",
+        "self_adversarial",
+        "label_smoothing",
+        "adam",
+        "distmult",
+        "sans",
+        "restart",
+        "cpu",
+        "offline",
+    )
     one_vs_all = load_config(None, ["loss.name=1VSALL", "emu.enabled=false"])
     assert one_vs_all.loss.name == "1vsall"
     step = load_config(None, ["train.schedule=Step", "train.lr_decay_every=5"])
     assert step.train.schedule == "step"
     # The schedule acts: with Reference spelled in capitals the optimizer still switches to Adam.
-    trainer = Trainer(load_config(None, [*SETTINGS, "train.schedule=Reference", "eval.metric=MRR"]), tmp_path)
+    trainer = Trainer(
+        load_config(None, [*SETTINGS, "train.schedule=Reference", "eval.metric=MRR"]), tmp_path
+    )
     metrics = trainer.fit()
     assert isinstance(trainer.optimizer, torch.optim.Adam) and metrics["steps"] == 20
 
@@ -442,7 +592,9 @@ def test_a_trickling_mirror_is_a_stall_not_a_hang(tmp_path, monkeypatch, trickle
     monkeypatch.setattr(catalogue, "STALL_SECONDS", 0.5)
     root = tmp_path / "new" / "root"
     start = time.monotonic()
-    with pytest.raises(DataError, match=r"download from http://127\.0\.0\.1:\d+/nations\.tar\.gz stalled") as info:
+    with pytest.raises(
+        DataError, match=r"download from http://127\.0\.0\.1:\d+/nations\.tar\.gz stalled"
+    ) as info:
         download_dataset("nations", root)
     assert time.monotonic() - start < 5
     assert "EMU_DGL_MIRROR" in str(info.value)
@@ -492,7 +644,9 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
             tar.addfile(info, io.BytesIO(data))
     archive = tmp_path / "cut.tar.gz"
     archive.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    with pytest.raises(DataError, match=r"cut\.tar\.gz: not a readable tar archive .*download it again"):
+    with pytest.raises(
+        DataError, match=r"cut\.tar\.gz: not a readable tar archive .*download it again"
+    ):
         extract_splits(archive, tmp_path)
     assert CATALOGUE["nations"].archive == "nations.tar.gz"
 
@@ -509,7 +663,9 @@ def test_compare_reuses_only_an_identical_run(tmp_path):
     again = invoke(*args, "--set", "train.progress=true")  # no effect on results: reused
     assert again.exit_code == 0 and json.loads((out / "results.json").read_text())["runs"] == runs
     before = snapshot(out / "base")
-    assert_clear_error(invoke(*args, "--set", "model.dim=8"), "holds a run with other settings (model.dim differ)")
+    assert_clear_error(
+        invoke(*args, "--set", "model.dim=8"), "holds a run with other settings (model.dim differ)"
+    )
     assert snapshot(out / "base") == before
 
 
@@ -519,8 +675,12 @@ def test_compare_reuses_only_an_identical_run(tmp_path):
 def test_corrupt_best_checkpoint_points_at_last_and_last_works(run_copy):
     best = run_copy / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:500])
-    last_line = assert_clear_error(invoke("evaluate", run_copy, "--device", "cpu"), "pass --checkpoint last to use them")
-    assert "previous.pt" not in last_line and last_line.endswith("pass --checkpoint last to use them")
+    last_line = assert_clear_error(
+        invoke("evaluate", run_copy, "--device", "cpu"), "pass --checkpoint last to use them"
+    )
+    assert "previous.pt" not in last_line and last_line.endswith(
+        "pass --checkpoint last to use them"
+    )
     assert invoke("evaluate", run_copy, "--checkpoint", "last", "--device", "cpu").exit_code == 0
 
 
@@ -541,11 +701,15 @@ def test_full_or_read_only_disk_is_one_line(tmp_path, monkeypatch, run_copy):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full)
-    line = assert_clear_error(invoke("train", "--out", tmp_path / "r", *FAST), "No space left on device")
+    line = assert_clear_error(
+        invoke("train", "--out", tmp_path / "r", *FAST), "No space left on device"
+    )
     assert "free some space" in line
     monkeypatch.undo()
     monkeypatch.setattr(np, "save", full)
-    assert_clear_error(invoke("export", run_copy, "--out", tmp_path / "exp"), "No space left on device")
+    assert_clear_error(
+        invoke("export", run_copy, "--out", tmp_path / "exp"), "No space left on device"
+    )
     monkeypatch.undo()
 
     real_mkdir = Path.mkdir
@@ -556,15 +720,21 @@ def test_full_or_read_only_disk_is_one_line(tmp_path, monkeypatch, run_copy):
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    assert_clear_error(invoke("train", "--out", tmp_path / "ro" / "run", *FAST), "Read-only file system")
-    assert_clear_error(invoke("export", run_copy, "--out", tmp_path / "ro" / "exp"), "choose a writable location")
+    assert_clear_error(
+        invoke("train", "--out", tmp_path / "ro" / "run", *FAST), "Read-only file system"
+    )
+    assert_clear_error(
+        invoke("export", run_copy, "--out", tmp_path / "ro" / "exp"), "choose a writable location"
+    )
 
 
 def test_binary_and_non_utf8_split_files_name_line_and_offset(tmp_path):
     path = tmp_path / "train.txt"
     good = "".join(f"e{i}\tr\te{i + 1}\n" for i in range(3000)).encode()
     path.write_bytes(good + b"caf\xe9\tr\tx\n")
-    with pytest.raises(DataError, match=rf"line 3001: not UTF-8 text \(byte 0xe9 at byte offset {len(good) + 3} "):
+    with pytest.raises(
+        DataError, match=rf"line 3001: not UTF-8 text \(byte 0xe9 at byte offset {len(good) + 3} "
+    ):
         read_split(path)
     path.write_bytes(b"a\tr\tb\nc\x00d\tr\te\n")
     with pytest.raises(DataError, match="line 2: a NUL byte"):
@@ -574,4 +744,6 @@ def test_binary_and_non_utf8_split_files_name_line_and_offset(tmp_path):
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown placeholder"):
         load_config(None, ["output.dir=x/{nope}/{time}"])
-    assert load_config(None, ["output.dir=x/{{literal}}/{time}"]).output.dir == "x/{{literal}}/{time}"
+    assert (
+        load_config(None, ["output.dir=x/{{literal}}/{time}"]).output.dir == "x/{{literal}}/{time}"
+    )

@@ -13,9 +13,22 @@ from click.testing import CliRunner
 from emu_dgl.cli import main
 from emu_dgl.data import generate_synthetic
 
-FAST = ["--set", "train.max_steps=20", "--set", "train.valid_every=10", "--set", "train.checkpoint_every=10",
-        "--set", "train.progress=false", "--set", "train.device=cpu", "--set", "model.dim=16",
-        "--set", "dataset.name=mini"]
+FAST = [
+    "--set",
+    "train.max_steps=20",
+    "--set",
+    "train.valid_every=10",
+    "--set",
+    "train.checkpoint_every=10",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "model.dim=16",
+    "--set",
+    "dataset.name=mini",
+]
 
 
 def _write_dataset(root: Path) -> None:
@@ -24,7 +37,10 @@ def _write_dataset(root: Path) -> None:
     folder = root / "mini"
     folder.mkdir(parents=True)
     for split, triples in kg.splits.items():
-        lines = (f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n" for h, r, t in triples.tolist())
+        lines = (
+            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
+            for h, r, t in triples.tolist()
+        )
         (folder / f"{split}.txt").write_text("".join(lines))
 
 
@@ -35,7 +51,9 @@ def moved_run(tmp_path_factory):
     _write_dataset(base / "a")
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=base) as cwd:
-        result = runner.invoke(main, ["train", "--data-dir", str(base / "a"), *FAST, "--set", "eval.per_relation=true"])
+        result = runner.invoke(
+            main, ["train", "--data-dir", str(base / "a"), *FAST, "--set", "eval.per_relation=true"]
+        )
         assert result.exit_code == 0, result.output
         (run,) = (Path(cwd) / "runs").iterdir()
     shutil.move(base / "a", base / "b")
@@ -58,24 +76,53 @@ def test_evaluate_predict_export_take_data_dir(moved_run, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["evaluate", str(run), "--device", "cpu"])
     assert missing.exit_code == 2 and missing.output.startswith("error:")
-    result = runner.invoke(main, ["evaluate", str(run), "--device", "cpu", "--data-dir", str(root), "--json"])
+    result = runner.invoke(
+        main, ["evaluate", str(run), "--device", "cpu", "--data-dir", str(root), "--json"]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "metrics.json").read_text())["test"]
     assert json.loads(result.output)["test"]["mrr"] == pytest.approx(saved["mrr"], abs=1e-6)
     kg = generate_synthetic()
     head, relation = kg.entity_names[kg.train[0, 0]], kg.relation_names[kg.train[0, 1]]
-    result = runner.invoke(main, ["predict", str(run), "--head", head, "--relation", relation,
-                                  "--device", "cpu", "--data-dir", str(root)])
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            str(run),
+            "--head",
+            head,
+            "--relation",
+            relation,
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(root),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["export", str(run), "--out", str(tmp_path / "emb"), "--data-dir", str(root)])
+    result = runner.invoke(
+        main, ["export", str(run), "--out", str(tmp_path / "emb"), "--data-dir", str(root)]
+    )
     assert result.exit_code == 0, result.output
     assert "best.pt" in result.output and (tmp_path / "emb" / "entities.npy").is_file()
 
 
 def test_evaluate_per_relation_table(moved_run):
     run, root, _ = moved_run
-    result = CliRunner().invoke(main, ["evaluate", str(run), "--device", "cpu", "--data-dir", str(root),
-                                       "--per-relation", "--split", "valid"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(run),
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(root),
+            "--per-relation",
+            "--split",
+            "valid",
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "metrics.json").read_text())["valid"]["per_relation"]
     for name, row in saved.items():
@@ -89,17 +136,38 @@ def test_datasets_entities_and_predict_suggestions(moved_run):
     runner = CliRunner()
     name = kg.entity_names[3]
     needle = name[1:4].upper()
-    result = runner.invoke(main, ["datasets", "entities", "mini", "--data-dir", str(root), "--grep", needle, "--limit", "0"])
+    result = runner.invoke(
+        main,
+        ["datasets", "entities", "mini", "--data-dir", str(root), "--grep", needle, "--limit", "0"],
+    )
     assert result.exit_code == 0, result.output
     listed = [ln for ln in result.output.splitlines() if not ln.startswith(tuple("0123456789"))]
     assert listed == [n for n in kg.entity_names if needle.lower() in n.lower()]
-    relations = runner.invoke(main, ["datasets", "entities", "mini", "--data-dir", str(root), "--relations"])
+    relations = runner.invoke(
+        main, ["datasets", "entities", "mini", "--data-dir", str(root), "--relations"]
+    )
     assert set(kg.relation_names) <= set(relations.output.splitlines())
     # a name in the wrong case: predict fails in one line and offers the right spelling
-    result = runner.invoke(main, ["predict", str(run), "--head", name.upper(), "--relation", kg.relation_names[0],
-                                  "--device", "cpu", "--data-dir", str(root)])
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            str(run),
+            "--head",
+            name.upper(),
+            "--relation",
+            kg.relation_names[0],
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(root),
+        ],
+    )
     assert result.exit_code == 2
-    assert f"did you mean: {name}" in result.output and "emu-dgl datasets entities mini" in result.output
+    assert (
+        f"did you mean: {name}" in result.output
+        and "emu-dgl datasets entities mini" in result.output
+    )
     assert len(result.output.strip().splitlines()) == 1
 
 
@@ -108,7 +176,11 @@ def test_suggest_names_orders_case_then_substring_then_spelling():
 
     names = ["Barack_Obama", "barack_obama_sr", "Michelle_Obama", "Obamacare", "usa"]
     assert suggest_names("barack_obama", names)[:2] == ["Barack_Obama", "barack_obama_sr"]
-    assert suggest_names("obama", names, n=3) == ["Barack_Obama", "barack_obama_sr", "Michelle_Obama"]
+    assert suggest_names("obama", names, n=3) == [
+        "Barack_Obama",
+        "barack_obama_sr",
+        "Michelle_Obama",
+    ]
     assert suggest_names("USA", names) == ["usa"]
     assert suggest_names("zzz", names) == []
     assert grep_names(names, "OBAMA") == names[:4] and grep_names(names, None) == names
@@ -136,20 +208,39 @@ def test_compare_labels_bars_and_says_when_the_plot_is_skipped(tmp_path, monkeyp
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    result = CliRunner().invoke(main, ["compare", "--seeds", "0,1", "--out", str(tmp_path / "cmp"),
-                                       "--set", "train.max_steps=10", "--set", "train.valid_every=0",
-                                       "--set", "train.progress=false", "--set", "model.dim=8"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(tmp_path / "cmp"),
+            "--set",
+            "train.max_steps=10",
+            "--set",
+            "train.valid_every=0",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "model.dim=8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert labels == ["base seed 0", "base seed 1", "emu seed 0", "emu seed 1"]
-    assert 'plot skipped: matplotlib is not installed (pip install "emu-dgl[plot]")' in result.output
+    assert (
+        'plot skipped: matplotlib is not installed (pip install "emu-dgl[plot]")' in result.output
+    )
     assert not (tmp_path / "cmp" / "valid_mrr.png").exists()
     assert "plotted" not in json.loads((tmp_path / "cmp" / "results.json").read_text())
 
 
 def test_help_texts():
     runner = CliRunner()
-    texts = {cmd: runner.invoke(main, [*cmd.split(), "--help"]).output for cmd in
-             ("train", "evaluate", "predict", "export", "datasets entities")}
+    texts = {
+        cmd: runner.invoke(main, [*cmd.split(), "--help"]).output
+        for cmd in ("train", "evaluate", "predict", "export", "datasets entities")
+    }
     assert "emu_dgl/config.py" in texts["train"] and "emu-dgl datasets list" in texts["train"]
     assert "Which split" in texts["evaluate"] and "auto, cpu, cuda" in texts["evaluate"]
     assert "How many completions" in texts["predict"] and "auto, cpu, cuda" in texts["predict"]
@@ -194,7 +285,7 @@ def test_threads_setting(tmp_path):
 
 
 def test_quickstart_copies_are_one_real_file():
-    from emu_dgl.cli import QUICKSTART
+    from emu_dgl.config import QUICKSTART
 
     repo_copy = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
     assert not repo_copy.is_symlink()

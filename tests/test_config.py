@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from emu_dgl.config import Config, load_config, parse_override
+from emu_dgl.config import Config, config_from_dict, load_config, parse_override
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,11 +52,55 @@ def test_extends_applies_the_base_first(tmp_path):
     ],
 )
 def test_bad_values_are_rejected_with_the_key(override, fragment):
+    # Types and ranges are the config's to check; component names the registries'
+    # (check_components): a run is admitted after both.
     with pytest.raises(ConfigError, match=None) as info:
-        load_config(None, [override])
+        check_components(load_config(None, [override]))
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("model.name", "transee", "model.name: unknown value 'transee' (did you mean 'transe'?)"),
+        ("sampler.name", "sanss", "sampler.name: unknown value 'sanss' (did you mean 'sans'?)"),
+        ("loss.name", "softmx", "loss.name: unknown value 'softmx' (did you mean 'softmax'?)"),
+        ("emu.variant", "mixupp", "emu.variant: unknown value 'mixupp' (did you mean 'mixup'?)"),
+        ("train.optimizer", "adamw", "train.optimizer: unknown value 'adamw'"),
+        ("tracking.backends", "[tensorbord]", "tracking.backends: unknown value 'tensorbord'"),
+    ],
+)
+def test_component_names_are_checked_by_their_registries(key, value, fragment):
+    config = load_config(None, [f"{key}={value}"])  # a well-typed name: the config takes it
+    with pytest.raises(ConfigError) as info:
+        check_components(config)
+    assert fragment in str(info.value)
+
+
+def test_names_are_canonical_and_booleans_read_as_yaml_does():
+    config = config_from_dict(
+        {
+            "model": {"name": "DistMult"},
+            "loss": {"name": "Self-Adversarial"},
+            "train": {"sparse": "false"},
+        }
+    )
+    assert (config.model.name, config.loss.name, config.train.sparse) == (
+        "distmult",
+        "self_adversarial",
+        False,
+    )
+    check_components(config)
+    assert (
+        config_from_dict({"train": {"sparse": "AUTO", "schedule": "Reference"}}).train.schedule
+        == "reference"
+    )
+    with pytest.raises(
+        ConfigError, match="train.sparse: expected true or false, or auto, got 'maybe'"
+    ):
+        config_from_dict({"train": {"sparse": "maybe"}})
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -88,7 +133,7 @@ def test_shipped_configs_all_load():
 
 
 def test_quickstart_is_the_shipped_default():
-    from emu_dgl.cli import QUICKSTART
+    from emu_dgl.config import QUICKSTART
 
     assert load_config(REPO / "configs" / "quickstart.yaml") == load_config(QUICKSTART)
     assert isinstance(load_config(QUICKSTART), Config)

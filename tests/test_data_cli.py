@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from emu_dgl.cli_datasets import datasets
+from emu_dgl.cli.datasets import datasets
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,9 @@ def test_missing_and_empty_split_files(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "kg")
     (folder / "train.txt").write_bytes(b"a\tr\t\xff\xfe\n")
-    with pytest.raises(DataError, match=r"train\.txt, line 1: not UTF-8 text \(byte 0xff at byte offset 4 "):
+    with pytest.raises(
+        DataError, match=r"train\.txt, line 1: not UTF-8 text \(byte 0xff at byte offset 4 "
+    ):
         load_directory(folder)
 
 

@@ -9,7 +9,17 @@ from emu_dgl.errors import ConfigError
 from emu_dgl.models import DECODERS, KGEModel, SeparableDecoder
 from emu_dgl.models.base import masked_term_sums
 
-NAMES = ["transe", "transe_l2", "distmult", "complex", "rotate", "protate", "transd", "transd_l2", "hake"]
+NAMES = [
+    "transe",
+    "transe_l2",
+    "distmult",
+    "complex",
+    "rotate",
+    "protate",
+    "transd",
+    "transd_l2",
+    "hake",
+]
 SEPARABLE = ["transe", "transe_l2", "distmult", "complex", "protate", "hake"]
 E, R, DIM = 17, 5, 6
 
@@ -36,7 +46,15 @@ def random_triples(batch: int, device: torch.device, seed: int = 1) -> torch.Ten
 
 
 def test_registry_names() -> None:
-    assert DECODERS.names() == ["complex", "distmult", "hake", "protate", "rotate", "transd", "transe"]
+    assert DECODERS.names() == [
+        "complex",
+        "distmult",
+        "hake",
+        "protate",
+        "rotate",
+        "transd",
+        "transe",
+    ]
     with pytest.raises(ConfigError, match="valid: complex, distmult"):
         KGEModel(3, 2, decoder="transx")
 

@@ -24,11 +24,26 @@ STEPS = 4
 def tiny_graph() -> KnowledgeGraph:
     """41 entities (blocks of 20 and 21 rows on two ranks); batches of 64 repeat ids often."""
     gen = torch.Generator().manual_seed(3)
-    triples = torch.unique(torch.stack([torch.randint(41, (400,), generator=gen), torch.randint(3, (400,), generator=gen),
-                                        torch.randint(41, (400,), generator=gen)], 1), dim=0)
+    triples = torch.unique(
+        torch.stack(
+            [
+                torch.randint(41, (400,), generator=gen),
+                torch.randint(3, (400,), generator=gen),
+                torch.randint(41, (400,), generator=gen),
+            ],
+            1,
+        ),
+        dim=0,
+    )
     triples = triples[torch.randperm(len(triples), generator=gen)]
-    return KnowledgeGraph(name="tiny", entity_names=[f"e{i}" for i in range(41)], relation_names=["a", "b", "c"],
-                          train=triples[60:], valid=triples[:30], test=triples[30:60])
+    return KnowledgeGraph(
+        name="tiny",
+        entity_names=[f"e{i}" for i in range(41)],
+        relation_names=["a", "b", "c"],
+        train=triples[60:],
+        valid=triples[:30],
+        test=triples[30:60],
+    )
 
 
 def step_config(optimizer: str):
@@ -52,10 +67,14 @@ def _run_steps(trainer: Trainer) -> list[float]:
 def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> None:
     results = {}
     for optimizer in ("adagrad", "adam"):
-        trainer = _float64(DistributedTrainer(step_config(optimizer), Path(out) / f"{optimizer}-{rank}", kg=kg))
+        trainer = _float64(
+            DistributedTrainer(step_config(optimizer), Path(out) / f"{optimizer}-{rank}", kg=kg)
+        )
         losses = _run_steps(trainer)
         sampled = ShardedEvaluator.like(
-            FilteredEvaluator(kg.all_triples(), kg.num_relations, protocol="sampled", num_negatives=12)
+            FilteredEvaluator(
+                kg.all_triples(), kg.num_relations, protocol="sampled", num_negatives=12
+            )
         )
         results[optimizer] = {
             "losses": losses,
@@ -64,7 +83,11 @@ def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> N
             "full": trainer.evaluator.evaluate(trainer.model, kg.test),
             "sampled": sampled.evaluate(trainer.model, kg.test),
             "rows": trainer.entity_rows_per_rank,
-            "state_rows": len(trainer.optimizer.state[trainer.model.entity.weight]["sum" if optimizer == "adagrad" else "exp_avg"]),
+            "state_rows": len(
+                trainer.optimizer.state[trainer.model.entity.weight][
+                    "sum" if optimizer == "adagrad" else "exp_avg"
+                ]
+            ),
         }
     if rank == 0:
         torch.save(results, Path(out) / "result.pt")
@@ -79,15 +102,26 @@ def test_two_processes_follow_one_process_in_float64(tmp_path):
         losses = _run_steps(single)
         result = got[optimizer]
         assert result["rows"] == [20, 21] and result["state_rows"] == 20  # rank 0's block and state
-        torch.testing.assert_close(result["entity"], single.model.entity.weight.detach(), rtol=0, atol=1e-9)
-        torch.testing.assert_close(result["relation"], single.model.relation.weight.detach(), rtol=0, atol=1e-9)
+        torch.testing.assert_close(
+            result["entity"], single.model.entity.weight.detach(), rtol=0, atol=1e-9
+        )
+        torch.testing.assert_close(
+            result["relation"], single.model.relation.weight.detach(), rtol=0, atol=1e-9
+        )
         assert result["losses"] == pytest.approx(losses, abs=1e-9)
-        assert not torch.equal(result["entity"], _float64(Trainer(step_config(optimizer), tmp_path / "x", kg=kg)).model.entity.weight)
+        assert not torch.equal(
+            result["entity"],
+            _float64(Trainer(step_config(optimizer), tmp_path / "x", kg=kg)).model.entity.weight,
+        )
         full = single.evaluator.evaluate(single.model, kg.test)
         for part in ("head", "tail"):
             assert result["full"][part] == pytest.approx(full[part], abs=1e-12)
-        sampled = FilteredEvaluator(kg.all_triples(), kg.num_relations, protocol="sampled", num_negatives=12)
-        assert result["sampled"]["tail"] == pytest.approx(sampled.evaluate(single.model, kg.test)["tail"], abs=1e-12)
+        sampled = FilteredEvaluator(
+            kg.all_triples(), kg.num_relations, protocol="sampled", num_negatives=12
+        )
+        assert result["sampled"]["tail"] == pytest.approx(
+            sampled.evaluate(single.model, kg.test)["tail"], abs=1e-12
+        )
 
 
 RUN_SETTINGS = [
@@ -104,30 +138,50 @@ def run_config(*extra: str):
 def test_two_process_run_resumes_exactly_and_leaves_a_one_process_run_folder(tmp_path):
     config = run_config()
     sets = [arg for line in RUN_SETTINGS for arg in ("--set", line)]
-    cli = CliRunner().invoke(main, ["train", "--nproc", "2", "--out", str(tmp_path / "full"), *sets])
+    cli = CliRunner().invoke(
+        main, ["train", "--nproc", "2", "--out", str(tmp_path / "full"), *sets]
+    )
     assert cli.exit_code == 0, cli.output
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert full["world_size"] == 2 and "on 2 processes" in cli.output
     kg = load_dataset("synthetic")
-    assert full["entity_rows_per_rank"] == [kg.num_entities // 2, kg.num_entities - kg.num_entities // 2]
+    assert full["entity_rows_per_rank"] == [
+        kg.num_entities // 2,
+        kg.num_entities - kg.num_entities // 2,
+    ]
     # Killed after 30 steps (the rank checkpoints of step 20 survive), then resumed from the command line.
     assert train_distributed(config, tmp_path / "killed", nproc=2, stop_after=30) == {}
     # A change the checkpoints cannot honour is refused in one line before anything changes,
     # and a second writer is refused while the run folder is locked.
-    before = {p: p.read_bytes() for p in (tmp_path / "full").rglob("*") if p.is_file() and p.name != ".lock"}
-    cli = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "full"), "--nproc", "2",
-                                    "--set", "model.dim=8"])
+    before = {
+        p: p.read_bytes()
+        for p in (tmp_path / "full").rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+    cli = CliRunner().invoke(
+        main, ["train", "--resume", str(tmp_path / "full"), "--nproc", "2", "--set", "model.dim=8"]
+    )
     assert cli.exit_code != 0 and "model.dim" in cli.output and "Traceback" not in cli.output
     assert {p: p.read_bytes() for p in before} == before
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from emu_dgl.training.run import RunLock; "
-                               f"l = RunLock({str(tmp_path / 'killed')!r}); l.__enter__(); print('locked', flush=True); "
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from emu_dgl.training.run import RunLock; "
+            f"l = RunLock({str(tmp_path / 'killed')!r}); l.__enter__(); print('locked', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        busy = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "killed"), "--nproc", "2"])
+        busy = CliRunner().invoke(
+            main, ["train", "--resume", str(tmp_path / "killed"), "--nproc", "2"]
+        )
         assert busy.exit_code != 0 and "in use" in busy.output
     finally:
         holder.kill()
@@ -142,8 +196,13 @@ def test_two_process_run_resumes_exactly_and_leaves_a_one_process_run_folder(tmp
     assert single_eval["mrr"] == pytest.approx(full["test"]["mrr"], abs=1e-6)
     # It learns as a one-process run does (same draws; float32 sums in another order).
     one = Trainer(config_from_dict(config.to_dict()), tmp_path / "one", kg=kg).fit()
-    assert full["test"]["mrr"] == pytest.approx(one["test"]["mrr"], abs=0.02) and one["test"]["mrr"] > 0.25
-    log = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert (
+        full["test"]["mrr"] == pytest.approx(one["test"]["mrr"], abs=0.02)
+        and one["test"]["mrr"] > 0.25
+    )
+    log = [
+        json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("loss" in rec for rec in log)
     with pytest.raises(ConfigError, match="--nproc 2"):
         train_distributed(config, tmp_path / "full", nproc=3, resume=True)

@@ -98,9 +98,13 @@ def test_per_relation_metrics_match_brute_force(device):
     test = test[test[:, 1] != 3]  # relation 3 absent from the evaluated triples
     names = ["r0", "r1", "r2", "r3", "r4"]
     evaluator = FilteredEvaluator(known.to(device), 5, batch_size=7)
-    result = evaluator.evaluate(TableScorer(table), test.to(device), per_relation=True, relation_names=names)
+    result = evaluator.evaluate(
+        TableScorer(table), test.to(device), per_relation=True, relation_names=names
+    )
     per_rel = result["per_relation"]
-    assert sorted(per_rel) == sorted({names[r] for r in test[:, 1].tolist()}) and "r3" not in per_rel
+    assert (
+        sorted(per_rel) == sorted({names[r] for r in test[:, 1].tolist()}) and "r3" not in per_rel
+    )
     for rel_name, got in per_rel.items():
         sub = test[test[:, 1] == names.index(rel_name)]
         # brute force, one triple at a time, with the reference evaluator above
@@ -113,6 +117,8 @@ def test_per_relation_metrics_match_brute_force(device):
             for metric in ("mrr", "mr", "hits@1", "hits@3", "hits@10"):
                 assert abs(row[metric] - ref[metric]) < 1e-12, (rel_name, key, metric)
     # the triple-weighted mean of per-relation MRR is the overall MRR
-    total = sum(v["count"] * v["mrr"] for v in per_rel.values()) / sum(v["count"] for v in per_rel.values())
+    total = sum(v["count"] * v["mrr"] for v in per_rel.values()) / sum(
+        v["count"] for v in per_rel.values()
+    )
     assert abs(total - result["mrr"]) < 1e-12
     assert "per_relation" not in evaluator.evaluate(TableScorer(table), test.to(device))

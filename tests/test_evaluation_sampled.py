@@ -39,7 +39,9 @@ def brute_force_sampled(table, known, triples, side, candidates):
 
 def _candidates(evaluator, n, side, num_entities):
     chunks = [
-        evaluator.sampled_candidates(c, min(SAMPLED_CHUNK, n - c * SAMPLED_CHUNK), side, num_entities)
+        evaluator.sampled_candidates(
+            c, min(SAMPLED_CHUNK, n - c * SAMPLED_CHUNK), side, num_entities
+        )
         for c in range((n + SAMPLED_CHUNK - 1) // SAMPLED_CHUNK)
     ]
     return torch.cat(chunks)
@@ -51,7 +53,9 @@ def test_sampled_ranks_match_brute_force(side):
     known, test = triples, triples[:300]  # > one candidate chunk
     evaluator = FilteredEvaluator(known, 4, protocol="sampled", num_negatives=25, seed=7)
     ranks = evaluator.ranks(TripleScorer(table), test, side)
-    expected = brute_force_sampled(table, known, test, side, _candidates(evaluator, len(test), side, 40))
+    expected = brute_force_sampled(
+        table, known, test, side, _candidates(evaluator, len(test), side, 40)
+    )
     torch.testing.assert_close(ranks, expected, rtol=0, atol=0)
 
 
@@ -101,13 +105,28 @@ def test_training_and_evaluate_name_the_protocol(tmp_path):
     from emu_dgl.cli import main
 
     run = tmp_path / "run"
-    args = ["train", "--out", str(run), "--set", "train.max_steps=4", "--set", "train.progress=false",
-            "--set", "eval.protocol=sampled", "--set", "eval.num_negatives=50", "--set", "train.device=cpu"]
+    args = [
+        "train",
+        "--out",
+        str(run),
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.progress=false",
+        "--set",
+        "eval.protocol=sampled",
+        "--set",
+        "eval.num_negatives=50",
+        "--set",
+        "train.device=cpu",
+    ]
     assert CliRunner().invoke(main, args).exit_code == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_protocol"] == "sampled"
     assert metrics["test"]["protocol"] == "sampled" and metrics["test"]["num_negatives"] == 50
-    full = CliRunner().invoke(main, ["evaluate", str(run), "--json", "--protocol", "full", "--device", "cpu"])
+    full = CliRunner().invoke(
+        main, ["evaluate", str(run), "--json", "--protocol", "full", "--device", "cpu"]
+    )
     assert full.exit_code == 0 and json.loads(full.output)["test"]["protocol"] == "full"
     # On the same weights, ranks against 50 candidates beat ranks against all ~600 entities.
     assert json.loads(full.output)["test"]["mrr"] < metrics["test"]["mrr"]

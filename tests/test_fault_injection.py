@@ -100,22 +100,37 @@ def _resume_and_compare(run: Path, reference: tuple[dict, list]) -> None:
         ("replaced", 3, "link", "a finished rotation"),
         ("previous", 3, "nolink", "previous.pt and the new temporary file, no last.pt"),
     ],
-    ids=["in-first-write", "first-written", "between-renames", "after-rotation", "between-renames-no-hard-links"],
+    ids=[
+        "in-first-write",
+        "first-written",
+        "between-renames",
+        "after-rotation",
+        "between-renames-no-hard-links",
+    ],
 )
-def test_kill_inside_checkpoint_writing_then_resume_is_exact(tmp_path, reference, stage, nth, link, left):
+def test_kill_inside_checkpoint_writing_then_resume_is_exact(
+    tmp_path, reference, stage, nth, link, left
+):
     run = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-c", HELPER, stage, str(nth), link, "train", "--out", str(run), *ARGS],
-        env=_env(), capture_output=True, text=True, timeout=120,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     ckpt = run / "checkpoints"
-    if link == "nolink":  # killed between two renames: no last.pt, previous.pt + a complete tmp file
+    if (
+        link == "nolink"
+    ):  # killed between two renames: no last.pt, previous.pt + a complete tmp file
         assert not (ckpt / LAST).exists() and (ckpt / PREVIOUS).exists()
         assert len(list(ckpt.glob(f".{LAST}.*.tmp"))) == 1
     elif stage == "previous":
         # last.pt is still in place: both names hold the old state
-        assert load_checkpoint(ckpt / LAST)["step"] == load_checkpoint(ckpt / PREVIOUS)["step"] == 10
+        assert (
+            load_checkpoint(ckpt / LAST)["step"] == load_checkpoint(ckpt / PREVIOUS)["step"] == 10
+        )
     _resume_and_compare(run, reference)
 
 
@@ -124,14 +139,27 @@ def test_kill_at_random_instants_then_resume_is_exact(tmp_path, reference):
     run = tmp_path / "run"
     kills = 0
     for _ in range(2):
-        args = ["train", "--resume", str(run)] if run.exists() else ["train", "--out", str(run), *ARGS]
+        args = (
+            ["train", "--resume", str(run)] if run.exists() else ["train", "--out", str(run), *ARGS]
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from emu_dgl.cli import main; main(prog_name='emu-dgl')", *args], env=_env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-c",
+                "from emu_dgl.cli import main; main(prog_name='emu-dgl')",
+                *args,
+            ],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         # Wait until training has started (the log exists), then kill at a random moment.
         deadline = time.monotonic() + 60
-        while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        while (
+            not (run / "metrics.jsonl").exists()
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.6))
         if proc.poll() is None:

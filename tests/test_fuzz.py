@@ -20,7 +20,12 @@ from emu_dgl.errors import ConfigError, DataError
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-_field = st.text(alphabet=st.sampled_from(["a", "b", "é", " ", "\t", "\r", "\n", "\x00", '"', "#", "\\", "ü", "\x85"]), max_size=6)
+_field = st.text(
+    alphabet=st.sampled_from(
+        ["a", "b", "é", " ", "\t", "\r", "\n", "\x00", '"', "#", "\\", "ü", "\x85"]
+    ),
+    max_size=6,
+)
 _tsv_text = st.lists(st.tuples(_field, _field, _field).map("\t".join), max_size=8).map("\n".join)
 
 
@@ -56,14 +61,18 @@ def test_tsv_reader_on_tab_separated_text(text: str, encoding: str) -> None:
     _check_triples(triples)
     if triples is not None and encoding == "utf-8":
         # Whatever was accepted is exactly the non-blank lines of the file, split at tabs.
-        rows = [line.split("\t") for line in text.replace("\r\n", "\n").split("\n") if line.strip(" \r")]
+        rows = [
+            line.split("\t") for line in text.replace("\r\n", "\n").split("\n") if line.strip(" \r")
+        ]
         assert [list(map(str, r)) for r in triples] == [[f.rstrip("\r") for f in r] for r in rows]
 
 
 def _load(text: str | bytes, overrides: list[str] = ()) -> Config | None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
-        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", errors="surrogatepass"))
+        path.write_bytes(
+            text if isinstance(text, bytes) else text.encode("utf-8", errors="surrogatepass")
+        )
         try:
             return load_config(path, overrides)
         except ConfigError as exc:
@@ -78,12 +87,51 @@ def test_config_loader_on_arbitrary_bytes(data: bytes) -> None:
 
 
 _keys = st.sampled_from(
-    ["model", "train", "sampler", "emu", "loss", "eval", "output", "dataset", "extends", "arms", "trian", "1", "~"]
+    [
+        "model",
+        "train",
+        "sampler",
+        "emu",
+        "loss",
+        "eval",
+        "output",
+        "dataset",
+        "extends",
+        "arms",
+        "trian",
+        "1",
+        "~",
+    ]
 )
-_sub = st.sampled_from(["name", "dim", "lr", "p", "metric", "schedule", "max_steps", "dir", "walks", "enabled", "x"])
+_sub = st.sampled_from(
+    ["name", "dim", "lr", "p", "metric", "schedule", "max_steps", "dir", "walks", "enabled", "x"]
+)
 _scalar = st.one_of(
-    st.sampled_from(["", "~", "null", "true", "1e8", ".nan", "-.inf", "1_000", "0x1F", "Step", "MRR", "{", "[", "!!binary aGk=",
-                     "2024-13-45", "&a x", "*a", "!!python/object:os.system x", "'", "{time}", "1e400"]),
+    st.sampled_from(
+        [
+            "",
+            "~",
+            "null",
+            "true",
+            "1e8",
+            ".nan",
+            "-.inf",
+            "1_000",
+            "0x1F",
+            "Step",
+            "MRR",
+            "{",
+            "[",
+            "!!binary aGk=",
+            "2024-13-45",
+            "&a x",
+            "*a",
+            "!!python/object:os.system x",
+            "'",
+            "{time}",
+            "1e400",
+        ]
+    ),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(max_size=8),
@@ -92,8 +140,13 @@ _scalar = st.one_of(
 
 @FUZZ
 @given(st.lists(st.tuples(_keys, st.lists(st.tuples(_sub, _scalar), max_size=3)), max_size=4))
-def test_config_loader_on_yaml_shaped_text(sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
-    text = "".join(f"{key}:\n" + "".join(f"  {sub}: {value}\n" for sub, value in body) for key, body in sections)
+def test_config_loader_on_yaml_shaped_text(
+    sections: list[tuple[str, list[tuple[str, str]]]],
+) -> None:
+    text = "".join(
+        f"{key}:\n" + "".join(f"  {sub}: {value}\n" for sub, value in body)
+        for key, body in sections
+    )
     config = _load(text)
     if config is not None:
         assert load_config(None, []) == load_config(None, []) and isinstance(config, Config)
@@ -111,8 +164,24 @@ def test_set_parser_on_arbitrary_text(text: str) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(["model.dim", "train.lr", "emu.p", "train.schedule", "eval.metric", "output.dir", "train.device",
-                        "sampler.walks", "loss.name", "dataset.name", "train.progress"]), _scalar)
+@given(
+    st.sampled_from(
+        [
+            "model.dim",
+            "train.lr",
+            "emu.p",
+            "train.schedule",
+            "eval.metric",
+            "output.dir",
+            "train.device",
+            "sampler.walks",
+            "loss.name",
+            "dataset.name",
+            "train.progress",
+        ]
+    ),
+    _scalar,
+)
 def test_set_parser_on_every_kind_of_value(key: str, value: str) -> None:
     try:
         config = load_config(None, [f"{key}={value}"])

@@ -12,8 +12,9 @@ from emu_dgl.config import load_config
 from emu_dgl.data import load_dataset
 from emu_dgl.errors import ConfigError
 from emu_dgl.models import HAKE, KGEModel
-from emu_dgl.sampling.mutation import EMUMutation
-from emu_dgl.training.trainer import Trainer, build_model
+from emu_dgl.models.mutation import EMUMutation
+from emu_dgl.training.build import model_from_config
+from emu_dgl.training.trainer import Trainer
 
 E, R, DIM, GAMMA = 13, 3, 4, 6.0
 
@@ -212,7 +213,7 @@ def test_config_builds_hake_with_its_weights() -> None:
             "model.phase_weight=1.0",
         ],
     )
-    model = build_model(config, 20, 3)
+    model = model_from_config(config, 20, 3)
     assert isinstance(model.decoder, HAKE)
     assert model.decoder.modulus_weight.item() == pytest.approx(3.5)
     assert model.decoder.phase_weight.item() == pytest.approx(1.0 * (6 + 2) / 8)
@@ -221,7 +222,9 @@ def test_config_builds_hake_with_its_weights() -> None:
     with pytest.raises(ConfigError, match="model.phase_weight is nan but must be >= 0"):
         KGEModel(20, 3, decoder="hake", dim=4, phase_weight=float("nan"))
     # other decoders ignore the HAKE keys
-    assert build_model(load_config(None, ["model.name=transe", "model.phase_weight=2"]), 20, 3)
+    assert model_from_config(
+        load_config(None, ["model.name=transe", "model.phase_weight=2"]), 20, 3
+    )
 
 
 def test_shipped_hake_configs() -> None:

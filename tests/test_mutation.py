@@ -7,7 +7,7 @@ import torch
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models import KGEModel
-from emu_dgl.sampling.mutation import (
+from emu_dgl.models.mutation import (
     MUTATIONS,
     EMUMutation,
     MixupMutation,

@@ -17,7 +17,9 @@ def _same(a: KnowledgeGraph, b: KnowledgeGraph) -> None:
     assert a.relation_names == b.relation_names
     for split in ("train", "valid", "test"):
         # the edge order of a MultiDiGraph groups triples by head, so compare as sets
-        assert sorted(map(tuple, a.splits[split].tolist())) == sorted(map(tuple, b.splits[split].tolist()))
+        assert sorted(map(tuple, a.splits[split].tolist())) == sorted(
+            map(tuple, b.splits[split].tolist())
+        )
     assert a.fingerprint == b.fingerprint
 
 
@@ -37,9 +39,14 @@ def test_synthetic_round_trip_keeps_names_ids_and_splits():
 
 
 triple_lists = st.lists(
-    st.tuples(st.integers(0, 7), st.sampled_from(["likes", "knows", "owns"]), st.integers(0, 7),
-              st.sampled_from(["train", "valid", "test"])),
-    min_size=1, max_size=30,
+    st.tuples(
+        st.integers(0, 7),
+        st.sampled_from(["likes", "knows", "owns"]),
+        st.integers(0, 7),
+        st.sampled_from(["train", "valid", "test"]),
+    ),
+    min_size=1,
+    max_size=30,
 )
 
 
@@ -53,7 +60,10 @@ def test_round_trip_of_random_graphs(rows):
     # every distinct (h, r, t) of a split is one triple, in the node order of g
     for split in ("train", "valid", "test"):
         expected = {(f"e{h}", r, f"e{t}") for h, r, t, s in rows if s == split}
-        got = {(kg.entity_names[a], kg.relation_names[b], kg.entity_names[c]) for a, b, c in kg.splits[split].tolist()}
+        got = {
+            (kg.entity_names[a], kg.relation_names[b], kg.entity_names[c])
+            for a, b, c in kg.splits[split].tolist()
+        }
         assert got == expected
     assert kg.entity_names == list(g.nodes)
     _same(kg, KnowledgeGraph.from_networkx(kg.to_networkx()))
@@ -67,7 +77,9 @@ def test_user_graph_with_other_keys_default_split_and_isolated_nodes():
     kg = KnowledgeGraph.from_networkx(g, relation_key="rel", split_key="part")
     assert kg.entity_names == ["lonely", "paris", "france", "berlin", "germany"]
     assert kg.relation_names == ["capital_of"]
-    assert kg.train.tolist() == [[1, 0, 2]] and kg.test.tolist() == [[3, 0, 4]] and len(kg.valid) == 0
+    assert (
+        kg.train.tolist() == [[1, 0, 2]] and kg.test.tolist() == [[3, 0, 4]] and len(kg.valid) == 0
+    )
     single = KnowledgeGraph.from_networkx(g, relation_key=None)
     # split_key defaults to 'split', which these edges lack: all of them train
     assert single.relation_names == ["edge"] and single.train.tolist() == [[1, 0, 2], [3, 0, 4]]
@@ -87,7 +99,11 @@ def test_duplicate_edges_are_counted_once():
     ("graph", "kwargs", "message"),
     [
         (nx.Graph([("a", "b")]), {}, "undirected"),
-        (nx.DiGraph([("a", "b", {"label": "r"})]), {}, "no attribute 'relation' (its attributes: label)"),
+        (
+            nx.DiGraph([("a", "b", {"label": "r"})]),
+            {},
+            "no attribute 'relation' (its attributes: label)",
+        ),
         (nx.DiGraph([("a", "b", {"relation": "r", "split": "dev"})]), {}, "split='dev'"),
         (nx.DiGraph([(1, "1", {"relation": "r"})]), {}, "same name"),
     ],
@@ -104,8 +120,17 @@ def test_round_trip_trains(tmp_path):
     from emu_dgl.training.trainer import Trainer
 
     kg = KnowledgeGraph.from_networkx(generate_synthetic().to_networkx())
-    config = load_config(None, ["train.max_steps=20", "train.progress=false", "model.dim=8",
-                                "sampler.num_negatives=8", "train.valid_every=0", "train.batch_size=64"])
+    config = load_config(
+        None,
+        [
+            "train.max_steps=20",
+            "train.progress=false",
+            "model.dim=8",
+            "sampler.num_negatives=8",
+            "train.valid_every=0",
+            "train.batch_size=64",
+        ],
+    )
     metrics = Trainer(config, tmp_path / "run", kg=kg).fit()
     assert 0.0 < metrics["test"]["mrr"] <= 1.0
     assert metrics["test"]["num_triples"] == len(kg.test)
@@ -125,7 +150,9 @@ def test_random_split_moves_fractions_of_train_deterministically():
     assert sum(len(p) for p in parts) == n  # disjoint
     assert split.entity_names == kg.entity_names and split.relation_names == kg.relation_names
     again = kg.random_split(valid=0.1, test=0.2, seed=3)
-    assert all(torch.equal(a, b) for a, b in zip(split.splits.values(), again.splits.values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(split.splits.values(), again.splits.values(), strict=True)
+    )
     assert not torch.equal(split.valid, kg.random_split(valid=0.1, test=0.2, seed=4).valid)
     with pytest.raises(DataError, match="valid \\+ test < 1"):
         kg.random_split(valid=0.6, test=0.5)
@@ -137,5 +164,7 @@ def test_training_without_a_valid_split_is_one_clear_error(tmp_path):
     from emu_dgl.training.trainer import Trainer
 
     kg = KnowledgeGraph.from_networkx(nx.MultiDiGraph([("a", "b", {"relation": "r"})]))
-    with pytest.raises(ConfigError, match=r"no validation triples.*kg.random_split\(valid=0.05, test=0.05\)"):
+    with pytest.raises(
+        ConfigError, match=r"no validation triples.*kg.random_split\(valid=0.05, test=0.05\)"
+    ):
         Trainer(load_config(None, ["train.progress=false"]), tmp_path / "run", kg=kg)

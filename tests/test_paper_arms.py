@@ -60,8 +60,16 @@ def test_paper_configs_carry_the_published_arms(path: Path) -> None:
             assert cfg.emu.separate_draws is emu
         else:
             assert cfg.sampler.filter is True and cfg.emu.separate_draws is False
-            assert (cfg.sampler.walk_mode, cfg.sampler.weighted, cfg.sampler.k_hop, cfg.sampler.walks) == (
-                "continue", False, 3, 1000,
+            assert (
+                cfg.sampler.walk_mode,
+                cfg.sampler.weighted,
+                cfg.sampler.k_hop,
+                cfg.sampler.walks,
+            ) == (
+                "continue",
+                False,
+                3,
+                1000,
             )
         if emu:
             assert cfg.loss.regularizer == "none"
@@ -87,7 +95,9 @@ def test_arms_merge_along_extends_and_apply_before_set(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(
         "train:\n  lr: 0.1\narms:\n  a: {train.lr: 0.2, emu.enabled: false}\n  b: {train.lr: 0.3}\n"
     )
-    (tmp_path / "child.yaml").write_text("extends: base.yaml\narms:\n  a: {model.dim: 8}\n  c: {}\n")
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\narms:\n  a: {model.dim: 8}\n  c: {}\n"
+    )
     child = tmp_path / "child.yaml"
     assert list(config_arms(child)) == ["a", "b", "c"]
     cfg = load_config(child, arm="a")
@@ -126,11 +136,21 @@ def test_l3_table_closed_form_and_gradient() -> None:
 
 
 def test_l3_table_is_added_once_per_step_over_the_whole_table(kg, tmp_path: Path) -> None:
-    common = ["model.name=distmult", "model.dim=16", "sampler.num_negatives=8", "train.batch_size=64",
-              "train.progress=false", "train.device=cpu", "emu.enabled=false"]
+    common = [
+        "model.name=distmult",
+        "model.dim=16",
+        "sampler.num_negatives=8",
+        "train.batch_size=64",
+        "train.progress=false",
+        "train.device=cpu",
+        "emu.enabled=false",
+    ]
     plain = Trainer(load_config(None, common), tmp_path / "a", kg=kg)
-    reg = Trainer(load_config(None, [*common, "loss.regularizer=l3_table", "loss.reg_weight=0.01"]),
-                  tmp_path / "b", kg=kg)
+    reg = Trainer(
+        load_config(None, [*common, "loss.regularizer=l3_table", "loss.reg_weight=0.01"]),
+        tmp_path / "b",
+        kg=kg,
+    )
     expected = l3_table_regularizer(reg.model, weight=0.01).item()
     before = reg.model.entity.weight.detach().clone()
     plain.sampler = Recording(plain.sampler)
@@ -150,12 +170,23 @@ def test_l3_table_is_added_once_per_step_over_the_whole_table(kg, tmp_path: Path
 
 
 @pytest.mark.parametrize("separate", [True, False])
-def test_separate_draws_give_the_emu_term_its_own_negatives(kg, tmp_path: Path, separate: bool) -> None:
-    config = load_config(None, [
-        "model.name=distmult", "model.dim=16", "sampler.name=uniform", "sampler.filter=false",
-        "sampler.num_negatives=8", "train.batch_size=32", "train.progress=false", "train.device=cpu",
-        f"emu.separate_draws={str(separate).lower()}",
-    ])
+def test_separate_draws_give_the_emu_term_its_own_negatives(
+    kg, tmp_path: Path, separate: bool
+) -> None:
+    config = load_config(
+        None,
+        [
+            "model.name=distmult",
+            "model.dim=16",
+            "sampler.name=uniform",
+            "sampler.filter=false",
+            "sampler.num_negatives=8",
+            "train.batch_size=32",
+            "train.progress=false",
+            "train.device=cpu",
+            f"emu.separate_draws={str(separate).lower()}",
+        ],
+    )
     trainer = Trainer(config, tmp_path / "run", kg=kg)
     trainer.sampler = Recording(trainer.sampler)
     state = trainer.generator.get_state()
@@ -171,13 +202,18 @@ def test_separate_draws_give_the_emu_term_its_own_negatives(kg, tmp_path: Path, 
     trainer.generator.set_state(state)
     batch = trainer._batch(0)
     first = trainer.sampler.inner.sample(batch, "tail", generator=trainer.generator)
-    out = trainer.model.score_negatives(batch, first, "tail",
-                                        mutation=None if separate else trainer.mutation,
-                                        generator=trainer.generator)
+    out = trainer.model.score_negatives(
+        batch,
+        first,
+        "tail",
+        mutation=None if separate else trainer.mutation,
+        generator=trainer.generator,
+    )
     if separate:
         fresh = trainer.sampler.inner.sample(batch, "tail", generator=trainer.generator)
-        mutated = trainer.model.score_negatives(batch, fresh, "tail", mutation=trainer.mutation,
-                                                generator=trainer.generator).mutated
+        mutated = trainer.model.score_negatives(
+            batch, fresh, "tail", mutation=trainer.mutation, generator=trainer.generator
+        ).mutated
     else:
         mutated = out.mutated
     assert loss == pytest.approx(trainer.loss_fn(out.pos, out.neg, mutated).item(), rel=1e-6)
@@ -186,9 +222,19 @@ def test_separate_draws_give_the_emu_term_its_own_negatives(kg, tmp_path: Path, 
 def test_paper_arms_train_on_a_small_graph(kg, tmp_path: Path) -> None:
     """Every arm of a paper config runs end to end (budget shrunk to a few steps)."""
     path = REPO / "configs" / "paper" / "wn18rr" / "distmult.yaml"
-    budget = ["dataset.name=synthetic", "model.dim=16", "sampler.num_negatives=16", "sampler.walks=20",
-              "train.batch_size=128", "train.max_steps=6", "train.valid_every=0", "train.checkpoint_every=0",
-              "train.progress=false", "train.device=cpu", f"dataset.data_dir={tmp_path / 'data'}"]
+    budget = [
+        "dataset.name=synthetic",
+        "model.dim=16",
+        "sampler.num_negatives=16",
+        "sampler.walks=20",
+        "train.batch_size=128",
+        "train.max_steps=6",
+        "train.valid_every=0",
+        "train.checkpoint_every=0",
+        "train.progress=false",
+        "train.device=cpu",
+        f"dataset.data_dir={tmp_path / 'data'}",
+    ]
     for arm in ARMS:
         metrics = Trainer(load_config(path, budget, arm=arm), tmp_path / arm, kg=kg).fit()
         assert 0 < metrics["test"]["mrr"] <= 1

@@ -9,6 +9,7 @@ from torch import nn
 from emu_dgl.config import load_config
 from emu_dgl.data import load_dataset
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 from emu_dgl.training.checkpoint import load_checkpoint
 from emu_dgl.training.sparse import (
     RowAdagrad,
@@ -54,7 +55,10 @@ def _run(emb: nn.Embedding, opt: torch.optim.Optimizer, steps=STEPS) -> list[tor
 def test_sparse_adagrad_equals_dense_adagrad_and_leaves_untouched_rows_alone():
     sparse, dense = _embedding(True), _embedding(False)
     start = sparse.weight.detach().clone()
-    opt_s, opt_d = RowAdagrad(sparse.parameters(), lr=0.3), torch.optim.Adagrad(dense.parameters(), lr=0.3)
+    opt_s, opt_d = (
+        RowAdagrad(sparse.parameters(), lr=0.3),
+        torch.optim.Adagrad(dense.parameters(), lr=0.3),
+    )
     before = start
     for i, (ws, wd) in enumerate(zip(_run(sparse, opt_s), _run(dense, opt_d), strict=True)):
         torch.testing.assert_close(ws, wd, rtol=0, atol=1e-14)
@@ -103,7 +107,9 @@ def test_sparse_adam_is_lazy_adam_with_duplicate_ids():
     torch.testing.assert_close(emb.weight.detach(), w, rtol=0, atol=1e-13)
     torch.testing.assert_close(opt.state[emb.weight]["exp_avg"], m, rtol=0, atol=1e-15)
     torch.testing.assert_close(opt.state[emb.weight]["exp_avg_sq"], v, rtol=0, atol=1e-15)
-    assert torch.equal(opt.state[emb.weight]["exp_avg"][NEVER], torch.zeros(2, DIM, dtype=torch.double))
+    assert torch.equal(
+        opt.state[emb.weight]["exp_avg"][NEVER], torch.zeros(2, DIM, dtype=torch.double)
+    )
     # Dense Adam moves row 1 at step 2 (untouched, decayed momentum); lazy Adam does not.
     assert torch.equal(snapshots[2][1], snapshots[1][1])
 
@@ -142,7 +148,10 @@ def test_a_whole_table_term_makes_the_row_step_exactly_dense():
     """An L3 penalty over every row gives a dense gradient: the row optimizer then runs the
     dense update (untouched rows move too), equal to torch.optim.Adagrad."""
     sparse, dense = _embedding(True), _embedding(False)
-    opt_s, opt_d = RowAdagrad(sparse.parameters(), lr=0.1), torch.optim.Adagrad(dense.parameters(), lr=0.1)
+    opt_s, opt_d = (
+        RowAdagrad(sparse.parameters(), lr=0.1),
+        torch.optim.Adagrad(dense.parameters(), lr=0.1),
+    )
     for emb, opt in ((sparse, opt_s), (dense, opt_d)):
         for i, ids in enumerate(STEPS):
             opt.zero_grad(set_to_none=True)
@@ -162,7 +171,10 @@ def test_auto_picks_rows_only_where_the_step_is_unchanged():
     model = nn.Module()
     model.entity = nn.Embedding(3, 2)
     assert isinstance(build_optimizer(model, "adam", lr=0.1, sparse=False), torch.optim.Adam)
-    assert isinstance(build_optimizer(model, "adam", lr=0.1, sparse=True), RowAdam) and model.entity.sparse
+    assert (
+        isinstance(build_optimizer(model, "adam", lr=0.1, sparse=True), RowAdam)
+        and model.entity.sparse
+    )
 
 
 def test_train_sparse_config_values():
@@ -171,7 +183,7 @@ def test_train_sparse_config_values():
     with pytest.raises(ConfigError, match="train.sparse"):
         load_config(None, ["train.sparse=sometimes"])
     with pytest.raises(ConfigError, match="rowwise_adagrad"):
-        load_config(None, ["train.optimizer=rowwise"])
+        check_components(load_config(None, ["train.optimizer=rowwise"]))
 
 
 def _config(*overrides: str):
@@ -191,22 +203,32 @@ def kg():
 def test_trainer_sparse_adagrad_matches_dense_adagrad(kg, tmp_path):
     sparse = Trainer(_config("train.sparse=true"), tmp_path / "s", kg=kg)
     dense = Trainer(_config("train.sparse=false"), tmp_path / "d", kg=kg)
-    assert isinstance(sparse.optimizer, RowAdagrad) and isinstance(dense.optimizer, torch.optim.Adagrad)
+    assert isinstance(sparse.optimizer, RowAdagrad) and isinstance(
+        dense.optimizer, torch.optim.Adagrad
+    )
     for step in range(8):
         sparse.train_step(step)
         dense.train_step(step)
         assert sparse.model.entity.weight.grad.is_sparse
-    torch.testing.assert_close(sparse.model.entity.weight, dense.model.entity.weight, rtol=0, atol=1e-5)
-    torch.testing.assert_close(sparse.model.relation.weight, dense.model.relation.weight, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        sparse.model.entity.weight, dense.model.entity.weight, rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        sparse.model.relation.weight, dense.model.relation.weight, rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "adagrad"])
 def test_sparse_run_with_reference_schedule_resumes_exactly(kg, tmp_path, optimizer):
     """Adagrad rows, then lazy Adam (sparse=true) after the switch at step 10; killed at 15."""
-    config = _config("train.schedule=reference", "train.sparse=true", f"train.optimizer={optimizer}")
+    config = _config(
+        "train.schedule=reference", "train.sparse=true", f"train.optimizer={optimizer}"
+    )
     full = Trainer(config, tmp_path / "full", kg=kg)
     uninterrupted = full.fit()
-    assert isinstance(full.optimizer, RowAdam) and full.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert isinstance(full.optimizer, RowAdam) and full.optimizer.param_groups[0][
+        "lr"
+    ] == pytest.approx(0.01)
     assert Trainer(config, tmp_path / "killed", kg=kg).fit(stop_after=15) == {}
     resumed = Trainer(config, tmp_path / "killed", kg=kg).fit(resume=True)
     assert resumed["valid"] == uninterrupted["valid"] and resumed["test"] == uninterrupted["test"]
@@ -214,16 +236,24 @@ def test_sparse_run_with_reference_schedule_resumes_exactly(kg, tmp_path, optimi
     b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    for state_a, state_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+    for state_a, state_b in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
         for key, value in state_a.items():
             assert torch.equal(value, state_b[key]), key
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [(RowAdagrad, torch.optim.Adagrad), (RowAdam, torch.optim.Adam)])
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(RowAdagrad, torch.optim.Adagrad), (RowAdam, torch.optim.Adam)]
+)
 def test_dense_parameters_of_any_shape_get_the_pytorch_update(ours, theirs):
     """Relation tables, vectors and scalars (e.g. a learned modulus) have dense gradients."""
     torch.manual_seed(1)
-    start = [torch.randn(4, 3, dtype=torch.double), torch.randn(5, dtype=torch.double), torch.tensor(0.7, dtype=torch.double)]
+    start = [
+        torch.randn(4, 3, dtype=torch.double),
+        torch.randn(5, dtype=torch.double),
+        torch.tensor(0.7, dtype=torch.double),
+    ]
     a = [p.clone().requires_grad_(True) for p in start]
     b = [p.clone().requires_grad_(True) for p in start]
     opt_a, opt_b = ours(a, lr=0.1), theirs(b, lr=0.1)

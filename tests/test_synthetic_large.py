@@ -32,7 +32,11 @@ def test_same_seed_same_graph_other_seed_other_graph():
 def test_degrees_are_heavy_tailed_and_alpha_zero_is_uniform():
     def top_share(alpha: float) -> float:
         train = generate_power_law(PowerLawSpec(entities=5000, triples=50000, alpha=alpha))[0]
-        degree = torch.bincount(torch.cat([train[:, 0], train[:, 2]]), minlength=5000).sort(descending=True).values
+        degree = (
+            torch.bincount(torch.cat([train[:, 0], train[:, 2]]), minlength=5000)
+            .sort(descending=True)
+            .values
+        )
         return float(degree[:50].sum() / degree.sum())  # share of the top 1% of entities
 
     assert top_share(1.0) > 0.3  # Zipf: ~ln(50)/ln(5000) of all endpoints

@@ -13,10 +13,19 @@ import yaml
 
 from emu_dgl.config import load_config
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 from emu_dgl.training.trainer import Trainer
 
-TINY = ["train.max_steps=20", "train.log_every=5", "train.valid_every=10", "train.progress=false",
-        "model.dim=8", "sampler.num_negatives=8", "train.batch_size=64", "train.checkpoint_every=0"]
+TINY = [
+    "train.max_steps=20",
+    "train.log_every=5",
+    "train.valid_every=10",
+    "train.progress=false",
+    "model.dim=8",
+    "sampler.num_negatives=8",
+    "train.batch_size=64",
+    "train.checkpoint_every=0",
+]
 
 
 def _train(tmp_path: Path, *sets: str) -> tuple[Path, dict, list[dict]]:
@@ -31,20 +40,37 @@ def test_tensorboard_events_hold_loss_lr_throughput_validation_and_config(tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, metrics, records = _train(tmp_path, "tracking.backends=[tensorboard]")
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}
+    )
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/steps_per_second", "train/triples_per_second",
-            "valid/mrr", "valid/hits_at_10", "final/test/mrr"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/steps_per_second",
+        "train/triples_per_second",
+        "valid/mrr",
+        "valid/hits_at_10",
+        "final/test/mrr",
+    } <= tags
     train = [r for r in records if "loss" in r]
-    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in train] == [5, 10, 15, 20]
+    assert (
+        [e.step for e in events.Scalars("train/loss")]
+        == [r["step"] for r in train]
+        == [5, 10, 15, 20]
+    )
     for event, record in zip(events.Scalars("train/loss"), train, strict=True):
         assert event.value == pytest.approx(record["loss"], rel=1e-6)
     speed = events.Scalars("train/triples_per_second")[0].value
     assert speed == pytest.approx(train[0]["steps_per_second"] * 64, rel=1e-5)
     valid = [r for r in records if r.get("split") == "valid"]
-    assert [e.value for e in events.Scalars("valid/mrr")] == pytest.approx([r["mrr"] for r in valid], rel=1e-6)
-    assert events.Scalars("final/test/mrr")[0].value == pytest.approx(metrics["test"]["mrr"], rel=1e-6)
+    assert [e.value for e in events.Scalars("valid/mrr")] == pytest.approx(
+        [r["mrr"] for r in valid], rel=1e-6
+    )
+    assert events.Scalars("final/test/mrr")[0].value == pytest.approx(
+        metrics["test"]["mrr"], rel=1e-6
+    )
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert yaml.safe_load("\n".join(line[4:] for line in text.splitlines()))["model"]["dim"] == 8
 
@@ -52,13 +78,17 @@ def test_tensorboard_events_hold_loss_lr_throughput_validation_and_config(tmp_pa
 def test_mlflow_local_store_in_run_dir_and_resume_continues_the_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    run_dir, metrics, records = _train(tmp_path, "tracking.backends=mlflow", "tracking.project=tests")
+    run_dir, metrics, records = _train(
+        tmp_path, "tracking.backends=mlflow", "tracking.project=tests"
+    )
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert run.info.run_id == json.loads((run_dir / "tracking.json").read_text())["mlflow"]
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == "0.1" and run.data.params["model.dim"] == "8"
-    loss = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    loss = sorted(
+        (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/loss")
+    )
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     assert [s for s, _ in loss] == [s for s, _ in train] == [5, 10, 15, 20]
     assert [v for _, v in loss] == pytest.approx([v for _, v in train], rel=1e-6)
@@ -100,7 +130,9 @@ def _wandb_records(path: Path) -> list:
 
 def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run_dir, metrics, records = _train(tmp_path, "tracking.backends=[wandb]", "tracking.wandb_mode=offline")
+    run_dir, metrics, records = _train(
+        tmp_path, "tracking.backends=[wandb]", "tracking.wandb_mode=offline"
+    )
     (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     # W&B's service process writes the file; it may still be flushing when finish() returns
     deadline = time.monotonic() + 30
@@ -111,8 +143,12 @@ def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     for record in _wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({item.nested_key[0] if item.nested_key else item.key: json.loads(item.value_json)
-                            for item in record.history.item})
+            history.append(
+                {
+                    item.nested_key[0] if item.nested_key else item.key: json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
         elif kind in ("run", "config"):
             updates = record.run.config.update if kind == "run" else record.config.update
             config.update({item.key: json.loads(item.value_json) for item in updates})
@@ -137,20 +173,26 @@ def test_missing_package_names_the_extra(tmp_path, monkeypatch, backend):
         'install it with: pip install "emu-dgl[track]"'
     )
     # checked before any backend opens or any step runs
-    assert not (tmp_path / "run" / "tensorboard").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert (
+        not (tmp_path / "run" / "tensorboard").exists()
+        and not (tmp_path / "run" / "metrics.jsonl").exists()
+    )
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("tracking.backends=[tensorbord]", "unknown backend 'tensorbord' (did you mean 'tensorboard'?)"),
+        (
+            "tracking.backends=[tensorbord]",
+            "tracking.backends: unknown value 'tensorbord' (did you mean 'tensorboard'?)",
+        ),
         ("tracking.backends=3", "expected a list of names"),
         ("tracking.wandb_mode=cloud", "tracking.wandb_mode: unknown value 'cloud'"),
     ],
 )
 def test_bad_tracking_config_is_rejected_before_training(override, message):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        check_components(load_config(None, [override]))
     assert message in str(info.value)
 
 
@@ -161,9 +203,16 @@ def test_a_uri_mlflow_refuses_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         Trainer(config, tmp_path / "run").fit()
     message = str(info.value)
-    assert message.startswith(f"tracking.mlflow_uri '{uri}': MLflow refused it (") and "\n" not in message
+    assert (
+        message.startswith(f"tracking.mlflow_uri '{uri}': MLflow refused it (")
+        and "\n" not in message
+    )
 
 
 def test_no_backends_means_only_metrics_jsonl(tmp_path):
     run_dir, _, records = _train(tmp_path)
-    assert records and not (run_dir / "tensorboard").exists() and not (run_dir / "tracking.json").exists()
+    assert (
+        records
+        and not (run_dir / "tensorboard").exists()
+        and not (run_dir / "tracking.json").exists()
+    )

@@ -92,9 +92,7 @@ def reference_candidates(adj: list[list[int]], mode: str, seed: int) -> list[dic
     return result
 
 
-def reference_draws(
-    candidates: list[dict[int, int]], weighted: bool, seed: int
-) -> list[list[int]]:
+def reference_draws(candidates: list[dict[int, int]], weighted: bool, seed: int) -> list[list[int]]:
     rng = random.Random(seed + 1000)
     rows = []
     for counts in candidates:
@@ -165,19 +163,28 @@ def test_walk_mode_matches_reference(graph, mode: str, weighted: bool) -> None:
     ref = summarise([reference(adj, mode, weighted, s, dist) for s in SEEDS])
     got = summarise([ours(train, mode, weighted, s, dist) for s in SEEDS])
     other = summarise(
-        [reference(adj, "restart" if mode == "continue" else "continue", weighted, s, dist) for s in SEEDS]
+        [
+            reference(adj, "restart" if mode == "continue" else "continue", weighted, s, dist)
+            for s in SEEDS
+        ]
     )
     # Tolerance from the seed-to-seed spread of both implementations (3 seeds each),
     # with a floor for bins that happen to vary little.
     for b in range(BINS):
         tol = max(4 * (ref[1][b] + got[1][b]), 0.015)
-        assert abs(got[0][b] - ref[0][b]) < tol, f"{mode}: hop {b}: ours {got[0][b]:.3f}, reference {ref[0][b]:.3f}"
+        assert abs(got[0][b] - ref[0][b]) < tol, (
+            f"{mode}: hop {b}: ours {got[0][b]:.3f}, reference {ref[0][b]:.3f}"
+        )
     tol = max(4 * (ref[3] + got[3]), 0.03 * ref[2])
     assert abs(got[2] - ref[2]) < tol, f"{mode}: distinct candidates {got[2]:.1f} vs {ref[2]:.1f}"
-    assert abs(got[4] - ref[4]) < 0.05 * ref[4], f"{mode}: distinct per row {got[4]:.1f} vs {ref[4]:.1f}"
+    assert abs(got[4] - ref[4]) < 0.05 * ref[4], (
+        f"{mode}: distinct per row {got[4]:.1f} vs {ref[4]:.1f}"
+    )
     # The check discriminates: the other mode's histogram is far outside the tolerance.
     gap = sum(abs(a - b) for a, b in zip(other[0], ref[0], strict=True))
-    assert gap > 0.3, f"the two modes are too alike on this graph ({gap:.3f}) for the test to mean anything"
+    assert gap > 0.3, (
+        f"the two modes are too alike on this graph ({gap:.3f}) for the test to mean anything"
+    )
 
 
 def test_restart_stays_within_k_and_continue_drifts(graph) -> None:
@@ -208,7 +215,10 @@ def test_continue_is_every_kth_node_of_one_dgl_walk(graph) -> None:
     dgl.seed(5)
     trace, _ = dgl.sampling.random_walk(training_graph(train, N), torch.arange(N), length=K * W)
     steps = trace[: N - ISOLATED]
-    assert all(int(b) in adj[int(a)] for a, b in zip(steps[:, :-1].flatten()[:2000], steps[:, 1:].flatten()[:2000], strict=True))
+    assert all(
+        int(b) in adj[int(a)]
+        for a, b in zip(steps[:, :-1].flatten()[:2000], steps[:, 1:].flatten()[:2000], strict=True)
+    )
     for a in range(N):
         recorded = [int(x) for x in trace[a, K::K] if x >= 0]
         expected = {x: recorded.count(x) for x in recorded}
@@ -224,8 +234,9 @@ def test_on_the_fly_continue_records_one_walk(graph) -> None:
     from emu_dgl.sampling import OnTheFlyWalkSampler
 
     train, _, dist = graph
-    sampler = OnTheFlyWalkSampler(train=train, num_entities=N, num_negatives=NEG, k_hop=K,
-                                  walk_mode="continue", seed=1)
+    sampler = OnTheFlyWalkSampler(
+        train=train, num_entities=N, num_negatives=NEG, k_hop=K, walk_mode="continue", seed=1
+    )
     anchors = torch.arange(N - ISOLATED)
     pos = torch.stack([anchors, torch.zeros_like(anchors), anchors], dim=1)
     neg = sampler.sample(pos, "tail", generator=torch.Generator().manual_seed(0), step=4)

@@ -134,7 +134,9 @@ def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def _folder(path: Path, origin: str) -> Path:
     if path.exists() and not path.is_dir():
-        raise DataError(f"{origin} is '{path}', a file; point it at the folder that holds the datasets")
+        raise DataError(
+            f"{origin} is '{path}', a file; point it at the folder that holds the datasets"
+        )
     return path
 
 
@@ -212,7 +214,9 @@ def download_dataset(
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {target} ({exc.strerror}); choose a writable --data-dir") from None
+        raise DataError(
+            f"cannot create {target} ({exc.strerror}); choose a writable --data-dir"
+        ) from None
     remove_stale_parts(target)
     try:
         archive = _fetch(entry, target)
@@ -248,7 +252,9 @@ def remove_stale_parts(folder: Path, *, older_than: float | None = None) -> None
             pass
 
 
-def _copy_with_deadline(response: object, out: object, digest: object, bar: object, url: str) -> None:
+def _copy_with_deadline(
+    response: object, out: object, digest: object, bar: object, url: str
+) -> None:
     """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits."""
     import time
 
@@ -361,9 +367,13 @@ def extract_splits(archive: Path, target: Path, *, source: str | None = None) ->
         _extract_splits(archive, target, label)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
-            raise DataError(f"cannot unpack into {target} ({exc.strerror}); choose a writable --data-dir") from None
+            raise DataError(
+                f"cannot unpack into {target} ({exc.strerror}); choose a writable --data-dir"
+            ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{label}: not a readable tar archive ({reason}); download it again") from None
+        raise DataError(
+            f"{label}: not a readable tar archive ({reason}); download it again"
+        ) from None
 
 
 def _extract_splits(archive: Path, target: Path, label: str) -> None:

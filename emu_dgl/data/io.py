@@ -115,7 +115,9 @@ def read_split(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes
         line_no = data.count(b"\n", 0, data.index(b"\x00")) + 1
-        raise DataError(f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text")
+        raise DataError(
+            f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text"
+        )
     triples = frame.to_numpy(dtype=object)
     if triples.shape[0] == 0:
         raise DataError(

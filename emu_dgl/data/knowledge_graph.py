@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
+from emu_dgl.data.triples import SPLIT_NAMES, drop_duplicate_triples, triple_keys
 from emu_dgl.errors import DataError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KnowledgeGraph", "SPLIT_NAMES", "triple_keys"]
 
-SPLIT_NAMES: tuple[str, str, str] = ("train", "valid", "test")
 NODE_TYPE = "entity"
 # DGL's edge-mask names, in the order of SPLIT_NAMES.
 MASK_NAMES: tuple[str, str, str] = ("train_mask", "val_mask", "test_mask")
@@ -182,7 +182,7 @@ class KnowledgeGraph:
         duplicates: dict[str, int] = {}
         start = 0
         for split, size in zip(SPLIT_NAMES, sizes, strict=True):
-            splits[split], duplicates[split] = _drop_duplicates(
+            splits[split], duplicates[split] = drop_duplicate_triples(
                 ids[start : start + size], num_entities, num_relations
             )
             start += size
@@ -194,22 +194,37 @@ class KnowledgeGraph:
             **splits,
         )
 
-    def reindexed(self, entity_names: Sequence[str], relation_names: Sequence[str]) -> KnowledgeGraph:
+    def reindexed(
+        self, entity_names: Sequence[str], relation_names: Sequence[str]
+    ) -> KnowledgeGraph:
         """The same graph with ids given by ``entity_names`` / ``relation_names`` (same name sets).
 
         Used to read a dataset whose lines were reordered with the ids a run was trained with.
         """
-        if set(entity_names) != set(self.entity_names) or set(relation_names) != set(self.relation_names):
+        if set(entity_names) != set(self.entity_names) or set(relation_names) != set(
+            self.relation_names
+        ):
             raise DataError(f"{self.name}: re-indexing needs the same entity and relation names")
         entity_index = {name: i for i, name in enumerate(entity_names)}
         relation_index = {name: i for i, name in enumerate(relation_names)}
         entity_map = torch.tensor([entity_index[n] for n in self.entity_names], dtype=torch.int64)
-        relation_map = torch.tensor([relation_index[n] for n in self.relation_names], dtype=torch.int64)
+        relation_map = torch.tensor(
+            [relation_index[n] for n in self.relation_names], dtype=torch.int64
+        )
 
         def remap(triples: torch.Tensor) -> torch.Tensor:
-            return torch.stack(
-                [entity_map[triples[:, 0]], relation_map[triples[:, 1]], entity_map[triples[:, 2]]], dim=1
-            ) if len(triples) else triples
+            return (
+                torch.stack(
+                    [
+                        entity_map[triples[:, 0]],
+                        relation_map[triples[:, 1]],
+                        entity_map[triples[:, 2]],
+                    ],
+                    dim=1,
+                )
+                if len(triples)
+                else triples
+            )
 
         return KnowledgeGraph(
             name=self.name,
@@ -346,7 +361,7 @@ class KnowledgeGraph:
         splits: dict[str, torch.Tensor] = {}
         duplicates: dict[str, int] = {}
         for i, split in enumerate(SPLIT_NAMES):
-            array, duplicates[split] = _drop_duplicates(
+            array, duplicates[split] = drop_duplicate_triples(
                 triples[split_masks[i]].numpy(), len(entity_names), max(num_relations, 1)
             )
             splits[split] = torch.from_numpy(array)
@@ -368,17 +383,31 @@ class KnowledgeGraph:
 
     @classmethod
     def from_networkx(
-        cls, graph: Any, *, relation_key: str | None = "relation", split_key: str = "split",
-        default_split: str = "train", name: str | None = None,
+        cls,
+        graph: Any,
+        *,
+        relation_key: str | None = "relation",
+        split_key: str = "split",
+        default_split: str = "train",
+        name: str | None = None,
     ) -> KnowledgeGraph:
         """From a directed networkx graph whose edges name their relation in ``relation_key``
         and their split in ``split_key`` (default ``default_split``)."""
-        from emu_dgl.data.networkx_io import from_networkx
+        from emu_dgl.data.networkx_io import networkx_parts
 
-        return from_networkx(graph, relation_key=relation_key, split_key=split_key,
-                             default_split=default_split, name=name)
+        return cls(
+            **networkx_parts(
+                graph,
+                relation_key=relation_key,
+                split_key=split_key,
+                default_split=default_split,
+                name=name,
+            )
+        )
 
-    def random_split(self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0) -> KnowledgeGraph:
+    def random_split(
+        self, *, valid: float = 0.05, test: float = 0.05, seed: int = 0
+    ) -> KnowledgeGraph:
         """A copy whose valid and test splits gain a random ``valid`` / ``test`` fraction of
         the training triples (for a graph that came without splits, e.g. from networkx).
 
@@ -386,16 +415,21 @@ class KnowledgeGraph:
         seeded by ``seed``, so the same call gives the same splits.
         """
         if not (0.0 <= valid < 1.0 and 0.0 <= test < 1.0 and valid + test < 1.0):
-            raise DataError(f"random_split: valid and test must be fractions with valid + test < 1, got {valid} and {test}")
+            raise DataError(
+                f"random_split: valid and test must be fractions with valid + test < 1, got {valid} and {test}"
+            )
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
         n_valid, n_test = round(valid * len(order)), round(test * len(order))
-        moved_valid, moved_test = order[:n_valid].sort().values, order[n_valid : n_valid + n_test].sort().values
+        moved_valid, moved_test = (
+            order[:n_valid].sort().values,
+            order[n_valid : n_valid + n_test].sort().values,
+        )
         kept = order[n_valid + n_test :].sort().values
 
         def extend(split: torch.Tensor, moved: torch.Tensor) -> np.ndarray:
             # a moved triple may already be in the split (a train/valid overlap): keep one copy
             both = torch.cat([split, self.train[moved]]).numpy()
-            return _drop_duplicates(both, self.num_entities, self.num_relations)[0]
+            return drop_duplicate_triples(both, self.num_entities, self.num_relations)[0]
 
         return KnowledgeGraph(
             name=self.name,
@@ -443,28 +477,6 @@ class KnowledgeGraph:
 
 
 # ---------------------------------------------------------------- helpers
-def triple_keys(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
-    """One int64 per triple, ``(h * R + r) * E + t``: equal keys <=> equal triples."""
-    if num_entities * num_entities * num_relations >= 2**63:
-        raise ValueError("too many entities/relations for int64 triple keys")
-    triples = triples.astype(np.int64, copy=False)
-    return (triples[:, 0] * num_relations + triples[:, 1]) * num_entities + triples[:, 2]
-
-
-def _drop_duplicates(
-    triples: np.ndarray, num_entities: int, num_relations: int
-) -> tuple[np.ndarray, int]:
-    """Keep the first copy of every triple, in the original order; return (kept, dropped count)."""
-    triples = np.ascontiguousarray(triples, dtype=np.int64).reshape(-1, 3)
-    if len(triples) < 2:
-        return triples, 0
-    _, first = np.unique(triple_keys(triples, num_entities, num_relations), return_index=True)
-    if len(first) == len(triples):
-        return triples, 0
-    first.sort()
-    return triples[first], len(triples) - len(first)
-
-
 def _as_triples(value: torch.Tensor | np.ndarray, split: str) -> torch.Tensor:
     tensor = torch.as_tensor(value).detach().to(device="cpu", dtype=torch.int64)
     if tensor.numel() == 0:

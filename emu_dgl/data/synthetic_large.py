@@ -74,18 +74,24 @@ class PowerLawSpec:
     def check(self) -> PowerLawSpec:
         spec = self.resolved()
         if spec.entities < 2 or spec.relations < 1:
-            raise DataError(f"{PREFIX} needs entities >= 2 and relations >= 1, got {spec.entities}, {spec.relations}")
+            raise DataError(
+                f"{PREFIX} needs entities >= 2 and relations >= 1, got {spec.entities}, {spec.relations}"
+            )
         if spec.alpha < 0:
             raise DataError(f"{PREFIX} alpha must be >= 0 (0 = uniform), got {spec.alpha}")
         if spec.valid < 0 or spec.test < 0 or spec.valid + spec.test >= spec.triples:
-            raise DataError(f"{PREFIX} valid + test ({spec.valid} + {spec.test}) must be below triples ({spec.triples})")
+            raise DataError(
+                f"{PREFIX} valid + test ({spec.valid} + {spec.test}) must be below triples ({spec.triples})"
+            )
         if spec.triples > spec.entities**2 * spec.relations // 4:
             raise DataError(
                 f"{PREFIX} {spec.triples} distinct triples do not fit {spec.entities} entities and "
                 f"{spec.relations} relations; ask for fewer triples or more entities"
             )
         if spec.entities**2 * spec.relations >= 2**63:
-            raise DataError(f"{PREFIX} entities^2 * relations must stay below 2^63 (one int64 key per triple)")
+            raise DataError(
+                f"{PREFIX} entities^2 * relations must stay below 2^63 (one int64 key per triple)"
+            )
         return spec
 
 
@@ -110,11 +116,15 @@ def parse_spec(text: str) -> PowerLawSpec:
             if types[key] == "int" and number != int(number):
                 raise ValueError
         except ValueError:
-            raise DataError(f"'{text}': {key} must be a {'number' if types[key] == 'float' else 'whole number'}, got '{raw}'") from None
+            raise DataError(
+                f"'{text}': {key} must be a {'number' if types[key] == 'float' else 'whole number'}, got '{raw}'"
+            ) from None
     return PowerLawSpec(**values)  # type: ignore[arg-type]
 
 
-def _power_law_ranks(count: int, size: int, alpha: float, generator: torch.Generator) -> torch.Tensor:
+def _power_law_ranks(
+    count: int, size: int, alpha: float, generator: torch.Generator
+) -> torch.Tensor:
     """``count`` ranks in ``[0, size)``, rank ``k`` with probability about ``(k + 1)^-alpha``."""
     u = torch.rand(count, generator=generator, dtype=torch.float64)
     if abs(alpha - 1.0) < 1e-12:
@@ -125,7 +135,9 @@ def _power_law_ranks(count: int, size: int, alpha: float, generator: torch.Gener
     return (x.floor().long() - 1).clamp_(0, size - 1)
 
 
-def generate_power_law(spec: PowerLawSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PowerLawSpec]:
+def generate_power_law(
+    spec: PowerLawSpec,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PowerLawSpec]:
     """(train, valid, test) id triples of the graph ``spec`` describes, and the resolved spec."""
     spec = spec.check()
     E, R = spec.entities, spec.relations

@@ -45,10 +45,19 @@ def _backend_for(device: str) -> str:
     return "nccl" if wants_cuda else "gloo"
 
 
-def _entry(rank: int, world_size: int, port: int, backend: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _entry(
+    rank: int,
+    world_size: int,
+    port: int,
+    backend: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
     if "OMP_NUM_THREADS" not in os.environ:  # N processes share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
     try:
         fn(rank, world_size, *args)
     finally:
@@ -72,10 +81,14 @@ def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> No
     info = run_dir / INFO_FILE
     if resume:
         if not info.is_file():
-            raise ConfigError(f"'{run_dir}' was not trained on several processes ({INFO_FILE} missing); resume it without --nproc")
+            raise ConfigError(
+                f"'{run_dir}' was not trained on several processes ({INFO_FILE} missing); resume it without --nproc"
+            )
         trained = json.loads(info.read_text())["world_size"]
         if trained != world_size:
-            raise ConfigError(f"'{run_dir}' was trained on {trained} processes; resume it with --nproc {trained}")
+            raise ConfigError(
+                f"'{run_dir}' was trained on {trained} processes; resume it with --nproc {trained}"
+            )
         # The same resume rules as a one-process run, checked on rank 0's state before
         # anything of the finished run changes (every rank holds the same config).
         from emu_dgl.training.run import check_resume
@@ -84,7 +97,13 @@ def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> No
 
 
 def _train_worker(
-    rank: int, world_size: int, config_dict: dict[str, Any], run_dir: str, resume: bool, stop_after: int | None, kg: Any
+    rank: int,
+    world_size: int,
+    config_dict: dict[str, Any],
+    run_dir: str,
+    resume: bool,
+    stop_after: int | None,
+    kg: Any,
 ) -> None:
     from emu_dgl.distributed.sharded import gather_rows
     from emu_dgl.distributed.trainer import DistributedTrainer
@@ -113,7 +132,9 @@ def _train_worker(
     if rank != 0:
         return
     state["entity.weight"] = full.cpu()
-    save_checkpoint({"step": metrics["best_step"], "model": state}, root / "checkpoints" / "best.pt")
+    save_checkpoint(
+        {"step": metrics["best_step"], "model": state}, root / "checkpoints" / "best.pt"
+    )
     config.dump(root / CONFIG_FILE)
     shutil.copyfile(trainer.run_dir / METRICS_LOG, root / METRICS_LOG)
     metrics.update(world_size=world_size, entity_rows_per_rank=trainer.entity_rows_per_rank)
@@ -137,13 +158,23 @@ def train_distributed(
     run_dir = Path(run_dir)
     _prepare(config, run_dir, nproc, resume)
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    run_workers(nproc, _train_worker, config.to_dict(), str(run_dir), resume, stop_after, kg,
-                backend=backend or _backend_for(config.train.device))
+    run_workers(
+        nproc,
+        _train_worker,
+        config.to_dict(),
+        str(run_dir),
+        resume,
+        stop_after,
+        kg,
+        backend=backend or _backend_for(config.train.device),
+    )
     path = run_dir / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def torchrun_train(config: Config, run_dir: str | Path, *, resume: bool = False, backend: str | None = None) -> dict[str, Any]:
+def torchrun_train(
+    config: Config, run_dir: str | Path, *, resume: bool = False, backend: str | None = None
+) -> dict[str, Any]:
     """This process's part of a run started by ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR set)."""
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     run_dir = Path(run_dir)

@@ -37,7 +37,9 @@ def _exchange(tensor: Tensor, send: list[int], recv: list[int]) -> Tensor:
     """``all_to_all_single`` along dim 0 with uneven splits: ``send[r]`` rows to rank ``r``,
     ``recv[r]`` rows from it."""
     out = tensor.new_empty((sum(recv), *tensor.shape[1:]))
-    dist.all_to_all_single(out, tensor.contiguous(), output_split_sizes=recv, input_split_sizes=send)
+    dist.all_to_all_single(
+        out, tensor.contiguous(), output_split_sizes=recv, input_split_sizes=send
+    )
     return out
 
 
@@ -62,10 +64,16 @@ class _ShardedLookup(torch.autograd.Function):
         inverse, local = ctx.saved_tensors
         table = ctx.table
         width = grad.shape[-1]
-        per_row = grad.new_zeros(ctx.num_unique, width).index_add_(0, inverse, grad.reshape(-1, width))
+        per_row = grad.new_zeros(ctx.num_unique, width).index_add_(
+            0, inverse, grad.reshape(-1, width)
+        )
         received = _exchange(per_row, ctx.send, ctx.recv)
         shape = (table.bounds[table.rank + 1] - table.bounds[table.rank], width)
-        return torch.sparse_coo_tensor(local.unsqueeze(0), received, shape, check_invariants=False), None, None
+        return (
+            torch.sparse_coo_tensor(local.unsqueeze(0), received, shape, check_invariants=False),
+            None,
+            None,
+        )
 
 
 class ShardedEmbedding(nn.Module):
@@ -79,7 +87,9 @@ class ShardedEmbedding(nn.Module):
     def __init__(self, block: Tensor, bounds: list[int], rank: int) -> None:
         super().__init__()
         if block.shape[0] != bounds[rank + 1] - bounds[rank]:
-            raise ValueError(f"rank {rank} block has {block.shape[0]} rows, bounds say {bounds[rank + 1] - bounds[rank]}")
+            raise ValueError(
+                f"rank {rank} block has {block.shape[0]} rows, bounds say {bounds[rank + 1] - bounds[rank]}"
+            )
         self.weight = nn.Parameter(block)
         self.bounds = list(bounds)
         self.rank = rank

@@ -41,8 +41,9 @@ from emu_dgl.config import Config
 from emu_dgl.distributed.sharded import ShardedEmbedding, shard_bounds
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.evaluation.ranking import Side
+from emu_dgl.training.build import scheduler_from_config
 from emu_dgl.training.trainer import Trainer
+from emu_dgl.typing import Side
 
 __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
 
@@ -52,14 +53,19 @@ def check_distributed_config(config: Config, world_size: int) -> None:
     problems = {
         "sampler.bernoulli": config.sampler.bernoulli,
         "loss.name=1vsall": config.loss.name == "1vsall",
-        f"loss.regularizer={config.loss.regularizer}": config.loss.regularizer not in ("none", "n3"),
+        f"loss.regularizer={config.loss.regularizer}": config.loss.regularizer
+        not in ("none", "n3"),
         "train.sparse=false": config.train.sparse is False,
     }
     for key, bad in problems.items():
         if bad:
-            raise ConfigError(f"{key} is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it")
+            raise ConfigError(
+                f"{key} is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
+            )
     if config.train.batch_size < world_size:
-        raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be at least the number of processes ({world_size})")
+        raise ConfigError(
+            f"train.batch_size ({config.train.batch_size}) must be at least the number of processes ({world_size})"
+        )
 
 
 class _SliceSampler:
@@ -76,7 +82,9 @@ class _SliceSampler:
         return getattr(self.inner, name)
 
 
-def _full_then_slice(draw: Any, trainer: DistributedTrainer, shape: Any, **kwargs: Any) -> Tensor | None:
+def _full_then_slice(
+    draw: Any, trainer: DistributedTrainer, shape: Any, **kwargs: Any
+) -> Tensor | None:
     """A mutation's draw for the whole batch's shape, cut to this rank's rows."""
     lo, hi = trainer.batch_slice
     full = draw((len(trainer.full_batch), *tuple(shape)[1:]), **kwargs)
@@ -109,7 +117,7 @@ class DistributedTrainer(Trainer):
         self.full_batch = torch.empty(0, 3, dtype=torch.long)
         self.batch_slice = (0, 0)
         self.optimizer = self._make_optimizer(self.optim_state.phase)
-        self.scheduler = self._make_scheduler()
+        self.scheduler = scheduler_from_config(self.config, self.optimizer)
 
     @property
     def entity_rows_per_rank(self) -> list[int]:
@@ -128,7 +136,10 @@ class DistributedTrainer(Trainer):
     def _batch(self, step: int) -> Tensor:
         self.full_batch = super()._batch(step)
         size = len(self.full_batch)
-        self.batch_slice = (self.rank * size // self.world_size, (self.rank + 1) * size // self.world_size)
+        self.batch_slice = (
+            self.rank * size // self.world_size,
+            (self.rank + 1) * size // self.world_size,
+        )
         return self.full_batch[self.batch_slice[0] : self.batch_slice[1]]
 
     def _step_loss(self, batch: Tensor, step: int) -> Tensor:
@@ -158,7 +169,9 @@ class ShardedEvaluator(FilteredEvaluator):
         return new
 
     @torch.no_grad()
-    def ranks(self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0) -> Tensor:
+    def ranks(
+        self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0
+    ) -> Tensor:
         if self.protocol == "sampled":  # lookups go through the sharded table; every rank agrees
             return super().ranks(scorer, triples, side, estimate_sides=estimate_sides)
         table = scorer.entity  # type: ignore[attr-defined]
@@ -182,7 +195,9 @@ class ShardedEvaluator(FilteredEvaluator):
             filter_rows, filter_cols = index.lookup(anchor, batch[:, 1])
             mine = (filter_cols >= lo) & (filter_cols < hi)
             scores[filter_rows[mine], filter_cols[mine] - lo] = float("-inf")
-            scores[rows[owned], target[owned] - lo] = float("-inf")  # the target is not its own rival
+            scores[rows[owned], target[owned] - lo] = float(
+                "-inf"
+            )  # the target is not its own rival
             # sign(x - s): +1 better, 0 tie, -1 worse or removed; summed over all ranks' blocks.
             signs = scores.sub_(target_score[:, None]).sign_().sum(1, dtype=torch.float64)
             dist.all_reduce(signs)

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.typing import Side
 
-Side = Literal["head", "tail"]
 Protocol = Literal["full", "sampled"]
 HITS_AT = (1, 3, 10)
 #: Triples per candidate draw of the sampled protocol (fixed, so draws never depend on batch sizes).
@@ -44,7 +44,9 @@ class _AnswerIndex:
     """CSR index from a query key (anchor * R + relation) to every known answer entity."""
 
     def __init__(self, known: Tensor, num_relations: int, side: Side) -> None:
-        anchor, answer = (known[:, 0], known[:, 2]) if side == "tail" else (known[:, 2], known[:, 0])
+        anchor, answer = (
+            (known[:, 0], known[:, 2]) if side == "tail" else (known[:, 2], known[:, 0])
+        )
         keys = anchor * num_relations + known[:, 1]
         order = torch.argsort(keys, stable=True)
         keys, self.answers = keys[order], answer[order]
@@ -67,7 +69,9 @@ class _AnswerIndex:
         return rows, self.answers[start[rows] + within]
 
 
-def realistic_ranks(scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor) -> Tensor:
+def realistic_ranks(
+    scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor
+) -> Tensor:
     """Filtered realistic ranks of ``targets`` within ``scores`` [B, E] (overwritten in place).
 
     With every known answer (the target included) set to -inf, ``sign(x_e - s)`` is +1
@@ -98,7 +102,10 @@ def metrics_from_ranks(ranks: Tensor) -> dict[str, float]:
 
 
 def per_relation_metrics(
-    head: Tensor, tail: Tensor, relations: Tensor, num_relations: int,
+    head: Tensor,
+    tail: Tensor,
+    relations: Tensor,
+    num_relations: int,
     relation_names: list[str] | None = None,
 ) -> dict[str, dict[str, object]]:
     """MRR / MR / Hits@k of each relation, both sides together and per side.
@@ -113,7 +120,12 @@ def per_relation_metrics(
     def sums(ranks: Tensor) -> Tensor:
         # columns: count, sum 1/rank, sum rank, hits@k for each k
         ranks = ranks.double()
-        cols = [torch.ones_like(ranks), 1.0 / ranks, ranks, *((ranks <= k).double() for k in HITS_AT)]
+        cols = [
+            torch.ones_like(ranks),
+            1.0 / ranks,
+            ranks,
+            *((ranks <= k).double() for k in HITS_AT),
+        ]
         table = torch.zeros(num_relations, len(cols), dtype=torch.double, device=ranks.device)
         return table.index_add_(0, relations, torch.stack(cols, 1)).cpu()
 
@@ -164,7 +176,9 @@ class FilteredEvaluator:
         self._index = {side: _AnswerIndex(known, num_relations, side) for side in ("head", "tail")}
 
     @torch.no_grad()
-    def ranks(self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0) -> Tensor:
+    def ranks(
+        self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0
+    ) -> Tensor:
         """Realistic filtered ranks of one side of ``triples`` under the evaluator's protocol.
 
         ``estimate_sides > 0``: after the first batch, when the whole evaluation
@@ -223,7 +237,9 @@ class FilteredEvaluator:
         out = []
         for c, batch in enumerate(triples.split(SAMPLED_CHUNK)):
             candidates = self.sampled_candidates(c, len(batch), side, num_entities).to(device)
-            anchor, target = (batch[:, 0], batch[:, 2]) if side == "tail" else (batch[:, 2], batch[:, 0])
+            anchor, target = (
+                (batch[:, 0], batch[:, 2]) if side == "tail" else (batch[:, 2], batch[:, 0])
+            )
             ids = torch.cat([target[:, None], candidates], 1)  # column 0: the target
             hrt = batch[:, None, :].expand(-1, k + 1, -1).clone()
             hrt[:, :, 2 if side == "tail" else 0] = ids
@@ -233,11 +249,17 @@ class FilteredEvaluator:
             query_row = torch.arange(len(batch), device=device)[:, None]
             known = torch.isin(query_row * num_entities + candidates, rows * num_entities + answers)
             filter_rows, filter_cols = torch.nonzero(known, as_tuple=True)
-            out.append(realistic_ranks(scores, torch.zeros_like(target), filter_rows, filter_cols + 1))
+            out.append(
+                realistic_ranks(scores, torch.zeros_like(target), filter_rows, filter_cols + 1)
+            )
         return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
 
     def evaluate(
-        self, scorer: object, triples: Tensor, *, per_relation: bool = False,
+        self,
+        scorer: object,
+        triples: Tensor,
+        *,
+        per_relation: bool = False,
         relation_names: list[str] | None = None,
     ) -> dict[str, object]:
         """Metrics for both sides together plus ``head`` and ``tail`` breakdowns.

@@ -1,4 +1,5 @@
-"""Decoders (one small class each) and :class:`KGEModel`, which owns the embeddings."""
+"""Decoders (one small class each), :class:`KGEModel`, which owns the embeddings, and the
+EMU mutation that sits between the embedding lookup and the decoder."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from emu_dgl.models.base import (
 from emu_dgl.models.complex import ComplEx
 from emu_dgl.models.distmult import DistMult
 from emu_dgl.models.hake import HAKE
+from emu_dgl.models.mutation import MUTATIONS, EMUMutation, MixupMutation, Mutation, build_mutation
 from emu_dgl.models.rotate import RotatE, pRotatE
 from emu_dgl.models.transd import TransD
 from emu_dgl.models.transe import TransE
 
 __all__ = [
     "DECODERS",
+    "MUTATIONS",
+    "EMUMutation",
+    "MixupMutation",
+    "Mutation",
+    "build_mutation",
     "SLICE_BUDGET_BYTES",
     "ComplEx",
     "Decoder",

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import Registry
+from emu_dgl.typing import Side
 
 if TYPE_CHECKING:
-    from emu_dgl.sampling.mutation import Mutation
+    from emu_dgl.models.mutation import Mutation
 
-Side = Literal["head", "tail"]
 
 DECODERS: Registry[Decoder] = Registry("decoder")
 
@@ -251,7 +251,7 @@ class KGEModel(nn.Module):
         """Score positives ``pos[B,3]`` and negatives ``neg_ids[B,n]`` replacing ``side``.
 
         With a ``mutation``, also the mutated negatives (see
-        :mod:`emu_dgl.sampling.mutation`). When the mutation is a coordinate mask and
+        :mod:`emu_dgl.models.mutation`). When the mutation is a coordinate mask and
         the decoder is separable, the mutated scores reuse the per-coordinate terms of
         the negatives and of the positive (``where(mask, terms_neg, terms_pos)``);
         otherwise the corrupted entity's embeddings are mutated and scored again.
@@ -372,7 +372,10 @@ def masked_term_sums(
         parts = [
             masked_term_sums(t_neg, t_pos, _own_copy(m, t_neg.dtype), consume_mask=True)
             for t_neg, t_pos, m in zip(
-                terms_neg.chunk(groups, -1), terms_pos.chunk(groups, -1), mask.chunk(groups, -1), strict=True
+                terms_neg.chunk(groups, -1),
+                terms_pos.chunk(groups, -1),
+                mask.chunk(groups, -1),
+                strict=True,
             )
         ]
         neg, pos, mut = (torch.stack(sums, dim=-1) for sums in zip(*parts, strict=True))

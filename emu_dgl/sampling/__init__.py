@@ -1,9 +1,11 @@
-"""Negative sampling: uniform and structure-aware samplers, false-negative filter, DGL adapter."""
+"""Negative sampling: uniform and structure-aware samplers, false-negative filter, DGL adapter.
+
+The EMU mutation of the sampled negatives lives with the models that score them
+(:mod:`emu_dgl.models.mutation`)."""
 
 from __future__ import annotations
 
 from emu_dgl.sampling.filtering import FilteredSampler, KnownTriples
-from emu_dgl.sampling.mutation import MUTATIONS, EMUMutation, MixupMutation
 from emu_dgl.sampling.negatives import (
     SAMPLERS,
     DGLNegativeSampler,
@@ -16,10 +18,7 @@ from emu_dgl.sampling.negatives import (
 )
 
 __all__ = [
-    "MUTATIONS",
     "SAMPLERS",
-    "EMUMutation",
-    "MixupMutation",
     "DGLNegativeSampler",
     "FilteredSampler",
     "KnownTriples",

@@ -7,13 +7,13 @@ draws without importing the samplers it wraps.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["NegativeSampler", "Side", "UniformSampler", "anchors"]
+from emu_dgl.typing import Side
 
-Side = Literal["head", "tail"]
+__all__ = ["NegativeSampler", "Side", "UniformSampler", "anchors"]
 
 
 @runtime_checkable

@@ -238,7 +238,9 @@ class OnTheFlyWalkSampler:
             end = trace[:, -1].view(anchor.shape[0], n).to(pos.device)
             bad = (end < 0) | (end == anchor.unsqueeze(1))
         else:
-            trace, _ = dgl.sampling.random_walk(self.graph, anchor.to(self.graph.device), length=k * n)
+            trace, _ = dgl.sampling.random_walk(
+                self.graph, anchor.to(self.graph.device), length=k * n
+            )
             end = trace[:, k::k].to(pos.device)
             bad = end < 0
         return torch.where(bad, uniform, end)

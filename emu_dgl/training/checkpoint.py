@@ -126,7 +126,9 @@ def _short_reason(exc: BaseException) -> str:
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error."""
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at '{path}'; train first or pass the right run directory")
+        raise CheckpointError(
+            f"no checkpoint at '{path}'; train first or pass the right run directory"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, random bytes ...

@@ -28,7 +28,9 @@ from emu_dgl.errors import ConfigError
 _FLOAT = 4  # bytes per float32
 
 
-def estimate_bytes(config: Any, num_entities: int, num_relations: int) -> dict[str, tuple[int, str]]:
+def estimate_bytes(
+    config: Any, num_entities: int, num_relations: int
+) -> dict[str, tuple[int, str]]:
     """Lower bounds, in bytes, of the parts listed in the module docstring, each with the
     config keys that set it."""
     from emu_dgl.models import DECODERS
@@ -37,11 +39,19 @@ def estimate_bytes(config: Any, num_entities: int, num_relations: int) -> dict[s
     dim = config.model.dim
     entity_width, relation_width = decoder.entity_width(dim), decoder.relation_width(dim)
     weights = (num_entities * entity_width + num_relations * relation_width) * _FLOAT
-    optimizer_copies = 2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
+    optimizer_copies = (
+        2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
+    )
     one_vs_all = config.loss.name == "1vsall"
-    rows = config.train.batch_size * (num_entities if one_vs_all else config.sampler.num_negatives + 2)
+    rows = config.train.batch_size * (
+        num_entities if one_vs_all else config.sampler.num_negatives + 2
+    )
     mutated = 2 if config.emu.enabled else 1
-    step_keys = "train.batch_size, model.dim" if one_vs_all else "sampler.num_negatives, train.batch_size, model.dim"
+    step_keys = (
+        "train.batch_size, model.dim"
+        if one_vs_all
+        else "sampler.num_negatives, train.batch_size, model.dim"
+    )
     return {
         "embedding tables and optimizer state": (weights * (2 + optimizer_copies), "model.dim"),
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
@@ -77,8 +87,12 @@ def check_memory(config: Any, num_entities: int, num_relations: int, device: tor
     if total <= available:
         return
     what, (biggest, keys) = max(parts.items(), key=lambda kv: kv[1][0])
-    values = ", ".join(f"{k}={getattr(getattr(config, k.split('.')[0]), k.split('.')[1])}" for k in keys.split(", "))
+    values = ", ".join(
+        f"{k}={getattr(getattr(config, k.split('.')[0]), k.split('.')[1])}"
+        for k in keys.split(", ")
+    )
     raise ConfigError(
         f"this run needs at least {_human(total)} of memory ({what}: {_human(biggest)}, from {values}) "
-        f"but the {device.type} has {_human(available)}; lower " + (keys if "," not in keys else "one of them")
+        f"but the {device.type} has {_human(available)}; lower "
+        + (keys if "," not in keys else "one of them")
     )

@@ -69,8 +69,16 @@ RESUMABLE: frozenset[str] = frozenset(
 #: Keys that never change what a run computes: two configs differing only here describe
 #: the same run (``compare`` reuses a finished run on this basis).
 NO_EFFECT: frozenset[str] = frozenset(
-    {"train.progress", "train.log_every", "train.checkpoint_every", "train.threads", "eval.batch_size", "output.dir",
-     "dataset.data_dir", "tracking.*"}
+    {
+        "train.progress",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.threads",
+        "eval.batch_size",
+        "output.dir",
+        "dataset.data_dir",
+        "tracking.*",
+    }
 )
 
 
@@ -208,13 +216,17 @@ def write_text(path: Path, text: str, what: str) -> None:
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
     """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
-    return {f"{section}.{key}": value for section, part in config.items() for key, value in part.items()}
+    return {
+        f"{section}.{key}": value for section, part in config.items() for key, value in part.items()
+    }
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, old value, new value)`` for every dotted key whose value differs."""
     a, b = flatten(old), flatten(new)
-    return [(key, a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return [
+        (key, a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)
+    ]
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -258,12 +270,18 @@ class ResumePlan:
         return int(self.state["step"]) if self.state is not None else 0
 
     def describe(self) -> str:
-        where = f"step {self.step} from {self.source}" if self.state is not None else f"step 0: {self.source}"
+        where = (
+            f"step {self.step} from {self.source}"
+            if self.state is not None
+            else f"step 0: {self.source}"
+        )
         applied = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in self.changes)
         return f"resuming at {where}" + (f"; applying {applied}" if applied else "")
 
 
-def check_resume(run_dir: Path, requested: dict[str, Any], *, map_location: Any = "cpu") -> ResumePlan:
+def check_resume(
+    run_dir: Path, requested: dict[str, Any], *, map_location: Any = "cpu"
+) -> ResumePlan:
     """Load the newest complete state of ``run_dir`` and check ``requested`` against its config.
 
     Raises :class:`RunError` listing every changed key outside :data:`RESUMABLE`, or a
@@ -327,7 +345,9 @@ def data_record(kg: Any) -> dict[str, Any]:
         "fingerprint": kg.fingerprint,
         "entities": list(kg.entity_names),
         "relations": list(kg.relation_names),
-        "splits": {split: {"triples": len(t), "sha256": _split_hash(t)} for split, t in kg.splits.items()},
+        "splits": {
+            split: {"triples": len(t), "sha256": _split_hash(t)} for split, t in kg.splits.items()
+        },
     }
 
 
@@ -338,7 +358,9 @@ def read_data_record(run_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise RunError(f"'{path}' is unreadable ({exc.__class__.__name__}); the run's vocabulary is lost") from None
+        raise RunError(
+            f"'{path}' is unreadable ({exc.__class__.__name__}); the run's vocabulary is lost"
+        ) from None
     if not isinstance(record, dict) or not {"fingerprint", "entities", "relations"} <= set(record):
         raise RunError(f"'{path}' is not an emu-dgl data record")
     return record
@@ -355,11 +377,18 @@ def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
         return kg
     what = f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on"
     entities, relations = record["entities"], record["relations"]
-    for kind, now, then in (("entity", kg.entity_names, entities), ("relation", kg.relation_names, relations)):
+    for kind, now, then in (
+        ("entity", kg.entity_names, entities),
+        ("relation", kg.relation_names, relations),
+    ):
         if set(now) != set(then):
             extra = sorted(set(now) - set(then))[:2]
             missing = sorted(set(then) - set(now))[:2]
-            detail = f"new {kind} names such as {extra}" if extra else f"{kind} names such as {missing} are gone"
+            detail = (
+                f"new {kind} names such as {extra}"
+                if extra
+                else f"{kind} names such as {missing} are gone"
+            )
             raise DataError(f"{what}: {detail}; evaluate with the files it was trained on")
     remapped = kg.reindexed(entities, relations)
     if remapped.fingerprint == record["fingerprint"]:
@@ -369,4 +398,6 @@ def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
         for split, info in record.get("splits", {}).items()
         if _split_hash(remapped.splits[split]) != info["sha256"]
     ]
-    raise DataError(f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on")
+    raise DataError(
+        f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"
+    )

@@ -46,9 +46,10 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import Registry
 
 __all__ = [
-    "OPTIMIZER_NAMES",
+    "OPTIMIZERS",
     "RowAdagrad",
     "RowAdam",
     "RowwiseAdagrad",
@@ -58,7 +59,6 @@ __all__ = [
 
 #: Regularisers whose gradient reaches every row of the entity table.
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
-OPTIMIZER_NAMES = ("adagrad", "adam", "rowwise_adagrad")
 
 
 def _put(state: Tensor, rows: Tensor | None, value: Tensor) -> None:
@@ -84,7 +84,9 @@ class _RowOptimizer(torch.optim.Optimizer):
     so the blocks live in reusable work buffers (not part of the optimizer state).
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]
+    ) -> None:
         if defaults["lr"] <= 0:
             raise ConfigError(f"train.lr must be positive, got {defaults['lr']}")
         super().__init__(params, defaults)
@@ -96,12 +98,16 @@ class _RowOptimizer(torch.optim.Optimizer):
         need = math.prod(shape)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < need:
-            buffer = self._buffers[key] = torch.empty(need + need // 8, dtype=like.dtype, device=like.device)
+            buffer = self._buffers[key] = torch.empty(
+                need + need // 8, dtype=like.dtype, device=like.device
+            )
         return buffer[:need].view(shape)
 
     def _take(self, name: str, state: Tensor, rows: Tensor | None) -> Tensor:
         """``state[rows]`` (all of it for ``rows=None``) copied into the buffer ``name``."""
-        out = self._buffer(name, state.shape if rows is None else (len(rows), *state.shape[1:]), state)
+        out = self._buffer(
+            name, state.shape if rows is None else (len(rows), *state.shape[1:]), state
+        )
         return out.copy_(state) if rows is None else torch.index_select(state, 0, rows, out=out)
 
     def _rows_of(self, grad: Tensor) -> tuple[Tensor | None, Tensor]:
@@ -136,7 +142,14 @@ class _RowOptimizer(torch.optim.Optimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         raise NotImplementedError
 
 
@@ -149,7 +162,14 @@ class RowAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         total = self._take("work", state["sum"], rows).addcmul_(grad, grad)
         _put(state["sum"], rows, total)
         # Same operation order as torch.optim.Adagrad: g / (sqrt(s) + eps), times -lr.
@@ -168,7 +188,14 @@ class RowwiseAdagrad(_RowOptimizer):
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["sum"] = torch.zeros(param.shape[:1], dtype=param.dtype, device=param.device)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         work = self._buffer("work", grad.shape, grad)
         squares = torch.mul(grad, grad, out=work)
         if grad.dim() > 1:
@@ -185,7 +212,11 @@ class RowAdam(_RowOptimizer):
     """Lazy Adam: the moments and weights of a row change only when it has a gradient."""
 
     def __init__(
-        self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
@@ -194,12 +225,23 @@ class RowAdam(_RowOptimizer):
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
-    def _update(self, param: Tensor, rows: Tensor | None, grad: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self,
+        param: Tensor,
+        rows: Tensor | None,
+        grad: Tensor,
+        group: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
         beta1, beta2 = group["betas"]
         state["step"] += 1
         step = float(state["step"])
         m = self._take("m", state["exp_avg"], rows).lerp_(grad, 1 - beta1)
-        v = self._take("v", state["exp_avg_sq"], rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        v = (
+            self._take("v", state["exp_avg_sq"], rows)
+            .mul_(beta2)
+            .addcmul_(grad, grad, value=1 - beta2)
+        )
         _put(state["exp_avg"], rows, m)
         _put(state["exp_avg_sq"], rows, v)
         # torch.optim.Adam's arithmetic: m / (sqrt(v) / sqrt(1 - b2^t) + eps) * -lr / (1 - b1^t)
@@ -207,14 +249,16 @@ class RowAdam(_RowOptimizer):
         _apply(param, rows, torch.div(m, denom, out=denom).mul_(-group["lr"] / (1 - beta1**step)))
 
 
-_ROW_OPTIMIZERS: dict[str, type[_RowOptimizer]] = {
-    "adagrad": RowAdagrad,
-    "adam": RowAdam,
-    "rowwise_adagrad": RowwiseAdagrad,
-}
+#: ``train.optimizer`` names -> the row-wise class (dense gradients: see :func:`build_optimizer`).
+OPTIMIZERS: Registry[_RowOptimizer] = Registry("optimizer")
+OPTIMIZERS.register("adagrad")(RowAdagrad)
+OPTIMIZERS.register("adam")(RowAdam)
+OPTIMIZERS.register("rowwise_adagrad")(RowwiseAdagrad)
 
 
-def use_sparse_rows(sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none") -> bool:
+def use_sparse_rows(
+    sparse: bool | str, optimizer: str, *, loss: str = "", regularizer: str = "none"
+) -> bool:
     """Whether the entity table gives sparse (row) gradients.
 
     ``True`` / ``False`` are obeyed. ``"auto"`` picks rows where the result is the same
@@ -232,19 +276,20 @@ def use_sparse_rows(sparse: bool | str, optimizer: str, *, loss: str = "", regul
     return optimizer in ("adagrad", "rowwise_adagrad")
 
 
-def build_optimizer(model: nn.Module, name: str, *, lr: float, sparse: bool) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str, *, lr: float, sparse: bool
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``model``'s parameters; sets the entity table's gradient layout.
 
     Dense gradients with ``adagrad``/``adam`` use PyTorch's own optimizers (bit-for-bit
     what a run without this module did); sparse rows, or ``rowwise_adagrad``, use the
     row optimizers above, which also handle the dense relation gradients.
     """
-    if name not in OPTIMIZER_NAMES:
-        raise ConfigError(f"train.optimizer: unknown value '{name}'; valid: {', '.join(OPTIMIZER_NAMES)}")
+    row_class = OPTIMIZERS.get(name)
     entity = getattr(model, "entity", None)
     if isinstance(entity, nn.Embedding):
         entity.sparse = sparse
     if not sparse and name != "rowwise_adagrad":
         cls = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[name]
         return cls(model.parameters(), lr=lr)
-    return _ROW_OPTIMIZERS[name](model.parameters(), lr=lr)
+    return row_class(model.parameters(), lr=lr)

@@ -17,7 +17,7 @@ draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-import inspect
+import copy
 import json
 import math
 import time
@@ -34,15 +34,20 @@ from tqdm.auto import tqdm
 from emu_dgl.config import Config, config_from_dict
 from emu_dgl.device import resolve_device, resolve_threads
 from emu_dgl.errors import ConfigError, DataError, DivergenceError, RunError
-from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from emu_dgl.training.losses import (
-    LOSSES,
-    EMULoss,
-    OneVsAllLoss,
-    l3_table_regularizer,
-    n3_regularizer,
+from emu_dgl.training.build import (
+    check_components,
+    evaluator_from_config,
+    head_probability_from_config,
+    loss_from_config,
+    model_from_config,
+    mutation_from_config,
+    optimizer_from_config,
+    sampler_from_config,
+    scheduler_from_config,
+    switch_step,
 )
+from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.losses import l3_table_regularizer, n3_regularizer
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -59,7 +64,7 @@ from emu_dgl.training.run import (
     write_text,
 )
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "build_model", "load_run", "run_directory"]
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "load_run", "run_directory"]
 
 
 def run_directory(config: Config, out: str | Path | None = None) -> Path:
@@ -69,32 +74,6 @@ def run_directory(config: Config, out: str | Path | None = None) -> Path:
     name = Path(config.dataset.name).name or "dataset"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(config.output.dir.format(dataset=name, model=config.model.name, time=stamp))
-
-
-def evaluator_for(config: Config, known: Tensor, num_relations: int) -> FilteredEvaluator:
-    """The evaluator of ``config.eval`` (protocol, batch size, sampled candidates)."""
-    cfg = config.eval
-    return FilteredEvaluator(
-        known, num_relations, batch_size=cfg.batch_size, protocol=cfg.protocol,  # type: ignore[arg-type]
-        num_negatives=cfg.num_negatives, seed=cfg.seed,
-    )
-
-
-def _filtered_kwargs(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``candidates`` that ``factory`` accepts by name."""
-    params = inspect.signature(factory).parameters
-    return {k: v for k, v in candidates.items() if k in params}
-
-
-def build_model(config: Config, num_entities: int, num_relations: int) -> nn.Module:
-    from emu_dgl.models import DECODERS, KGEModel
-
-    decoder_cls = DECODERS.get(config.model.name)
-    m = config.model
-    candidates = {"gamma": m.gamma, "p_norm": m.p_norm}
-    candidates |= {"modulus_weight": m.modulus_weight, "phase_weight": m.phase_weight}  # hake
-    options = _filtered_kwargs(decoder_cls, candidates)
-    return KGEModel(num_entities, num_relations, decoder=config.model.name, dim=config.model.dim, **options)
 
 
 @dataclass
@@ -109,9 +88,10 @@ class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import canonical_dataset, load_dataset
+        from emu_dgl.data import canonical_dataset, load_dataset, processed_dir
+        from emu_dgl.training.memory import check_memory
 
-        self.config = config
+        check_components(config)
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.train.device)
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
@@ -119,18 +99,31 @@ class Trainer:
         started = time.perf_counter()
 
         if (self.run_dir / CONFIG_FILE).is_file():
-            self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+            self.config = config
+            self.kg = (
+                kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
+            )
             # An existing run (to resume): give the data the ids it was trained with.
             self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
         else:
-            # A folder given by a relative path is stored absolute, so the run loads from anywhere.
-            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
-            self.kg = kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
-        from emu_dgl.training.memory import check_memory
-
+            # The run's own copy of the config names a dataset folder given by a relative
+            # path absolutely, so the run loads from anywhere; the caller's config is not touched.
+            self.config = copy.deepcopy(config)
+            self.config.dataset.name = canonical_dataset(
+                config.dataset.name, config.dataset.data_dir
+            )
+            self.kg = (
+                kg
+                if kg is not None
+                else load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            )
+        config = self.config
         check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
         self.train_triples = self.kg.train.to(self.device)
-        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # batch order, see _batch
+        self._perm_epoch, self._perm = (
+            -1,
+            torch.empty(0, dtype=torch.long),
+        )  # batch order, see _batch
         if len(self.train_triples) == 0:
             raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
         if len(self.kg.valid) == 0:
@@ -138,17 +131,35 @@ class Trainer:
                 f"dataset '{self.kg.name}' has no validation triples, which choosing the best checkpoint needs; "
                 "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
             )
-        known = torch.cat([self.kg.train, self.kg.valid, self.kg.test]).to(self.device)
-        self.evaluator = evaluator_for(config, known, self.kg.num_relations)
+        known = [self.kg.train, self.kg.valid, self.kg.test]
+        self.evaluator = evaluator_from_config(
+            config, [k.to(self.device) for k in known], self.kg.num_relations
+        )
 
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, self.kg.num_entities, self.kg.num_relations).to(self.device)
+        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(
+            self.device
+        )
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
-        self._build_negatives()
-        self._build_loss()
-        self.optim_state = _OptimState(0, self._switch_step(0))
+        self.one_vs_all = config.loss.name == "1vsall"
+        self.sampler = sampler_from_config(
+            config,
+            self.kg,
+            self.device,
+            cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
+        )
+        self.head_probability = head_probability_from_config(config, self.kg, self.device)
+        # emu.separate_draws: the mutated negatives get a draw of their own from the same
+        # sampler (the published code's uniform arms), instead of mutating the one-hot
+        # term's negatives.
+        self.separate_draws = (
+            config.emu.enabled and config.emu.separate_draws and not self.one_vs_all
+        )
+        self.mutation = mutation_from_config(config, self.device)
+        self.loss_fn = loss_from_config(config)
+        self.optim_state = _OptimState(0, switch_step(config, 0))
         self.optimizer = self._make_optimizer(0)
-        self.scheduler = self._make_scheduler()
+        self.scheduler = scheduler_from_config(config, self.optimizer)
         self.preprocess_seconds = time.perf_counter() - started
         # Called with every metrics.jsonl record (logging points and validations only,
         # never inside a step): experiment trackers, the tuner's pruning callback.
@@ -156,84 +167,18 @@ class Trainer:
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
 
-    # ------------------------------------------------------------------ building
-
-    def _build_negatives(self) -> None:
-        from emu_dgl.data import processed_dir
-        from emu_dgl.sampling import MUTATIONS, bernoulli_head_probability, build_sampler
-
-        cfg = self.config
-        self.one_vs_all = cfg.loss.name == "1vsall"
-        self.sampler = None
-        if not self.one_vs_all:
-            cache_dir = processed_dir(cfg.dataset.data_dir) / "neighbourhoods"
-            self.sampler = build_sampler(
-                cfg.sampler.name,
-                train=self.kg.train,
-                num_entities=self.kg.num_entities,
-                num_negatives=cfg.sampler.num_negatives,
-                k_hop=cfg.sampler.k_hop,
-                walks=cfg.sampler.walks,
-                walk_mode=cfg.sampler.walk_mode,
-                weighted=cfg.sampler.weighted,
-                seed=cfg.train.seed,
-                cache_dir=cache_dir,
-                filter=cfg.sampler.filter,
-                known=self.kg.train,
-                device=self.device,
-            )
-        self.head_probability = (
-            bernoulli_head_probability(self.kg.train, self.kg.num_relations).to(self.device)
-            if cfg.sampler.bernoulli
-            else None
-        )
-        # emu.separate_draws: the mutated negatives get a draw of their own from the same
-        # sampler (the published code's uniform arms), instead of mutating the one-hot
-        # term's negatives.
-        self.separate_draws = cfg.emu.enabled and cfg.emu.separate_draws and not self.one_vs_all
-        self.mutation = None
-        if cfg.emu.enabled and cfg.emu.variant != "label_smoothing":
-            factory = MUTATIONS.get(cfg.emu.variant)
-            self.mutation = factory(**_filtered_kwargs(factory, {"p": cfg.emu.p})).to(self.device)
-
-    def _build_loss(self) -> None:
-        cfg = self.config.loss
-        if self.one_vs_all:
-            self.loss_fn: nn.Module = OneVsAllLoss(label_smoothing=cfg.label_smoothing)
-            return
-        factory = LOSSES.get(cfg.name)
-        base = factory(**_filtered_kwargs(factory, {"alpha": cfg.alpha, "margin": cfg.margin}))
-        emu = self.config.emu
-        self.loss_fn = EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
-
-    def _switch_step(self, phase: int) -> int:
-        """Reference schedule: step of the switch after ``phase`` (0 = no schedule)."""
-        cfg = self.config.train
-        if cfg.schedule != "reference":
-            return 0
-        return (cfg.lr_decay_every or cfg.max_steps // 2) * 3**phase
-
     def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
-        from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
-
-        cfg = self.config.train
-        # Reference schedule: each switch restarts with Adam at a tenth of the last rate.
-        name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
-        loss = self.config.loss
-        self.sparse_rows = use_sparse_rows(cfg.sparse, name, loss=loss.name, regularizer=loss.regularizer)
-        return build_optimizer(self.model, name, lr=lr, sparse=self.sparse_rows)
-
-    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        cfg = self.config.train
-        if cfg.schedule != "step":
-            return None
-        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay)
+        optimizer, self.sparse_rows = optimizer_from_config(self.config, self.model, phase=phase)
+        return optimizer
 
     # ------------------------------------------------------------------ one step
 
     def _batch(self, step: int) -> Tensor:
         """Positives of ``step``: slices of a per-epoch permutation seeded by (seed, epoch)."""
-        n, size = len(self.train_triples), min(self.config.train.batch_size, len(self.train_triples))
+        n, size = (
+            len(self.train_triples),
+            min(self.config.train.batch_size, len(self.train_triples)),
+        )
         per_epoch = n // size
         epoch, index = divmod(step, per_epoch)
         if self._perm_epoch != epoch:
@@ -252,12 +197,16 @@ class Trainer:
             # Two scoring passes: the one-hot term on this draw, the EMU term on a fresh one.
             out = self.model.score_negatives(batch, neg, side)
             fresh = self.sampler.sample(batch, side, generator=self.generator, step=step)
-            second = self.model.score_negatives(batch, fresh, side, mutation=self.mutation, generator=self.generator)
+            second = self.model.score_negatives(
+                batch, fresh, side, mutation=self.mutation, generator=self.generator
+            )
             # label_smoothing variant: the soft targets fall on the fresh, unmutated negatives.
             mutated = second.mutated if second.mutated is not None else second.neg
             loss = self.loss_fn(out.pos, out.neg, mutated)
         elif self.config.emu.enabled:
-            out = self.model.score_negatives(batch, neg, side, mutation=self.mutation, generator=self.generator)
+            out = self.model.score_negatives(
+                batch, neg, side, mutation=self.mutation, generator=self.generator
+            )
             # label_smoothing variant: the soft targets fall on the unmutated negatives.
             mutated = out.mutated if out.mutated is not None else out.neg
             loss = self.loss_fn(out.pos, out.neg, mutated)
@@ -266,7 +215,9 @@ class Trainer:
             loss = self.loss_fn(out.pos, out.neg)
         if self.config.loss.regularizer == "n3" and self.config.loss.reg_weight > 0:
             complex_parts = self.model.decoder.complex_entities
-            loss = loss + n3_regularizer(*out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts)
+            loss = loss + n3_regularizer(
+                *out.embeddings, weight=self.config.loss.reg_weight, complex_parts=complex_parts
+            )
         return loss
 
     def train_step(self, step: int) -> Tensor:
@@ -303,7 +254,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def _best_state(self, step: int) -> dict[str, Any]:
-        return {"step": step, "model": self.model.state_dict(), "data_fingerprint": self.kg.fingerprint}
+        return {
+            "step": step,
+            "model": self.model.state_dict(),
+            "data_fingerprint": self.kg.fingerprint,
+        }
 
     def _state(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -324,7 +279,9 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def _restore(self, state: dict[str, Any], changed: set[str] = frozenset()) -> tuple[int, dict[str, Any]]:
+    def _restore(
+        self, state: dict[str, Any], changed: set[str] = frozenset()
+    ) -> tuple[int, dict[str, Any]]:
         """Load a training state; then apply the resumable config keys in ``changed``."""
         saved = state.get("data_fingerprint")
         if saved is not None and saved != self.kg.fingerprint:
@@ -336,7 +293,7 @@ class Trainer:
         self.optim_state = _OptimState(state["optim_phase"], state["optim_next_switch"])
         self.optimizer = self._make_optimizer(self.optim_state.phase)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler = self._make_scheduler()
+        self.scheduler = scheduler_from_config(self.config, self.optimizer)
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         try:
@@ -358,7 +315,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         if "train.max_steps" in changed and self.optim_state.next_switch:
-            self.optim_state.next_switch = self._switch_step(self.optim_state.phase)
+            self.optim_state.next_switch = switch_step(self.config, self.optim_state.phase)
         return int(state["step"]), dict(state["best"])
 
     # ------------------------------------------------------------------ the run
@@ -390,10 +347,18 @@ class Trainer:
         if limit and not full:
             valid = valid[:limit]
         metrics = self.evaluator.evaluate(self.model, valid)
-        self._log({"step": step, "split": "valid", **{k: v for k, v in metrics.items() if not isinstance(v, dict)}})
+        self._log(
+            {
+                "step": step,
+                "split": "valid",
+                **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            }
+        )
         return metrics
 
-    def fit(self, *, resume: bool | ResumePlan = False, stop_after: int | None = None) -> dict[str, Any]:
+    def fit(
+        self, *, resume: bool | ResumePlan = False, stop_after: int | None = None
+    ) -> dict[str, Any]:
         """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
 
         Holds the run directory's lock throughout. ``resume`` continues the run in
@@ -408,12 +373,21 @@ class Trainer:
         with RunLock(self.run_dir):
             # Admission first: nothing (a tracker included) writes into the folder before it.
             if resume:
-                plan = resume if isinstance(resume, ResumePlan) else check_resume(self.run_dir, self.config.to_dict())
+                plan = (
+                    resume
+                    if isinstance(resume, ResumePlan)
+                    else check_resume(self.run_dir, self.config.to_dict())
+                )
             else:
                 check_new_run(self.run_dir)
                 plan = None
-            tracker = open_trackers(self.config.tracking, self.config.to_dict(), self.run_dir,
-                                    batch_size=self.config.train.batch_size, resume=plan is not None)
+            tracker = open_trackers(
+                self.config.tracking,
+                self.config.to_dict(),
+                self.run_dir,
+                batch_size=self.config.train.batch_size,
+                resume=plan is not None,
+            )
             if tracker is None:
                 return self._fit(plan, stop_after)
             self.log_hooks.append(tracker)
@@ -452,7 +426,14 @@ class Trainer:
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
         steps_run = 0
-        bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, desc=self.progress_label, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            disable=not cfg.progress,
+            desc=self.progress_label,
+            unit="step",
+            dynamic_ncols=True,
+        )
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -500,14 +481,23 @@ class Trainer:
             return {}
 
         self._check_finite(losses[:since_log], step)
-        if not (finished and step == start):  # a final state resumed without new steps is validated already
+        if not (
+            finished and step == start
+        ):  # a final state resumed without new steps is validated already
             # Final validation decides whether the last weights beat the best seen.
             metrics = self._validate(step)
             if self._improved(metrics[metric_key], best, step):
                 save_checkpoint(self._best_state(step), ckpt_dir / BEST)
-            save_checkpoint({**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True)
-        self.model.load_state_dict(load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"])
-        by_relation = {"per_relation": self.config.eval.per_relation, "relation_names": self.kg.relation_names}
+            save_checkpoint(
+                {**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True
+            )
+        self.model.load_state_dict(
+            load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
+        )
+        by_relation = {
+            "per_relation": self.config.eval.per_relation,
+            "relation_names": self.kg.relation_names,
+        }
         result = {
             "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
             "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
@@ -544,7 +534,9 @@ class Trainer:
         last = self.run_dir / CHECKPOINTS / LAST
         cfg = self.config.train
         if last.is_file():
-            kept = f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
+            kept = (
+                f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
+            )
             then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' continues from it"
         else:
             kept = "no checkpoint was written before it"
@@ -581,22 +573,27 @@ def load_run(
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise RunError(f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+        raise RunError(
+            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+        )
     try:
         saved = yaml.safe_load(config_path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunError(f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded") from None
+        raise RunError(
+            f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded"
+        ) from None
     if not isinstance(saved, dict):
         raise RunError(f"'{config_path}' is not an emu-dgl run config")
     config = config_from_dict(saved)
-    config.train.device = device
-    if data_dir is not None:
-        config.dataset.data_dir = data_dir
-    kg = match_data(load_dataset(config.dataset.name, config.dataset.data_dir), read_data_record(run_dir), run_dir)
-    model = build_model(config, kg.num_entities, kg.num_relations)
+    check_components(config)
+    root = data_dir if data_dir is not None else config.dataset.data_dir
+    kg = match_data(load_dataset(config.dataset.name, root), read_data_record(run_dir), run_dir)
+    model = model_from_config(config, kg.num_entities, kg.num_relations)
     state = load_checkpoint(run_dir / CHECKPOINTS / f"{which}.pt")
     saved_fp = state.get("data_fingerprint")
     if saved_fp is not None and saved_fp != kg.fingerprint:
-        raise DataError(f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)")
+        raise DataError(
+            f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
+        )
     model.load_state_dict(state["model"])
     return config, kg, model.to(resolve_device(device)).eval()

@@ -108,12 +108,25 @@ def info_command(name_or_path: str, as_json: bool, data_dir: str | None) -> None
 
 @datasets.command("entities")
 @click.argument("name_or_path")
-@click.option("--grep", "text", default=None, metavar="TEXT", help="Only names containing TEXT (case-insensitive).")
+@click.option(
+    "--grep",
+    "text",
+    default=None,
+    metavar="TEXT",
+    help="Only names containing TEXT (case-insensitive).",
+)
 @click.option("--relations", is_flag=True, help="List relation names instead of entity names.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0),
-              help="Print at most this many names (0 = all).")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Print at most this many names (0 = all).",
+)
 @_DATA_DIR
-def entities_command(name_or_path: str, text: str | None, relations: bool, limit: int, data_dir: str | None) -> None:
+def entities_command(
+    name_or_path: str, text: str | None, relations: bool, limit: int, data_dir: str | None
+) -> None:
     """Entity (or relation) names of a dataset, e.g. to find the names 'emu-dgl predict' takes."""
     from emu_dgl.data.catalogue import load_dataset
     from emu_dgl.data.lookup import grep_names

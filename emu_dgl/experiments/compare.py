@@ -46,8 +46,14 @@ def parse_arm(text: str) -> Arm:
     ``'sans-base'`` (no colon) is the config file's arm of that name."""
     name, rest = text.split(":", 1) if ":" in text else (text, None)
     name = name.strip()
-    if not name or name.startswith(".") or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise ConfigError(f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'")
+    if (
+        not name
+        or name.startswith(".")
+        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise ConfigError(
+            f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'"
+        )
     if rest is None:
         return Arm(name, (), preset=name)
     return Arm(name, tuple(part.strip() for part in rest.split(",") if part.strip()))
@@ -72,7 +78,11 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
         saved = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         saved = None
-    differs = differing_keys(saved, config.to_dict()) if isinstance(saved, dict) else ["config.yaml unreadable"]
+    differs = (
+        differing_keys(saved, config.to_dict())
+        if isinstance(saved, dict)
+        else ["config.yaml unreadable"]
+    )
     if differs:
         raise ConfigError(
             f"'{run_dir}' holds a run with other settings ({', '.join(differs[:4])} differ); "
@@ -102,6 +112,7 @@ def run_comparison(
     out: Path,
 ) -> dict[str, Any]:
     """Run every arm x seed (skipping finished runs) and write results, table and plot."""
+    from emu_dgl.training.build import check_components
     from emu_dgl.training.trainer import Trainer
 
     if len({arm.name for arm in arms}) != len(arms):
@@ -113,6 +124,7 @@ def run_comparison(
             configs[arm.name, seed] = load_config(
                 config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
             )
+            check_components(configs[arm.name, seed])
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     for arm in arms:
@@ -133,11 +145,21 @@ def run_comparison(
                 wall = time.perf_counter() - start
                 (run_dir / "wall.json").write_text(json.dumps({"seconds": wall}))
             runs.append(
-                {"arm": arm.name, "seed": seed, "wall_seconds": wall, "valid": metrics["valid"],
-                 "test": metrics["test"], "best_step": metrics["best_step"], "curve": _valid_curve(run_dir)}
+                {
+                    "arm": arm.name,
+                    "seed": seed,
+                    "wall_seconds": wall,
+                    "valid": metrics["valid"],
+                    "test": metrics["test"],
+                    "best_step": metrics["best_step"],
+                    "curve": _valid_curve(run_dir),
+                }
             )
     result = {
-        "arms": {arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides) for arm in arms},
+        "arms": {
+            arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides)
+            for arm in arms
+        },
         "base_overrides": overrides,
         "config": str(config_path) if config_path else None,
         "seeds": seeds,
@@ -153,7 +175,11 @@ def run_comparison(
 
 def markdown_table(result: dict[str, Any]) -> str:
     seeds = len(result["seeds"])
-    head = "| arm | " + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in COLUMNS) + " | wall s |"
+    head = (
+        "| arm | "
+        + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in COLUMNS)
+        + " | wall s |"
+    )
     lines = [head, "|" + "---|" * (2 + 2 * len(COLUMNS))]
     for arm in result["arms"]:
         runs = [r for r in result["runs"] if r["arm"] == arm]
@@ -182,8 +208,14 @@ def plot_curves(result: dict[str, Any], path: Path) -> bool:
     for i, arm in enumerate(result["arms"]):
         for j, run in enumerate(r for r in result["runs"] if r["arm"] == arm):
             steps, mrr = zip(*run["curve"], strict=True) if run["curve"] else ((), ())
-            ax.plot(steps, mrr, color=colours[i % len(colours)], alpha=0.8, marker=".",
-                    label=arm if j == 0 else None)
+            ax.plot(
+                steps,
+                mrr,
+                color=colours[i % len(colours)],
+                alpha=0.8,
+                marker=".",
+                label=arm if j == 0 else None,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("validation MRR (filtered)")
     ax.grid(alpha=0.3)

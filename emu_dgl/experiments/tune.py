@@ -38,6 +38,7 @@ import yaml
 
 from emu_dgl.config import Config, load_config
 from emu_dgl.errors import ConfigError
+from emu_dgl.training.build import check_components
 
 __all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
 
@@ -67,7 +68,9 @@ class Param:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
     def extremes(self) -> list[Any]:
@@ -78,22 +81,33 @@ def _require_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise ConfigError('emu-dgl tune needs the optuna package; install it with: pip install "emu-dgl[tune]"') from None
+        raise ConfigError(
+            'emu-dgl tune needs the optuna package; install it with: pip install "emu-dgl[tune]"'
+        ) from None
     return optuna
 
 
 def _parse_param(key: str, spec: Any, where: str) -> Param:
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: '{key}' must map to {{type: float|int|categorical, ...}}, got {spec!r}")
+        raise ConfigError(
+            f"{where}: '{key}' must map to {{type: float|int|categorical, ...}}, got {spec!r}"
+        )
     kind = str(spec.get("type", "")).lower()
-    allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-               "categorical": {"type", "choices"}}
+    allowed = {
+        "float": {"type", "low", "high", "log", "step"},
+        "int": {"type", "low", "high", "log", "step"},
+        "categorical": {"type", "choices"},
+    }
     if kind not in allowed:
-        raise ConfigError(f"{where}: '{key}' has type {spec.get('type')!r}; valid: float, int, categorical")
+        raise ConfigError(
+            f"{where}: '{key}' has type {spec.get('type')!r}; valid: float, int, categorical"
+        )
     unknown = set(spec) - allowed[kind]
     if unknown:
-        raise ConfigError(f"{where}: '{key}' ({kind}) has unknown field(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(sorted(allowed[kind]))}")
+        raise ConfigError(
+            f"{where}: '{key}' ({kind}) has unknown field(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(allowed[kind]))}"
+        )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -122,7 +136,9 @@ def load_space(path: str | Path | None = None, *, dims: list[int] | None = None)
     else:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"search space '{path}' does not exist; pass a YAML file mapping config keys to ranges")
+            raise ConfigError(
+                f"search space '{path}' does not exist; pass a YAML file mapping config keys to ranges"
+            )
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError:
@@ -145,7 +161,9 @@ def _check_space(base: str | Path | None, overrides: list[str], space: list[Para
     for param in space:
         for value in param.extremes():
             try:
-                load_config(base, [*overrides, f"{param.key}={_yaml_value(value)}"])
+                check_components(
+                    load_config(base, [*overrides, f"{param.key}={_yaml_value(value)}"])
+                )
             except ConfigError as exc:
                 raise ConfigError(f"search space, '{param.key}' = {value!r}: {exc}") from None
 
@@ -164,9 +182,18 @@ class TuneResult:
 def _trial_rows(study: Any, space: list[Param]) -> list[dict[str, Any]]:
     rows = []
     for t in study.trials:
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
-               "last_step": t.last_step, "seconds": seconds}
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        row = {
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "last_step": t.last_step,
+            "seconds": seconds,
+        }
         row.update({p.key: t.params.get(p.key) for p in space})
         rows.append(row)
     return rows
@@ -212,8 +239,13 @@ def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
         ax.step([r["trial"] for r in done], best, where="post", color="C1", label="best so far")
     pruned = [r for r in rows if r["state"] == "pruned"]
     if pruned:  # at the last value reported before the pruner stopped them
-        ax.scatter([r["trial"] for r in pruned], [r["value"] or 0.0 for r in pruned], marker="x", color="grey",
-                   label="pruned (last validation)")
+        ax.scatter(
+            [r["trial"] for r in pruned],
+            [r["value"] or 0.0 for r in pruned],
+            marker="x",
+            color="grey",
+            label="pruned (last validation)",
+        )
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric} (filtered)")
@@ -249,18 +281,28 @@ def run_study(
     if data_dir is not None:
         overrides.append(f"dataset.data_dir={data_dir}")
     base_config = load_config(base, overrides)
+    check_components(base_config)
     _check_space(base, overrides, space)
     metric = base_config.eval.metric
-    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-               "none": optuna.pruners.NopPruner}
+    pruners = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        "none": optuna.pruners.NopPruner,
+    }
     if pruner not in pruners:
         close = difflib.get_close_matches(pruner, list(pruners), n=1)
-        raise ConfigError(f"unknown pruner '{pruner}'{f' (did you mean {close[0]!r}?)' if close else ''}; valid: median, none")
+        raise ConfigError(
+            f"unknown pruner '{pruner}'{f' (did you mean {close[0]!r}?)' if close else ''}; valid: median, none"
+        )
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
-                                pruner=pruners[pruner]())
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=pruners[pruner](),
+    )
     # A continued study draws on from a new seed, so it does not repeat the first call's draws.
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
 
@@ -277,7 +319,9 @@ def run_study(
             if record.get("split") == "valid":
                 trial.report(float(record[metric]), int(record["step"]))
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation {metric} {record[metric]:.4f} at step {record['step']}")
+                    raise optuna.TrialPruned(
+                        f"validation {metric} {record[metric]:.4f} at step {record['step']}"
+                    )
 
         trainer.log_hooks.append(report)
         result = trainer.fit()
@@ -304,4 +348,6 @@ def run_study(
     best = study.best_trial
     best_config = config_of(dict(best.params), quiet=False)
     best_config.dump(out / "best.yaml")
-    return TuneResult(study_name, storage, float(best.value), dict(best.params), best.number, rows, out)
+    return TuneResult(
+        study_name, storage, float(best.value), dict(best.params), best.number, rows, out
+    )

@@ -1,4 +1,7 @@
-"""The ``emu-dgl`` command: train, evaluate, predict, export, datasets."""
+"""The ``emu-dgl`` command group and its run commands: train, evaluate, predict, export, compare.
+
+``datasets`` (:mod:`emu_dgl.cli.datasets`) and ``tune`` (:mod:`emu_dgl.cli.tune`) are added
+at the end of this module."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from typing import Any
 
 import click
 
+from emu_dgl.cli.datasets import datasets
+from emu_dgl.cli.tune import tune
+from emu_dgl.config import QUICKSTART
 from emu_dgl.errors import EmuDglError
-
-QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 
 class _Group(click.Group):
@@ -45,8 +49,17 @@ class _Group(click.Group):
             sys.exit(130)
         except OSError as exc:
             # Disk full or read-only while writing outside the places that check it themselves.
-            if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", -1)):
-                click.echo(f"error: cannot write '{exc.filename}' ({exc.strerror}); free space or choose a writable location", err=True)
+            if exc.errno in (
+                errno.ENOSPC,
+                errno.EROFS,
+                errno.EACCES,
+                errno.EPERM,
+                getattr(errno, "EDQUOT", -1),
+            ):
+                click.echo(
+                    f"error: cannot write '{exc.filename}' ({exc.strerror}); free space or choose a writable location",
+                    err=True,
+                )
                 sys.exit(2)
             raise
         finally:
@@ -65,7 +78,11 @@ def _format_table(metrics: dict[str, Any]) -> str:
     for split in ("valid", "test"):
         if split not in metrics:
             continue
-        for part, row in (("", metrics[split]), (" head", metrics[split]["head"]), (" tail", metrics[split]["tail"])):
+        for part, row in (
+            ("", metrics[split]),
+            (" head", metrics[split]["head"]),
+            (" tail", metrics[split]["tail"]),
+        ):
             cells = "".join(f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols)
             lines.append(f"{split + part:<12}{cells}")
     return "\n".join(lines)
@@ -80,7 +97,9 @@ def _format_relation_table(metrics: dict[str, Any]) -> str:
             continue
         width = max(len("relation"), *(len(name) for name in per_rel))
         lines.append(f"{split}: per relation")
-        lines.append(f"{'relation':<{width}}  {'count':>6}  {'mrr':>7}  {'head':>7}  {'tail':>7}  {'hits@10':>7}")
+        lines.append(
+            f"{'relation':<{width}}  {'count':>6}  {'mrr':>7}  {'head':>7}  {'tail':>7}  {'hits@10':>7}"
+        )
         for name, row in sorted(per_rel.items(), key=lambda item: -item[1]["count"]):
             lines.append(
                 f"{name:<{width}}  {row['count']:>6}  {row['mrr']:>7.4f}  {row['head']['mrr']:>7.4f}  "
@@ -89,44 +108,95 @@ def _format_relation_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_DATA_DIR_HELP = "Data root holding the run's dataset (default: the run's dataset.data_dir, $EMU_DGL_DATA, ...)."
+_DATA_DIR_HELP = (
+    "Data root holding the run's dataset (default: the run's dataset.data_dir, $EMU_DGL_DATA, ...)."
+)
 
 
-@main.command(epilog="Every config key, its default and meaning: emu_dgl/config.py (README, 'Configuration'). "
-              "Dataset names: 'emu-dgl datasets list'.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML config (default: the quickstart on the built-in synthetic graph).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set train.lr=0.05 (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory (default: output.dir of the config).")
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Continue the run in this directory from its last checkpoint.")
-@click.option("--arm", default=None, metavar="NAME",
-              help="A named arm of the config file (its 'arms:' section), e.g. sans-base.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data root (overrides dataset.data_dir).")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes on this machine training one run, the entity table split between them "
-                   "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.")
-def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None,
-          arm: str | None, data_dir: str | None, nproc: int) -> None:
+@main.command(
+    epilog="Every config key, its default and meaning: emu_dgl/config.py (README, 'Configuration'). "
+    "Dataset names: 'emu-dgl datasets list'."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML config (default: the quickstart on the built-in synthetic graph).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.lr=0.05 (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default: output.dir of the config).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the run in this directory from its last checkpoint.",
+)
+@click.option(
+    "--arm",
+    default=None,
+    metavar="NAME",
+    help="A named arm of the config file (its 'arms:' section), e.g. sans-base.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data root (overrides dataset.data_dir).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine training one run, the entity table split between them "
+    "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
+)
+def train(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    resume: Path | None,
+    arm: str | None,
+    data_dir: str | None,
+    nproc: int,
+) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
     from emu_dgl.config import load_config
+    from emu_dgl.training.build import check_components
     from emu_dgl.training.run import CONFIG_FILE, RunLock, check_new_run, check_resume
     from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None:
-            raise click.UsageError("--resume continues a run with its own config; drop --config, --arm and --out")
+            raise click.UsageError(
+                "--resume continues a run with its own config; drop --config, --arm and --out"
+            )
         if not (resume / CONFIG_FILE).is_file():
-            raise EmuDglError(f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote")
+            raise EmuDglError(
+                f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+            )
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
     else:
-        config = load_config(config_path if config_path is not None else QUICKSTART, overrides, arm=arm)
+        config = load_config(
+            config_path if config_path is not None else QUICKSTART, overrides, arm=arm
+        )
         run_dir = run_directory(config, out)
     if data_dir is not None:
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
+    check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
     click.echo(f"run directory: {run_dir}", err=True)
     import os
@@ -148,8 +218,10 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
                 metrics = train_distributed(config, run_dir, nproc=nproc, resume=resume is not None)
         if metrics:
             click.echo(_format_table(metrics))
-            click.echo(f"best step {metrics['best_step']} of {metrics['steps']} on {metrics['world_size']} processes "
-                       f"(entity rows per process: {metrics['entity_rows_per_rank']}); metrics in {run_dir / 'metrics.json'}")
+            click.echo(
+                f"best step {metrics['best_step']} of {metrics['steps']} on {metrics['world_size']} processes "
+                f"(entity rows per process: {metrics['entity_rows_per_rank']}); metrics in {run_dir / 'metrics.json'}"
+            )
         return
     with RunLock(run_dir):
         plan = None
@@ -165,10 +237,16 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
             f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
             err=True,
         )
-        click.echo(f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)", err=True)
+        click.echo(
+            f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)",
+            err=True,
+        )
         metrics = trainer.fit(resume=plan if plan is not None else False)
     if trainer.already_finished:
-        click.echo(f"the run had already finished at step {metrics['steps']}; raise train.max_steps to train further", err=True)
+        click.echo(
+            f"the run had already finished at step {metrics['steps']}; raise train.max_steps to train further",
+            err=True,
+        )
     click.echo(_format_table(metrics))
     if config.eval.per_relation:
         click.echo(_format_relation_table(metrics))
@@ -180,30 +258,58 @@ def train(config_path: Path | None, overrides: tuple[str, ...], out: Path | None
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True,
-              help="Which split's triples to rank.")
+@click.option(
+    "--split",
+    type=click.Choice(["valid", "test"]),
+    default="test",
+    show_default=True,
+    help="Which split's triples to rank.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--per-relation", is_flag=True, help="Also MRR / Hits@k of every relation, per side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
-@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
-@click.option("--protocol", type=click.Choice(["full", "sampled"]), default=None,
-              help="Rank against every entity or eval.num_negatives sampled ones (default: the run's eval.protocol).")
-def evaluate(run_dir: Path, split: str, device: str, per_relation: bool, as_json: bool, data_dir: str | None,
-             which: str, protocol: str | None) -> None:
+@click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["full", "sampled"]),
+    default=None,
+    help="Rank against every entity or eval.num_negatives sampled ones (default: the run's eval.protocol).",
+)
+def evaluate(
+    run_dir: Path,
+    split: str,
+    device: str,
+    per_relation: bool,
+    as_json: bool,
+    data_dir: str | None,
+    which: str,
+    protocol: str | None,
+) -> None:
     """Filtered evaluation of a trained run (checkpoints/best.pt, or --checkpoint last)."""
-    import torch
 
-    from emu_dgl.training.trainer import evaluator_for, load_run
+    from emu_dgl.training.build import evaluator_from_config
+    from emu_dgl.training.trainer import load_run
 
     config, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
     if protocol is not None:
         config.eval.protocol = protocol
     dev = next(model.parameters()).device
-    evaluator = evaluator_for(config, torch.cat([kg.train, kg.valid, kg.test]).to(dev), kg.num_relations)
-    metrics = {split: evaluator.evaluate(model, getattr(kg, split), per_relation=per_relation,
-                                         relation_names=kg.relation_names)}
+    evaluator = evaluator_from_config(
+        config, [s.to(dev) for s in (kg.train, kg.valid, kg.test)], kg.num_relations
+    )
+    metrics = {
+        split: evaluator.evaluate(
+            model, getattr(kg, split), per_relation=per_relation, relation_names=kg.relation_names
+        )
+    }
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -233,13 +339,33 @@ def _entity_id(kg: Any, name: str, what: str) -> int:
 @click.option("--head", default=None, help="Head entity name (predict tails).")
 @click.option("--tail", default=None, help="Tail entity name (predict heads).")
 @click.option("--relation", required=True, help="Relation name.")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many completions to list.")
+@click.option(
+    "--top",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many completions to list.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
-@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
-def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, top: int, device: str,
-            data_dir: str | None, which: str) -> None:
+@click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
+)
+def predict(
+    run_dir: Path,
+    head: str | None,
+    tail: str | None,
+    relation: str,
+    top: int,
+    device: str,
+    data_dir: str | None,
+    which: str,
+) -> None:
     """Top-K completions of (head, relation, ?) or (?, relation, tail); known triples marked.
 
     Uses checkpoints/best.pt (or --checkpoint last). Names are the dataset's own: find them with
@@ -248,7 +374,9 @@ def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, to
     import torch
 
     if (head is None) == (tail is None):
-        raise click.UsageError("give exactly one of --head (to rank tails) or --tail (to rank heads)")
+        raise click.UsageError(
+            "give exactly one of --head (to rank tails) or --tail (to rank heads)"
+        )
     from emu_dgl.training.trainer import load_run
 
     _, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
@@ -274,11 +402,21 @@ def predict(run_dir: Path, head: str | None, tail: str | None, relation: str, to
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write (created if missing; files in it are overwritten).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write (created if missing; files in it are overwritten).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
-@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).")
+@click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
+)
 def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
 
@@ -296,53 +434,89 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     try:
         np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
         np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
-        for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
+        for fname, names in (
+            ("entities.tsv", kg.entity_names),
+            ("relations.tsv", kg.relation_names),
+        ):
             (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
     except OSError as exc:
         raise disk_error(exc, Path(exc.filename or out), "export folder") from None
-    click.echo(f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
-               f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}")
+    click.echo(
+        f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
+        f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
+    )
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Base YAML config (default: the quickstart).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every arm (repeatable).")
-@click.option("--arm", "arm_specs", multiple=True, metavar="NAME[:KEY=VALUE,...]",
-              help="One arm of the comparison (repeatable): a named arm of the config file, or "
-                   "NAME:KEY=VALUE[,KEY=VALUE] for an ad-hoc one. Default: every arm the config file "
-                   "names, else base:emu.enabled=false and emu:emu.enabled=true.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; every arm runs every seed.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the runs, results.json, table.md and valid_mrr.png.")
-def compare(config_path: Path | None, overrides: tuple[str, ...], arm_specs: tuple[str, ...], seeds: str,
-            out: Path) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Base YAML config (default: the quickstart).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override for every arm (repeatable).",
+)
+@click.option(
+    "--arm",
+    "arm_specs",
+    multiple=True,
+    metavar="NAME[:KEY=VALUE,...]",
+    help="One arm of the comparison (repeatable): a named arm of the config file, or "
+    "NAME:KEY=VALUE[,KEY=VALUE] for an ad-hoc one. Default: every arm the config file "
+    "names, else base:emu.enabled=false and emu:emu.enabled=true.",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    help="Comma-separated seeds; every arm runs every seed.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the runs, results.json, table.md and valid_mrr.png.",
+)
+def compare(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    arm_specs: tuple[str, ...],
+    seeds: str,
+    out: Path,
+) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
-    from emu_dgl.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
     from emu_dgl.config import config_arms
+    from emu_dgl.experiments.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
 
     base = config_path if config_path is not None else QUICKSTART
     named = list(config_arms(base)) if base.is_file() else []
-    arms = [parse_arm(spec) for spec in arm_specs] or [Arm(n, (), preset=n) for n in named] or list(DEFAULT_ARMS)
+    arms = (
+        [parse_arm(spec) for spec in arm_specs]
+        or [Arm(n, (), preset=n) for n in named]
+        or list(DEFAULT_ARMS)
+    )
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds") from None
+        raise click.BadParameter(
+            f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds"
+        ) from None
     result = run_comparison(base, list(overrides), arms, seed_list, out)
-    from emu_dgl.compare import markdown_table
+    from emu_dgl.experiments.compare import markdown_table
 
     click.echo(markdown_table(result))
     if not result.get("plotted", True):
-        click.echo("plot skipped: matplotlib is not installed (pip install \"emu-dgl[plot]\")", err=True)
+        click.echo(
+            'plot skipped: matplotlib is not installed (pip install "emu-dgl[plot]")', err=True
+        )
     click.echo(f"results in {out}")
 
 
-def _register_datasets() -> None:
-    from emu_dgl.cli_datasets import datasets
-    from emu_dgl.cli_tune import tune
-
-    main.add_command(datasets)
-    main.add_command(tune)
-
-
-_register_datasets()
+main.add_command(datasets)
+main.add_command(tune)
