@@ -85,7 +85,10 @@ def test_d500_arms_are_the_base_arms_five_times_wider(path: Path) -> None:
     the base loss at d = 500) as named arms; only model.dim differs from the base arm."""
     assert tuple(config_arms(path))[4:6] == ("uniform-base-d500", "sans-base-d500")
     for base in ("uniform-base", "sans-base"):
-        narrow, wide = load_config(path, arm=base).to_dict(), load_config(path, arm=f"{base}-d500").to_dict()
+        narrow, wide = (
+            load_config(path, arm=base).to_dict(),
+            load_config(path, arm=f"{base}-d500").to_dict(),
+        )
         assert wide["model"]["dim"] == 500 and narrow["model"]["dim"] == 100
         wide["model"]["dim"] = 100
         assert wide == narrow

@@ -25,7 +25,9 @@ changes:
 Not supported on more than one process (clear errors): per-triple Bernoulli sides, the
 1-vs-all loss and whole-table regularisers, all of which touch every entity per step;
 and dense entity updates (``train.sparse=false``): the blocks are always updated row-wise,
-so Adam is the lazy Adam of :mod:`emu_dgl.training.sparse`.
+so Adam is the lazy Adam of :mod:`emu_dgl.training.sparse`. For the same reason the
+reference schedule (``train.schedule=reference``), whose switch is dense Adam over every
+row, is refused rather than run as lazy Adam.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def check_distributed_config(config: Config, world_size: int) -> None:
             raise ConfigError(
                 f"{key} is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
             )
+    if config.train.schedule == "reference":
+        raise ConfigError(
+            f"train.schedule=reference is not supported on {world_size} processes: its switch is "
+            "dense Adam over every entity row, and the sharded table is updated row by row; train "
+            "on one process, or use train.schedule=step or none"
+        )
     if config.train.batch_size < world_size:
         raise ConfigError(
             f"train.batch_size ({config.train.batch_size}) must be at least the number of processes ({world_size})"

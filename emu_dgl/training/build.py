@@ -196,6 +196,16 @@ def optimizer_from_config(
     Phase 0 is ``train.optimizer`` at ``train.lr``. The reference schedule's phase ``k``
     is a fresh Adam at ``lr * lr_decay**k`` (the published scripts' switch).
     ``sparse_rows`` says whether the entity table gives row gradients (``train.sparse``).
+
+    After a switch of the reference schedule the update is dense ``torch.optim.Adam`` over
+    every row, whatever ``train.sparse`` says: the published code replaces its optimizer by
+    Adam over the whole tables, which also moves a row whose gradient is zero (by its
+    decayed momentum). Row-wise "lazy" Adam leaves such a row still, so it would be another
+    method, and the arms of one comparison would differ in it (the base arms' whole-table
+    penalty makes their gradient dense, the EMU arms' is not). A lazy catch-up cannot be
+    exact cheaply: with Adam's eps and per-step bias corrections an idle row's drift has no
+    closed form, so catching up means replaying the skipped steps; dense is the exact and
+    simple choice, at the dense cost per step.
     """
     from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 
@@ -203,6 +213,8 @@ def optimizer_from_config(
     name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
     loss = config.loss
     sparse_rows = use_sparse_rows(cfg.sparse, name, loss=loss.name, regularizer=loss.regularizer)
+    if phase > 0 and cfg.schedule == "reference":
+        sparse_rows = False  # the published switch: dense Adam over every row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
 
 
