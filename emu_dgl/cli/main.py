@@ -483,12 +483,22 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the runs, results.json, table.md and valid_mrr.png.",
 )
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs trained at once, as separate processes (CPU threads split between them "
+    "unless train.threads is set; on a GPU, a 1/N share of its memory each). Same runs "
+    "and metrics as one at a time.",
+)
 def compare(
     config_path: Path | None,
     overrides: tuple[str, ...],
     arm_specs: tuple[str, ...],
     seeds: str,
     out: Path,
+    jobs: int,
 ) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
     from emu_dgl.config import config_arms
@@ -507,7 +517,7 @@ def compare(
         raise click.BadParameter(
             f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds"
         ) from None
-    result = run_comparison(base, list(overrides), arms, seed_list, out)
+    result = run_comparison(base, list(overrides), arms, seed_list, out, jobs=jobs, say=click.echo)
     from emu_dgl.experiments.compare import markdown_table
 
     click.echo(markdown_table(result))
