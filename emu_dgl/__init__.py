@@ -6,12 +6,19 @@
 
 The public names are imported on first use (PEP 562), so ``import emu_dgl`` and
 ``emu-dgl --help`` do not pay for torch, DGL and pandas.
+
+``import emu_dgl`` makes a plain ``import dgl`` work in this process: the PyPI wheel of
+DGL 2.1.0 does not import next to a current torch as shipped, and
+:mod:`emu_dgl._dgl` installs the two fixes it needs (without importing DGL yet).
+``emu_dgl.dgl`` is that DGL module.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from emu_dgl import _dgl  # noqa: F401  (cheap: makes `import dgl` work, imports no DGL)
 
 __version__ = "0.1.0"
 
@@ -25,6 +32,8 @@ _LAZY = {
     "EMUMutation": "emu_dgl.models",
     "MixupMutation": "emu_dgl.models",
     "build_sampler": "emu_dgl.sampling",
+    "dgl": "emu_dgl._dgl",
+    "load_run": "emu_dgl.training.trainer",
 }
 
 __all__ = [
@@ -35,14 +44,19 @@ __all__ = [
     "KnowledgeGraph",
     "MixupMutation",
     "build_sampler",
+    "dgl",
     "load_dataset",
+    "load_run",
     "train",
 ]
 
 if TYPE_CHECKING:
+    import dgl
+
     from emu_dgl.data import KnowledgeGraph, load_dataset
     from emu_dgl.models import DECODERS, EMUMutation, KGEModel, MixupMutation
     from emu_dgl.sampling import SAMPLERS, build_sampler
+    from emu_dgl.training.trainer import load_run
 
 
 def __getattr__(name: str) -> Any:
