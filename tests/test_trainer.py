@@ -102,6 +102,35 @@ def test_killed_run_resumes_to_identical_metrics(kg, tmp_path, overrides):
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
+def test_every_validation_is_a_checkpoint_whatever_checkpoint_every_says(kg, tmp_path):
+    # The paper configs checkpoint every 5,000 steps; a short run of them must not lose
+    # everything to a crash after its first validation.
+    config = small_config("train.valid_every=10", "train.checkpoint_every=5000")
+    uninterrupted = Trainer(config, tmp_path / "full", kg=kg).fit()
+    assert Trainer(config, tmp_path / "killed", kg=kg).fit(stop_after=15) == {}
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.pt")["step"] == 10  # the first validation's step
+    plan = check_resume(tmp_path / "killed", config.to_dict())
+    assert plan.step == 10
+    resumed = Trainer(config, tmp_path / "killed", kg=kg).fit(resume=plan)
+    assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
+
+
+def test_a_run_with_no_checkpoint_before_its_end_is_warned_about(kg, tmp_path):
+    from emu_dgl.errors import EmuDglWarning
+
+    config = small_config("train.valid_every=0", "train.checkpoint_every=5000")
+    with pytest.warns(
+        EmuDglWarning, match=r"checkpoint_every \(5000\) exceeds train.max_steps \(40\)"
+    ):
+        Trainer(config, tmp_path / "warned", kg=kg).fit()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmuDglWarning)  # a validation before the end: no warning
+        Trainer(small_config("train.checkpoint_every=5000"), tmp_path / "quiet", kg=kg).fit()
+
+
 def test_reference_schedule_switches_to_adam_at_half(kg, tmp_path):
     config = small_config("train.schedule=reference", "train.max_steps=40", "train.lr=0.1")
     trainer = Trainer(config, tmp_path / "run", kg=kg)

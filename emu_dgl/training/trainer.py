@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +35,7 @@ from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
 from emu_dgl.device import resolve_device, resolve_threads
-from emu_dgl.errors import ConfigError, DataError, DivergenceError, RunError
+from emu_dgl.errors import ConfigError, DataError, DivergenceError, EmuDglWarning, RunError
 from emu_dgl.training.build import (
     check_components,
     evaluator_from_config,
@@ -88,7 +90,7 @@ class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import canonical_dataset, load_dataset, processed_dir
+        from emu_dgl.data import canonical_dataset, load_dataset
         from emu_dgl.training.memory import check_memory
 
         check_components(config)
@@ -143,10 +145,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config,
-            self.kg,
-            self.device,
-            cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
+            config, self.kg, self.device, announce=config.train.progress
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
         # emu.separate_draws: the mutated negatives get a draw of their own from the same
@@ -434,6 +433,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        self._warn_if_no_checkpoint_before_the_end()
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -459,16 +459,20 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 since_log = 0
             bar.update(1)
+            validated = False
             if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 metrics = self._validate(step)
+                validated = True
                 if self._improved(metrics[metric_key], best, step):
                     save_checkpoint(self._best_state(step), ckpt_dir / BEST)
                 elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
                     stopped_early = True
                 tick = time.perf_counter()
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopped_early:
+            # Every validation is also a checkpoint: a crash then resumes from the step whose
+            # best.pt exists, whatever checkpoint_every says (the paper configs' 5,000 included).
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or validated:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
@@ -498,9 +502,20 @@ class Trainer:
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
         }
+        final = {}
+        for split in ("valid", "test"):
+            triples = self.kg.splits[split]
+            if cfg.progress:  # after the bar's 100%: say what the next seconds (or minutes) do
+                print(
+                    f"evaluating {split} ({len(triples):,} triples, {self._protocol_words()}) "
+                    f"with the best step's weights (step {best['step']}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
         result = {
-            "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
-            "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
+            "valid": final["valid"],
+            "test": final["test"],
             "best_step": best["step"],
             "steps": step,
             "stopped_early": stopped_early,
@@ -513,6 +528,24 @@ class Trainer:
         }
         write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
         return result
+
+    def _protocol_words(self) -> str:
+        ev = self.config.eval
+        if ev.protocol == "sampled":
+            return f"sampled protocol: {ev.num_negatives} candidates per query"
+        return f"full ranking against {self.kg.num_entities:,} entities"
+
+    def _warn_if_no_checkpoint_before_the_end(self) -> None:
+        """A run whose first checkpoint would be its last loses everything to a crash."""
+        cfg = self.config.train
+        if cfg.checkpoint_every > cfg.max_steps and not 0 < cfg.valid_every < cfg.max_steps:
+            warnings.warn(
+                f"train.checkpoint_every ({cfg.checkpoint_every}) exceeds train.max_steps "
+                f"({cfg.max_steps}) and no validation comes before the end, so a crash loses the "
+                "whole run; lower train.checkpoint_every or train.valid_every",
+                EmuDglWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ divergence
 
