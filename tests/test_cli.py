@@ -176,3 +176,37 @@ def test_arm_names_are_folder_safe():
     for bad in ("../up:emu.enabled=true", "a/b:train.lr=1", ":train.lr=1", "../up"):
         with pytest.raises(ConfigError):
             parse_arm(bad)
+
+
+def test_a_run_trained_on_a_graph_from_python_opens_in_the_cli_even_when_moved(tmp_path):
+    from emu_dgl import KnowledgeGraph
+    from emu_dgl.config import QUICKSTART, load_config
+    from emu_dgl.training.trainer import Trainer
+
+    base = load_dataset("synthetic")
+    # names that the synthetic dataset (the config's dataset.name) does not have
+    kg = KnowledgeGraph(
+        name="mine",
+        entity_names=[f"my-{n}" for n in base.entity_names],
+        relation_names=base.relation_names,
+        train=base.train,
+        valid=base.valid,
+        test=base.test,
+    )
+    config = load_config(QUICKSTART, ["train.max_steps=10", "train.progress=false"])
+    metrics = Trainer(config, tmp_path / "run", kg=kg).fit()
+    (tmp_path / "run").rename(tmp_path / "moved")
+    run = str(tmp_path / "moved")
+    shown = CliRunner().invoke(main, ["evaluate", run, "--json", "--device", "cpu"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["test"]["mrr"] == metrics["test"]["mrr"]
+    name = kg.entity_names[int(kg.train[0, 0])]
+    relation = kg.relation_names[int(kg.train[0, 1])]
+    predicted = CliRunner().invoke(main, ["predict", run, "--head", name, "--relation", relation])
+    assert predicted.exit_code == 0, predicted.output
+    assert "my-" in predicted.stdout
+    resumed = CliRunner().invoke(
+        main, ["train", "--resume", run, "--set", "train.max_steps=12", *FAST[-4:]]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "moved" / "metrics.json").read_text())["steps"] == 12

@@ -13,9 +13,9 @@ from emu_dgl.data import (
     CATALOGUE,
     CatalogueEntry,
     archive_url,
+    cache_root,
     data_root,
     download_dataset,
-    cache_root,
     load_dataset,
 )
 from emu_dgl.data.catalogue import extract_splits

@@ -73,8 +73,15 @@ def main() -> None:
 
 
 def _format_table(metrics: dict[str, Any]) -> str:
+    from emu_dgl.evaluation import describe_protocol
+
     cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
-    lines = [f"{'split':<12}" + "".join(f"{c:>10}" for c in cols)]
+    lines = []
+    for split in ("valid", "test"):  # the protocol first: sampled and full numbers differ
+        if split in metrics:
+            lines.append(describe_protocol(metrics[split]))
+            break
+    lines.append(f"{'split':<12}" + "".join(f"{c:>10}" for c in cols))
     for split in ("valid", "test"):
         if split not in metrics:
             continue

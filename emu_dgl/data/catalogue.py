@@ -463,6 +463,19 @@ def load_directory(
     return kg
 
 
+def _load_saved_graph(path: Path) -> KnowledgeGraph:
+    """A graph written by ``KnowledgeGraph.save`` (a run trained from Python keeps its own)."""
+    from emu_dgl.data.knowledge_graph import KnowledgeGraph
+
+    try:
+        return KnowledgeGraph.load(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{path}: not a graph saved by KnowledgeGraph.save ({type(exc).__name__}); "
+            "pass a dataset folder or a saved graph"
+        ) from None
+
+
 def _note_shadowed(local: Path, used: Path) -> None:
     """Say so when a folder of the same name in the working directory is not the one used."""
     from emu_dgl.errors import EmuDglWarning
@@ -506,7 +519,8 @@ def load_dataset(
     generated power-law graph (:mod:`emu_dgl.data.synthetic_large`), cached; a plain name with ``<data root>/<name>/``
     holding the split files loads from there (no network); a catalogue name is
     otherwise downloaded (``download=False`` makes that an error); anything else must
-    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``, or a ``.npz`` file
+    written by ``KnowledgeGraph.save`` (as a run trained on a graph from Python keeps).
     """
     text = os.fspath(name_or_path)
     if cache_dir is None and cache:
@@ -541,6 +555,8 @@ def load_dataset(
     path = Path(text).expanduser()
     if path.is_dir():
         return load_directory(path, cache=cache, cache_dir=cache_dir)
+    if path.is_file() and path.suffix == ".npz":
+        return _load_saved_graph(path)
     if is_plain_name:
         _entry(text)  # raises the "unknown dataset" error listing the catalogue
     raise DataError(

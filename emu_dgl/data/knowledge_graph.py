@@ -466,6 +466,7 @@ class KnowledgeGraph:
         save_npz(
             Path(path),
             {
+                "name": np.frombuffer(self.name.encode(), dtype=np.uint8),
                 "source_key": np.frombuffer(source_key.encode(), dtype=np.uint8),
                 "entity_names": encode_names(self.entity_names),
                 "relation_names": encode_names(self.relation_names),
@@ -477,11 +478,13 @@ class KnowledgeGraph:
 
     @classmethod
     def load(cls, path: str | Path, *, name: str | None = None) -> KnowledgeGraph:
-        """Read what :meth:`save` wrote. ``name`` defaults to the file's stem."""
+        """Read what :meth:`save` wrote. ``name`` defaults to the saved name (else the file's stem)."""
         arrays: dict[str, Any] = load_npz(Path(path))
         num_entities, num_relations = (int(x) for x in arrays["counts"])
+        if name is None:
+            name = arrays["name"].tobytes().decode() if "name" in arrays else Path(path).stem
         kg = cls(
-            name=name if name is not None else Path(path).stem,
+            name=name,
             entity_names=decode_names(arrays["entity_names"], num_entities),
             relation_names=decode_names(arrays["relation_names"], num_relations),
             duplicates=dict(zip(SPLIT_NAMES, (int(x) for x in arrays["duplicates"]), strict=True)),

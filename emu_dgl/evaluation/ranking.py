@@ -16,17 +16,21 @@ built once with a sort, and each batch gathers its answers with ``repeat_interle
 
 On graphs with millions of entities, scoring every entity for every query is slow;
 ``protocol="sampled"`` ranks the target against ``num_negatives`` entities per query
-and side instead (the protocol of OGB's ogbl-wikikg2), drawn uniformly and fixed by a
-seed, filtered like the full protocol. Its numbers are not comparable to full-ranking
-numbers (MRR is much higher); the metrics say which protocol produced them.
+and side instead (the protocol of OGB's ogbl-wikikg2), fixed by a seed. They are
+drawn uniformly *without replacement* from the entities that are not known answers
+of the query (filtered, like the full protocol), so when ``num_negatives`` reaches
+that count the sample is the whole set and the ranks equal the full protocol's
+exactly. Otherwise its numbers are not comparable to full-ranking numbers (MRR is
+much higher); the metrics say which protocol produced them, and whether every
+query's sample was the whole set.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -173,6 +177,7 @@ class FilteredEvaluator:
         self.num_negatives = num_negatives
         self.seed = seed
         self.announce_after = announce_after
+        self._queries = self._whole_queries = 0
         self._index = {side: _AnswerIndex(known, num_relations, side) for side in ("head", "tail")}
 
     @torch.no_grad()
@@ -214,41 +219,105 @@ class FilteredEvaluator:
                     )
         return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
 
-    def sampled_candidates(self, chunk: int, count: int, side: Side, num_entities: int) -> Tensor:
-        """Candidates [count, num_negatives] of the triples of chunk ``chunk`` (CPU tensor)."""
+    def sampled_candidates(
+        self, chunk: int, batch: Tensor, side: Side, num_entities: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Candidates of the triples ``batch`` (chunk number ``chunk`` of the list).
+
+        Returns ``(ids, valid, whole)``: ``ids`` and ``valid`` are ``[len(batch), k]`` with
+        ``k = min(num_negatives, num_entities)``; for each query, ``min(num_negatives,
+        n_free)`` distinct entities drawn uniformly without replacement from its
+        ``n_free`` entities that are neither the target nor a known answer fill the
+        ``valid`` slots (the others are padding). ``whole[i]`` says that query ``i``'s
+        sample is all of its ``n_free`` entities (``n_free <= num_negatives``), so its
+        rank is its full filtered rank. Draws come from a generator seeded by
+        (``seed``, side, ``chunk``) only.
+
+        Two exact ways to draw, chosen by cost: when ``num_entities`` is small next to
+        ``num_negatives``, a random key per entity and the ``k`` smallest keys (``topk``;
+        known answers get a key above every other). Otherwise ``2 k`` uniform ids per
+        query with replacement; the first ``k`` that are new and not known answers, in
+        order of appearance, are a uniform ``k``-subset (skipping repeats of an i.i.d.
+        sequence is drawing without replacement); the rare query with fewer than ``k``
+        such ids falls back to the keys.
+        """
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * chunk + (side == "tail"))
-        return torch.randint(num_entities, (count, self.num_negatives), generator=gen)
+        anchor, target = (
+            (batch[:, 0], batch[:, 2]) if side == "tail" else (batch[:, 2], batch[:, 0])
+        )
+        rows, answers = self._index[side].lookup(anchor, batch[:, 1])
+        count = len(batch)
+        # excluded (query, entity) pairs as keys query * E + entity: known answers and the target
+        local = torch.arange(count, device=batch.device)
+        excluded = torch.cat([rows * num_entities + answers, local * num_entities + target]).cpu()
+        distinct = torch.unique(excluded)
+        n_free = num_entities - torch.bincount(distinct // num_entities, minlength=count)
+        whole = (n_free <= self.num_negatives).to(batch.device)
+        k = min(self.num_negatives, num_entities)
+        draws = 2 * k
+        if num_entities <= 4 * draws:
+            ids, valid = self._keyed_candidates(gen, count, k, num_entities, distinct)
+            return ids.to(batch.device), valid.to(batch.device), whole
+        ids = torch.randint(num_entities, (count, draws), generator=gen)
+        known = torch.isin(torch.arange(count)[:, None] * num_entities + ids, excluded)
+        # a repeat: equal to its predecessor once each row is sorted (stable: the first stays)
+        values, order = torch.sort(ids, dim=1, stable=True)
+        repeat_sorted = torch.zeros_like(known)
+        repeat_sorted[:, 1:] = values[:, 1:] == values[:, :-1]
+        repeat = torch.empty_like(known).scatter_(1, order, repeat_sorted)
+        position = torch.arange(draws).expand(count, draws)
+        first = torch.where(known | repeat, draws, position).sort(dim=1).values[:, :k]
+        enough = first[:, -1] < draws
+        ids = ids.gather(1, first.clamp_max(draws - 1))
+        valid = torch.ones_like(ids, dtype=torch.bool)
+        if not bool(enough.all()):
+            short = torch.nonzero(~enough).flatten()
+            pair_row = excluded // num_entities
+            pick = torch.isin(pair_row, short)
+            # renumber the short rows 0..len(short)-1 for the keyed draw
+            renumber = torch.full((count,), -1, dtype=torch.long)
+            renumber[short] = torch.arange(len(short))
+            sub = renumber[pair_row[pick]] * num_entities + excluded[pick] % num_entities
+            ids[short], valid[short] = self._keyed_candidates(gen, len(short), k, num_entities, sub)
+        return ids.to(batch.device), valid.to(batch.device), whole
+
+    @staticmethod
+    def _keyed_candidates(
+        gen: torch.Generator, count: int, k: int, num_entities: int, excluded: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``k`` smallest of one uniform key per (query, entity); excluded pairs
+        (keys ``query * E + entity``) get key 2, above every drawn key, and come out as
+        padding when a query has fewer than ``k`` other entities."""
+        keys = torch.rand(count, num_entities, generator=gen)
+        keys.view(-1)[excluded] = 2.0
+        smallest, ids = keys.topk(k, dim=1, largest=False)
+        return ids, smallest < 2.0
 
     def _sampled_ranks(self, scorer: object, triples: Tensor, side: Side) -> Tensor:
-        """Ranks against ``num_negatives`` entities per query (OGB style), filtered.
+        """Ranks against at most ``num_negatives`` filtered candidates per query (OGB style).
 
-        Triple ``i`` of the list draws its candidates uniformly from a generator seeded
-        by (``seed``, side, ``i // SAMPLED_CHUNK``), so every evaluation of the same list
-        (any batch size, any training seed) uses the same candidates. Candidates that
-        are known answers of the query (the target included) are removed from the
-        competition, as in the full filtered protocol; the rank is the realistic rank
-        of the target among itself and the remaining candidates.
+        Triple ``i`` of the list draws its candidates from a generator seeded by
+        (``seed``, side, ``i // SAMPLED_CHUNK``), so every evaluation of the same list
+        (any batch size, any training seed) uses the same candidates (see
+        :meth:`sampled_candidates`). Each chunk is scored in one batched call,
+        ``scorer.score_negatives(batch, [target | candidates], side)``: one gather of the
+        candidate rows ``[b, 1 + k, D]`` and the decoder's broadcast forward, as in
+        training. The rank is the realistic rank of the target among itself and its
+        candidates; padding slots are removed from the competition like known answers.
         """
-        index = self._index[side]
-        device = index.keys.device
+        device = self._index[side].keys.device
         triples = triples.to(device)
         num_entities = int(scorer.num_entities)  # type: ignore[attr-defined]
-        k = self.num_negatives
         out = []
         for c, batch in enumerate(triples.split(SAMPLED_CHUNK)):
-            candidates = self.sampled_candidates(c, len(batch), side, num_entities).to(device)
-            anchor, target = (
-                (batch[:, 0], batch[:, 2]) if side == "tail" else (batch[:, 2], batch[:, 0])
-            )
-            ids = torch.cat([target[:, None], candidates], 1)  # column 0: the target
-            hrt = batch[:, None, :].expand(-1, k + 1, -1).clone()
-            hrt[:, :, 2 if side == "tail" else 0] = ids
-            scores = scorer.score_hrt(hrt.reshape(-1, 3)).view(len(batch), k + 1).float()  # type: ignore[attr-defined]
-            # Known answers among the candidates: compare (row, entity) keys with the filter index.
-            rows, answers = index.lookup(anchor, batch[:, 1])
-            query_row = torch.arange(len(batch), device=device)[:, None]
-            known = torch.isin(query_row * num_entities + candidates, rows * num_entities + answers)
-            filter_rows, filter_cols = torch.nonzero(known, as_tuple=True)
+            ids, valid, whole = self.sampled_candidates(c, batch, side, num_entities)
+            target = batch[:, 2] if side == "tail" else batch[:, 0]
+            self._queries += len(batch)
+            self._whole_queries += int(whole.sum())
+            scores = scorer.score_negatives(  # type: ignore[attr-defined]
+                batch, torch.cat([target[:, None], ids], 1), side
+            ).neg.float()
+            filter_rows, filter_cols = torch.nonzero(~valid, as_tuple=True)
             out.append(
                 realistic_ranks(scores, torch.zeros_like(target), filter_rows, filter_cols + 1)
             )
@@ -271,6 +340,7 @@ class FilteredEvaluator:
         was_training = getattr(scorer, "training", False)
         if hasattr(scorer, "eval"):
             scorer.eval()  # type: ignore[attr-defined]
+        self._queries = self._whole_queries = 0  # counted by the sampled protocol
         try:
             head = self.ranks(scorer, triples, "head", estimate_sides=2)
             tail = self.ranks(scorer, triples, "tail")
@@ -286,9 +356,35 @@ class FilteredEvaluator:
                 head, tail, triples[:, 1], self._index["head"].num_relations, relation_names
             )
         result["protocol"] = self.protocol
+        if hasattr(scorer, "num_entities"):
+            result["num_entities"] = int(scorer.num_entities)  # type: ignore[attr-defined]
         if self.protocol == "sampled":
             result["num_negatives"] = self.num_negatives
+            # True when every query's sample held all its non-answer entities: the numbers
+            # are then the full protocol's.
+            result["whole_set"] = self._whole_queries == self._queries
         return result
+
+
+def describe_protocol(metrics: Mapping[str, Any]) -> str:
+    """One line saying how the ranks behind ``metrics`` (from :meth:`FilteredEvaluator.evaluate`)
+    were computed; every printed table carries it, since sampled and full numbers differ."""
+    if metrics.get("protocol") == "sampled":
+        n = metrics.get("num_negatives")
+        if metrics.get("whole_set"):
+            return (
+                f"protocol: sampled, up to {n} candidates per query and side; every sample "
+                "held all of its query's non-answer entities, so these equal full ranking"
+            )
+        return (
+            f"protocol: sampled, against {n} filtered candidates per query and side (drawn "
+            "without replacement); NOT comparable with full-ranking numbers"
+        )
+    entities = metrics.get("num_entities")
+    against = f"all {entities:,} entities" if isinstance(entities, int) else "all entities"
+    return (
+        f"protocol: full ranking against {against}, filtered; realistic ranks (a tie counts half)"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -30,6 +30,7 @@ import torch
 from emu_dgl.config import Config, load_config
 from emu_dgl.data import canonical_dataset
 from emu_dgl.errors import ConfigError
+from emu_dgl.evaluation import describe_protocol
 
 COLUMNS = ("mrr", "hits@1", "hits@3", "hits@10")
 
@@ -190,7 +191,11 @@ def markdown_table(result: dict[str, Any]) -> str:
                 cells.append(f"{mean:.4f} ± {spread:.4f}" if seeds > 1 else f"{mean:.4f}")
         wall, _ = _summary([r["wall_seconds"] for r in runs])
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {wall:.0f} |")
-    note = f"\nMean{' ± sample std' if seeds > 1 else ''} over {seeds} seed(s); filtered ranks, both sides.\n"
+    protocols = dict.fromkeys(describe_protocol(r["test"]) for r in result["runs"])
+    note = (
+        f"\nMean{' ± sample std' if seeds > 1 else ''} over {seeds} seed(s); filtered ranks, "
+        f"both sides. {' / '.join(protocols)}.\n"
+    )
     return "\n".join(lines) + "\n" + note
 
 

@@ -66,7 +66,19 @@ from emu_dgl.training.run import (
     write_text,
 )
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "load_run", "run_directory"]
+__all__ = [
+    "CONFIG_FILE",
+    "GRAPH_FILE",
+    "METRICS_FILE",
+    "METRICS_LOG",
+    "Trainer",
+    "load_run",
+    "run_directory",
+]
+
+#: A run trained on a graph given in Python (``Trainer(..., kg=kg)``) keeps that graph here
+#: (``KnowledgeGraph.save``), and its config names it, so the CLI opens the run like any other.
+GRAPH_FILE = "graph.npz"
 
 
 def run_directory(config: Config, out: str | Path | None = None) -> Path:
@@ -100,11 +112,10 @@ class Trainer:
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
 
+        self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
         if (self.run_dir / CONFIG_FILE).is_file():
             self.config = config
-            self.kg = (
-                kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
-            )
+            self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
             # An existing run (to resume): give the data the ids it was trained with.
             self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
         else:
@@ -114,11 +125,12 @@ class Trainer:
             self.config.dataset.name = canonical_dataset(
                 config.dataset.name, config.dataset.data_dir
             )
-            self.kg = (
-                kg
-                if kg is not None
-                else load_dataset(self.config.dataset.name, config.dataset.data_dir)
-            )
+            if kg is None:
+                self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            else:
+                # The run's config names the graph it trains on, not the config's dataset.
+                self.kg, self._save_graph = kg, True
+                self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
         check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
         self.train_triples = self.kg.train.to(self.device)
@@ -416,6 +428,8 @@ class Trainer:
         else:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
         self.already_finished = False
+        if self._save_graph and plan is None:
+            self.kg.save(self.run_dir / GRAPH_FILE)
         write_text(self.run_dir / DATA_FILE, json.dumps(data_record(self.kg)) + "\n", "data record")
         write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), "run config")
         resumed_seconds = self._train_seconds
@@ -590,18 +604,28 @@ class Trainer:
 # ---------------------------------------------------------------------- runs on disk
 
 
+def _run_dataset(run_dir: Path, config: Config) -> Any:
+    """The graph of an existing run: its own saved graph (a run trained on a graph from
+    Python, wherever the folder has moved), else the config's dataset."""
+    from emu_dgl.data import KnowledgeGraph, load_dataset
+
+    own = run_dir / GRAPH_FILE
+    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
+        return KnowledgeGraph.load(own)
+    return load_dataset(config.dataset.name, config.dataset.data_dir)
+
+
 def load_run(
     run_dir: str | Path, *, device: str = "cpu", which: str = "best", data_dir: str | None = None
 ) -> tuple[Config, Any, nn.Module]:
     """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
 
     ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
-    The graph is read from the run's dataset and given the ids the run was trained with
+    The graph is read from the run's dataset (or the graph the run keeps, for a run
+    trained on a graph given in Python) and given the ids the run was trained with
     (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
     """
     import yaml
-
-    from emu_dgl.data import load_dataset
 
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
@@ -619,8 +643,9 @@ def load_run(
         raise RunError(f"'{config_path}' is not an emu-dgl run config")
     config = config_from_dict(saved)
     check_components(config)
-    root = data_dir if data_dir is not None else config.dataset.data_dir
-    kg = match_data(load_dataset(config.dataset.name, root), read_data_record(run_dir), run_dir)
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
+    kg = match_data(_run_dataset(run_dir, config), read_data_record(run_dir), run_dir)
     model = model_from_config(config, kg.num_entities, kg.num_relations)
     state = load_checkpoint(run_dir / CHECKPOINTS / f"{which}.pt")
     saved_fp = state.get("data_fingerprint")
