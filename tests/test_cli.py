@@ -99,6 +99,68 @@ def test_export_writes_arrays_and_tables(run_dir, tmp_path):
     assert np.load(tmp_path / "relations.npy").shape[0] == kg.num_relations
 
 
+@pytest.mark.parametrize("model", ["complex", "hake", "distmult"])
+def test_export_meta_describes_the_columns(model, tmp_path):
+    import torch
+
+    from emu_dgl.training.trainer import load_run
+
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--set", f"model.name={model}", "--set", "model.dim=8"]
+    args += ["--set", "train.max_steps=3", *FAST[4:]]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    out = tmp_path / "export"
+    assert CliRunner().invoke(main, ["export", str(run), "--out", str(out)]).exit_code == 0
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    entities, relations = np.load(out / "entities.npy"), np.load(out / "relations.npy")
+    assert meta["model"] == model and meta["dim"] == 8
+    assert meta["entities"]["shape"] == list(entities.shape)
+    assert meta["relations"]["shape"] == list(relations.shape)
+    _, _, trained = load_run(run)
+    triples = torch.tensor([[0, 0, 1], [2, 1, 3], [4, 2, 0]])
+    expected = trained.score_hrt(triples).detach().numpy()
+
+    def part(table, name, block):
+        lo, hi = meta[name]["blocks"][block]
+        return table[:, lo:hi]
+
+    h, r, t = triples.numpy().T
+    if model == "complex":  # Re<h, r, conj t> from the columns meta.json names
+        e_re, e_im = part(entities, "entities", "re"), part(entities, "entities", "im")
+        r_re, r_im = part(relations, "relations", "re"), part(relations, "relations", "im")
+        score = (
+            e_re[h] * r_re[r] * e_re[t]
+            + e_im[h] * r_re[r] * e_im[t]
+            + e_re[h] * r_im[r] * e_im[t]
+            - e_im[h] * r_im[r] * e_re[t]
+        ).sum(1)
+        np.testing.assert_allclose(score, expected, rtol=1e-5, atol=1e-6)
+    elif model == "distmult":
+        e = part(entities, "entities", "embedding")
+        score = (e[h] * part(relations, "relations", "embedding")[r] * e[t]).sum(1)
+        np.testing.assert_allclose(score, expected, rtol=1e-5, atol=1e-6)
+        assert "phase_blocks" not in meta
+    else:
+        assert list(meta["entities"]["blocks"]) == ["phase", "modulus"]
+        assert meta["relations"]["blocks"] == {
+            "phase": [0, 8],
+            "modulus": [8, 16],
+            "bias": [16, 24],
+        }
+        assert meta["phase_blocks"] == ["phase"] and meta["phase_radians_per_unit"] > 0
+        assert set(meta["decoder_parameters"]) == {"modulus_weight", "phase_weight"}
+
+
+def test_every_decoder_names_its_column_blocks():
+    from emu_dgl.models import DECODERS
+
+    for name in DECODERS.names():
+        decoder = DECODERS.get(name)
+        assert len(decoder.entity_blocks) == decoder.entity_factor, name
+        assert len(decoder.relation_blocks) == decoder.relation_factor, name
+        assert set(decoder.phase_blocks) <= set(decoder.entity_blocks + decoder.relation_blocks)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

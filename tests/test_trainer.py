@@ -189,3 +189,18 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an emu-dgl checkpoint"):
         load_checkpoint(foreign)
+
+
+def test_more_negatives_than_entities_is_warned_about(kg, tmp_path):
+    import warnings
+
+    from emu_dgl.errors import EmuDglWarning
+
+    many = small_config(f"sampler.num_negatives={kg.num_entities}")
+    with pytest.warns(EmuDglWarning, match=f"is not below the {kg.num_entities} entities"):
+        Trainer(many, tmp_path / "many", kg=kg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmuDglWarning)
+        Trainer(
+            small_config(f"sampler.num_negatives={kg.num_entities - 1}"), tmp_path / "ok", kg=kg
+        )

@@ -425,7 +425,8 @@ def predict(
     help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
 )
 def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
-    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
+    """Write entities.npy, relations.npy, id-to-name TSV tables and meta.json (the column
+    layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
     last.pt with --checkpoint last.
@@ -434,13 +435,17 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
 
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
+    config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
     from emu_dgl.training.run import disk_error, make_folder
 
     make_folder(out, "export folder")
+    meta = _export_meta(config, model, which)
     try:
         np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
         np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
+        (out / "meta.json").write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         for fname, names in (
             ("entities.tsv", kg.entity_names),
             ("relations.tsv", kg.relation_names),
@@ -452,6 +457,44 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
         f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
     )
+
+
+def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
+    """What ``export`` writes to meta.json: the model, and which columns of each table hold what."""
+    import math
+
+    decoder = model.decoder
+    dim = decoder.dim
+
+    def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
+        rows, width = table.weight.shape
+        if len(names) * dim != width:  # a decoder that does not describe its blocks
+            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
+        size = width // len(names)
+        return {
+            "file": file,
+            "shape": [rows, width],
+            "blocks": {n: [i * size, (i + 1) * size] for i, n in enumerate(names)},
+        }
+
+    meta: dict[str, Any] = {
+        "model": config.model.name,
+        "dim": dim,
+        "gamma": decoder.gamma,
+        "checkpoint": f"{which}.pt",
+        "entities": layout(model.entity, decoder.entity_blocks, "entities.npy"),
+        "relations": layout(model.relation, decoder.relation_blocks, "relations.npy"),
+        "names": {"entities": "entities.tsv", "relations": "relations.tsv"},
+        "blocks_note": "blocks: name -> [first column, end column) of each row",
+    }
+    if decoder.phase_blocks:
+        meta["phase_blocks"] = list(decoder.phase_blocks)
+        meta["phase_radians_per_unit"] = math.pi / decoder.embedding_range
+        meta["phase_note"] = "angle in radians = stored value * phase_radians_per_unit"
+    scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
+    if scalars:
+        meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
+    return meta
 
 
 @main.command()

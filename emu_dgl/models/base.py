@@ -62,6 +62,12 @@ class Decoder(nn.Module):
     #: Reals per entity / relation row for a model width ``dim`` (2 for complex or projected rows).
     entity_factor: ClassVar[int] = 1
     relation_factor: ClassVar[int] = 1
+    #: Names of the ``dim``-wide column blocks of an entity / relation row, in order (what
+    #: ``emu-dgl export`` writes into meta.json), e.g. ``("re", "im")`` for complex rows.
+    entity_blocks: ClassVar[tuple[str, ...]] = ("embedding",)
+    relation_blocks: ClassVar[tuple[str, ...]] = ("embedding",)
+    #: Blocks stored as ``w`` whose angle in radians is ``w * pi / a``, ``a = (gamma + 2) / dim``.
+    phase_blocks: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def entity_width(cls, dim: int) -> int:

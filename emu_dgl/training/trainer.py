@@ -133,6 +133,15 @@ class Trainer:
                 self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
         check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
+        negatives, entities = config.sampler.num_negatives, self.kg.num_entities
+        if negatives >= entities and config.loss.name != "1vsall":
+            warnings.warn(
+                f"sampler.num_negatives ({negatives}) is not below the {entities} entities of "
+                f"'{self.kg.name}': every row repeats entities (they are drawn with replacement); "
+                f"on a graph this small try --set sampler.num_negatives={max(1, entities // 2)}",
+                EmuDglWarning,
+                stacklevel=2,
+            )
         self.train_triples = self.kg.train.to(self.device)
         self._perm_epoch, self._perm = (
             -1,
