@@ -74,14 +74,17 @@ def __dir__() -> list[str]:
 def train(
     config: object = None, *, out: str | None = None, arm: str | None = None, **overrides: object
 ) -> dict:
-    """Train from a config path (or the defaults) plus ``section__key=value`` overrides.
+    """``emu-dgl train`` from Python: a config file (default: the packaged quickstart,
+    ``emu_dgl.config.QUICKSTART``, as for the command) plus ``section__key=value``
+    overrides; returns the final metrics (also in ``<out>/metrics.json``).
 
-    ``train("configs/quickstart.yaml", train__max_steps=500)`` returns the final metrics;
-    ``arm`` picks a named arm of the config file (e.g. ``"sans-base"``).
+    ``train(QUICKSTART, out="runs/q", train__max_steps=500)``; ``arm`` picks a named arm
+    of the config file (e.g. ``"sans-base"``); without ``out`` the run folder follows
+    the config's ``output.dir``. :func:`load_run` opens the run afterwards.
     """
-    from emu_dgl.config import load_config
+    from emu_dgl.config import QUICKSTART, load_config
     from emu_dgl.training.trainer import Trainer, run_directory
 
     sets = [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    cfg = load_config(config, sets, arm=arm)  # type: ignore[arg-type]
+    cfg = load_config(config if config is not None else QUICKSTART, sets, arm=arm)  # type: ignore[arg-type]
     return Trainer(cfg, run_directory(cfg, out)).fit()

@@ -654,6 +654,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------------- 9. compare
 
 
+@pytest.mark.slow
 def test_compare_reuses_only_an_identical_run(tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--out", out, "--arm", "base:emu.enabled=false", *FAST]

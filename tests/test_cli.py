@@ -177,6 +177,7 @@ def test_bad_input_is_one_line(args, fragment):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_compare_runs_every_arm_and_seed(tmp_path):
     out = tmp_path / "cmp"
     args = [
@@ -240,6 +241,7 @@ def test_arm_names_are_folder_safe():
             parse_arm(bad)
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_a_graph_from_python_opens_in_the_cli_even_when_moved(tmp_path):
     from emu_dgl import KnowledgeGraph
     from emu_dgl.config import QUICKSTART, load_config

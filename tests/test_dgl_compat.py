@@ -56,6 +56,7 @@ def test_dgl_data_importable() -> None:
     assert hasattr(data, "FB15k237Dataset")
 
 
+@pytest.mark.slow
 def test_plain_import_dgl_works_after_import_emu_dgl() -> None:
     """What a user's own DGL code does: `import emu_dgl`, then `import dgl` directly."""
     import subprocess

@@ -162,6 +162,7 @@ def test_bad_protocol_is_a_clear_error():
         FilteredEvaluator(triples, 4, protocol="ogb")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_training_and_evaluate_name_the_protocol(tmp_path):
     import json
 

@@ -91,6 +91,7 @@ def _resume_and_compare(run: Path, reference: tuple[dict, list]) -> None:
     assert not list((run / "checkpoints").glob(".*.tmp"))  # leftovers cleaned
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "nth", "link", "left"),
     [
@@ -134,6 +135,7 @@ def test_kill_inside_checkpoint_writing_then_resume_is_exact(
     _resume_and_compare(run, reference)
 
 
+@pytest.mark.slow
 def test_kill_at_random_instants_then_resume_is_exact(tmp_path, reference):
     rng = random.Random(9)
     run = tmp_path / "run"
