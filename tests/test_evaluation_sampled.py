@@ -2,70 +2,65 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.evaluation.ranking import SAMPLED_CHUNK
+from emu_dgl.evaluation.ranking import SAMPLED_CHUNK, random_distinct
 from tests.test_evaluation import TableScorer, make_graph
 
 
 class TripleScorer(TableScorer):
-    """Adds the batched negative scoring the sampled protocol uses."""
+    """Adds the scoring against shared candidates that the sampled protocol uses."""
 
     num_entities = property(lambda self: self.table.shape[0])
 
-    def score_negatives(self, pos: torch.Tensor, ids: torch.Tensor, side: str):
-        h, r, t = (x[:, None].expand_as(ids) for x in pos.unbind(1))
-        h, t = (h, ids) if side == "tail" else (ids, t)
-        return SimpleNamespace(neg=self.table[h, r, t].clone())
+    def score_candidates(self, query: torch.Tensor, candidates: torch.Tensor, side: str):
+        if side == "tail":  # query [h, r]
+            return self.table[query[:, 0, None], query[:, 1, None], candidates[None, :]].clone()
+        return self.table[candidates[None, :], query[:, 0, None], query[:, 1, None]].clone()
 
 
-def _all_candidates(evaluator, triples, side, num_entities):
-    """(ids, valid, whole) of every chunk of ``triples``, as the evaluator draws them."""
-    parts = [
-        evaluator.sampled_candidates(c, batch, side, num_entities)
-        for c, batch in enumerate(triples.split(SAMPLED_CHUNK))
-    ]
-    return tuple(torch.cat(x) for x in zip(*parts, strict=True))
+def _per_query(evaluator, triples, side, num_entities):
+    """Each query's candidate list and whole-set flag, as the evaluator draws them."""
+    lists, wholes = [], []
+    for c, batch in enumerate(triples.split(SAMPLED_CHUNK)):
+        order, valid, whole = evaluator.sampled_candidates(c, batch, side, num_entities)
+        lists += [order[row].tolist() for row in valid]
+        wholes += whole.tolist()
+    return lists, wholes
 
 
-def brute_force_sampled(table, known, triples, side, ids, valid):
+def brute_force_sampled(table, known, triples, side, candidates):
     known_set = {tuple(t) for t in known.tolist()}
     ranks = []
-    for (h, r, t), cands, ok in zip(triples.tolist(), ids.tolist(), valid.tolist(), strict=True):
+    for (h, r, t), cands in zip(triples.tolist(), candidates, strict=True):
         s = float(table[h, r, t])
         better = ties = 0
-        for e, used in zip(cands, ok, strict=True):
+        for e in cands:
             triple = (h, r, e) if side == "tail" else (e, r, t)
-            assert not used or triple not in known_set  # drawn among non-answers only
-            if used:
-                x = float(table[triple])
-                better += x > s
-                ties += x == s
+            assert triple not in known_set  # drawn among non-answers only
+            x = float(table[triple])
+            better += x > s
+            ties += x == s
         ranks.append(1 + better + ties / 2)
     return torch.tensor(ranks, dtype=torch.double)
 
 
-@pytest.mark.parametrize("num_entities", [40, 400], ids=["keyed-draw", "draw-and-skip"])
+@pytest.mark.parametrize("num_entities", [40, 400], ids=["permutation", "draw-and-skip"])
 @pytest.mark.parametrize("side", ["head", "tail"])
 def test_sampled_ranks_match_brute_force(side, num_entities):
     triples, table = make_graph(3, num_entities=num_entities, num_triples=2000)
     known, test = triples, triples[:300]  # > one candidate chunk
     evaluator = FilteredEvaluator(known, 4, protocol="sampled", num_negatives=25, seed=7)
     ranks = evaluator.ranks(TripleScorer(table), test, side)
-    ids, valid, whole = _all_candidates(evaluator, test, side, num_entities)
+    candidates, whole = _per_query(evaluator, test, side, num_entities)
     torch.testing.assert_close(
-        ranks, brute_force_sampled(table, known, test, side, ids, valid), rtol=0, atol=0
+        ranks, brute_force_sampled(table, known, test, side, candidates), rtol=0, atol=0
     )
     known_set = {tuple(t) for t in known.tolist()}
-    for (h, r, t), cands, ok, all_in in zip(
-        test.tolist(), ids.tolist(), valid.tolist(), whole.tolist(), strict=True
-    ):
-        drawn = [e for e, used in zip(cands, ok, strict=True) if used]
+    for (h, r, t), drawn, all_in in zip(test.tolist(), candidates, whole, strict=True):
         free = [
             e
             for e in range(num_entities)
@@ -94,35 +89,46 @@ def test_when_the_sample_is_the_whole_set_sampled_ranks_are_the_full_ranks():
 
 
 @pytest.mark.parametrize(
-    ("num_entities", "k"), [(30, 5), (300, 25)], ids=["keyed-draw", "draw-and-skip"]
+    ("num_entities", "k"), [(30, 5), (600, 25)], ids=["permutation", "draw-and-skip"]
 )
 def test_candidates_are_uniform_over_the_non_answers(num_entities, k):
-    # One query (0, 0, 1) whose other known answers are 2..9, repeated over many chunks:
-    # every other entity should be drawn equally often.
+    # One query (0, 0, 1) whose other known answers are 2..9, in many chunks: every
+    # other entity should be drawn equally often.
     known = torch.tensor([[0, 0, e] for e in range(1, 10)])
-    queries = known[:1].expand(SAMPLED_CHUNK, 3)
     evaluator = FilteredEvaluator(known, 1, protocol="sampled", num_negatives=k, seed=3)
     counts = torch.zeros(num_entities)
-    chunks = 50
+    chunks = 1000
     for c in range(chunks):
-        ids, valid, _ = evaluator.sampled_candidates(c, queries, "tail", num_entities)
-        assert valid.all()
-        counts += torch.bincount(ids.flatten(), minlength=num_entities)
+        order, valid, _ = evaluator.sampled_candidates(c, known[:1], "tail", num_entities)
+        assert int(valid.sum()) == k
+        counts += torch.bincount(order[valid[0]], minlength=num_entities)
     assert counts[1:10].sum() == 0
     free = torch.cat([counts[:1], counts[10:]])
-    expected = chunks * SAMPLED_CHUNK * k / len(free)
+    expected = chunks * k / len(free)
     # (nearly) binomial counts: within 5 standard deviations of their mean
     assert (free - expected).abs().max() < 5 * expected**0.5
 
 
-def test_a_query_with_many_known_answers_falls_back_to_an_exact_draw():
-    num_entities = 400  # draw-and-skip path: 2 x 25 ids per query, mostly known answers here
+def test_random_distinct_is_a_uniform_ordered_sample():
+    gen = torch.Generator().manual_seed(0)
+    firsts = torch.zeros(1000)
+    for _ in range(4000):  # draw-and-skip path (count much smaller than n)
+        ids = random_distinct(gen, 1000, 20)
+        assert len(set(ids.tolist())) == 20 and int(ids.max()) < 1000
+        firsts[ids[0]] += 1
+    assert (firsts - 4).abs().max() < 5 * 4**0.5  # the first id is uniform too
+    assert sorted(random_distinct(gen, 50, 50).tolist()) == list(range(50))
+
+
+def test_a_query_with_many_known_answers_still_gets_its_full_count():
+    num_entities = 400
     known = torch.tensor([[0, 0, e] for e in range(1, 371)])  # 29 free entities (0, 371..399)
     evaluator = FilteredEvaluator(known, 1, protocol="sampled", num_negatives=25, seed=0)
-    ids, valid, whole = evaluator.sampled_candidates(0, known[:4], "tail", num_entities)
+    order, valid, whole = evaluator.sampled_candidates(0, known[:4], "tail", num_entities)
     free = {0, *range(371, 400)}
-    for row, ok in zip(ids.tolist(), valid.tolist(), strict=True):
-        assert all(ok) and len(set(row)) == 25 and set(row) <= free
+    for row in valid:
+        drawn = order[row].tolist()
+        assert len(set(drawn)) == 25 and set(drawn) <= free
     assert not whole.any()
 
 

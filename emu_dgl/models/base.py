@@ -228,6 +228,20 @@ class KGEModel(nn.Module):
             lambda cand: self.decoder.score_heads(cand, r, t), rt.shape[0], slice_size
         )
 
+    def score_candidates(self, query: Tensor, candidates: Tensor, side: Side) -> Tensor:
+        """``query[B,2], candidates[K] -> [B,K]``: the entities ``candidates`` (the same for
+        every query) as tails of ``query = [h, r]`` (``side="tail"``) or as heads of
+        ``query = [r, t]`` (``side="head"``), scored as :meth:`score_t` / :meth:`score_h`
+        score all entities, in candidate slices under the same memory budget."""
+        if side == "tail":
+            h, r = self.entity(query[:, 0]), self.relation(query[:, 1])
+            score: Callable[[Tensor], Tensor] = lambda c: self.decoder.score_tails(h, r, c)  # noqa: E731
+        else:
+            r, t = self.relation(query[:, 0]), self.entity(query[:, 1])
+            score = lambda c: self.decoder.score_heads(c, r, t)  # noqa: E731
+        step = self.default_slice_size(query.shape[0])
+        return torch.cat([score(self.entity(ids)) for ids in candidates.split(step)], dim=1)
+
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""
         per_pair = self.decoder.pair_bytes(self.entity.weight.element_size())
