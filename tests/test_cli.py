@@ -274,3 +274,18 @@ def test_a_run_trained_on_a_graph_from_python_opens_in_the_cli_even_when_moved(t
     )
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((tmp_path / "moved" / "metrics.json").read_text())["steps"] == 12
+
+
+def test_long_phases_say_what_they_do(tmp_path):
+    # A SANS build and each final evaluation print one line before they start (with the
+    # progress bar on), so a run never sits silent after its bar reaches 100%.
+    args = ["train", "--out", str(tmp_path / "run"), "--set", "train.max_steps=2"]
+    args += ["--set", "sampler.name=sans", "--set", "sampler.walks=7", "--set", "train.threads=1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "building SANS candidates (continue walks, k=3, w=7) for 605 entities ..." in err
+    assert "SANS candidates built in " in err and "; cached at " in err
+    assert "evaluating valid (463 triples, full ranking against 605 entities)" in err
+    assert "evaluating test (422 triples, full ranking against 605 entities)" in err
+    assert err.index("evaluating valid") < err.index("evaluating test")
