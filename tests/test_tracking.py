@@ -163,6 +163,7 @@ def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     assert config["model"]["dim"] == 8 and config["emu"]["p"] == 0.39
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorboard", "mlflow", "wandb"])
 def test_missing_package_names_the_extra(tmp_path, monkeypatch, backend):
     # sys.modules[name] = None makes `import name` raise ImportError, as when not installed

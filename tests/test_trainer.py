@@ -121,19 +121,23 @@ def test_every_validation_is_a_checkpoint_whatever_checkpoint_every_says(kg, tmp
 
 
 @pytest.mark.slow
-def test_a_run_with_no_checkpoint_before_its_end_is_warned_about(kg, tmp_path):
-    from emu_dgl.errors import EmuDglWarning
-
-    config = small_config("train.valid_every=0", "train.checkpoint_every=5000")
-    with pytest.warns(
-        EmuDglWarning, match=r"checkpoint_every \(5000\) exceeds train.max_steps \(40\)"
-    ):
-        Trainer(config, tmp_path / "warned", kg=kg).fit()
+def test_a_long_run_with_no_checkpoint_before_its_end_is_warned_about(kg, tmp_path):
     import warnings
 
+    from emu_dgl.errors import EmuDglWarning
+
+    long = ("train.max_steps=2000", "train.valid_every=0", "train.checkpoint_every=5000")
+    with pytest.warns(
+        EmuDglWarning, match=r"checkpoint_every \(5000\) exceeds train.max_steps \(2000\)"
+    ):
+        Trainer(small_config(*long), tmp_path / "warned", kg=kg).fit(stop_after=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", EmuDglWarning)  # a validation before the end: no warning
-        Trainer(small_config("train.checkpoint_every=5000"), tmp_path / "quiet", kg=kg).fit()
+        warnings.simplefilter("error", EmuDglWarning)
+        # a validation before the end is a checkpoint: no warning; nor for a short run
+        quiet = ("train.max_steps=2000", "train.checkpoint_every=5000", "train.valid_every=500")
+        Trainer(small_config(*quiet), tmp_path / "quiet", kg=kg).fit(stop_after=1)
+        short = ("train.valid_every=0", "train.checkpoint_every=5000")
+        Trainer(small_config(*short), tmp_path / "short", kg=kg).fit(stop_after=1)
 
 
 @pytest.mark.slow
@@ -196,18 +200,3 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an emu-dgl checkpoint"):
         load_checkpoint(foreign)
-
-
-def test_more_negatives_than_entities_is_warned_about(kg, tmp_path):
-    import warnings
-
-    from emu_dgl.errors import EmuDglWarning
-
-    many = small_config(f"sampler.num_negatives={kg.num_entities}")
-    with pytest.warns(EmuDglWarning, match=f"is not below the {kg.num_entities} entities"):
-        Trainer(many, tmp_path / "many", kg=kg)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", EmuDglWarning)
-        Trainer(
-            small_config(f"sampler.num_negatives={kg.num_entities - 1}"), tmp_path / "ok", kg=kg
-        )

@@ -24,6 +24,7 @@ import lzma
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -35,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key
-from emu_dgl.errors import DataError
+from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key, warn_untidy_names
+from emu_dgl.errors import DataError, EmuDglError
 
 if TYPE_CHECKING:  # imported where graphs are built: torch is not needed to list the catalogue
     from emu_dgl.data.knowledge_graph import KnowledgeGraph
@@ -69,6 +70,9 @@ class CatalogueEntry:
     archive: str
     sha256: str
     description: str
+    #: bytes of the archive: a download is cut off past it (a mirror serving an endless
+    #: stream would fill the disk before the checksum could tell); None: 4 GiB
+    size: int | None = None
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -79,30 +83,35 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             "FB15k-237.tar.gz",
             "311df7930f842a02979eaa7a802484a6afe62303c07f915f1e6edbc30cbe05e8",
             "Freebase subset without inverse relations (Toutanova & Chen 2015)",
+            3678603,
         ),
         CatalogueEntry(
             "wn18rr",
             "WN18RR.tar.gz",
             "1eb9152f804c140d163462c0d49f65e5a0b30ab5fbb375c5e3353c11a6249060",
             "WordNet subset without inverse relations (Dettmers et al. 2018)",
+            892861,
         ),
         CatalogueEntry(
             "nations",
             "nations.tar.gz",
             "feb3e3e027103089934ea7dfb67d2048d8a43e65d6757a86f2e037acb66f640b",
             "relations between 14 countries (Kok & Domingos 2007)",
+            8077,
         ),
         CatalogueEntry(
             "kinship",
             "kinship.tar.gz",
             "a3cb9ca67213eb38133aebc12901195e283d844ebd59f1a6cbf2d4fa12ced4e6",
             "Alyawarra kinship terms (Kok & Domingos 2007)",
+            42703,
         ),
         CatalogueEntry(
             "umls",
             "umls.tar.gz",
             "26223aa91f0ec8db2324e0f489b9a4425e04d1d0df72ce5cfd62af4b91aee6fd",
             "Unified Medical Language System semantic network (Kok & Domingos 2007)",
+            35648,
         ),
     )
 }
@@ -170,7 +179,15 @@ def cache_root() -> Path:
 
 
 def has_splits(directory: Path) -> bool:
-    return all((directory / file_name).is_file() for file_name in SPLITS.values())
+    """Whether ``directory`` holds the three split files (whatever they are: a FIFO or a
+    broken link in their place is then reported by name when the folder is read)."""
+    return all(os.path.lexists(directory / file_name) for file_name in SPLITS.values())
+
+
+def _partial_splits(directory: Path) -> list[str]:
+    """The split files present in ``directory`` when some, but not all, are."""
+    present = [f for f in SPLITS.values() if os.path.lexists(directory / f)]
+    return present if 0 < len(present) < len(SPLITS) else []
 
 
 def dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -210,6 +227,15 @@ def download_dataset(
     target = root / entry.name
     if has_splits(target) and not force:
         return target
+    present = _partial_splits(target)
+    if present and not force:
+        # The user's files (perhaps edited) are never replaced by a download they did not ask for.
+        missing = [f for f in SPLITS.values() if f not in present]
+        raise DataError(
+            f"dataset folder {target} holds {', '.join(present)} but not {', '.join(missing)}; "
+            f"add the missing file, or move the folder away to download '{entry.name}' again "
+            f"('emu-dgl datasets download {entry.name} --force' replaces the files there)"
+        )
     if not _writable(root):
         raise DataError(
             f"cannot download '{entry.name}': data root {root} is read-only; "
@@ -224,6 +250,12 @@ def download_dataset(
             f"cannot create {target} ({exc.strerror}); choose a writable --data-dir"
         ) from None
     remove_stale_parts(target)
+    print(
+        f"downloading '{entry.name}' from {archive_url(entry)} into {target} "
+        f"({entry.size} bytes, sha256-verified)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         archive = _fetch(entry, target)
         try:
@@ -259,18 +291,25 @@ def remove_stale_parts(folder: Path, *, older_than: float | None = None) -> None
 
 
 def _copy_with_deadline(
-    response: object, out: object, digest: object, bar: object, url: str
+    response: object, out: object, digest: object, bar: object, url: str, limit: int
 ) -> None:
-    """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits."""
+    """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits
+    and the size ``limit`` (the catalogue's size of the archive)."""
     import time
 
     read = getattr(response, "read1", None) or response.read  # type: ignore[attr-defined]
     start = window_start = time.monotonic()
-    window_bytes = 0
+    window_bytes = total = 0
     while True:
         chunk = read(_READ)
         if not chunk:
             return
+        total += len(chunk)
+        if total > limit:
+            raise DataError(
+                f"download from {url} sent more than the {limit} bytes the archive has; the mirror "
+                "does not serve the catalogue's file: set EMU_DGL_MIRROR to another mirror or a file:// folder"
+            )
         digest.update(chunk)  # type: ignore[attr-defined]
         out.write(chunk)  # type: ignore[attr-defined]
         bar.update(len(chunk))  # type: ignore[attr-defined]
@@ -314,7 +353,8 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
                         disable=None,  # shown on a terminal only
                         leave=False,
                     ) as bar:
-                        _copy_with_deadline(response, out, digest, bar, url)
+                        limit = entry.size if entry.size is not None else 1 << 32
+                        _copy_with_deadline(response, out, digest, bar, url, limit)
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 if isinstance(exc, TimeoutError | socket.timeout):
@@ -449,6 +489,7 @@ def load_directory(
                 # The file name is only a prefix of the key; the full key inside must match too
                 # (a cache file copied over another one is not trusted).
                 if cached.source_key == key:
+                    warn_untidy_names(directory, cached.entity_names, cached.relation_names)
                     return cached
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
                 pass  # unreadable or stale layout: parse again and overwrite
@@ -458,8 +499,9 @@ def load_directory(
     if cache_path is not None:
         try:
             kg.save(cache_path, source_key=key)
-        except OSError as exc:
+        except (OSError, EmuDglError) as exc:  # a cache is optional
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
+    warn_untidy_names(directory, kg.entity_names, kg.relation_names)
     return kg
 
 
@@ -536,11 +578,17 @@ def load_dataset(
     is_plain_name = (
         not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text
     )
+    if not text.strip():
+        raise DataError(
+            "the dataset name is empty; name a dataset (emu-dgl datasets list) or a folder of TSV files"
+        )
     if is_plain_name and text not in ("", ".", ".."):
         local = Path(text)
         for candidate in dict.fromkeys((text, text.lower())):
             folder = data_root(data_dir) / candidate
-            if has_splits(folder):
+            if has_splits(folder) or (
+                _partial_splits(folder) and text.lower() not in CATALOGUE
+            ):  # an incomplete folder of the user's: the missing file is named when loading
                 _note_shadowed(local, folder)
                 return load_directory(folder, name=candidate, cache=cache, cache_dir=cache_dir)
         if text.lower() in CATALOGUE:

@@ -10,9 +10,12 @@ seed with the same steps, sampler and budget through the ordinary :class:`Traine
 * ``valid_mrr.png``: validation MRR against step for every arm (needs matplotlib, the
   ``[plot]`` extra; without it the command says the plot was skipped).
 
-A run whose folder already holds the same resolved config is not run again (finished)
-or is resumed (interrupted), so an interrupted comparison continues where it stopped;
-a folder holding a run of other settings is an error, never reported as new.
+A run whose folder already holds the same resolved config, trained on the same data
+(its data fingerprint), is not run again (finished) or is resumed (interrupted), so an
+interrupted comparison continues where it stopped; a folder holding a run of other
+settings or other data is an error, never reported as new. Arm names become folder
+names and must each be one safe name; seeds must be distinct. ``OUT`` must be new,
+empty, or hold an earlier comparison (``allow_nonempty`` writes into another folder).
 """
 
 from __future__ import annotations
@@ -29,8 +32,20 @@ import torch
 
 from emu_dgl.config import Config, load_config
 from emu_dgl.data import canonical_dataset
-from emu_dgl.errors import ConfigError
+from emu_dgl.errors import ConfigError, DataError, EmuDglError, shown
 from emu_dgl.evaluation import describe_protocol
+from emu_dgl.files import path_component
+from emu_dgl.training.run import (
+    METRICS_FILE,
+    METRICS_LOG,
+    RunLock,
+    check_empty_folder,
+    open_run,
+    read_json,
+    read_run_config,
+    run_path,
+    write_text,
+)
 
 COLUMNS = ("mrr", "hits@1", "hits@3", "hits@10")
 
@@ -46,15 +61,7 @@ def parse_arm(text: str) -> Arm:
     """``'emu:emu.enabled=true,emu.p=0.39'`` -> Arm('emu', (...)); ``'base:'`` has no overrides;
     ``'sans-base'`` (no colon) is the config file's arm of that name."""
     name, rest = text.split(":", 1) if ":" in text else (text, None)
-    name = name.strip()
-    if (
-        not name
-        or name.startswith(".")
-        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
-        raise ConfigError(
-            f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'"
-        )
+    name = path_component(name.strip(), "--arm name")
     if rest is None:
         return Arm(name, (), preset=name)
     return Arm(name, tuple(part.strip() for part in rest.split(",") if part.strip()))
@@ -63,21 +70,66 @@ def parse_arm(text: str) -> Arm:
 DEFAULT_ARMS = (Arm("base", ("emu.enabled=false",)), Arm("emu", ("emu.enabled=true",)))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; a ConfigError for anything but distinct integers."""
+    seeds = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            seeds.append(int(part.strip()))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {shown(text)}: {shown(part.strip())} is not an integer; give e.g. --seeds 0,1,2"
+            ) from None
+    return check_seeds(seeds)
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """``seeds`` if it is a non-empty list of distinct integers (one run each)."""
+    if not seeds:
+        raise ConfigError("--seeds names no seed; give e.g. --seeds 0,1,2")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--seeds lists {', '.join(map(str, repeated))} more than once: a run counted twice would "
+            "shrink the spread; give each seed once"
+        )
+    return list(seeds)
+
+
+#: What a comparison folder holds besides its ``<arm>/seed<k>/`` runs.
+COMPARISON_FILES = frozenset({"results.json", "table.md", "valid_mrr.png"})
+
+
+def _check_out(out: Path, allow_nonempty: bool) -> None:
+    """``out`` must be new, empty or an earlier comparison (files above, folders of seed runs)."""
+    if not out.is_dir():
+        return
+
+    def arm_folder(path: Path) -> bool:
+        return (
+            path.is_dir()
+            and not path.is_symlink()
+            and all(p.name.startswith("seed") and p.is_dir() for p in path.iterdir())
+        )
+
+    own = frozenset(p.name for p in out.iterdir() if p.name in COMPARISON_FILES or arm_folder(p))
+    check_empty_folder(out, "comparison", allow_nonempty=allow_nonempty, own=own)
+
+
 def _existing_run(run_dir: Path, config: Config) -> bool:
     """Whether ``run_dir`` holds a run (finished or not) of exactly ``config``.
 
     A folder holding a run of other settings is refused rather than reported as new.
     """
-    import yaml
+    from emu_dgl.training.run import differing_keys, holds_run
 
-    from emu_dgl.training.run import CONFIG_FILE, differing_keys
-
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
+    if not holds_run(run_dir):
         return False
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        saved = read_run_config(run_dir)
+    except EmuDglError:
         saved = None
     differs = (
         differing_keys(saved, config.to_dict())
@@ -92,13 +144,57 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
     return True
 
 
+def _check_same_data(run_dir: Path, config: Config, graphs: dict[tuple[str, str], Any]) -> None:
+    """Refuse to reuse a finished run whose dataset files changed since it was trained."""
+    from emu_dgl.data import load_dataset
+    from emu_dgl.training.run import match_data, read_data_record
+
+    key = (config.dataset.name, str(config.dataset.data_dir))
+    if key not in graphs:
+        graphs[key] = load_dataset(config.dataset.name, config.dataset.data_dir)
+    try:
+        match_data(graphs[key], read_data_record(run_dir), run_dir)
+    except DataError as exc:
+        raise ConfigError(
+            f"'{run_dir}' holds a run trained on other data ({exc}); choose another --out, "
+            "or delete that folder to run it again"
+        ) from None
+
+
 def _valid_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, valid MRR) of every validation in the run's log (lines cut or edited skipped)."""
+    from emu_dgl.files import read_bytes
+
     curve = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "valid":
+    for line in (
+        read_bytes(run_dir / METRICS_LOG, "metrics log").decode(errors="replace").splitlines()
+    ):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("split") == "valid"
+            and isinstance(record.get("step"), int)
+            and isinstance(record.get("mrr"), int | float)
+        ):
             curve.append((record["step"], record["mrr"]))
     return curve
+
+
+def _finished(run_dir: Path) -> tuple[dict[str, Any], float] | None:
+    """(final metrics, wall seconds) of a finished run, or None (unfinished, or its files
+    cut short: resuming it writes them again)."""
+    try:
+        metrics = read_json(run_dir / METRICS_FILE, "metrics file")
+        wall = read_json(run_dir / "wall.json", "wall-time record")["seconds"]
+    except (EmuDglError, TypeError, KeyError):
+        return None
+    ok = isinstance(metrics, dict) and all(
+        isinstance(metrics.get(k), dict) for k in ("valid", "test")
+    )
+    return (metrics, float(wall)) if ok and isinstance(wall, int | float) else None
 
 
 def _summary(values: list[float]) -> tuple[float, float]:
@@ -111,13 +207,19 @@ def run_comparison(
     arms: list[Arm],
     seeds: list[int],
     out: Path,
+    *,
+    allow_nonempty: bool = False,
 ) -> dict[str, Any]:
     """Run every arm x seed (skipping finished runs) and write results, table and plot."""
     from emu_dgl.training.build import check_components
     from emu_dgl.training.trainer import Trainer
 
+    for arm in arms:
+        path_component(arm.name, "arm name")
     if len({arm.name for arm in arms}) != len(arms):
         raise ConfigError("two --arm options share a name; give each arm its own name")
+    seeds = check_seeds(list(seeds))
+    out = run_path(out)
     # Validate every arm's config before any training starts.
     configs: dict[tuple[str, int], Config] = {}
     for arm in arms:
@@ -126,52 +228,60 @@ def run_comparison(
                 config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
             )
             check_components(configs[arm.name, seed])
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out, allow_nonempty)
+    graphs: dict[tuple[str, str], Any] = {}
     runs: list[dict[str, Any]] = []
-    for arm in arms:
-        for seed in seeds:
-            run_dir = out / arm.name / f"seed{seed}"
-            config = configs[arm.name, seed]
-            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
-            existing = _existing_run(run_dir, config)
-            finished = run_dir / "metrics.json"
-            if existing and finished.exists() and (run_dir / "wall.json").exists():
-                metrics = json.loads(finished.read_text())
-                wall = json.loads((run_dir / "wall.json").read_text())["seconds"]
-            else:
-                start = time.perf_counter()
-                trainer = Trainer(config, run_dir)
-                trainer.progress_label = f"{arm.name} seed {seed}"
-                metrics = trainer.fit(resume=existing)
-                wall = time.perf_counter() - start
-                (run_dir / "wall.json").write_text(json.dumps({"seconds": wall}))
-            runs.append(
-                {
-                    "arm": arm.name,
-                    "seed": seed,
-                    "wall_seconds": wall,
-                    "valid": metrics["valid"],
-                    "test": metrics["test"],
-                    "best_step": metrics["best_step"],
-                    "curve": _valid_curve(run_dir),
-                }
-            )
-    result = {
-        "arms": {
-            arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides)
-            for arm in arms
-        },
-        "base_overrides": overrides,
-        "config": str(config_path) if config_path else None,
-        "seeds": seeds,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "runs": runs,
-    }
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "table.md").write_text(markdown_table(result))
-    # not saved in results.json: whether a plot exists says nothing about the runs
-    result = {**result, "plotted": plot_curves(result, out / "valid_mrr.png")}
-    return result
+    with RunLock(out):  # one comparison at a time writes results.json and table.md here
+        for arm in arms:
+            for seed in seeds:
+                run_dir = out / arm.name / f"seed{seed}"
+                config = configs[arm.name, seed]
+                config.dataset.name = canonical_dataset(
+                    config.dataset.name, config.dataset.data_dir
+                )
+                existing = _existing_run(run_dir, config)
+                done = _finished(run_dir) if existing else None
+                if done is not None:
+                    _check_same_data(run_dir, config, graphs)
+                    metrics, wall = done
+                else:
+                    start = time.perf_counter()
+                    with open_run(run_dir, config, resume=existing) as run:
+                        trainer = Trainer(config, run_dir)
+                        trainer.progress_label = f"{arm.name} seed {seed}"
+                        metrics = trainer.fit(resume=run.plan or False)
+                        wall = time.perf_counter() - start
+                        write_text(
+                            run_dir / "wall.json",
+                            json.dumps({"seconds": wall}) + "\n",
+                            "wall-time record",
+                        )
+                runs.append(
+                    {
+                        "arm": arm.name,
+                        "seed": seed,
+                        "wall_seconds": wall,
+                        "valid": metrics["valid"],
+                        "test": metrics["test"],
+                        "best_step": metrics["best_step"],
+                        "curve": _valid_curve(run_dir),
+                    }
+                )
+        result = {
+            "arms": {
+                arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides)
+                for arm in arms
+            },
+            "base_overrides": overrides,
+            "config": str(config_path) if config_path else None,
+            "seeds": seeds,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "runs": runs,
+        }
+        write_text(out / "results.json", json.dumps(result, indent=2) + "\n", "comparison results")
+        write_text(out / "table.md", markdown_table(result), "comparison table")
+        # not saved in results.json: whether a plot exists says nothing about the runs
+        return {**result, "plotted": plot_curves(result, out / "valid_mrr.png")}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -226,6 +336,17 @@ def plot_curves(result: dict[str, Any], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return True
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as PNG through :func:`emu_dgl.files.write_atomic` (no link followed)."""
+    import io
+
+    from emu_dgl.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    write_atomic(path, buffer.getvalue(), "plot", durable=False)

@@ -55,9 +55,7 @@ neighbourhood the one every later run uses.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -416,17 +414,14 @@ def _load(
 
 def _save_atomic(neighbourhood: Neighbourhood, path: Path) -> None:
     from emu_dgl.data.io import remove_stale_temporaries
+    from emu_dgl.files import make_dir, write_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path, prefix=path.name + ".")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(neighbourhood.state_dict(), handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    make_dir(path.parent, "neighbourhood cache folder")
+    remove_stale_temporaries(path)
+    state = neighbourhood.state_dict()
+    write_atomic(
+        path, lambda handle: torch.save(state, handle), "neighbourhood cache", durable=False
+    )
 
 
 def build_neighbourhood(
