@@ -312,6 +312,7 @@ def test_an_unreadable_split_file_is_not_a_full_disk(
     assert "space" not in line and "write" not in line
 
 
+@pytest.mark.slow
 def test_a_sparse_gigabyte_of_nul_bytes_is_refused_in_a_streaming_pass(tmp_path: Path) -> None:
     folder = _dataset(tmp_path)
     train = folder / "train.txt"

@@ -188,6 +188,7 @@ def test_suggest_names_orders_case_then_substring_then_spelling():
     assert grep_names(names, "OBAMA") == names[:4] and grep_names(names, None) == names
 
 
+@pytest.mark.slow
 def test_compare_labels_bars_and_says_when_the_plot_is_skipped(tmp_path, monkeypatch):
     import builtins
 
