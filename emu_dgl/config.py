@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
-from emu_dgl.errors import ConfigError
+from emu_dgl.errors import ConfigError, EmuDglError, shown
+from emu_dgl.files import read_bytes, write_atomic
 from emu_dgl.registry import registry_key
 
 #: The packaged quickstart config (DistMult + EMU on the built-in synthetic graph): what
@@ -174,7 +175,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def dump(self, path: Path) -> None:
-        path.write_text(self.to_yaml())
+        write_atomic(path, self.to_yaml(), "config file")
 
     def validate(self) -> Config:
         """Reject impossible values; returns self so calls chain.
@@ -196,7 +197,7 @@ class Config:
             need(
                 isinstance(value, str) and value.strip() != "",
                 key,
-                f"expected a name, got {value!r}",
+                f"expected a name, got {shown(value)}",
             )
             setattr(getattr(self, section), name, registry_key(value))
         self.train.device = self.train.device.strip().lower()
@@ -213,7 +214,25 @@ class Config:
                     raise ConfigError(
                         f"{section.name}.{f.name}: must be a finite number, got {value}"
                     )
+        need(
+            self.dataset.name.strip() != "",
+            "dataset.name",
+            "is empty; name a dataset (e.g. nations, 'emu-dgl datasets list') or a folder of TSV files",
+        )
+        need(
+            self.output.dir.strip() != "",
+            "output.dir",
+            "is empty, which would write into the working folder; e.g. runs/{dataset}-{model}-{time}",
+        )
         _check_output_dir(self.output.dir)
+        for key in ("train.seed", "eval.seed"):
+            section, name = key.split(".")
+            seed = getattr(getattr(self, section), name)
+            need(
+                0 <= seed <= MAX_SEED,
+                key,
+                f"must be in [0, {MAX_SEED}] (the range every random generator of a run accepts), got {shown(seed)}",
+            )
         need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
         need(
             self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}"
@@ -242,7 +261,11 @@ class Config:
         need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
         need(self.train.max_steps > 0, "train.max_steps", "must be positive")
         need(self.train.batch_size > 0, "train.batch_size", "must be positive")
-        need(self.train.lr > 0, "train.lr", f"must be positive, got {self.train.lr}")
+        need(
+            0 < self.train.lr <= MAX_LR,
+            "train.lr",
+            f"must be in (0, {MAX_LR:g}], got {self.train.lr:g} (larger rates overflow the optimizers' float32 updates)",
+        )
         need(0 < self.train.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]")
         need(
             self.train.schedule != "step" or self.train.lr_decay_every > 0,
@@ -260,7 +283,7 @@ class Config:
         if isinstance(backends, str):  # --set tracking.backends=tensorboard,mlflow
             backends = [b for b in backends.split(",") if b.strip()]
         if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
-            raise ConfigError(f"tracking.backends: expected a list of names, got {backends!r}")
+            raise ConfigError(f"tracking.backends: expected a list of names, got {shown(backends)}")
         self.tracking.backends = list(dict.fromkeys(registry_key(b) for b in backends))
         return self
 
@@ -269,6 +292,13 @@ class Config:
 #: :func:`emu_dgl.training.build.check_components`).
 COMPONENT_KEYS = ("model.name", "sampler.name", "emu.variant", "loss.name", "train.optimizer")
 
+
+#: The largest learning rate: above it Adam's first update overflows float32 (no run
+#: learns anything at such rates; every optimizer has diverged long before).
+MAX_LR = 1e30
+
+#: The largest seed: DGL's generator takes 32-bit signed seeds, NumPy's non-negative ones.
+MAX_SEED = 2**31 - 1
 
 #: placeholders that ``output.dir`` may use.
 OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
@@ -282,7 +312,7 @@ def canonical_choice(key: str, value: str, valid: list[str]) -> str:
             return candidate
     close = difflib.get_close_matches(folded, valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
+    raise ConfigError(f"{key}: unknown value {shown(str(value))}{hint}; valid: {', '.join(valid)}")
 
 
 def _check_output_dir(template: str) -> None:
@@ -332,7 +362,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(
-            f"{key}: expected {', or '.join(_expected(a) for a in args)}, got {value!r}"
+            f"{key}: expected {', or '.join(_expected(a) for a in args)}, got {_shown(value)}"
         )
     if origin is Literal:
         if isinstance(value, str):
@@ -347,6 +377,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)  # what --set 'train.max_steps=100' gives as a string from Python
     elif annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -362,7 +394,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return str(value)
     else:
         return value
-    raise ConfigError(f"{key}: expected {_expected(annotation)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_expected(annotation)}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A refused value, bounded, with its Python type: ``0 (int)`` for a flag given as 0."""
+    return f"{shown(value)} ({type(value).__name__})"
 
 
 def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
@@ -371,13 +408,15 @@ def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
+            close = difflib.get_close_matches(str(key)[:100], valid, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{path}'{hint} (valid here: {', '.join(valid)})")
+            raise ConfigError(
+                f"unknown config key {shown(path)}{hint} (valid here: {', '.join(valid)})"
+            )
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{path}: expected a mapping of keys, got {value!r}")
+                raise ConfigError(f"{path}: expected a mapping of keys, got {shown(value)}")
             _merge(current, value, prefix=f"{path}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], path))
@@ -398,53 +437,104 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+#: At most this many YAML values, aliases expanded: a config holds a few hundred. An
+#: "alias bomb" (a few lines of nested ``*alias`` references) expands to billions.
+MAX_YAML_VALUES = 100_000
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last).
+
+    Merge keys (``<<: *base``) work as in YAML: the mapping's own keys override the merged
+    ones, and only the mapping's own keys are checked for duplicates.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, typing.Hashable):
                 continue  # the base class reports unhashable keys
             if key in seen:
                 raise ConfigError(
-                    f"duplicate key '{key}' at line {line} (first at line {seen[key]}); keep one"
+                    f"duplicate key {shown(key)} at line {line} (first at line {seen[key]}); keep one"
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoised per node,
+    so the count costs one visit per distinct node however far the aliases expand)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a node that (through a recursive alias) contains itself counts once
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = size
+    return size
+
+
 def parse_yaml(text: str, where: str) -> Any:
-    """YAML text -> Python data (safe types only, duplicate keys refused), or a ConfigError."""
+    """YAML text -> Python data (safe types only, duplicate keys refused, alias expansion
+    bounded by :data:`MAX_YAML_VALUES`), or a ConfigError."""
+    loader = None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"holds more than {MAX_YAML_VALUES} values once its aliases (*name) are expanded; "
+                "a config needs a few hundred: remove the nested aliases"
+            )
+        return loader.construct_document(node)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{where} is not valid YAML{at} ({problem}); fix the syntax") from None
+        raise ConfigError(
+            f"{where} is not valid YAML{at} ({shown(problem, 80)}); fix the syntax"
+        ) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         # e.g. a timestamp like 2024-13-45, or anchors nested past the recursion limit
         raise ConfigError(
             f"{where} holds a value YAML cannot read ({exc.__class__.__name__}); fix it"
         ) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+#: A config file larger than this is not a config (a FIFO or /dev/zero never ends).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    import os
+
+    if not os.path.lexists(path):
         raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = read_bytes(path, "config file", follow=True, limit=MAX_CONFIG_BYTES)
+    except EmuDglError as exc:  # a FIFO, a folder, a link loop, unreadable: one line from files
+        raise ConfigError(f"{exc}; pass a YAML file") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"config file '{path}' is not UTF-8 text (byte {exc.start}); pass a YAML file"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror})") from None
     data = parse_yaml(text, f"config file '{path}'") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections")
@@ -458,13 +548,13 @@ def _read_chain(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, A
     arms_chain: list[tuple[Path, Any]] = []
     seen: set[Path] = set()
     while True:
+        data = _read_yaml(path)
         resolved = path.resolve()
         if resolved in seen:
             raise ConfigError(
                 f"config file '{path}' extends itself in a cycle; break the 'extends' chain"
             )
         seen.add(resolved)
-        data = _read_yaml(path)
         parent = data.pop("extends", None)
         arms_chain.append((path, data.pop("arms", None)))
         chain.append(data)

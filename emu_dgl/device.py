@@ -9,8 +9,11 @@ import torch
 from emu_dgl.errors import ConfigError
 
 
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda`` or ``cuda:N``."""
+def resolve_device(spec: str | torch.device = "auto", *, key: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``; ``cuda`` or ``cuda:N``.
+
+    ``key`` is where the value came from, named in errors (``--device`` for the CLI's
+    evaluate and predict)."""
     if isinstance(spec, torch.device):
         return spec
     spec = spec.strip().lower()
@@ -21,17 +24,20 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if re.fullmatch(r"cuda(:\d+)?", spec):
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"train.device is '{spec}' but no CUDA device is available; "
-                "use train.device=auto or cpu"
+                f"{key} is '{spec}' but no CUDA device is available; use {_setting(key)}auto or {_setting(key)}cpu"
             )
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"train.device is '{spec}' but only {torch.cuda.device_count()} CUDA "
+                f"{key} is '{spec}' but only {torch.cuda.device_count()} CUDA "
                 "device(s) exist; pick an index below that"
             )
         return torch.device(spec)
-    raise ConfigError(f"train.device '{spec}' is not one of auto, cpu, cuda, cuda:N")
+    raise ConfigError(f"{key} '{spec}' is not one of auto, cpu, cuda, cuda:N")
+
+
+def _setting(key: str) -> str:
+    return f"{key}=" if not key.startswith("-") else f"{key} "
 
 
 def available_devices() -> list[torch.device]:
@@ -51,9 +57,14 @@ def resolve_threads(threads: int = 0) -> tuple[int, str]:
     """
     if threads > 0:
         return threads, "train.threads"
+    cores = usable_cores()
+    return max(1, min(cores // 2, 8)), f"auto: half of {cores} usable cores, at most 8"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
     import os
 
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
-    return max(1, min(cores // 2, 8)), f"auto: half of {cores} usable cores, at most 8"
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -253,9 +253,15 @@ def open_trackers(
         return None
     for backend in backends:
         _require(backend)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from emu_dgl.files import make_dir, read_text, write_atomic
+
+    make_dir(run_dir, "run directory")
     ids_path = run_dir / IDS_FILE
-    ids = json.loads(ids_path.read_text()) if resume and ids_path.is_file() else {}
+    try:
+        ids = json.loads(read_text(ids_path, "tracker ids")) if resume and ids_path.exists() else {}
+    except ValueError:  # cut short: the trackers start new runs instead of continuing theirs
+        ids = {}
+    ids = ids if isinstance(ids, dict) else {}
     name = tracking.name or run_dir.resolve().name
     makers: dict[str, Callable[[], Tracker]] = {
         "tensorboard": lambda: _TensorBoard(run_dir),
@@ -273,5 +279,5 @@ def open_trackers(
             ids[backend] = tracker.run_id
         tracker.log_config(config)
         trackers.append(tracker)
-    ids_path.write_text(json.dumps(ids) + "\n")
+    write_atomic(ids_path, json.dumps(ids) + "\n", "tracker ids")
     return _Fanout(trackers, batch_size)

@@ -222,6 +222,7 @@ def test_separate_draws_give_the_emu_term_its_own_negatives(
     assert loss == pytest.approx(trainer.loss_fn(out.pos, out.neg, mutated).item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_paper_arms_train_on_a_small_graph(kg, tmp_path: Path) -> None:
     """Every arm of a paper config runs end to end (budget shrunk to a few steps)."""
     path = REPO / "configs" / "paper" / "wn18rr" / "distmult.yaml"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "paper_protocol.sh"
 
@@ -24,6 +26,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_protocol_runs_the_arms_at_the_budget_and_writes_the_tables(tmp_path: Path) -> None:
     out = tmp_path / "protocol"
     done = _run(

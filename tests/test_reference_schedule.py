@@ -103,6 +103,7 @@ def _max_gap(trained: list[dict[str, Tensor]], reference: list[dict[str, Tensor]
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arm", "extra"),
     [("uniform-base", []), ("uniform-emu", []), ("uniform-emu", ["train.sparse=true"])],
@@ -134,6 +135,7 @@ def test_reference_schedule_is_dense_adagrad_then_dense_adam(
             assert moved > 0  # an idle row still moves by its momentum, as in dense Adam
 
 
+@pytest.mark.slow
 def test_the_check_tells_lazy_adam_from_dense_adam(kg, tmp_path: Path) -> None:
     """Negative control: row-wise lazy Adam (train.sparse=true, no schedule) is not dense Adam,
     and the same recording and reference see the difference."""

@@ -218,6 +218,7 @@ def test_trainer_sparse_adagrad_matches_dense_adagrad(kg, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "adagrad"])
 def test_sparse_run_with_reference_schedule_resumes_exactly(kg, tmp_path, optimizer):
     """Adagrad rows (sparse=true), then the reference switch's dense Adam at step 10; killed at 15."""

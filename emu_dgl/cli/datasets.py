@@ -67,13 +67,7 @@ def list_command(data_dir: str | None) -> None:
 @_DATA_DIR
 def download_command(name: str, force: bool, data_dir: str | None) -> None:
     """Download NAME, verify its sha256 and unpack it into the data root."""
-    from emu_dgl.data.catalogue import (
-        CATALOGUE,
-        archive_url,
-        data_root,
-        download_dataset,
-        has_splits,
-    )
+    from emu_dgl.data.catalogue import CATALOGUE, data_root, download_dataset, has_splits
 
     key = name.lower()
     if key == "synthetic":
@@ -85,7 +79,6 @@ def download_command(name: str, force: bool, data_dir: str | None) -> None:
         if has_splits(target) and not force:
             click.echo(f"{key} already present in {target}")
             return
-        click.echo(f"downloading {archive_url(entry)}", err=True)
     folder = download_dataset(name, data_dir, force=force)  # an unknown name raises here
     click.echo(f"{key} ready in {folder}")
 

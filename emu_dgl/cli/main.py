@@ -56,8 +56,10 @@ class _Group(click.Group):
                 errno.EPERM,
                 getattr(errno, "EDQUOT", -1),
             ):
+                where = f" '{exc.filename}'" if exc.filename else ""
                 click.echo(
-                    f"error: cannot write '{exc.filename}' ({exc.strerror}); free space or choose a writable location",
+                    f"error: cannot read or write{where} ({exc.strerror}); check its permissions and "
+                    "free space, or choose another location",
                     err=True,
                 )
                 sys.exit(2)
@@ -73,8 +75,15 @@ def main() -> None:
 
 
 def _format_table(metrics: dict[str, Any]) -> str:
+    from emu_dgl.evaluation import describe_protocol
+
     cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
-    lines = [f"{'split':<12}" + "".join(f"{c:>10}" for c in cols)]
+    lines = []
+    for split in ("valid", "test"):  # the protocol first: sampled and full numbers differ
+        if split in metrics:
+            lines.append(describe_protocol(metrics[split]))
+            break
+    lines.append(f"{'split':<12}" + "".join(f"{c:>10}" for c in cols))
     for split in ("valid", "test"):
         if split not in metrics:
             continue
@@ -108,6 +117,10 @@ def _format_relation_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_ALLOW_NONEMPTY_HELP = (
+    "Write into an --out folder that is not empty and holds no run (its files named like "
+    "the run's are replaced); without it such a folder is refused."
+)
 _DATA_DIR_HELP = (
     "Data root holding the run's dataset (default: the run's dataset.data_dir, $EMU_DGL_DATA, ...)."
 )
@@ -163,6 +176,7 @@ _DATA_DIR_HELP = (
     help="Processes on this machine training one run, the entity table split between them "
     "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
 )
+@click.option("--allow-nonempty", is_flag=True, help=_ALLOW_NONEMPTY_HELP)
 def train(
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -171,22 +185,27 @@ def train(
     arm: str | None,
     data_dir: str | None,
     nproc: int,
+    allow_nonempty: bool,
 ) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
+    import os
+
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
-    from emu_dgl.training.run import CONFIG_FILE, RunLock, check_new_run, check_resume
+    from emu_dgl.training.run import CONFIG_FILE, check_run_files, open_run
     from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
-        if config_path is not None or out is not None or arm is not None:
+        if config_path is not None or out is not None or arm is not None or allow_nonempty:
             raise click.UsageError(
-                "--resume continues a run with its own config; drop --config, --arm and --out"
+                "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
-        if not (resume / CONFIG_FILE).is_file():
+        resume = resume.expanduser()
+        if not os.path.lexists(resume / CONFIG_FILE):
             raise EmuDglError(
                 f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
             )
+        check_run_files(resume)  # a planted link is refused before its target is read
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
     else:
@@ -198,24 +217,16 @@ def train(
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
     check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
-    click.echo(f"run directory: {run_dir}", err=True)
-    import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
-        from contextlib import nullcontext
-
         from emu_dgl.distributed import torchrun_train, train_distributed
 
-        # The launching process (torchrun: rank 0) holds the run folder's lock for the
-        # run's life; each rank also locks its own ranks/<r> folder.
-        leader = int(os.environ.get("RANK", "0")) == 0
-        with RunLock(run_dir) if leader else nullcontext():
-            if resume is None and leader:
-                check_new_run(run_dir)
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
-                metrics = torchrun_train(config, run_dir, resume=resume is not None)
-            else:
-                metrics = train_distributed(config, run_dir, nproc=nproc, resume=resume is not None)
+        # The launcher admits the run (lock, folder, resume checks) on the leading process.
+        common = {"resume": resume is not None, "allow_nonempty": allow_nonempty}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
+            metrics = torchrun_train(config, run_dir, **common)
+        else:
+            metrics = train_distributed(config, run_dir, nproc=nproc, **common)
         if metrics:
             click.echo(_format_table(metrics))
             click.echo(
@@ -223,14 +234,10 @@ def train(
                 f"(entity rows per process: {metrics['entity_rows_per_rank']}); metrics in {run_dir / 'metrics.json'}"
             )
         return
-    with RunLock(run_dir):
-        plan = None
-        if resume is not None:
-            # Checked before anything is built or written: a refused change leaves the run as it was.
-            plan = check_resume(run_dir, config.to_dict())
-            click.echo(plan.describe(), err=True)
-        else:
-            check_new_run(run_dir)
+    # Admitted before anything is built or written: a refused run leaves the folder as it was.
+    with open_run(run_dir, config, resume=resume is not None, allow_nonempty=allow_nonempty) as run:
+        if run.plan is not None:
+            click.echo(run.plan.describe(), err=True)
         trainer = Trainer(config, run_dir)
         click.echo(
             f"{trainer.kg.name}: {trainer.kg.num_entities} entities, {trainer.kg.num_relations} relations, "
@@ -241,7 +248,7 @@ def train(
             f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)",
             err=True,
         )
-        metrics = trainer.fit(resume=plan if plan is not None else False)
+        metrics = trainer.fit(resume=run.plan or False)
     if trainer.already_finished:
         click.echo(
             f"the run had already finished at step {metrics['steps']}; raise train.max_steps to train further",
@@ -418,33 +425,73 @@ def predict(
     help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
 )
 def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
-    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
+    """Write entities.npy, relations.npy, id-to-name TSV tables and meta.json (the column
+    layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
     last.pt with --checkpoint last.
     """
     import numpy as np
 
+    from emu_dgl.files import make_dir, write_atomic
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
-    from emu_dgl.training.run import disk_error, make_folder
-
-    make_folder(out, "export folder")
-    try:
-        np.save(out / "entities.npy", model.entity.weight.detach().cpu().numpy())
-        np.save(out / "relations.npy", model.relation.weight.detach().cpu().numpy())
-        for fname, names in (
-            ("entities.tsv", kg.entity_names),
-            ("relations.tsv", kg.relation_names),
-        ):
-            (out / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
-    except OSError as exc:
-        raise disk_error(exc, Path(exc.filename or out), "export folder") from None
+    config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
+    make_dir(out, "export folder")
+    for fname, weight in (
+        ("entities.npy", model.entity.weight),
+        ("relations.npy", model.relation.weight),
+    ):
+        array = weight.detach().cpu().numpy()
+        write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
+    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
+        # UTF-8 whatever the locale: names are often not ASCII
+        text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+        write_atomic(out / fname, text, "export file")
+    meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
+    write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
     click.echo(
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
         f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
     )
+
+
+def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
+    """What ``export`` writes to meta.json: the model, and which columns of each table hold what."""
+    import math
+
+    decoder = model.decoder
+    dim = decoder.dim
+
+    def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
+        rows, width = table.weight.shape
+        if len(names) * dim != width:  # a decoder that does not describe its blocks
+            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
+        size = width // len(names)
+        return {
+            "file": file,
+            "shape": [rows, width],
+            "blocks": {n: [i * size, (i + 1) * size] for i, n in enumerate(names)},
+        }
+
+    meta: dict[str, Any] = {
+        "model": config.model.name,
+        "dim": dim,
+        "gamma": decoder.gamma,
+        "checkpoint": f"{which}.pt",
+        "entities": layout(model.entity, decoder.entity_blocks, "entities.npy"),
+        "relations": layout(model.relation, decoder.relation_blocks, "relations.npy"),
+        "names": {"entities": "entities.tsv", "relations": "relations.tsv"},
+        "blocks_note": "blocks: name -> [first column, end column) of each row",
+    }
+    if decoder.phase_blocks:
+        meta["phase_blocks"] = list(decoder.phase_blocks)
+        meta["phase_radians_per_unit"] = math.pi / decoder.embedding_range
+        meta["phase_note"] = "angle in radians = stored value * phase_radians_per_unit"
+    scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
+    if scalars:
+        meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
+    return meta
 
 
 @main.command()
@@ -492,6 +539,7 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     "unless train.threads is set; on a GPU, a 1/N share of its memory each). Same runs "
     "and metrics as one at a time.",
 )
+@click.option("--allow-nonempty", is_flag=True, help=_ALLOW_NONEMPTY_HELP)
 def compare(
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -499,25 +547,36 @@ def compare(
     seeds: str,
     out: Path,
     jobs: int,
+    allow_nonempty: bool,
 ) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
     from emu_dgl.config import config_arms
-    from emu_dgl.experiments.compare import DEFAULT_ARMS, Arm, parse_arm, run_comparison
+    from emu_dgl.experiments.compare import (
+        DEFAULT_ARMS,
+        Arm,
+        parse_arm,
+        parse_seeds,
+        run_comparison,
+    )
 
     base = config_path if config_path is not None else QUICKSTART
+    seed_list = parse_seeds(seeds)
     named = list(config_arms(base)) if base.is_file() else []
     arms = (
         [parse_arm(spec) for spec in arm_specs]
         or [Arm(n, (), preset=n) for n in named]
         or list(DEFAULT_ARMS)
     )
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise click.BadParameter(
-            f"'{seeds}' is not a comma-separated list of integers", param_hint="--seeds"
-        ) from None
-    result = run_comparison(base, list(overrides), arms, seed_list, out, jobs=jobs, say=click.echo)
+    result = run_comparison(
+        base,
+        list(overrides),
+        arms,
+        seed_list,
+        out,
+        allow_nonempty=allow_nonempty,
+        jobs=jobs,
+        say=click.echo,
+    )
     from emu_dgl.experiments.compare import markdown_table
 
     click.echo(markdown_table(result))

@@ -76,6 +76,12 @@ __all__ = ["tune"]
     default=None,
     help="Data root (overrides dataset.data_dir).",
 )
+@click.option(
+    "--allow-nonempty",
+    is_flag=True,
+    help="Write into an --out folder that is not empty and holds no study (its files named "
+    "like the study's are replaced); without it such a folder is refused.",
+)
 def tune(
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -88,6 +94,7 @@ def tune(
     pruner: str,
     seed: int,
     data_dir: str | None,
+    allow_nonempty: bool,
 ) -> None:
     """Hyperparameter search with Optuna: prunes on validation MRR, writes best.yaml.
 
@@ -115,10 +122,13 @@ def tune(
         pruner=pruner,
         data_dir=data_dir,
         echo=lambda line: click.echo(line, err=True),
+        allow_nonempty=allow_nonempty,
     )
     done = sum(1 for row in result.trials if row["state"] == "complete")
     pruned = sum(1 for row in result.trials if row["state"] == "pruned")
-    click.echo((out / "trials.md").read_text())
+    from emu_dgl.files import read_text
+
+    click.echo(read_text(result.out / "trials.md", "trial table"))
     click.echo(
         f"study '{result.study_name}': {len(result.trials)} trials ({done} complete, {pruned} pruned); "
         f"best trial {result.best_trial}, valid {result.best_value:.4f}"

@@ -7,9 +7,9 @@ Data root (where ``<name>/train.txt`` etc. live), the first that is set:
 3. ``datasets/`` of a source checkout (the folder next to ``pyproject.toml``);
 4. a per-user cache folder, ``$XDG_CACHE_HOME/emu-dgl/datasets`` (``~/.cache/...``).
 
-Processed caches go to :func:`processed_dir`: ``EMU_DGL_CACHE`` when set, else
-``<data root>/processed`` when the data root is writable (a folder without write
-permission bits counts as read-only, even for root), else the per-user cache.
+Caches (parsed graphs, SANS neighbourhoods) go to :func:`cache_root`: ``EMU_DGL_CACHE``
+when set, else ``$XDG_CACHE_HOME/emu-dgl/processed`` (``~/.cache/...``); never into the
+data root, which emu-dgl only writes to when asked to download a dataset there.
 
 Archives are fetched from ``https://github.com/TimDettmers/ConvE/raw/master/``;
 ``EMU_DGL_MIRROR`` replaces that base address (any URL urllib opens, ``file://``
@@ -24,6 +24,7 @@ import lzma
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -35,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key
-from emu_dgl.errors import DataError
+from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key, warn_untidy_names
+from emu_dgl.errors import DataError, EmuDglError
 
 if TYPE_CHECKING:  # imported where graphs are built: torch is not needed to list the catalogue
     from emu_dgl.data.knowledge_graph import KnowledgeGraph
@@ -53,8 +54,8 @@ __all__ = [
     "extract_splits",
     "has_splits",
     "load_dataset",
+    "cache_root",
     "load_directory",
-    "processed_dir",
     "user_cache_dir",
 ]
 
@@ -69,6 +70,9 @@ class CatalogueEntry:
     archive: str
     sha256: str
     description: str
+    #: bytes of the archive: a download is cut off past it (a mirror serving an endless
+    #: stream would fill the disk before the checksum could tell); None: 4 GiB
+    size: int | None = None
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -79,30 +83,35 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             "FB15k-237.tar.gz",
             "311df7930f842a02979eaa7a802484a6afe62303c07f915f1e6edbc30cbe05e8",
             "Freebase subset without inverse relations (Toutanova & Chen 2015)",
+            3678603,
         ),
         CatalogueEntry(
             "wn18rr",
             "WN18RR.tar.gz",
             "1eb9152f804c140d163462c0d49f65e5a0b30ab5fbb375c5e3353c11a6249060",
             "WordNet subset without inverse relations (Dettmers et al. 2018)",
+            892861,
         ),
         CatalogueEntry(
             "nations",
             "nations.tar.gz",
             "feb3e3e027103089934ea7dfb67d2048d8a43e65d6757a86f2e037acb66f640b",
             "relations between 14 countries (Kok & Domingos 2007)",
+            8077,
         ),
         CatalogueEntry(
             "kinship",
             "kinship.tar.gz",
             "a3cb9ca67213eb38133aebc12901195e283d844ebd59f1a6cbf2d4fa12ced4e6",
             "Alyawarra kinship terms (Kok & Domingos 2007)",
+            42703,
         ),
         CatalogueEntry(
             "umls",
             "umls.tar.gz",
             "26223aa91f0ec8db2324e0f489b9a4425e04d1d0df72ce5cfd62af4b91aee6fd",
             "Unified Medical Language System semantic network (Kok & Domingos 2007)",
+            35648,
         ),
     )
 }
@@ -152,19 +161,33 @@ def _writable(path: Path) -> bool:
     return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
 
 
-def processed_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Folder for processed caches (parsed graphs, neighbourhoods), keyed by content hash."""
+def cache_root() -> Path:
+    """The folder for every cache emu-dgl writes (parsed graphs, SANS neighbourhoods),
+    each file keyed by the content it was built from: ``$EMU_DGL_CACHE`` when set, else
+    ``<user cache>/processed`` (see :func:`user_cache_dir`). Never the data root, so a
+    shared or read-only data folder stays exactly as it was. Created when first written."""
     env = os.environ.get("EMU_DGL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    root = data_root(data_dir)
-    if _writable(root):
-        return root / "processed"
-    return user_cache_dir() / "processed"
+    if not env:
+        return user_cache_dir() / "processed"
+    path = Path(env).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(
+            f"EMU_DGL_CACHE is '{path}', which is a file; point it at a folder for emu-dgl's "
+            "caches (created if missing), or unset it to use the user cache"
+        )
+    return path
 
 
 def has_splits(directory: Path) -> bool:
-    return all((directory / file_name).is_file() for file_name in SPLITS.values())
+    """Whether ``directory`` holds the three split files (whatever they are: a FIFO or a
+    broken link in their place is then reported by name when the folder is read)."""
+    return all(os.path.lexists(directory / file_name) for file_name in SPLITS.values())
+
+
+def _partial_splits(directory: Path) -> list[str]:
+    """The split files present in ``directory`` when some, but not all, are."""
+    present = [f for f in SPLITS.values() if os.path.lexists(directory / f)]
+    return present if 0 < len(present) < len(SPLITS) else []
 
 
 def dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -204,6 +227,15 @@ def download_dataset(
     target = root / entry.name
     if has_splits(target) and not force:
         return target
+    present = _partial_splits(target)
+    if present and not force:
+        # The user's files (perhaps edited) are never replaced by a download they did not ask for.
+        missing = [f for f in SPLITS.values() if f not in present]
+        raise DataError(
+            f"dataset folder {target} holds {', '.join(present)} but not {', '.join(missing)}; "
+            f"add the missing file, or move the folder away to download '{entry.name}' again "
+            f"('emu-dgl datasets download {entry.name} --force' replaces the files there)"
+        )
     if not _writable(root):
         raise DataError(
             f"cannot download '{entry.name}': data root {root} is read-only; "
@@ -218,6 +250,12 @@ def download_dataset(
             f"cannot create {target} ({exc.strerror}); choose a writable --data-dir"
         ) from None
     remove_stale_parts(target)
+    print(
+        f"downloading '{entry.name}' from {archive_url(entry)} into {target} "
+        f"({entry.size} bytes, sha256-verified)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         archive = _fetch(entry, target)
         try:
@@ -253,18 +291,25 @@ def remove_stale_parts(folder: Path, *, older_than: float | None = None) -> None
 
 
 def _copy_with_deadline(
-    response: object, out: object, digest: object, bar: object, url: str
+    response: object, out: object, digest: object, bar: object, url: str, limit: int
 ) -> None:
-    """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits."""
+    """Copy ``response`` to ``out`` in short reads, enforcing the deadline and stall limits
+    and the size ``limit`` (the catalogue's size of the archive)."""
     import time
 
     read = getattr(response, "read1", None) or response.read  # type: ignore[attr-defined]
     start = window_start = time.monotonic()
-    window_bytes = 0
+    window_bytes = total = 0
     while True:
         chunk = read(_READ)
         if not chunk:
             return
+        total += len(chunk)
+        if total > limit:
+            raise DataError(
+                f"download from {url} sent more than the {limit} bytes the archive has; the mirror "
+                "does not serve the catalogue's file: set EMU_DGL_MIRROR to another mirror or a file:// folder"
+            )
         digest.update(chunk)  # type: ignore[attr-defined]
         out.write(chunk)  # type: ignore[attr-defined]
         bar.update(len(chunk))  # type: ignore[attr-defined]
@@ -308,7 +353,8 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
                         disable=None,  # shown on a terminal only
                         leave=False,
                     ) as bar:
-                        _copy_with_deadline(response, out, digest, bar, url)
+                        limit = entry.size if entry.size is not None else 1 << 32
+                        _copy_with_deadline(response, out, digest, bar, url, limit)
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 if isinstance(exc, TimeoutError | socket.timeout):
@@ -420,7 +466,7 @@ def load_directory(
     """Load a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
 
     With ``cache`` the parsed graph is stored in ``cache_dir`` (default
-    :func:`processed_dir`) under the sha256 of the three files, and read from there
+    :func:`cache_root`) under the sha256 of the three files, and read from there
     while the files are unchanged. A cache that cannot be written is skipped with a
     warning; a corrupt cache file is rebuilt.
     """
@@ -434,7 +480,7 @@ def load_directory(
     cache_path: Path | None = None
     key = ""
     if cache:
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else processed_dir()
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
         key = splits_key(directory)
         cache_path = folder / f"kg-{key[:40]}.npz"
         if cache_path.is_file():
@@ -443,6 +489,7 @@ def load_directory(
                 # The file name is only a prefix of the key; the full key inside must match too
                 # (a cache file copied over another one is not trusted).
                 if cached.source_key == key:
+                    warn_untidy_names(directory, cached.entity_names, cached.relation_names)
                     return cached
             except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
                 pass  # unreadable or stale layout: parse again and overwrite
@@ -452,9 +499,23 @@ def load_directory(
     if cache_path is not None:
         try:
             kg.save(cache_path, source_key=key)
-        except OSError as exc:
+        except (OSError, EmuDglError) as exc:  # a cache is optional
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
+    warn_untidy_names(directory, kg.entity_names, kg.relation_names)
     return kg
+
+
+def _load_saved_graph(path: Path) -> KnowledgeGraph:
+    """A graph written by ``KnowledgeGraph.save`` (a run trained from Python keeps its own)."""
+    from emu_dgl.data.knowledge_graph import KnowledgeGraph
+
+    try:
+        return KnowledgeGraph.load(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{path}: not a graph saved by KnowledgeGraph.save ({type(exc).__name__}); "
+            "pass a dataset folder or a saved graph"
+        ) from None
 
 
 def _note_shadowed(local: Path, used: Path) -> None:
@@ -500,11 +561,12 @@ def load_dataset(
     generated power-law graph (:mod:`emu_dgl.data.synthetic_large`), cached; a plain name with ``<data root>/<name>/``
     holding the split files loads from there (no network); a catalogue name is
     otherwise downloaded (``download=False`` makes that an error); anything else must
-    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``, or a ``.npz`` file
+    written by ``KnowledgeGraph.save`` (as a run trained on a graph from Python keeps).
     """
     text = os.fspath(name_or_path)
     if cache_dir is None and cache:
-        cache_dir = processed_dir(data_dir)
+        cache_dir = cache_root()
     if not isinstance(name_or_path, os.PathLike) and text.lower() == SYNTHETIC:
         from emu_dgl.data.synthetic import generate_synthetic
 
@@ -516,11 +578,17 @@ def load_dataset(
     is_plain_name = (
         not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text
     )
+    if not text.strip():
+        raise DataError(
+            "the dataset name is empty; name a dataset (emu-dgl datasets list) or a folder of TSV files"
+        )
     if is_plain_name and text not in ("", ".", ".."):
         local = Path(text)
         for candidate in dict.fromkeys((text, text.lower())):
             folder = data_root(data_dir) / candidate
-            if has_splits(folder):
+            if has_splits(folder) or (
+                _partial_splits(folder) and text.lower() not in CATALOGUE
+            ):  # an incomplete folder of the user's: the missing file is named when loading
                 _note_shadowed(local, folder)
                 return load_directory(folder, name=candidate, cache=cache, cache_dir=cache_dir)
         if text.lower() in CATALOGUE:
@@ -535,6 +603,8 @@ def load_dataset(
     path = Path(text).expanduser()
     if path.is_dir():
         return load_directory(path, cache=cache, cache_dir=cache_dir)
+    if path.is_file() and path.suffix == ".npz":
+        return _load_saved_graph(path)
     if is_plain_name:
         _entry(text)  # raises the "unknown dataset" error listing the catalogue
     raise DataError(

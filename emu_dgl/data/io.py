@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -70,15 +69,50 @@ def splits_key(directory: Path) -> str:
 
 
 def check_split_file(path: Path) -> None:
-    """Raise DataError when a split file is missing or empty."""
-    if not path.is_file():
+    """Raise DataError when a split file is missing, not a regular file (a FIFO, a device,
+    a link loop...), unreadable, or empty."""
+    from emu_dgl.files import describe_kind
+
+    if not os.path.lexists(path):
         raise DataError(
             f"{path}: split file not found; a dataset folder needs train.txt, valid.txt and test.txt"
         )
+    if not path.is_file():  # follows a link: a link to a regular file is fine
+        kind = describe_kind(path)
+        if kind == "a symbolic link":  # to something that is not a regular file
+            kind = f"a symbolic link to {describe_kind(Path(os.path.realpath(path)))}"
+        raise DataError(
+            f"{path}: split file is {kind}, not a regular file; put a text file of "
+            "'head<TAB>relation<TAB>tail' lines there"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read the split file ({exc.strerror}); check its permissions"
+        ) from None
     if path.stat().st_size == 0:
         raise DataError(
             f"{path}: split file is empty; it needs one 'head<TAB>relation<TAB>tail' per line"
         )
+
+
+def _check_no_nul(path: Path) -> None:
+    """A streaming pass for NUL bytes (a binary or sparse file), before the parser reads the
+    whole file into memory: the error names the line, at the cost of one buffered read."""
+    offset, lines = 0, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line_no = lines + chunk.count(b"\n", 0, at) + 1
+                raise DataError(
+                    f"{path}, line {line_no}: a NUL byte (byte offset {offset + at}); this is a binary "
+                    "file, not tab-separated text"
+                )
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
 
 
 def read_split(path: Path) -> np.ndarray:
@@ -91,6 +125,7 @@ def read_split(path: Path) -> np.ndarray:
     import pandas as pd  # imported here: pandas costs ~0.3 s and only loading needs it
 
     check_split_file(path)
+    _check_no_nul(path)
     try:
         with warnings.catch_warnings():
             # A first line with more than three fields only warns (and drops data): make it fail.
@@ -112,12 +147,8 @@ def read_split(path: Path) -> np.ndarray:
         raise _not_utf8(path) from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
         raise _malformed(path, str(exc).strip()) from None
-    data = path.read_bytes()
-    if b"\x00" in data:  # valid UTF-8, but no text file holds NUL bytes
-        line_no = data.count(b"\n", 0, data.index(b"\x00")) + 1
-        raise DataError(
-            f"{path}, line {line_no}: a NUL byte; this is a binary file, not tab-separated text"
-        )
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the split file ({exc.strerror})") from None
     triples = frame.to_numpy(dtype=object)
     if triples.shape[0] == 0:
         raise DataError(
@@ -126,6 +157,31 @@ def read_split(path: Path) -> np.ndarray:
     if (triples == "").any():  # a missing or empty field
         raise _malformed(path, "a field is empty")
     return triples
+
+
+def warn_untidy_names(where: object, entities: list[str], relations: list[str]) -> None:
+    """Warn (with examples) about names with surrounding whitespace or a byte-order mark:
+    ' usa' and 'usa' are two entities to the loader, which is rarely what the file meant.
+    Called on every load (a cached graph too), so the warning never goes stale."""
+    from emu_dgl.errors import EmuDglWarning, shown
+
+    examples, count = [], 0
+    for names in (entities, relations):
+        present = set(names)
+        for name in names:
+            tidy = name.replace("\ufeff", "").strip()
+            if tidy != name:
+                count += 1
+                if len(examples) < 3:
+                    twin = f" (also present as {shown(tidy, 40)})" if tidy in present else ""
+                    examples.append(shown(name, 40) + twin)
+    if count:
+        warnings.warn(
+            f"{where}: {count} name(s) have surrounding whitespace or a byte-order mark, e.g. "
+            f"{', '.join(examples)}; each is a name of its own: strip them if the files did not mean that",
+            EmuDglWarning,
+            stacklevel=3,
+        )
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -211,20 +267,13 @@ def remove_stale_temporaries(path: Path, *, prefix: str | None = None) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place
+    (through :func:`emu_dgl.files.write_atomic`: no link followed, a one-line error)."""
+    from emu_dgl.files import make_dir, write_atomic
+
+    make_dir(path.parent, "cache folder")
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, "cache file")
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -34,12 +34,16 @@ from pathlib import Path
 
 import torch
 
-from emu_dgl.errors import DataError
+from emu_dgl.errors import DataError, EmuDglError
 
 __all__ = ["PREFIX", "PowerLawSpec", "generate_power_law", "load_power_law", "parse_spec"]
 
 PREFIX = "synthetic:"
 _VERSION = 1  # bump when the generator's output for given parameters changes
+MAX_ALPHA = 4.0  # steeper laws put nearly every draw on the first few entities
+#: A round of drawing in which fewer than this share of the draws are new triples means
+#: the law is too steep for so many triples (it would take hundreds of rounds, or forever).
+_MIN_YIELD = 0.02
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,13 @@ class PowerLawSpec:
             raise DataError(
                 f"{PREFIX} needs entities >= 2 and relations >= 1, got {spec.entities}, {spec.relations}"
             )
-        if spec.alpha < 0:
-            raise DataError(f"{PREFIX} alpha must be >= 0 (0 = uniform), got {spec.alpha}")
+        if not (math.isfinite(spec.alpha) and 0 <= spec.alpha <= MAX_ALPHA):
+            raise DataError(
+                f"{PREFIX} alpha must be a number in [0, {MAX_ALPHA:g}] (0 = uniform; real graphs "
+                f"lie near 1), got {spec.alpha}"
+            )
+        if not 0 <= spec.seed <= 2**31 - 1:
+            raise DataError(f"{PREFIX} seed must be in [0, {2**31 - 1}], got {spec.seed}")
         if spec.valid < 0 or spec.test < 0 or spec.valid + spec.test >= spec.triples:
             raise DataError(
                 f"{PREFIX} valid + test ({spec.valid} + {spec.test}) must be below triples ({spec.triples})"
@@ -145,13 +154,23 @@ def generate_power_law(
     entity_of_rank = torch.randperm(E, generator=gen)
     relation_of_rank = torch.randperm(R, generator=gen)
     keys = torch.empty(0, dtype=torch.long)
+    rounds = 0
     while len(keys) < spec.triples:
         # Draw a little more than missing (duplicates are dropped), then keep distinct keys.
-        count = int((spec.triples - len(keys)) * 1.1) + 1000
+        missing = spec.triples - len(keys)
+        count = int(missing * 1.1) + 1000
         h = entity_of_rank[_power_law_ranks(count, E, spec.alpha, gen)]
         r = relation_of_rank[_power_law_ranks(count, R, spec.alpha, gen)]
         t = entity_of_rank[_power_law_ranks(count, E, spec.alpha, gen)]
+        before = len(keys)
         keys = torch.unique(torch.cat([keys, (h * R + r) * E + t]))
+        rounds += 1
+        if len(keys) - before < max(1.0, _MIN_YIELD * count):
+            raise DataError(
+                f"{spec.name}: alpha={spec.alpha:g} puts nearly every draw on the same few entities; "
+                f"after {rounds} round(s) only {len(keys)} of {spec.triples} distinct triples were "
+                "found: lower alpha, or ask for fewer triples or more entities"
+            )
     # torch.unique sorted the keys: a seeded shuffle, then the first ``triples`` of them.
     keys = keys[torch.randperm(len(keys), generator=gen)[: spec.triples]]
     triples = torch.stack([keys // (R * E), keys // E % R, keys % E], dim=1)
@@ -185,7 +204,7 @@ def load_power_law(text: str, cache_dir: str | Path | None = None):  # -> Knowle
     if cache_path is not None:
         try:
             kg.save(cache_path)
-        except OSError as exc:
+        except (OSError, EmuDglError) as exc:  # a cache is optional
             import warnings
 
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)

@@ -11,15 +11,20 @@ log), so ``emu-dgl evaluate|predict|export RUN`` work on one process afterwards.
 
 Backend: gloo when the run's device is the CPU, NCCL on CUDA (rank ``r`` on GPU
 ``r mod count``); ``--backend`` on the CLI overrides.
+
+Admission: the launching process (torchrun: rank 0) admits ``RUN`` with
+:func:`~emu_dgl.training.run.open_run` for the run's whole life (lock, folder checks, and
+on resume the config checked against rank 0's checkpoint); each rank's trainer admits its
+own ``ranks/<r>`` folder the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +89,34 @@ def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> No
             raise ConfigError(
                 f"'{run_dir}' was not trained on several processes ({INFO_FILE} missing); resume it without --nproc"
             )
-        trained = json.loads(info.read_text())["world_size"]
+        from emu_dgl.training.run import read_json
+
+        record = read_json(info, "distributed record")
+        trained = record.get("world_size") if isinstance(record, dict) else None
+        if not isinstance(trained, int):
+            raise ConfigError(f"'{info}' holds no world size; it is not the file emu-dgl wrote")
         if trained != world_size:
             raise ConfigError(
                 f"'{run_dir}' was trained on {trained} processes; resume it with --nproc {trained}"
             )
-        # The same resume rules as a one-process run, checked on rank 0's state before
-        # anything of the finished run changes (every rank holds the same config).
-        from emu_dgl.training.run import check_resume
 
-        check_resume(run_dir / "ranks" / "0", config.to_dict())
+
+def _admit(
+    config: Config, run_dir: Path, *, resume: bool, allow_nonempty: bool, leader: bool
+) -> AbstractContextManager[Any]:
+    """The leader's admission of the whole run; the same resume rules as a one-process run,
+    checked on rank 0's state (every rank holds the same config) before anything changes."""
+    from emu_dgl.training.run import open_run
+
+    if not leader:
+        return nullcontext()
+    return open_run(
+        run_dir,
+        config,
+        resume=resume,
+        allow_nonempty=allow_nonempty,
+        state_dir=run_dir / "ranks" / "0" if resume else None,
+    )
 
 
 def _train_worker(
@@ -107,8 +130,10 @@ def _train_worker(
 ) -> None:
     from emu_dgl.distributed.sharded import gather_rows
     from emu_dgl.distributed.trainer import DistributedTrainer
+    from emu_dgl.files import read_bytes, write_atomic
     from emu_dgl.training.checkpoint import save_checkpoint
-    from emu_dgl.training.trainer import CONFIG_FILE, METRICS_FILE, METRICS_LOG
+    from emu_dgl.training.run import write_text
+    from emu_dgl.training.trainer import CONFIG_FILE, METRICS_FILE, METRICS_LOG, model_config
 
     config = config_from_dict(config_dict)
     device = config.train.device
@@ -120,8 +145,7 @@ def _train_worker(
     config.train.device = device
     root = Path(run_dir)
     if rank == 0 and not resume:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / INFO_FILE).write_text(json.dumps({"world_size": world_size}) + "\n")
+        write_text(root / INFO_FILE, json.dumps({"world_size": world_size}) + "\n", "run record")
         config.dump(root / CONFIG_FILE)  # what --resume reads
     trainer = DistributedTrainer(config, root / "ranks" / str(rank), kg=kg)
     metrics = trainer.fit(resume=resume, stop_after=stop_after)
@@ -133,12 +157,14 @@ def _train_worker(
         return
     state["entity.weight"] = full.cpu()
     save_checkpoint(
-        {"step": metrics["best_step"], "model": state}, root / "checkpoints" / "best.pt"
+        {"step": metrics["best_step"], "model": state, "model_config": model_config(config)},
+        root / "checkpoints" / "best.pt",
     )
     config.dump(root / CONFIG_FILE)
-    shutil.copyfile(trainer.run_dir / METRICS_LOG, root / METRICS_LOG)
+    log = read_bytes(trainer.run_dir / METRICS_LOG, "metrics log")
+    write_atomic(root / METRICS_LOG, log, "metrics log")
     metrics.update(world_size=world_size, entity_rows_per_rank=trainer.entity_rows_per_rank)
-    (root / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(root / METRICS_FILE, json.dumps(metrics, indent=2) + "\n", "metrics file")
 
 
 def train_distributed(
@@ -150,39 +176,51 @@ def train_distributed(
     stop_after: int | None = None,
     kg: Any = None,
     backend: str | None = None,
+    allow_nonempty: bool = False,
 ) -> dict[str, Any]:
     """Train one run on ``nproc`` spawned processes; returns metrics.json's content
     (``{}`` when ``stop_after`` ended the run early, as for :meth:`Trainer.fit`)."""
+    from emu_dgl.training.run import read_json, run_path
     from emu_dgl.training.trainer import METRICS_FILE
 
-    run_dir = Path(run_dir)
+    run_dir = run_path(run_dir)
     _prepare(config, run_dir, nproc, resume)
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    run_workers(
-        nproc,
-        _train_worker,
-        config.to_dict(),
-        str(run_dir),
-        resume,
-        stop_after,
-        kg,
-        backend=backend or _backend_for(config.train.device),
-    )
-    path = run_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    with _admit(config, run_dir, resume=resume, allow_nonempty=allow_nonempty, leader=True):
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        run_workers(
+            nproc,
+            _train_worker,
+            config.to_dict(),
+            str(run_dir),
+            resume,
+            stop_after,
+            kg,
+            backend=backend or _backend_for(config.train.device),
+        )
+        path = run_dir / METRICS_FILE
+        return read_json(path, "metrics file") if path.is_file() else {}
 
 
 def torchrun_train(
-    config: Config, run_dir: str | Path, *, resume: bool = False, backend: str | None = None
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    backend: str | None = None,
+    allow_nonempty: bool = False,
 ) -> dict[str, Any]:
     """This process's part of a run started by ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR set)."""
+    from emu_dgl.training.run import read_json, run_path
+
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-    run_dir = Path(run_dir)
+    run_dir = run_path(run_dir)
     _prepare(config, run_dir, world_size, resume)
-    dist.init_process_group(backend or _backend_for(config.train.device), init_method="env://")
-    try:
-        _train_worker(rank, world_size, config.to_dict(), str(run_dir), resume, None, None)
-    finally:
-        dist.destroy_process_group()
-    path = run_dir / "metrics.json"
-    return json.loads(path.read_text()) if rank == 0 and path.is_file() else {}
+    leader = rank == 0
+    with _admit(config, run_dir, resume=resume, allow_nonempty=allow_nonempty, leader=leader):
+        dist.init_process_group(backend or _backend_for(config.train.device), init_method="env://")
+        try:
+            _train_worker(rank, world_size, config.to_dict(), str(run_dir), resume, None, None)
+        finally:
+            dist.destroy_process_group()
+        path = run_dir / "metrics.json"
+        return read_json(path, "metrics file") if leader and path.is_file() else {}

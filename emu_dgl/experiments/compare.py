@@ -10,9 +10,12 @@ seed with the same steps, sampler and budget through the ordinary :class:`Traine
 * ``valid_mrr.png``: validation MRR against step for every arm (needs matplotlib, the
   ``[plot]`` extra; without it the command says the plot was skipped).
 
-A run whose folder already holds the same resolved config is not run again (finished)
-or is resumed (interrupted), so an interrupted comparison continues where it stopped;
-a folder holding a run of other settings is an error, never reported as new.
+A run whose folder already holds the same resolved config, trained on the same data
+(its data fingerprint), is not run again (finished) or is resumed (interrupted), so an
+interrupted comparison continues where it stopped; a folder holding a run of other
+settings or other data is an error, never reported as new. Arm names become folder
+names and must each be one safe name; seeds must be distinct. ``OUT`` must be new,
+empty, or hold an earlier comparison (``allow_nonempty`` writes into another folder).
 
 ``jobs`` above 1 trains the pending runs as that many concurrent processes (this module
 run as ``python -m emu_dgl.experiments.compare SPEC``), each through the same
@@ -40,7 +43,20 @@ import torch
 
 from emu_dgl.config import Config, config_from_dict, load_config
 from emu_dgl.data import canonical_dataset
-from emu_dgl.errors import ConfigError, EmuDglError, RunError
+from emu_dgl.errors import ConfigError, DataError, EmuDglError, RunError, shown
+from emu_dgl.evaluation import describe_protocol
+from emu_dgl.files import make_dir, path_component
+from emu_dgl.training.run import (
+    METRICS_FILE,
+    METRICS_LOG,
+    RunLock,
+    check_empty_folder,
+    open_run,
+    read_json,
+    read_run_config,
+    run_path,
+    write_text,
+)
 
 COLUMNS = ("mrr", "hits@1", "hits@3", "hits@10")
 
@@ -56,15 +72,7 @@ def parse_arm(text: str) -> Arm:
     """``'emu:emu.enabled=true,emu.p=0.39'`` -> Arm('emu', (...)); ``'base:'`` has no overrides;
     ``'sans-base'`` (no colon) is the config file's arm of that name."""
     name, rest = text.split(":", 1) if ":" in text else (text, None)
-    name = name.strip()
-    if (
-        not name
-        or name.startswith(".")
-        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
-        raise ConfigError(
-            f"--arm '{text}': the name (a folder name) must be letters, digits, '-', '_' or '.'"
-        )
+    name = path_component(name.strip(), "--arm name")
     if rest is None:
         return Arm(name, (), preset=name)
     return Arm(name, tuple(part.strip() for part in rest.split(",") if part.strip()))
@@ -73,21 +81,66 @@ def parse_arm(text: str) -> Arm:
 DEFAULT_ARMS = (Arm("base", ("emu.enabled=false",)), Arm("emu", ("emu.enabled=true",)))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; a ConfigError for anything but distinct integers."""
+    seeds = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            seeds.append(int(part.strip()))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {shown(text)}: {shown(part.strip())} is not an integer; give e.g. --seeds 0,1,2"
+            ) from None
+    return check_seeds(seeds)
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """``seeds`` if it is a non-empty list of distinct integers (one run each)."""
+    if not seeds:
+        raise ConfigError("--seeds names no seed; give e.g. --seeds 0,1,2")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--seeds lists {', '.join(map(str, repeated))} more than once: a run counted twice would "
+            "shrink the spread; give each seed once"
+        )
+    return list(seeds)
+
+
+#: What a comparison folder holds besides its ``<arm>/seed<k>/`` runs.
+COMPARISON_FILES = frozenset({"results.json", "table.md", "valid_mrr.png", "logs"})
+
+
+def _check_out(out: Path, allow_nonempty: bool) -> None:
+    """``out`` must be new, empty or an earlier comparison (files above, folders of seed runs)."""
+    if not out.is_dir():
+        return
+
+    def arm_folder(path: Path) -> bool:
+        return (
+            path.is_dir()
+            and not path.is_symlink()
+            and all(p.name.startswith("seed") and p.is_dir() for p in path.iterdir())
+        )
+
+    own = frozenset(p.name for p in out.iterdir() if p.name in COMPARISON_FILES or arm_folder(p))
+    check_empty_folder(out, "comparison", allow_nonempty=allow_nonempty, own=own)
+
+
 def _existing_run(run_dir: Path, config: Config) -> bool:
     """Whether ``run_dir`` holds a run (finished or not) of exactly ``config``.
 
     A folder holding a run of other settings is refused rather than reported as new.
     """
-    import yaml
+    from emu_dgl.training.run import differing_keys, holds_run
 
-    from emu_dgl.training.run import CONFIG_FILE, differing_keys
-
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
+    if not holds_run(run_dir):
         return False
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        saved = read_run_config(run_dir)
+    except EmuDglError:
         saved = None
     differs = (
         differing_keys(saved, config.to_dict())
@@ -102,13 +155,57 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
     return True
 
 
+def _check_same_data(run_dir: Path, config: Config, graphs: dict[tuple[str, str], Any]) -> None:
+    """Refuse to reuse a finished run whose dataset files changed since it was trained."""
+    from emu_dgl.data import load_dataset
+    from emu_dgl.training.run import match_data, read_data_record
+
+    key = (config.dataset.name, str(config.dataset.data_dir))
+    if key not in graphs:
+        graphs[key] = load_dataset(config.dataset.name, config.dataset.data_dir)
+    try:
+        match_data(graphs[key], read_data_record(run_dir), run_dir)
+    except DataError as exc:
+        raise ConfigError(
+            f"'{run_dir}' holds a run trained on other data ({exc}); choose another --out, "
+            "or delete that folder to run it again"
+        ) from None
+
+
 def _valid_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, valid MRR) of every validation in the run's log (lines cut or edited skipped)."""
+    from emu_dgl.files import read_bytes
+
     curve = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "valid":
+    for line in (
+        read_bytes(run_dir / METRICS_LOG, "metrics log").decode(errors="replace").splitlines()
+    ):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("split") == "valid"
+            and isinstance(record.get("step"), int)
+            and isinstance(record.get("mrr"), int | float)
+        ):
             curve.append((record["step"], record["mrr"]))
     return curve
+
+
+def _finished(run_dir: Path) -> tuple[dict[str, Any], float] | None:
+    """(final metrics, wall seconds) of a finished run, or None (unfinished, or its files
+    cut short: resuming it writes them again)."""
+    try:
+        metrics = read_json(run_dir / METRICS_FILE, "metrics file")
+        wall = read_json(run_dir / "wall.json", "wall-time record")["seconds"]
+    except (EmuDglError, TypeError, KeyError):
+        return None
+    ok = isinstance(metrics, dict) and all(
+        isinstance(metrics.get(k), dict) for k in ("valid", "test")
+    )
+    return (metrics, float(wall)) if ok and isinstance(wall, int | float) else None
 
 
 @dataclass
@@ -120,19 +217,12 @@ class _Run:
     run_dir: Path
     config: Config
     existing: bool  # the folder holds this run (finished or interrupted)
+    reused: bool  # finished: its metrics are taken as they are
     start_step: int = 0  # the step an interrupted run resumes from
 
     @property
     def label(self) -> str:
         return f"{self.arm} seed {self.seed}"
-
-    @property
-    def finished(self) -> bool:
-        return (
-            self.existing
-            and (self.run_dir / "metrics.json").is_file()
-            and (self.run_dir / "wall.json").is_file()
-        )
 
 
 def _train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
@@ -140,10 +230,14 @@ def _train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
     from emu_dgl.training.trainer import Trainer
 
     start = time.perf_counter()
-    trainer = Trainer(config, run_dir)
-    trainer.progress_label = label
-    trainer.fit(resume=resume)
-    (run_dir / "wall.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    with open_run(run_dir, config, resume=resume) as run:
+        trainer = Trainer(config, run_dir)
+        trainer.progress_label = label
+        trainer.fit(resume=run.plan or False)
+        seconds = time.perf_counter() - start
+        write_text(
+            run_dir / "wall.json", json.dumps({"seconds": seconds}) + "\n", "wall-time record"
+        )
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -152,13 +246,21 @@ def _checkpoint_step(run_dir: Path) -> int:
 
     try:
         return int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"])
-    except (EmuDglError, OSError, KeyError):
+    except (EmuDglError, OSError, KeyError, TypeError, ValueError):
         return 0
 
 
+def _results_of(run: _Run) -> tuple[dict[str, Any], float]:
+    done = _finished(run.run_dir)
+    if done is None:
+        raise RunError(
+            f"'{run.run_dir}' has no complete metrics after training; run the compare again"
+        )
+    return done
+
+
 def _done_line(run: _Run) -> str:
-    metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    wall = json.loads((run.run_dir / "wall.json").read_text())["seconds"]
+    metrics, wall = _results_of(run)
     rate = metrics["train_steps_per_second"] * run.config.train.batch_size
     return (
         f"{run.label}: finished in {wall:.0f} s, test MRR {metrics['test']['mrr']:.4f}, "
@@ -170,12 +272,16 @@ def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _threads(run: _Run, jobs: int) -> int:
+    """CPU threads of one of ``jobs`` concurrent runs: its own setting, else a share of the cores."""
+    return run.config.train.threads or max(1, _usable_cores() // jobs)
+
+
 def _train_concurrently(
     pending: list[_Run], jobs: int, out: Path, say: Callable[[str], None]
 ) -> None:
     """Train ``pending`` as up to ``jobs`` child processes at once, one line per run."""
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    logs = make_dir(out / "logs", "compare log folder", allow_link=False)
     share = 1.0 / min(jobs, len(pending))  # of a GPU's memory, per process
     # The children import this very package, whatever else is installed.
     package_root = str(Path(__file__).resolve().parents[2])
@@ -186,7 +292,7 @@ def _train_concurrently(
         while queue or running:
             while queue and len(running) < jobs:
                 run = queue.pop(0)
-                threads = run.config.train.threads or max(1, _usable_cores() // jobs)
+                threads = _threads(run, jobs)
                 spec = {
                     "config": run.config.to_dict(),
                     "run_dir": str(run.run_dir),
@@ -196,13 +302,17 @@ def _train_concurrently(
                     "memory_fraction": share,
                 }
                 log = logs / f"{run.arm}-seed{run.seed}.log"
-                with log.open("w") as handle:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                handle = os.open(log, flags, 0o644)
+                try:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "emu_dgl.experiments.compare", json.dumps(spec)],
                         stdout=handle,
                         stderr=subprocess.STDOUT,
                         env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path},
                     )
+                finally:
+                    os.close(handle)
                 running[proc] = (run, log)
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
@@ -254,6 +364,7 @@ def run_comparison(
     seeds: list[int],
     out: Path,
     *,
+    allow_nonempty: bool = False,
     jobs: int = 1,
     say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
@@ -267,9 +378,12 @@ def run_comparison(
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-
+    for arm in arms:
+        path_component(arm.name, "arm name")
     if len({arm.name for arm in arms}) != len(arms):
         raise ConfigError("two --arm options share a name; give each arm its own name")
+    seeds = check_seeds(list(seeds))
+    out = run_path(out)
     # Validate every arm's config before any training starts.
     configs: dict[tuple[str, int], Config] = {}
     for arm in arms:
@@ -278,80 +392,87 @@ def run_comparison(
                 config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
             )
             check_components(configs[arm.name, seed])
-    out.mkdir(parents=True, exist_ok=True)
-    plan: list[_Run] = []
-    for arm in arms:
-        for seed in seeds:
-            run_dir = out / arm.name / f"seed{seed}"
-            config = configs[arm.name, seed]
-            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
-            plan.append(_Run(arm.name, seed, run_dir, config, _existing_run(run_dir, config)))
-    pending = [run for run in plan if not run.finished]
-    for run in plan:
-        if run.finished:
-            say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
-        elif run.existing:
-            run.start_step = _checkpoint_step(run.run_dir)
-    started = time.perf_counter()
-    if jobs == 1:
-        for run in pending:
-            _train_one(run.config, run.run_dir, run.existing, run.label)
-            say(_done_line(run))
-    elif pending:
-        threads = pending[0].config.train.threads or max(1, _usable_cores() // jobs)
-        say(
-            f"training {len(pending)} runs, {min(jobs, len(pending))} at a time "
-            f"({threads} thread(s) each; logs in {out / 'logs'})"
-        )
-        _train_concurrently(pending, jobs, out, say)
-    elapsed = time.perf_counter() - started
+    _check_out(out, allow_nonempty)
+    graphs: dict[tuple[str, str], Any] = {}
     runs: list[dict[str, Any]] = []
-    positives = 0
-    for run in plan:
-        metrics = json.loads((run.run_dir / "metrics.json").read_text())
-        wall = json.loads((run.run_dir / "wall.json").read_text())["seconds"]
-        if not run.finished:
-            positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
-        runs.append(
-            {
-                "arm": run.arm,
-                "seed": run.seed,
-                "wall_seconds": wall,
-                "valid": metrics["valid"],
-                "test": metrics["test"],
-                "best_step": metrics["best_step"],
-                "curve": _valid_curve(run.run_dir),
-            }
-        )
-    throughput = {
-        "runs_trained": len(pending),
-        "jobs": jobs,
-        "wall_seconds": elapsed,
-        "positives_per_second": positives / elapsed if pending else 0.0,
-    }
-    if pending:
-        say(
-            f"{len(pending)} run(s) in {elapsed:.0f} s with --jobs {jobs}: "
-            f"{throughput['positives_per_second']:,.0f} positives/s in aggregate "
-            "(training and evaluation time included)"
-        )
-    result = {
-        "arms": {
-            arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides)
-            for arm in arms
-        },
-        "base_overrides": overrides,
-        "config": str(config_path) if config_path else None,
-        "seeds": seeds,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "runs": runs,
-    }
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "table.md").write_text(markdown_table(result))
-    # not saved in results.json: whether a plot exists says nothing about the runs, and
-    # the throughput is that of this invocation
-    plotted = plot_curves(result, out / "valid_mrr.png")
-    return {**result, "plotted": plotted, "throughput": throughput}
+    with RunLock(out):  # one comparison at a time writes results.json and table.md here
+        plan: list[_Run] = []
+        for arm in arms:
+            for seed in seeds:
+                run_dir = out / arm.name / f"seed{seed}"
+                config = configs[arm.name, seed]
+                config.dataset.name = canonical_dataset(
+                    config.dataset.name, config.dataset.data_dir
+                )
+                existing = _existing_run(run_dir, config)
+                reused = existing and _finished(run_dir) is not None
+                if reused:
+                    _check_same_data(run_dir, config, graphs)
+                plan.append(_Run(arm.name, seed, run_dir, config, existing, reused))
+        pending = [run for run in plan if not run.reused]
+        for run in plan:
+            if run.reused:
+                say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
+            elif run.existing:
+                run.start_step = _checkpoint_step(run.run_dir)
+        started = time.perf_counter()
+        if jobs == 1:
+            for run in pending:
+                _train_one(run.config, run.run_dir, run.existing, run.label)
+                say(_done_line(run))
+        elif pending:
+            say(
+                f"training {len(pending)} runs, {min(jobs, len(pending))} at a time "
+                f"({_threads(pending[0], jobs)} thread(s) each; logs in {out / 'logs'})"
+            )
+            _train_concurrently(pending, jobs, out, say)
+        elapsed = time.perf_counter() - started
+        runs: list[dict[str, Any]] = []
+        positives = 0
+        for run in plan:
+            metrics, wall = _results_of(run)
+            if not run.reused:
+                positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
+            runs.append(
+                {
+                    "arm": run.arm,
+                    "seed": run.seed,
+                    "wall_seconds": wall,
+                    "valid": metrics["valid"],
+                    "test": metrics["test"],
+                    "best_step": metrics["best_step"],
+                    "curve": _valid_curve(run.run_dir),
+                }
+            )
+        throughput = {
+            "runs_trained": len(pending),
+            "jobs": jobs,
+            "wall_seconds": elapsed,
+            "positives_per_second": positives / elapsed if pending else 0.0,
+        }
+        if pending:
+            say(
+                f"{len(pending)} run(s) in {elapsed:.0f} s with --jobs {jobs}: "
+                f"{throughput['positives_per_second']:,.0f} positives/s in aggregate "
+                "(training and evaluation time included)"
+            )
+        result = {
+            "arms": {
+                arm.name: ([f"arm={arm.preset}"] if arm.preset else []) + list(arm.overrides)
+                for arm in arms
+            },
+            "base_overrides": overrides,
+            "config": str(config_path) if config_path else None,
+            "seeds": seeds,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "runs": runs,
+        }
+        write_text(out / "results.json", json.dumps(result, indent=2) + "\n", "comparison results")
+        write_text(out / "table.md", markdown_table(result), "comparison table")
+        # not saved in results.json: whether a plot exists says nothing about the runs, and
+        # the throughput is that of this invocation
+        plotted = plot_curves(result, out / "valid_mrr.png")
+        return {**result, "plotted": plotted, "throughput": throughput}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -371,7 +492,11 @@ def markdown_table(result: dict[str, Any]) -> str:
                 cells.append(f"{mean:.4f} ± {spread:.4f}" if seeds > 1 else f"{mean:.4f}")
         wall, _ = _summary([r["wall_seconds"] for r in runs])
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {wall:.0f} |")
-    note = f"\nMean{' ± sample std' if seeds > 1 else ''} over {seeds} seed(s); filtered ranks, both sides.\n"
+    protocols = dict.fromkeys(describe_protocol(r["test"]) for r in result["runs"])
+    note = (
+        f"\nMean{' ± sample std' if seeds > 1 else ''} over {seeds} seed(s); filtered ranks, "
+        f"both sides. {' / '.join(protocols)}.\n"
+    )
     return "\n".join(lines) + "\n" + note
 
 
@@ -402,9 +527,20 @@ def plot_curves(result: dict[str, Any], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return True
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as PNG through :func:`emu_dgl.files.write_atomic` (no link followed)."""
+    import io
+
+    from emu_dgl.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    write_atomic(path, buffer.getvalue(), "plot", durable=False)
 
 
 if __name__ == "__main__":  # one run of ``--jobs N``: python -m emu_dgl.experiments.compare SPEC

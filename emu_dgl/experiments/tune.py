@@ -36,9 +36,10 @@ from typing import Any
 
 import yaml
 
-from emu_dgl.config import Config, load_config
-from emu_dgl.errors import ConfigError
+from emu_dgl.config import MAX_SEED, Config, load_config
+from emu_dgl.errors import ConfigError, DivergenceError, shown
 from emu_dgl.training.build import check_components
+from emu_dgl.training.run import check_empty_folder, open_run, run_path, write_text
 
 __all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
 
@@ -168,6 +169,22 @@ def _check_space(base: str | Path | None, overrides: list[str], space: list[Para
                 raise ConfigError(f"search space, '{param.key}' = {value!r}: {exc}") from None
 
 
+#: What a study folder holds (anything else makes it a folder of the user's).
+STUDY_FILES = frozenset(
+    {"study.db", "best.yaml", "trials.csv", "trials.md", "trials.png", "trials"}
+)
+
+
+def _trial_folder(trials: Path, number: int) -> Path:
+    """``trials/trial-NNNN``, or the first free ``trial-NNNN-k`` when that name holds a run
+    of an earlier study (whose database was deleted or replaced: numbers start again)."""
+    folder, k = trials / f"trial-{number:04d}", 1
+    while folder.exists() or folder.is_symlink():
+        k += 1
+        folder = trials / f"trial-{number:04d}-{k}"
+    return folder
+
+
 @dataclass
 class TuneResult:
     study_name: str
@@ -213,10 +230,10 @@ def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    (out / "trials.csv").write_text(buffer.getvalue())
+    write_text(out / "trials.csv", buffer.getvalue(), "trial table")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row[c]) for c in columns) + " |" for row in rows]
-    (out / "trials.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "trials.md", "\n".join(lines) + "\n", "trial table")
 
 
 def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
@@ -252,7 +269,9 @@ def _plot(rows: list[dict[str, Any]], out: Path, metric: str) -> bool:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "trials.png", dpi=120)
+    from emu_dgl.experiments.compare import save_figure
+
+    save_figure(fig, out / "trials.png")
     plt.close(fig)
     return True
 
@@ -270,12 +289,20 @@ def run_study(
     pruner: str = "median",
     data_dir: str | None = None,
     echo: Callable[[str], object] = print,
+    allow_nonempty: bool = False,
 ) -> TuneResult:
-    """Run ``trials`` more trials of the study (created or continued) and write the summary."""
+    """Run ``trials`` more trials of the study (created or continued) and write the summary.
+
+    ``out`` must be new, empty or an earlier study's folder (``allow_nonempty`` writes into
+    another folder). A trial whose training diverges is pruned (with the reason), not the
+    end of the study.
+    """
     optuna = _require_optuna()
     from emu_dgl.training.trainer import Trainer
 
-    out = Path(out)
+    out = run_path(out)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {shown(seed)}")
     space = space if space is not None else load_space()
     overrides = list(overrides)
     if data_dir is not None:
@@ -293,16 +320,31 @@ def run_study(
         raise ConfigError(
             f"unknown pruner '{pruner}'{f' (did you mean {close[0]!r}?)' if close else ''}; valid: median, none"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        own = frozenset(p.name for p in out.iterdir() if p.name in STUDY_FILES)
+        check_empty_folder(out, "study", allow_nonempty=allow_nonempty, own=own)
+    from emu_dgl.files import make_dir
+
+    created = not out.exists()
+    make_dir(out, "study folder")
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        load_if_exists=True,
-        pruner=pruners[pruner](),
-    )
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            load_if_exists=True,
+            pruner=pruners[pruner](),
+        )
+    except Exception as exc:  # noqa: BLE001 - storage back ends raise many kinds (SQLAlchemy, drivers)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no empty folder behind
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot open the study storage {shown(storage)} ({type(exc).__name__}: {shown(reason, 100)}); "
+            "check the URL and that the database is reachable and not corrupt (a new --out starts a new study)"
+        ) from None
     # A continued study draws on from a new seed, so it does not repeat the first call's draws.
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
 
@@ -313,8 +355,13 @@ def run_study(
     def objective(trial: Any) -> float:
         params = {p.key: p.suggest(trial) for p in space}
         config = config_of(params, quiet=True)
-        trainer = Trainer(config, out / "trials" / f"trial-{trial.number:04d}")
+        run_dir = _trial_folder(out / "trials", trial.number)
+        trial.set_user_attr("run_dir", str(run_dir))
+        with open_run(run_dir, config):
+            trainer = Trainer(config, run_dir)
+            return _train_trial(trainer, trial)
 
+    def _train_trial(trainer: Trainer, trial: Any) -> float:
         def report(record: dict[str, Any]) -> None:
             if record.get("split") == "valid":
                 trial.report(float(record[metric]), int(record["step"]))
@@ -324,18 +371,27 @@ def run_study(
                     )
 
         trainer.log_hooks.append(report)
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except DivergenceError as exc:
+            # One diverging trial (a learning rate too high, say) is a bad point of the
+            # space, not the end of the study: pruned, with the reason kept.
+            reason = str(exc).split(";", 1)[0]
+            trial.set_user_attr("failure", reason)
+            raise optuna.TrialPruned(reason) from None
         trial.set_user_attr("test_" + metric, float(result["test"][metric]))
         return float(result["valid"][metric])
 
     def announce(study: Any, trial: Any) -> None:
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        values = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         state = trial.state.name.lower()
         if state == "complete":
             value = f"valid {metric} {trial.value:.4f}"
+        elif "failure" in trial.user_attrs:
+            value = f"{state}: {trial.user_attrs['failure']}"
         else:
             value = f"{state} at step {trial.last_step}" if trial.last_step is not None else state
-        echo(f"trial {trial.number}: {value} ({shown})")
+        echo(f"trial {trial.number}: {value} ({values})")
 
     study.optimize(objective, n_trials=trials, callbacks=[announce])
 

@@ -132,11 +132,17 @@ def mutation_from_config(config: Config, device: torch.device) -> Mutation | Non
 
 
 def sampler_from_config(
-    config: Config, kg: KnowledgeGraph, device: torch.device, *, cache_dir: Path | None = None
+    config: Config,
+    kg: KnowledgeGraph,
+    device: torch.device,
+    *,
+    cache_dir: Path | None = None,
+    announce: bool = False,
 ) -> NegativeSampler | None:
     """The negative sampler of the ``sampler`` section on ``device``, filtered against the
     training triples when ``sampler.filter``; ``None`` for the 1-vs-all loss (no negatives).
-    SANS neighbourhoods are cached in ``cache_dir``."""
+    SANS neighbourhoods are cached in ``cache_dir`` (default: the cache root's
+    ``neighbourhoods/``); ``announce`` says on stderr when one is built."""
     from emu_dgl.sampling import build_sampler
 
     if config.loss.name == ONE_VS_ALL:
@@ -153,6 +159,7 @@ def sampler_from_config(
         weighted=s.weighted,
         seed=config.train.seed,
         cache_dir=cache_dir,
+        announce=announce,
         filter=s.filter,
         known=kg.train,
         device=device,

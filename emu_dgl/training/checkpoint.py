@@ -3,9 +3,10 @@
 A checkpoint is a plain dict of tensors and primitives (whatever the trainer, or a
 distributed trainer, puts in it) saved with ``torch.save``. Guarantees:
 
-* **Atomic.** The dict is written to a temporary file in the same folder
-  (``.<name>.<random>.tmp``), flushed and fsynced, then renamed over the target with
-  ``os.replace``: a reader sees the old file or the new one, never a mix.
+* **Atomic.** The dict is written to a temporary file made by ``mkstemp`` in the same
+  folder (``.<name>.<random>.tmp``), flushed and fsynced, then renamed over the target
+  with ``os.replace``: a reader sees the old file or the new one, never a mix. Links are
+  never followed, for writing or reading (see :mod:`emu_dgl.files`).
 * **Rotation that survives a kill at any instant.** With ``keep_previous`` the old
   ``last.pt`` becomes ``previous.pt`` through a hard link (``previous.pt`` is
   replaced by a second name of the same file), and only then is the new file renamed
@@ -31,7 +32,8 @@ from typing import Any
 
 import torch
 
-from emu_dgl.errors import CheckpointError
+from emu_dgl.errors import CheckpointError, EmuDglError
+from emu_dgl.files import commit, describe_kind, make_dir, open_read, temporary_beside
 
 FORMAT = "emu-dgl-checkpoint/1"
 LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
@@ -50,20 +52,6 @@ def _stage(name: str) -> None:
         fault_hook(name)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
@@ -73,26 +61,36 @@ def save_checkpoint(state: dict[str, Any], path: Path, *, keep_previous: bool = 
     if not isinstance(state, dict):
         raise TypeError("a checkpoint is a dict")
     folder = path.parent
-    tmp = _temp_name(path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
+        make_dir(folder, "checkpoint folder", allow_link=False)
+        fd, tmp = temporary_beside(path, "checkpoint")
+    except EmuDglError as exc:
+        raise CheckpointError(f"{exc}; the previous checkpoints are kept") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
             _stage("started")
-            torch.save({"format": FORMAT, **state}, handle)
+            try:
+                torch.save({"format": FORMAT, **state}, handle)
+            except RuntimeError as exc:
+                # torch's zip writer reports a failed write (a full disk) as a RuntimeError.
+                if "write" not in str(exc).lower():
+                    raise
+                raise OSError(errno.ENOSPC, "torch could not write it; is the disk full?") from None
             handle.flush()
             os.fsync(handle.fileno())
         _stage("written")
         if keep_previous and path.exists():
             _keep_as_previous(path)
             _stage("previous")
-        os.replace(tmp, path)
-        _fsync_dir(folder)
+        commit(tmp, path, "checkpoint")
         _stage("replaced")
-    except OSError as exc:
+    except (OSError, EmuDglError) as exc:
         tmp.unlink(missing_ok=True)
-        advice = "free some space" if exc.errno in _DISK_FULL else "make the folder writable"
+        full = isinstance(exc, OSError) and exc.errno in _DISK_FULL
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        advice = "free some space" if full else "make the folder writable"
         raise CheckpointError(
-            f"cannot write checkpoint '{path}' ({exc.strerror or exc}); the previous checkpoints are "
+            f"cannot write checkpoint '{path}' ({reason}); the previous checkpoints are "
             f"kept: {advice}, then continue with 'emu-dgl train --resume {folder.parent}'"
         ) from None
     except BaseException:
@@ -107,9 +105,9 @@ def _keep_as_previous(path: Path) -> None:
     try:
         os.link(path, link)
     except OSError:  # no hard links here (some network or FAT file systems): rename instead
-        os.replace(path, previous)
+        commit(path, previous, "checkpoint", durable=False)
         return
-    os.replace(link, previous)
+    commit(link, previous, "checkpoint", durable=False)
     # rename() between two names of one file does nothing (previous.pt may already be a
     # name of last.pt's file after an interrupted rotation): drop the extra name then.
     link.unlink(missing_ok=True)
@@ -125,12 +123,20 @@ def _short_reason(exc: BaseException) -> str:
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint at '{path}'; train first or pass the right run directory"
+    kind = describe_kind(path)
+    if kind == "missing":
+        other = path.with_name(LAST)
+        hint = (
+            f"; the weights of the last step are in '{other}': pass --checkpoint last to use them"
+            if path.name == BEST and other.is_file()
+            else "; train first or pass the right run directory"
         )
+        raise CheckpointError(f"no checkpoint at '{path}'{hint}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with open_read(path, "checkpoint") as handle:
+            state = torch.load(handle, map_location=map_location, weights_only=True)
+    except EmuDglError as exc:  # a link, a FIFO, unreadable
+        raise CheckpointError(str(exc)) from None
     except Exception as exc:  # truncated zip, foreign pickle, random bytes ...
         raise CheckpointError(
             f"checkpoint '{path}' is truncated or not an emu-dgl checkpoint ({_short_reason(exc)}){_hint(path)}"
@@ -154,7 +160,7 @@ def _hint(path: Path) -> str:
 
 
 def _temporaries(folder: Path, name: str) -> list[Path]:
-    return sorted(folder.glob(f".{name}.*.tmp"))
+    return sorted(p for p in folder.glob(f".{name}.*.tmp") if not p.is_symlink())
 
 
 def recover_checkpoint(
@@ -195,7 +201,7 @@ def remove_temporaries(folder: Path) -> list[Path]:
     Call it only while holding the run's lock (no other process is saving).
     """
     removed = []
-    for tmp in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
+    for tmp in sorted(folder.glob(".*.tmp")) if folder.is_dir() and not folder.is_symlink() else []:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed

@@ -13,7 +13,9 @@ of its device:
 * one evaluation batch scored against every entity: ``eval.batch_size * E`` floats.
 
 The true peak is higher (intermediates of the loss), so the check never refuses a
-run that could fit; it catches the orders-of-magnitude mistakes.
+run that could fit; it catches the orders-of-magnitude mistakes. Batch sizes count as
+the run uses them: a training batch is at most the training split, an evaluation batch
+at most the largest split it ranks.
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ _FLOAT = 4  # bytes per float32
 
 
 def estimate_bytes(
-    config: Any, num_entities: int, num_relations: int
+    config: Any,
+    num_entities: int,
+    num_relations: int,
+    *,
+    train_triples: int | None = None,
+    eval_triples: int | None = None,
 ) -> dict[str, tuple[int, str]]:
     """Lower bounds, in bytes, of the parts listed in the module docstring, each with the
-    config keys that set it."""
+    config keys that set it. ``train_triples`` and ``eval_triples`` (when known) cap the
+    batch sizes, as the trainer and the evaluator cap them."""
     from emu_dgl.models import DECODERS
 
     decoder = DECODERS.get(config.model.name)
@@ -43,9 +51,9 @@ def estimate_bytes(
         2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
     )
     one_vs_all = config.loss.name == "1vsall"
-    rows = config.train.batch_size * (
-        num_entities if one_vs_all else config.sampler.num_negatives + 2
-    )
+    batch = min(config.train.batch_size, train_triples or config.train.batch_size)
+    eval_batch = min(config.eval.batch_size, eval_triples or config.eval.batch_size)
+    rows = batch * (num_entities if one_vs_all else config.sampler.num_negatives + 2)
     mutated = 2 if config.emu.enabled else 1
     step_keys = (
         "train.batch_size, model.dim"
@@ -55,7 +63,7 @@ def estimate_bytes(
     return {
         "embedding tables and optimizer state": (weights * (2 + optimizer_copies), "model.dim"),
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
-        "one evaluation batch": (config.eval.batch_size * num_entities * _FLOAT, "eval.batch_size"),
+        "one evaluation batch": (eval_batch * num_entities * _FLOAT, "eval.batch_size"),
     }
 
 
@@ -77,12 +85,26 @@ def _human(n: float) -> str:
     return f"{n:.1f} PB"
 
 
-def check_memory(config: Any, num_entities: int, num_relations: int, device: torch.device) -> None:
+def check_memory(
+    config: Any,
+    num_entities: int,
+    num_relations: int,
+    device: torch.device,
+    *,
+    train_triples: int | None = None,
+    eval_triples: int | None = None,
+) -> None:
     """Raise a one-line ConfigError when the run cannot fit the device's memory."""
     available = device_memory(device)
     if available is None:
         return
-    parts = estimate_bytes(config, num_entities, num_relations)
+    parts = estimate_bytes(
+        config,
+        num_entities,
+        num_relations,
+        train_triples=train_triples,
+        eval_triples=eval_triples,
+    )
     total = sum(size for size, _ in parts.values())
     if total <= available:
         return

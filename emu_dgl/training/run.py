@@ -9,9 +9,14 @@ A run directory holds::
     checkpoints/     last.pt, previous.pt, best.pt (see :mod:`emu_dgl.training.checkpoint`)
     .lock            held (``flock``) by the process training into the folder
 
-Three rules live here, in one place, so every trainer (one process or distributed)
-follows them:
+Every command that writes a run (``train``, ``compare``, ``tune``, the distributed
+launcher, ``Trainer.fit``) is admitted by one :func:`open_run`, which applies the rules
+that live here, in one place:
 
+* the folder: a new or empty folder for a new run (never a non-empty folder that is
+  not a run, unless the user says so), a run folder to resume, never ``/``; every file
+  of the run is written through :mod:`emu_dgl.files` (no links followed, temporary
+  files from ``mkstemp``, atomic replacement);
 * :class:`RunLock`: an OS file lock held for the life of a run; a second writer gets a
   one-line error instead of interleaving its files with the first one's.
 * :data:`RESUMABLE`: the config keys a resumed run may change. Every other key (model,
@@ -25,20 +30,24 @@ follows them:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emu_dgl.errors import DataError, RunError
+from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
+#: A run trained on a graph given in Python keeps that graph here (``KnowledgeGraph.save``).
+GRAPH_FILE = "graph.npz"
 LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 
@@ -90,14 +99,16 @@ def listed(key: str, keys: frozenset[str]) -> bool:
 # --------------------------------------------------------------------------- lock
 
 _HELD: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth), locks this process holds
+_PID_WIDTH = 24  # the pid is written padded to this width: the lock file is never truncated
 
 
 class RunLock:
     """Exclusive lock on a run directory for as long as the ``with`` block runs.
 
     ``fcntl.flock`` on ``<run>/.lock``: the OS drops it when the process dies, so a
-    killed run never leaves a stale lock. Re-entrant within one process (the CLI takes
-    it before building the trainer, the trainer takes it again to train).
+    killed run never leaves a stale lock. Re-entrant within one process. The lock file
+    is opened without following links and must be a regular file with one name, so a
+    planted ``.lock`` link or hard link is refused, never written through.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -111,21 +122,17 @@ class RunLock:
             _HELD[key] = (fd, depth + 1)
             return self
         self._created = not self.folder.exists()
-        make_folder(self.folder, "run directory")
-        path = self.folder / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise disk_error(exc, path, "run directory") from None
+        make_dir(self.folder, "run directory")
+        fd = open_lock_file(self.folder / LOCK_FILE)
         if not _try_lock(fd):
-            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            text = os.pread(fd, 64, 0).decode(errors="replace").split()
             os.close(fd)
             raise RunError(
-                f"run directory '{self.folder}' is in use by another emu-dgl process (pid {owner}); "
-                "wait for it to finish or choose another --out"
+                f"run directory '{self.folder}' is in use by another emu-dgl process "
+                f"(pid {text[0] if text else 'unknown'}); wait for it to finish or choose another --out"
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # Overwrite in place, never truncate: readers take the first word.
+        os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode(), 0)
         _HELD[key] = (fd, 1)
         return self
 
@@ -176,39 +183,20 @@ def _unlock(fd: int) -> None:
 # --------------------------------------------------------------------------- disk
 
 
-def disk_error(exc: OSError, path: Path, what: str) -> RunError:
-    """A one-line error for an OSError while writing ``path`` (read-only, full disk, ...)."""
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        advice = "free some space or choose another location"
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "choose a writable location"
-    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        advice = "a file is in the way; choose another location"
-    else:
-        advice = "check the path"
-    return RunError(f"cannot write the {what} '{path}' ({reason}); {advice}")
+def write_text(path: Path, text: str, what: str, *, durable: bool = True) -> None:
+    """Atomically replace ``path`` with UTF-8 ``text`` (see :mod:`emu_dgl.files`)."""
+    write_atomic(path, text, what, durable=durable)
 
 
-def make_folder(folder: Path, what: str) -> None:
-    """``mkdir -p`` with a one-line error instead of an OSError traceback."""
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file of the run (links refused), or a RunError naming the file."""
+    text = read_text(path, what)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise disk_error(exc, folder, what) from None
-    if not folder.is_dir():
-        raise RunError(f"the {what} '{folder}' is a file; choose another location")
-
-
-def write_text(path: Path, text: str, what: str) -> None:
-    """Atomically replace ``path`` with ``text`` (temp file + rename), one-line errors."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise disk_error(exc, path, what) from None
+        return json.loads(text)
+    except ValueError:
+        raise RunError(
+            f"the {what} '{path}' is not valid JSON (cut short or edited); it is not the file emu-dgl wrote"
+        ) from None
 
 
 # --------------------------------------------------------------------------- configs
@@ -234,14 +222,103 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [key for key, _, _ in config_differences(old, new) if not listed(key, NO_EFFECT)]
 
 
-def check_new_run(run_dir: Path) -> None:
-    """Refuse to start a new run in a folder that holds one (finished, interrupted or just begun)."""
+def run_path(run_dir: str | Path) -> Path:
+    """``run_dir`` with ``~`` expanded, refused when empty or the root of the file system."""
+    text = os.fspath(run_dir)
+    if not text.strip():
+        raise RunError(
+            "the run directory is empty; give --out (or output.dir) a folder name, e.g. runs/{dataset}-{model}-{time}"
+        )
+    path = Path(text).expanduser()
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor):
+        raise RunError(
+            f"'{path}' is the root of the file system; give the run a folder of its own, e.g. --out runs/mine"
+        )
+    return path
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run (finished, interrupted or just begun)."""
+    return os.path.lexists(run_dir / CONFIG_FILE) or os.path.lexists(run_dir / CHECKPOINTS)
+
+
+def check_new_run(run_dir: Path, *, allow_nonempty: bool = False) -> None:
+    """Refuse to start a new run in a folder that holds one, or in a non-empty folder that is
+    not a run (its files could carry the names a run writes) unless ``allow_nonempty``."""
     run_dir = Path(run_dir)
-    if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINTS).is_dir():
+    if holds_run(run_dir):
         raise RunError(
             f"'{run_dir}' already holds a run; continue it with 'emu-dgl train --resume {run_dir}' "
             "or choose another --out"
         )
+    check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty)
+
+
+#: Files a run writes into its folder besides ``checkpoints/`` (compare's wall time,
+#: the distributed record, the trackers' ids).
+_RUN_FILE_NAMES = (
+    CONFIG_FILE,
+    DATA_FILE,
+    METRICS_LOG,
+    METRICS_FILE,
+    GRAPH_FILE,
+    "wall.json",
+    "distributed.json",
+    "tracking.json",
+)
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Refuse a run folder in which a file the run writes is not a regular file (a planted
+    link, a FIFO), or ``checkpoints/`` is not a real folder, before anything is written."""
+    from emu_dgl.files import describe_kind
+
+    def refuse(path: Path, kind: str) -> RunError:
+        return RunError(
+            f"'{path}' is {kind}, where the run keeps a file of its own; emu-dgl neither follows "
+            "nor replaces it: remove it (or put the real file back) and run again"
+        )
+
+    for name in _RUN_FILE_NAMES:
+        kind = describe_kind(run_dir / name)
+        if kind not in ("missing", "a regular file"):
+            raise refuse(run_dir / name, kind)
+    log = run_dir / METRICS_LOG  # appended to in place: a second name would be written too
+    if describe_kind(log) == "a regular file" and os.lstat(log).st_nlink > 1:
+        raise refuse(log, f"a file with {os.lstat(log).st_nlink} names (hard links)")
+    for folder in ("ranks", CHECKPOINTS):  # the folders a run writes into
+        kind = describe_kind(run_dir / folder)
+        if kind not in ("missing", "a folder"):
+            raise refuse(run_dir / folder, kind)
+    checkpoints = run_dir / CHECKPOINTS
+    kind = describe_kind(checkpoints)
+    if kind == "a folder":
+        for path in checkpoints.glob("*.pt"):
+            kind = describe_kind(path)
+            if kind != "a regular file":
+                raise refuse(path, kind)
+
+
+#: What a run writes into its folder (and what a folder may hold for emu-dgl to call it empty).
+RUN_FILES = (CONFIG_FILE, DATA_FILE, METRICS_FILE, METRICS_LOG, CHECKPOINTS + "/")
+
+
+def check_empty_folder(
+    folder: Path, what: str, *, allow_nonempty: bool, own: frozenset[str] = frozenset()
+) -> None:
+    """Refuse a non-empty ``folder`` (its ``.lock`` and the names in ``own`` aside) unless
+    ``allow_nonempty``: the user's files there could be overwritten by the ``what``'s."""
+    if allow_nonempty or not folder.is_dir():
+        return
+    others = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE and p.name not in own)
+    if not others:
+        return
+    listed_ = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    raise RunError(
+        f"'{folder}' is not empty ({listed_}) and holds no emu-dgl {what}: choose a new or empty "
+        "folder, or pass --allow-nonempty to write into it anyway (files of the same names are replaced)"
+    )
 
 
 def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
@@ -297,12 +374,10 @@ def check_resume(
         )
     ckpt_dir = run_dir / CHECKPOINTS
     state, source = recover_checkpoint(ckpt_dir, map_location=map_location)
-    if state is not None and "config" in state:
+    if state is not None and isinstance(state.get("config"), dict):
         saved = state["config"]
     else:
-        import yaml
-
-        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        saved = read_run_config(run_dir)
     changes = config_differences(_with_defaults(saved), requested)
     fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
     if fixed:
@@ -325,6 +400,90 @@ def check_resume(
         save_checkpoint({k: v for k, v in state.items() if k != "format"}, ckpt_dir / LAST)
     plan.removed = remove_temporaries(ckpt_dir)
     return plan
+
+
+# --------------------------------------------------------------------------- admission
+
+
+@dataclass
+class Admission:
+    """A run admitted by :func:`open_run`: its folder, and what resuming it will do."""
+
+    run_dir: Path
+    plan: ResumePlan | None  # None: a new run
+
+    @property
+    def resumed(self) -> bool:
+        return self.plan is not None
+
+    def match(self, kg: Any) -> Any:
+        """``kg`` with the ids the run was trained with (a resumed run), or ``kg`` (a new one)."""
+        if self.plan is None:
+            return kg
+        return match_data(kg, read_data_record(self.run_dir), self.run_dir)
+
+    def write_record(self, kg: Any, config_yaml: str) -> None:
+        """``data.json`` and ``config.yaml``: what evaluation and ``--resume`` read back."""
+        write_text(self.run_dir / DATA_FILE, json.dumps(data_record(kg)) + "\n", "data record")
+        write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")
+
+
+_ADMITTED: dict[Path, Admission] = {}  # folders this process has admitted, by resolved path
+
+
+@contextmanager
+def open_run(
+    run_dir: str | Path,
+    config: Any,
+    *,
+    resume: bool | ResumePlan = False,
+    allow_nonempty: bool = False,
+    state_dir: str | Path | None = None,
+) -> Iterator[Admission]:
+    """Admit a run into ``run_dir`` for the ``with`` block: the one door every command that
+    writes a run goes through (``train``, ``compare``, ``tune``, the distributed launcher,
+    and :meth:`Trainer.fit <emu_dgl.training.trainer.Trainer.fit>` when its caller did not).
+
+    * the folder: never the root or an empty path; ``~`` expanded;
+    * the lock: held for the whole block (:class:`RunLock`);
+    * a new run: the folder is new, empty, or ``allow_nonempty`` (never one holding a run);
+    * a resumed run: the config is checked against the checkpoint in ``state_dir``
+      (default ``run_dir``; a distributed run's rank 0) by :func:`check_resume`.
+
+    Nothing is written before these checks pass. Re-entrant: a second ``open_run`` of the
+    same folder in this process returns the first admission (and must agree on ``resume``).
+    ``config`` is a :class:`~emu_dgl.config.Config` or its dict.
+    """
+    path = run_path(run_dir)
+    key = path.resolve()
+    if key in _ADMITTED:
+        admitted = _ADMITTED[key]
+        if bool(resume) != admitted.resumed:
+            raise RunError(
+                f"'{path}' is already open as a {'resumed' if admitted.resumed else 'new'} run in this process"
+            )
+        yield admitted
+        return
+    requested = config if isinstance(config, dict) else config.to_dict()
+    with RunLock(path):
+        check_run_files(path)
+        if state_dir:
+            check_run_files(Path(state_dir))
+        if resume:
+            plan = (
+                resume
+                if isinstance(resume, ResumePlan)
+                else check_resume(Path(state_dir) if state_dir else path, requested)
+            )
+        else:
+            check_new_run(path, allow_nonempty=allow_nonempty)
+            plan = None
+        admitted = Admission(path, plan)
+        _ADMITTED[key] = admitted
+        try:
+            yield admitted
+        finally:
+            del _ADMITTED[key]
 
 
 # --------------------------------------------------------------------------- data
@@ -351,18 +510,49 @@ def data_record(kg: Any) -> dict[str, Any]:
     }
 
 
-def read_data_record(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / DATA_FILE
-    if not path.is_file():
-        return None
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's saved ``config.yaml`` as a dict (links refused), or a one-line RunError."""
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    text = read_text(path, "run config", limit=1 << 20)
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        saved = yaml.safe_load(text)
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
         raise RunError(
-            f"'{path}' is unreadable ({exc.__class__.__name__}); the run's vocabulary is lost"
-        ) from None
-    if not isinstance(record, dict) or not {"fingerprint", "entities", "relations"} <= set(record):
-        raise RunError(f"'{path}' is not an emu-dgl data record")
+            f"'{path}' is not an emu-dgl run config (not a YAML mapping); restore the file emu-dgl wrote"
+        )
+    return saved
+
+
+def read_data_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``data.json`` (None for runs saved before it existed), its types checked."""
+    path = Path(run_dir) / DATA_FILE
+    if not os.path.lexists(path):
+        return None
+    record = read_json(path, "data record")
+    names_ok = isinstance(record, dict) and all(
+        isinstance(record.get(key), list) and all(isinstance(n, str) for n in record[key])
+        for key in ("entities", "relations")
+    )
+    splits = record.get("splits", {}) if isinstance(record, dict) else None
+    if (
+        not names_ok
+        or not isinstance(record.get("fingerprint"), str)
+        or not isinstance(splits, dict)
+        or not all(
+            isinstance(info, dict)
+            and isinstance(info.get("triples"), int)
+            and isinstance(info.get("sha256"), str)
+            for info in splits.values()
+        )
+    ):
+        raise RunError(
+            f"'{path}' is not an emu-dgl data record (a field is missing or of the wrong type); "
+            "restore the file emu-dgl wrote, the run's vocabulary is in it"
+        )
     return record
 
 
@@ -396,7 +586,7 @@ def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
     changed = [
         f"{split} ({info['triples']} triples then, {len(remapped.splits[split])} now)"
         for split, info in record.get("splits", {}).items()
-        if _split_hash(remapped.splits[split]) != info["sha256"]
+        if split in remapped.splits and _split_hash(remapped.splits[split]) != info["sha256"]
     ]
     raise DataError(
         f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"

@@ -20,7 +20,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,8 +35,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
-from emu_dgl.device import resolve_device, resolve_threads
-from emu_dgl.errors import ConfigError, DataError, DivergenceError, RunError
+from emu_dgl.device import resolve_device, resolve_threads, usable_cores
+from emu_dgl.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    EmuDglError,
+    EmuDglWarning,
+    RunError,
+    shown,
+)
+from emu_dgl.files import append_text, path_component
 from emu_dgl.training.build import (
     check_components,
     evaluator_from_config,
@@ -51,29 +63,72 @@ from emu_dgl.training.losses import l3_table_regularizer, n3_regularizer
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
-    DATA_FILE,
+    GRAPH_FILE,
     METRICS_FILE,
     METRICS_LOG,
+    Admission,
     ResumePlan,
-    RunLock,
-    check_new_run,
-    check_resume,
-    data_record,
+    check_run_files,
     match_data,
+    open_run,
     read_data_record,
+    read_json,
+    read_run_config,
+    run_path,
     write_text,
 )
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "load_run", "run_directory"]
+__all__ = [
+    "CONFIG_FILE",
+    "GRAPH_FILE",
+    "METRICS_FILE",
+    "METRICS_LOG",
+    "Trainer",
+    "load_run",
+    "run_directory",
+]
+
+
+#: Runs at least this long are warned about when no checkpoint comes before their end.
+LONG_RUN_STEPS = 1000
 
 
 def run_directory(config: Config, out: str | Path | None = None) -> Path:
-    """``--out`` wins; otherwise ``output.dir`` with {dataset}, {model}, {time} filled in."""
+    """``--out`` wins; otherwise ``output.dir`` with {dataset}, {model}, {time} filled in.
+
+    ``~`` is expanded; each filled-in name must be one safe folder name (a dataset called
+    ``..`` cannot lead the run out of ``output.dir``), and the result is never ``/``.
+    """
     if out is not None:
-        return Path(out)
-    name = Path(config.dataset.name).name or "dataset"
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(config.output.dir.format(dataset=name, model=config.model.name, time=stamp))
+        return run_path(out)
+    name = Path(config.dataset.name.rstrip("/")).name or config.dataset.name
+    values = {
+        "dataset": path_component(name, "the dataset name for {dataset} in output.dir"),
+        "model": path_component(config.model.name, "the model name for {model} in output.dir"),
+        "time": datetime.now().strftime("%Y%m%d-%H%M%S"),
+    }
+    return run_path(config.output.dir.format(**values))
+
+
+def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
+    """One-line warnings for settings that run but waste most of their time."""
+    negatives = config.sampler.num_negatives
+    if config.loss.name != "1vsall" and negatives > kg.num_entities:
+        warnings.warn(
+            f"sampler.num_negatives={negatives} is more than the {kg.num_entities} entities of "
+            f"'{kg.name}': each negative set repeats every entity about {negatives // kg.num_entities} "
+            f"times, at that many times the cost; {kg.num_entities} or fewer carry the same information",
+            EmuDglWarning,
+            stacklevel=3,
+        )
+    cores = usable_cores()
+    if config.train.threads > cores:
+        warnings.warn(
+            f"train.threads={config.train.threads} is more than the {cores} usable CPU cores: "
+            f"the extra threads only wait for each other; use train.threads={cores} or fewer",
+            EmuDglWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -88,21 +143,20 @@ class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import canonical_dataset, load_dataset, processed_dir
+        from emu_dgl.data import canonical_dataset, load_dataset
         from emu_dgl.training.memory import check_memory
 
         check_components(config)
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_path(run_dir)
         self.device = resolve_device(config.train.device)
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
 
+        self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
         if (self.run_dir / CONFIG_FILE).is_file():
             self.config = config
-            self.kg = (
-                kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
-            )
+            self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
             # An existing run (to resume): give the data the ids it was trained with.
             self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
         else:
@@ -112,13 +166,22 @@ class Trainer:
             self.config.dataset.name = canonical_dataset(
                 config.dataset.name, config.dataset.data_dir
             )
-            self.kg = (
-                kg
-                if kg is not None
-                else load_dataset(self.config.dataset.name, config.dataset.data_dir)
-            )
+            if kg is None:
+                self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            else:
+                # The run's config names the graph it trains on, not the config's dataset.
+                self.kg, self._save_graph = kg, True
+                self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
-        check_memory(config, self.kg.num_entities, self.kg.num_relations, self.device)
+        check_memory(
+            config,
+            self.kg.num_entities,
+            self.kg.num_relations,
+            self.device,
+            train_triples=len(self.kg.train),
+            eval_triples=max(len(self.kg.valid), len(self.kg.test)),
+        )
+        _warn_wasteful(config, self.kg, self.threads)
         self.train_triples = self.kg.train.to(self.device)
         self._perm_epoch, self._perm = (
             -1,
@@ -143,10 +206,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config,
-            self.kg,
-            self.device,
-            cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
+            config, self.kg, self.device, announce=config.train.progress
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
         # emu.separate_draws: the mutated negatives get a draw of their own from the same
@@ -257,6 +317,7 @@ class Trainer:
         return {
             "step": step,
             "model": self.model.state_dict(),
+            "model_config": model_config(self.config),
             "data_fingerprint": self.kg.fingerprint,
         }
 
@@ -273,6 +334,7 @@ class Trainer:
             "best": best,
             "train_seconds": self._train_seconds,
             "config": self.config.to_dict(),
+            "model_config": model_config(self.config),
             "data_fingerprint": self.kg.fingerprint,
         }
         if self.device.type == "cuda":
@@ -321,25 +383,28 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def _log(self, record: dict[str, Any]) -> None:
-        with (self.run_dir / METRICS_LOG).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_text(self.run_dir / METRICS_LOG, json.dumps(record) + "\n", "metrics log")
         for hook in self.log_hooks:
             hook(record)
 
     def _truncate_log(self, after_step: int) -> None:
         """On resume, drop log lines the interrupted run wrote after its checkpoint,
-        and a last line the kill cut in half."""
+        a last line the kill cut in half, and any line that is not a record of a step."""
+        from emu_dgl.files import read_bytes
+
         path = self.run_dir / METRICS_LOG
-        if path.exists():
-            kept = []
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("step", 0) <= after_step:
-                    kept.append(line)
-            write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
+        if not os.path.lexists(path):
+            return
+        kept = []
+        for line in read_bytes(path, "metrics log").decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            step = record.get("step") if isinstance(record, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool) and step <= after_step:
+                kept.append(line)
+        write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
 
     def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
         valid = self.kg.valid
@@ -357,42 +422,41 @@ class Trainer:
         return metrics
 
     def fit(
-        self, *, resume: bool | ResumePlan = False, stop_after: int | None = None
+        self,
+        *,
+        resume: bool | ResumePlan = False,
+        stop_after: int | None = None,
+        allow_nonempty: bool = False,
     ) -> dict[str, Any]:
         """Train to ``train.max_steps`` and return the final metrics (also in metrics.json).
 
-        Holds the run directory's lock throughout. ``resume`` continues the run in
-        ``run_dir`` (``True``, or a plan from :func:`~emu_dgl.training.run.check_resume`);
-        a run that has no complete checkpoint starts again from step 0.
-        ``stop_after`` ends the loop early after that many steps without final evaluation,
-        as a killed process would (used to test resuming). The trackers named in
-        ``tracking.backends`` receive every logged record and the final metrics.
+        The run is admitted by :func:`~emu_dgl.training.run.open_run` (lock, folder checks,
+        resume check) for the whole call, unless the caller already holds that admission.
+        ``resume`` continues the run in ``run_dir`` (``True``, or a plan from
+        :func:`~emu_dgl.training.run.check_resume`); a run that has no complete checkpoint
+        starts again from step 0. A new run needs a new or empty folder unless
+        ``allow_nonempty``. ``stop_after`` ends the loop early after that many steps without
+        final evaluation, as a killed process would (used to test resuming). The trackers
+        named in ``tracking.backends`` receive every logged record and the final metrics.
         """
         from emu_dgl.tracking import open_trackers
 
-        with RunLock(self.run_dir):
+        with open_run(
+            self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
+        ) as run:
             # Admission first: nothing (a tracker included) writes into the folder before it.
-            if resume:
-                plan = (
-                    resume
-                    if isinstance(resume, ResumePlan)
-                    else check_resume(self.run_dir, self.config.to_dict())
-                )
-            else:
-                check_new_run(self.run_dir)
-                plan = None
             tracker = open_trackers(
                 self.config.tracking,
                 self.config.to_dict(),
                 self.run_dir,
                 batch_size=self.config.train.batch_size,
-                resume=plan is not None,
+                resume=run.resumed,
             )
             if tracker is None:
-                return self._fit(plan, stop_after)
+                return self._fit(run, stop_after)
             self.log_hooks.append(tracker)
             try:
-                result = self._fit(plan, stop_after)
+                result = self._fit(run, stop_after)
                 if not self.already_finished:
                     tracker.log_final(result)
                 return result
@@ -400,7 +464,8 @@ class Trainer:
                 self.log_hooks.remove(tracker)
                 tracker.close()
 
-    def _fit(self, plan: ResumePlan | None, stop_after: int | None) -> dict[str, Any]:
+    def _fit(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
+        plan = run.plan
         cfg = self.config.train
         ckpt_dir = self.run_dir / CHECKPOINTS
         self._train_seconds = 0.0
@@ -410,15 +475,21 @@ class Trainer:
             if plan.state is not None:
                 start, best = self._restore(plan.state, {key for key, _, _ in plan.changes})
                 finished = bool(plan.state.get("final"))
-            if finished and start == cfg.max_steps and (self.run_dir / METRICS_FILE).is_file():
-                self.already_finished = True  # nothing to do: the run's files stay as they are
-                return json.loads((self.run_dir / METRICS_FILE).read_text())
+            if finished and start == cfg.max_steps and os.path.lexists(self.run_dir / METRICS_FILE):
+                try:
+                    result = read_json(self.run_dir / METRICS_FILE, "metrics file")
+                except EmuDglError:
+                    result = None  # cut short or edited: evaluated again below
+                if isinstance(result, dict):
+                    self.already_finished = True  # nothing to do: the run's files stay as they are
+                    return result
             self._truncate_log(start)
         else:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
         self.already_finished = False
-        write_text(self.run_dir / DATA_FILE, json.dumps(data_record(self.kg)) + "\n", "data record")
-        write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml(), "run config")
+        if self._save_graph and plan is None:
+            self.kg.save(self.run_dir / GRAPH_FILE)
+        run.write_record(self.kg, self.config.to_yaml())
         resumed_seconds = self._train_seconds
 
         metric_key = self.config.eval.metric
@@ -434,6 +505,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        self._warn_if_no_checkpoint_before_the_end()
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -459,16 +531,23 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 since_log = 0
             bar.update(1)
+            validated = False
             if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 metrics = self._validate(step)
+                validated = True
                 if self._improved(metrics[metric_key], best, step):
                     save_checkpoint(self._best_state(step), ckpt_dir / BEST)
                 elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
                     stopped_early = True
                 tick = time.perf_counter()
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopped_early:
+            # Every validation is also a checkpoint: a crash then resumes from the step whose
+            # best.pt exists, whatever checkpoint_every says (the paper configs' 5,000 included).
+            # The last step's checkpoint is the final one, written after the final validation:
+            # one written before it would let a resume log that validation twice.
+            periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            if (periodic or validated) and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
@@ -498,9 +577,20 @@ class Trainer:
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
         }
+        final = {}
+        for split in ("valid", "test"):
+            triples = self.kg.splits[split]
+            if cfg.progress:  # after the bar's 100%: say what the next seconds (or minutes) do
+                print(
+                    f"evaluating {split} ({len(triples):,} triples, {self._protocol_words()}) "
+                    f"with the best step's weights (step {best['step']}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
         result = {
-            "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
-            "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
+            "valid": final["valid"],
+            "test": final["test"],
             "best_step": best["step"],
             "steps": step,
             "stopped_early": stopped_early,
@@ -513,6 +603,29 @@ class Trainer:
         }
         write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
         return result
+
+    def _protocol_words(self) -> str:
+        ev = self.config.eval
+        if ev.protocol == "sampled":
+            return f"sampled protocol: {ev.num_negatives} candidates per query"
+        return f"full ranking against {self.kg.num_entities:,} entities"
+
+    def _warn_if_no_checkpoint_before_the_end(self) -> None:
+        """A run whose first checkpoint would be its last loses everything to a crash (said
+        for runs of at least :data:`LONG_RUN_STEPS` steps; a shorter one loses little)."""
+        cfg = self.config.train
+        if (
+            cfg.max_steps >= LONG_RUN_STEPS
+            and cfg.checkpoint_every > cfg.max_steps
+            and not 0 < cfg.valid_every < cfg.max_steps
+        ):
+            warnings.warn(
+                f"train.checkpoint_every ({cfg.checkpoint_every}) exceeds train.max_steps "
+                f"({cfg.max_steps}) and no validation comes before the end, so a crash loses the "
+                "whole run; lower train.checkpoint_every or train.valid_every",
+                EmuDglWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ divergence
 
@@ -557,43 +670,87 @@ class Trainer:
 # ---------------------------------------------------------------------- runs on disk
 
 
+def _run_dataset(run_dir: Path, config: Config) -> Any:
+    """The graph of an existing run: its own saved graph (a run trained on a graph from
+    Python, wherever the folder has moved), else the config's dataset."""
+    from emu_dgl.data import KnowledgeGraph, load_dataset
+
+    own = run_dir / GRAPH_FILE
+    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
+        return KnowledgeGraph.load(own)
+    return load_dataset(config.dataset.name, config.dataset.data_dir)
+
+
+def model_config(config: Config) -> dict[str, Any]:
+    """The keys that define a model's weights and scores (decoder, widths, gamma, norm...):
+    stored in every checkpoint, so the weights are never read as another model's."""
+    return dict(config.to_dict()["model"])
+
+
+def check_model_config(state: dict[str, Any], config: Config, path: Path) -> None:
+    """Refuse weights saved for another model than ``config`` describes, in one line.
+
+    Checkpoints written before ``model_config`` existed are checked against the config they
+    carry (``last.pt``), else only by the shapes of their tensors when they are loaded.
+    """
+    saved = state.get("model_config")
+    if not isinstance(saved, dict):
+        saved = (
+            state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
+        )
+    if not isinstance(saved, dict):
+        return
+    now = model_config(config)
+    differ = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
+    if differ:
+        shown_ = ", ".join(
+            f"model.{k} {a!r} in the checkpoint, {b!r} in config.yaml" for k, a, b in differ
+        )
+        raise RunError(
+            f"'{path}' was trained as another model than '{path.parent.parent / CONFIG_FILE}' describes "
+            f"({shown_}); restore config.yaml (a new model needs a new run)"
+        )
+
+
 def load_run(
     run_dir: str | Path, *, device: str = "cpu", which: str = "best", data_dir: str | None = None
 ) -> tuple[Config, Any, nn.Module]:
     """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
 
     ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
-    The graph is read from the run's dataset and given the ids the run was trained with
+    The graph is read from the run's dataset (or the graph the run keeps, for a run
+    trained on a graph given in Python) and given the ids the run was trained with
     (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
     """
-    import yaml
-
-    from emu_dgl.data import load_dataset
-
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):
         raise RunError(
             f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
         )
-    try:
-        saved = yaml.safe_load(config_path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunError(
-            f"'{config_path}' is unreadable ({exc.__class__.__name__}); the run cannot be loaded"
-        ) from None
-    if not isinstance(saved, dict):
-        raise RunError(f"'{config_path}' is not an emu-dgl run config")
-    config = config_from_dict(saved)
+    check_run_files(run_dir)  # a planted link or FIFO is refused before anything is read
+    config = config_from_dict(read_run_config(run_dir))
     check_components(config)
-    root = data_dir if data_dir is not None else config.dataset.data_dir
-    kg = match_data(load_dataset(config.dataset.name, root), read_data_record(run_dir), run_dir)
-    model = model_from_config(config, kg.num_entities, kg.num_relations)
-    state = load_checkpoint(run_dir / CHECKPOINTS / f"{which}.pt")
+    target = resolve_device(device, key="--device")
+    path = run_dir / CHECKPOINTS / f"{which}.pt"
+    state = load_checkpoint(path)
+    check_model_config(state, config, path)
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
+    kg = match_data(_run_dataset(run_dir, config), read_data_record(run_dir), run_dir)
     saved_fp = state.get("data_fingerprint")
     if saved_fp is not None and saved_fp != kg.fingerprint:
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model.load_state_dict(state["model"])
-    return config, kg, model.to(resolve_device(device)).eval()
+    model = model_from_config(config, kg.num_entities, kg.num_relations)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = str(exc).strip().splitlines()
+        reason = detail[-1].strip() if detail else type(exc).__name__
+        raise RunError(
+            f"the weights in '{path}' do not fit the model '{config_path}' describes "
+            f"({shown(reason, 160)}); restore config.yaml (a new model needs a new run)"
+        ) from None
+    return config, kg, model.to(target).eval()

@@ -1,0 +1,342 @@
+"""Safe reading and writing of the files emu-dgl owns (run folders, downloads, caches, exports).
+
+A run folder may be shared with other people or sit in a world-writable place, so
+nothing in it is trusted to be what its name says. Every file emu-dgl writes goes
+through this module, which:
+
+* opens with ``O_NOFOLLOW`` and refuses anything that is not a regular file (a
+  symbolic link, a FIFO, a device, a folder): a planted ``.lock -> /etc/passwd`` is
+  refused, never truncated or written through;
+* makes every temporary file with ``mkstemp`` in the target's own folder (an
+  unpredictable name, created exclusively), then renames it over the target
+  (``os.replace`` is atomic: a reader sees the old file or the new one, never a mix);
+* fsyncs the file and its folder where the file's loss matters (checkpoints,
+  config, data record, final metrics);
+* writes text as UTF-8 whatever the locale says;
+* turns every ``OSError`` into one line naming the file, the reason and the fix.
+
+Names that become folder names (compare's arms, ``{dataset}`` in ``output.dir``)
+go through :func:`path_component`: one rule, a single safe component.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from emu_dgl.errors import ConfigError, FileError, shown
+
+__all__ = [
+    "append_text",
+    "commit",
+    "describe_kind",
+    "fsync_dir",
+    "make_dir",
+    "open_lock_file",
+    "open_read",
+    "path_component",
+    "read_bytes",
+    "read_text",
+    "temporary_beside",
+    "write_atomic",
+    "write_error",
+]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must fail or return, never wait
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows
+
+
+def describe_kind(path: Path) -> str:
+    """What is at ``path``, in words: 'missing', 'a symbolic link', 'a FIFO', ... or 'a regular file'."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            return "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
+        return "a symbolic link"
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def write_error(exc: OSError, path: Path, what: str) -> FileError:
+    """A one-line error for an ``OSError`` while writing ``path`` (full disk, read-only, ...)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        advice = "free some space or choose another location"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "choose a writable location"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        advice = "a file is in the way; choose another location"
+    else:
+        advice = "check the path"
+    return FileError(f"cannot write the {what} '{path}' ({reason}); {advice}")
+
+
+def _not_regular(path: Path, what: str, kind: str, *, follow: bool = False) -> FileError:
+    if follow:  # a file the user names (a config, a dataset file): it may be a link, not a FIFO
+        return FileError(f"the {what} '{path}' is {kind}, not a regular file")
+    return FileError(
+        f"the {what} '{path}' is {kind}, not a regular file; emu-dgl neither follows links nor "
+        "writes through them here: remove it (or replace it with the real file) and run again"
+    )
+
+
+def _open(
+    path: Path, flags: int, what: str, *, follow: bool, single_link: bool, writing: bool
+) -> int:
+    """``os.open`` that returns a descriptor of a regular file or raises a one-line FileError."""
+    flags |= _CLOEXEC | _NONBLOCK | _BINARY | (0 if follow else _NOFOLLOW)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK) or (
+            exc.errno == errno.EISDIR and not writing
+        ):
+            raise _not_regular(path, what, describe_kind(path), follow=follow) from None
+        if writing:
+            raise write_error(exc, path, what) from None
+        if exc.errno == errno.ENOENT:
+            raise FileError(f"the {what} '{path}' does not exist") from None
+        raise FileError(
+            f"cannot read the {what} '{path}' ({exc.strerror}); check its permissions"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = describe_kind(Path(os.path.realpath(path)) if follow else path)
+        raise _not_regular(path, what, kind, follow=follow)
+    if single_link and info.st_nlink > 1:
+        # A hard link planted under our name would make us write into someone else's file.
+        os.close(fd)
+        raise FileError(
+            f"the {what} '{path}' has {info.st_nlink} names (hard links); emu-dgl only writes to "
+            "files of its own: remove it and run again"
+        )
+    return fd
+
+
+def open_read(path: str | os.PathLike[str], what: str, *, follow: bool = False) -> IO[bytes]:
+    """A binary handle on a regular file (a link refused unless ``follow``; never a FIFO)."""
+    path = Path(path)
+    fd = _open(path, os.O_RDONLY, what, follow=follow, single_link=False, writing=False)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    follow: bool = False,
+    limit: int | None = None,
+) -> bytes:
+    """The bytes of a regular file (links refused unless ``follow``), at most ``limit`` of them."""
+    path = Path(path)
+    with open_read(path, what, follow=follow) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if limit is not None and size > limit:
+            raise FileError(
+                f"the {what} '{path}' is {size} bytes; a {what} is at most {limit} bytes"
+            )
+        try:
+            return handle.read() if limit is None else handle.read(limit + 1)[:limit]
+        except OSError as exc:
+            raise FileError(f"cannot read the {what} '{path}' ({exc.strerror})") from None
+
+
+def read_text(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    follow: bool = False,
+    limit: int | None = None,
+) -> str:
+    """A regular file's text, decoded as UTF-8 (a one-line error if it is not)."""
+    data = read_bytes(path, what, follow=follow, limit=limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileError(
+            f"the {what} '{path}' is not UTF-8 text (byte {exc.start}); it is not the file emu-dgl wrote"
+        ) from None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str | os.PathLike[str], what: str, *, allow_link: bool = True) -> Path:
+    """``mkdir -p`` with one-line errors. ``allow_link=False`` refuses a symbolic link at
+    ``path`` itself (the subfolders a run makes must be real folders inside it)."""
+    path = Path(path)
+    if not allow_link and path.is_symlink():
+        raise FileError(
+            f"the {what} '{path}' is a symbolic link; emu-dgl writes only into real folders "
+            "inside a run: remove the link and run again"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # a file (or a dangling link) is in the way: reported just below
+    except OSError as exc:
+        raise write_error(exc, path, what) from None
+    if not path.is_dir():
+        raise FileError(
+            f"the {what} '{path}' is {describe_kind(path)}, not a folder; choose another location"
+        )
+    return path
+
+
+def _check_target(path: Path, what: str) -> None:
+    """Refuse to replace anything but a regular file (or nothing) at ``path``."""
+    kind = describe_kind(path)
+    if kind not in ("missing", "a regular file"):
+        raise _not_regular(path, what, kind)
+
+
+def temporary_beside(path: Path, what: str) -> tuple[int, Path]:
+    """A new, exclusively created temporary file ``.<name>.<random>.tmp`` in ``path``'s folder."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path, what) from None
+    return fd, Path(name)
+
+
+def commit(tmp: Path, path: Path, what: str, *, durable: bool = True) -> None:
+    """Rename the finished temporary file ``tmp`` over ``path`` (refusing to replace a link,
+    a FIFO or a folder there); with ``durable`` the rename is fsynced too."""
+    _check_target(path, what)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; our files are as readable as any other
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(exc, path, what) from None
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes | str | Callable[[IO[bytes]], object],
+    what: str,
+    *,
+    durable: bool = True,
+) -> None:
+    """Replace ``path`` with ``data`` (bytes, text written as UTF-8, or a function writing to a
+    binary handle): a temporary file in the same folder, fsynced, renamed over the target."""
+    path = Path(path)
+    _check_target(path, what)
+    fd, tmp = temporary_beside(path, what)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        commit(tmp, path, what, durable=durable)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, path, what) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def append_text(
+    path: str | os.PathLike[str], text: str, what: str, *, durable: bool = False
+) -> None:
+    """Append UTF-8 ``text`` to a regular file of our own (created if missing)."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    fd = _open(path, flags, what, follow=False, single_link=True, writing=True)
+    try:
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    except OSError as exc:
+        raise write_error(exc, path, what) from None
+    finally:
+        os.close(fd)
+
+
+def open_lock_file(path: Path) -> int:
+    """A read-write descriptor of the lock file ``path`` (created if missing), never a link's
+    target and never truncated: a planted link or a hard-linked file is refused."""
+    return _open(
+        path, os.O_RDWR | os.O_CREAT, "lock file", follow=False, single_link=True, writing=True
+    )
+
+
+# --------------------------------------------------------------------------- names
+
+
+_MAX_COMPONENT_BYTES = 255  # the limit of common file systems (ext4, APFS, NTFS)
+
+
+def path_component(name: object, what: str) -> str:
+    """``name`` if it is one safe folder name, else a ConfigError saying why.
+
+    Safe: not empty, not ``.`` or ``..``, not hidden (no leading dot: those names are
+    emu-dgl's own temporaries and locks), no ``/`` or ``\\``, no control characters,
+    no surrounding spaces, at most 255 bytes. Used wherever a name becomes a path.
+    """
+    text = str(name)
+    reason = None
+    if text.strip() == "":
+        reason = "it is empty"
+    elif text in (".", ".."):
+        reason = f"'{text}' names a folder above or at the output"
+    elif any(sep in text for sep in ("/", "\\", os.sep, os.altsep or "/")):
+        reason = "it holds a path separator"
+    elif text.startswith("."):
+        reason = "it starts with '.'"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        reason = "it holds a control character"
+    elif text != text.strip():
+        reason = "it has surrounding spaces"
+    elif len(text.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
+        reason = f"it is longer than {_MAX_COMPONENT_BYTES} bytes"
+    if reason is None:
+        return text
+    raise ConfigError(
+        f"{what} {shown(text)} cannot be a folder name ({reason}); use one name of letters, "
+        "digits, '-', '_' or '.'"
+    )
