@@ -1,8 +1,10 @@
-"""Collect the comparisons of ``cpu_protocol.sh`` into ``benchmarks/results/``.
+"""Collect the comparisons of a protocol run (``paper_protocol.sh``, ``cpu_protocol.sh``).
 
 For every comparison folder of the protocol's output this copies ``table.md`` and
 ``results.json`` (curves included, no checkpoints), draws ``valid_mrr.png``, and
-writes one ``SUMMARY.md`` with the test metrics of every arm side by side.
+writes ``SUMMARY.md`` with the test metrics of every arm side by side and ``table.md``,
+the README's table: test MRR of every dataset and decoder (rows) and arm (columns),
+mean ± sample standard deviation where several seeds ran, the best arm in bold.
 
     python benchmarks/summarize_protocol.py PROTOCOL_OUT benchmarks/results/cpu-protocol
 """
@@ -24,6 +26,32 @@ def arm_stats(result: dict, arm: str, split: str, key: str) -> tuple[float, floa
     return statistics.fmean(values), spread, len(values)
 
 
+def _cell(mean: float, spread: float, count: int) -> str:
+    return f"{mean:.3f} ± {spread:.3f}" if count > 1 else f"{mean:.3f}"
+
+
+def readme_table(results: dict[str, dict]) -> str:
+    """Test MRR, one row per comparison, one column per arm (first-seen order)."""
+    arms: list[str] = []
+    for result in results.values():
+        arms += [arm for arm in result["arms"] if arm not in arms]
+    lines = ["| comparison | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for name, result in results.items():
+        stats = {arm: arm_stats(result, arm, "test", "mrr") for arm in result["arms"]}
+        best = max(stats, key=lambda arm: stats[arm][0])
+        seeds = max(count for _, _, count in stats.values())
+        cells = []
+        for arm in arms:
+            if arm not in stats:
+                cells.append("")
+                continue
+            text = _cell(*stats[arm])
+            cells.append(f"**{text}**" if arm == best and len(stats) > 1 else text)
+        label = f"{name} ({seeds} seeds)" if seeds > 1 else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -33,21 +61,30 @@ def main() -> None:
     args = parser.parse_args()
 
     args.dest.mkdir(parents=True, exist_ok=True)
+    folders = sorted(
+        (p for p in args.protocol_out.iterdir() if (p / "results.json").is_file()),
+        key=lambda p: (not p.name.startswith("wn18rr"), p.name),
+    )
+    results = {p.name: json.loads((p / "results.json").read_text()) for p in folders}
+    budgets = {" ".join(r["base_overrides"]) for r in results.values()}
     lines = [
-        "# The paper's four arms at equal budget (CPU protocol)",
+        "# The paper's arms at equal budget",
         "",
-        "Produced by `bash benchmarks/cpu_protocol.sh OUT` (budget and settings in that script) and",
-        "`python benchmarks/summarize_protocol.py OUT benchmarks/results/cpu-protocol`.",
+        "Produced by a protocol script (`benchmarks/paper_protocol.sh` or `benchmarks/cpu_protocol.sh`)",
+        f"and `python benchmarks/summarize_protocol.py OUT {args.dest}`.",
         "Filtered MRR and Hits@10 on the full test split, both sides; mean ± sample std where",
         "several seeds ran. Wall time is per run (training plus evaluation).",
+        "Settings of every run besides its config and arm: "
+        + "; ".join(f"`{b}`" for b in sorted(budgets))
+        + ".",
         "",
         "| comparison | arm | test MRR | test Hits@1 | test Hits@10 | valid MRR | best step | wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     total_wall = 0.0
     machine = ""
-    for folder in sorted(p for p in args.protocol_out.iterdir() if (p / "results.json").is_file()):
-        result = json.loads((folder / "results.json").read_text())
+    for folder in folders:
+        result = results[folder.name]
         machine = result.get("machine", machine)
         target = args.dest / folder.name
         target.mkdir(exist_ok=True)
@@ -77,7 +114,9 @@ def main() -> None:
         "",
     ]
     (args.dest / "SUMMARY.md").write_text("\n".join(lines))
+    (args.dest / "table.md").write_text(readme_table(results))
     print("\n".join(lines))
+    print(readme_table(results))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,19 @@
 
 The public names are imported on first use (PEP 562), so ``import emu_dgl`` and
 ``emu-dgl --help`` do not pay for torch, DGL and pandas.
+
+``import emu_dgl`` makes a plain ``import dgl`` work in this process: the PyPI wheel of
+DGL 2.1.0 does not import next to a current torch as shipped, and
+:mod:`emu_dgl._dgl` installs the two fixes it needs (without importing DGL yet).
+``emu_dgl.dgl`` is that DGL module.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from emu_dgl import _dgl  # noqa: F401  (cheap: makes `import dgl` work, imports no DGL)
 
 __version__ = "0.1.0"
 
@@ -25,6 +32,8 @@ _LAZY = {
     "EMUMutation": "emu_dgl.models",
     "MixupMutation": "emu_dgl.models",
     "build_sampler": "emu_dgl.sampling",
+    "dgl": "emu_dgl._dgl",
+    "load_run": "emu_dgl.training.trainer",
 }
 
 __all__ = [
@@ -35,14 +44,19 @@ __all__ = [
     "KnowledgeGraph",
     "MixupMutation",
     "build_sampler",
+    "dgl",
     "load_dataset",
+    "load_run",
     "train",
 ]
 
 if TYPE_CHECKING:
+    import dgl
+
     from emu_dgl.data import KnowledgeGraph, load_dataset
     from emu_dgl.models import DECODERS, EMUMutation, KGEModel, MixupMutation
     from emu_dgl.sampling import SAMPLERS, build_sampler
+    from emu_dgl.training.trainer import load_run
 
 
 def __getattr__(name: str) -> Any:
@@ -60,14 +74,17 @@ def __dir__() -> list[str]:
 def train(
     config: object = None, *, out: str | None = None, arm: str | None = None, **overrides: object
 ) -> dict:
-    """Train from a config path (or the defaults) plus ``section__key=value`` overrides.
+    """``emu-dgl train`` from Python: a config file (default: the packaged quickstart,
+    ``emu_dgl.config.QUICKSTART``, as for the command) plus ``section__key=value``
+    overrides; returns the final metrics (also in ``<out>/metrics.json``).
 
-    ``train("configs/quickstart.yaml", train__max_steps=500)`` returns the final metrics;
-    ``arm`` picks a named arm of the config file (e.g. ``"sans-base"``).
+    ``train(QUICKSTART, out="runs/q", train__max_steps=500)``; ``arm`` picks a named arm
+    of the config file (e.g. ``"sans-base"``); without ``out`` the run folder follows
+    the config's ``output.dir``. :func:`load_run` opens the run afterwards.
     """
-    from emu_dgl.config import load_config
+    from emu_dgl.config import QUICKSTART, load_config
     from emu_dgl.training.trainer import Trainer, run_directory
 
     sets = [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    cfg = load_config(config, sets, arm=arm)  # type: ignore[arg-type]
+    cfg = load_config(config if config is not None else QUICKSTART, sets, arm=arm)  # type: ignore[arg-type]
     return Trainer(cfg, run_directory(cfg, out)).fit()

@@ -16,6 +16,11 @@ a current PyTorch. Three things stand in the way, and all three are handled here
 
 The core C++ library (graph structure, ``dgl.sampling.random_walk``, sparse ops)
 works with any torch >= 2.1 through DLPack, which is all emu-dgl needs.
+
+Importing this module only installs the fixes (cheap: no torch, no DGL); ``dgl`` itself
+is imported on first use of the name (``from emu_dgl._dgl import dgl``). ``import
+emu_dgl`` imports this module, so after it a plain ``import dgl`` works anywhere in
+the process, and ``emu_dgl.dgl`` is the same module.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ import importlib
 import importlib.util
 import sys
 import types
+from typing import TYPE_CHECKING
 
-__all__ = ["dgl", "GRAPHBOLT_STUB_MESSAGE"]
+if TYPE_CHECKING:
+    import dgl  # at run time: imported on first use, see __getattr__ below
+
+__all__ = ["GRAPHBOLT_STUB_MESSAGE", "dgl", "prepare"]
 
 GRAPHBOLT_STUB_MESSAGE = (
     "dgl.graphbolt is disabled by emu-dgl: the PyPI wheel of DGL 2.1.0 ships GraphBolt "
@@ -66,10 +75,28 @@ def _alias_setuptools_packaging() -> None:
         )
 
 
-_install_graphbolt_stub()
-_alias_setuptools_packaging()
+def prepare() -> None:
+    """Install both fixes (idempotent); after this, ``import dgl`` works."""
+    _install_graphbolt_stub()
+    _alias_setuptools_packaging()
 
-import dgl  # noqa: E402  (must follow the two fixes above)
 
-# `dgl.graphbolt` as an attribute should give the same clear message as the import.
-dgl.graphbolt = sys.modules["dgl.graphbolt"]
+def _import_dgl() -> types.ModuleType:
+    prepare()
+    module = importlib.import_module("dgl")
+    # `dgl.graphbolt` as an attribute should give the same clear message as the import.
+    if isinstance(sys.modules.get("dgl.graphbolt"), types.ModuleType):
+        module.graphbolt = sys.modules["dgl.graphbolt"]  # type: ignore[attr-defined]
+    return module
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: `from emu_dgl._dgl import dgl` lands here the first time and imports DGL.
+    if name == "dgl":
+        module = _import_dgl()
+        globals()["dgl"] = module  # later look-ups skip this function
+        return module
+    raise AttributeError(f"module 'emu_dgl._dgl' has no attribute '{name}'")
+
+
+prepare()

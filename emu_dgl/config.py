@@ -368,7 +368,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(
-            f"{key}: expected {', or '.join(_expected(a) for a in args)}, got {shown(value)}"
+            f"{key}: expected {', or '.join(_expected(a) for a in args)}, got {_shown(value)}"
         )
     if origin is Literal:
         if isinstance(value, str):
@@ -383,6 +383,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)  # what --set 'train.max_steps=100' gives as a string from Python
     elif annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -398,7 +400,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return str(value)
     else:
         return value
-    raise ConfigError(f"{key}: expected {_expected(annotation)}, got {shown(value)}")
+    raise ConfigError(f"{key}: expected {_expected(annotation)}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A refused value, bounded, with its Python type: ``0 (int)`` for a flag given as 0."""
+    return f"{shown(value)} ({type(value).__name__})"
 
 
 def _merge(obj: Any, data: dict[str, Any], prefix: str = "") -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ def shared_datasets() -> Path | None:
         if (candidate / "wn18rr" / "train.txt").exists():
             return candidate
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every cache the tests write (parsed graphs, neighbourhoods) goes to one temporary
+    folder: never into a data root, never into the user's own cache. Subprocesses
+    inherit it through the environment."""
+    folder = tmp_path_factory.mktemp("emu-dgl-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMU_DGL_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

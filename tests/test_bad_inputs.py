@@ -588,6 +588,7 @@ def trickle_server():
         server.server_close()
 
 
+@pytest.mark.slow
 def test_a_trickling_mirror_is_a_stall_not_a_hang(tmp_path, monkeypatch, trickle_server):
     monkeypatch.setenv("EMU_DGL_MIRROR", trickle_server(1, 0.1))
     monkeypatch.setattr(catalogue, "STALL_SECONDS", 0.5)
@@ -602,6 +603,7 @@ def test_a_trickling_mirror_is_a_stall_not_a_hang(tmp_path, monkeypatch, trickle
     assert not (tmp_path / "new").exists()  # the folders it created are gone again
 
 
+@pytest.mark.slow
 def test_a_slow_but_steady_mirror_meets_the_overall_deadline(tmp_path, monkeypatch, trickle_server):
     monkeypatch.setenv("EMU_DGL_MIRROR", trickle_server(64 * 1024, 0.05))
     monkeypatch.setattr(catalogue, "STALL_SECONDS", 0.3)
@@ -659,6 +661,7 @@ def test_truncated_archive_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------------- 9. compare
 
 
+@pytest.mark.slow
 def test_compare_reuses_only_an_identical_run(tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--out", out, "--arm", "base:emu.enabled=false", *FAST]

@@ -160,6 +160,7 @@ def test_an_older_checkpoint_of_another_width_is_one_line(run: Path) -> None:
 # ------------------------------------------------------------------------ 7. compare
 
 
+@pytest.mark.slow
 def test_compare_does_not_reuse_a_run_made_on_other_data(tmp_path: Path) -> None:
     root = nations_root(tmp_path / "data")
     out = tmp_path / "cmp"
@@ -189,6 +190,7 @@ def test_compare_seeds_are_distinct_integers(tmp_path: Path, seeds: str, fragmen
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_reads_a_cut_log_and_a_corrupt_metrics_file(
     base: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -211,6 +213,7 @@ def test_compare_reads_a_cut_log_and_a_corrupt_metrics_file(
 # ------------------------------------------------------------- 8, 9. configs and generators
 
 
+@pytest.mark.slow
 def test_a_yaml_alias_bomb_fails_fast_with_a_short_line(tmp_path: Path) -> None:
     # 9 items, each level 9 aliases of the one below: 9^9 = 387 million values once expanded,
     # in under 500 bytes. Before, the message quoting 'train' spent minutes and gigabytes.
@@ -309,6 +312,7 @@ def test_an_unreadable_split_file_is_not_a_full_disk(
     assert "space" not in line and "write" not in line
 
 
+@pytest.mark.slow
 def test_a_sparse_gigabyte_of_nul_bytes_is_refused_in_a_streaming_pass(tmp_path: Path) -> None:
     folder = _dataset(tmp_path)
     train = folder / "train.txt"
@@ -552,6 +556,7 @@ def test_predict_on_a_missing_gpu_names_the_device_option(run: Path) -> None:
     assert "train.device" not in line
 
 
+@pytest.mark.slow
 def test_export_writes_utf8_names_under_an_ascii_locale(
     base: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -616,6 +621,7 @@ TUNE = [
 ]
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_pruned_and_the_study_goes_on(
     base: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -631,6 +637,7 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(
     assert "2 trials (1 complete, 1 pruned)" in result.output
 
 
+@pytest.mark.slow
 def test_a_deleted_study_database_does_not_block_later_calls(
     base: tuple[Path, Path], tmp_path: Path
 ) -> None:

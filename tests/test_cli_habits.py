@@ -49,13 +49,15 @@ def moved_run(tmp_path_factory):
     """A run trained with --data-dir A whose data then moved to B (A is gone)."""
     base = tmp_path_factory.mktemp("habits")
     _write_dataset(base / "a")
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=base) as cwd:
-        result = runner.invoke(
+    cwd = base / "cwd"
+    cwd.mkdir()
+    with pytest.MonkeyPatch.context() as patch:  # the default output.dir is relative: runs/...
+        patch.chdir(cwd)
+        result = CliRunner().invoke(
             main, ["train", "--data-dir", str(base / "a"), *FAST, "--set", "eval.per_relation=true"]
         )
         assert result.exit_code == 0, result.output
-        (run,) = (Path(cwd) / "runs").iterdir()
+        (run,) = (cwd / "runs").iterdir()
     shutil.move(base / "a", base / "b")
     return run, base / "b", result.output
 
@@ -186,6 +188,7 @@ def test_suggest_names_orders_case_then_substring_then_spelling():
     assert grep_names(names, "OBAMA") == names[:4] and grep_names(names, None) == names
 
 
+@pytest.mark.slow
 def test_compare_labels_bars_and_says_when_the_plot_is_skipped(tmp_path, monkeypatch):
     import builtins
 

@@ -98,9 +98,21 @@ def test_names_are_canonical_and_booleans_read_as_yaml_does():
         == "reference"
     )
     with pytest.raises(
-        ConfigError, match="train.sparse: expected true or false, or auto, got 'maybe'"
+        ConfigError, match=r"train.sparse: expected true or false, or auto, got 'maybe' \(str\)"
     ):
         config_from_dict({"train": {"sparse": "maybe"}})
+    # what YAML and --set accept, a Python dict may give as strings too
+    strings = config_from_dict(
+        {"train": {"max_steps": "100", "lr": "1e-3", "progress": "off"}, "model": {"dim": " 64 "}}
+    )
+    assert (strings.train.max_steps, strings.train.lr, strings.train.progress) == (100, 1e-3, False)
+    assert strings.model.dim == 64
+    with pytest.raises(ConfigError, match=r"train.progress: expected true or false, got 0 \(int\)"):
+        config_from_dict({"train": {"progress": 0}})
+    with pytest.raises(
+        ConfigError, match=r"train.max_steps: expected an integer, got '1.5' \(str\)"
+    ):
+        config_from_dict({"train": {"max_steps": "1.5"}})
 
 
 def test_missing_and_malformed_files(tmp_path):

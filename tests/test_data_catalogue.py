@@ -13,10 +13,10 @@ from emu_dgl.data import (
     CATALOGUE,
     CatalogueEntry,
     archive_url,
+    cache_root,
     data_root,
     download_dataset,
     load_dataset,
-    processed_dir,
 )
 from emu_dgl.data.catalogue import extract_splits
 from emu_dgl.errors import DataError
@@ -87,17 +87,31 @@ def test_user_cache_fallback_outside_a_checkout(
     assert data_root() == tmp_path / "xdg" / "emu-dgl" / "datasets"
 
 
-def test_processed_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert processed_dir(tmp_path) == tmp_path / "cache"  # EMU_DGL_CACHE wins
+def test_cache_root_is_emu_dgl_cache_else_the_user_cache_never_the_data_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert cache_root() == tmp_path / "cache"  # EMU_DGL_CACHE wins
     monkeypatch.delenv("EMU_DGL_CACHE")
-    assert processed_dir(tmp_path / "root") == tmp_path / "root" / "processed"
-    read_only = tmp_path / "ro"
-    read_only.mkdir()
-    read_only.chmod(0o555)
-    try:  # a folder without write bits is left alone, even when running as root
-        assert processed_dir(read_only) == tmp_path / "xdg" / "emu-dgl" / "processed"
-    finally:
-        read_only.chmod(0o755)
+    monkeypatch.setenv("EMU_DGL_DATA", str(tmp_path / "root"))  # a writable data root ...
+    assert cache_root() == tmp_path / "xdg" / "emu-dgl" / "processed"  # ... is still not used
+    root = tmp_path / "root" / "tiny"
+    root.mkdir(parents=True)
+    for name, text in SPLIT_TEXT.items():
+        (root / name).write_bytes(text)
+    load_dataset("tiny")
+    assert sorted(p.name for p in (tmp_path / "root").rglob("*")) == sorted(["tiny", *SPLIT_TEXT])
+    assert len(list((tmp_path / "xdg" / "emu-dgl" / "processed").glob("kg-*.npz"))) == 1
+
+
+def test_emu_dgl_cache_pointing_at_a_file_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("EMU_DGL_CACHE", str(tmp_path / "file"))
+    with pytest.raises(
+        DataError, match="EMU_DGL_CACHE is '.*file', which is a file; point it at a folder"
+    ):
+        load_dataset("synthetic:entities=50,triples=200")
 
 
 def test_mirror_variants(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_duplicates_are_kept_once_and_counted(kg: KnowledgeGraph) -> None:
 
 
 def test_to_dgl_structure(kg: KnowledgeGraph) -> None:
-    g = kg.to_dgl()
+    g = kg.to_dgl(splits="all")
     assert g.ntypes == ["entity"]
     assert g.num_nodes("entity") == 5
     assert sorted(g.canonical_etypes) == sorted(("entity", r, "entity") for r in kg.relation_names)
@@ -74,8 +74,30 @@ def test_to_dgl_structure(kg: KnowledgeGraph) -> None:
     assert g.ndata["name"].dtype == torch.uint8
 
 
+def test_to_dgl_holds_only_the_training_edges_by_default(kg: KnowledgeGraph) -> None:
+    g = kg.to_dgl()  # what a GNN passes messages over: no valid or test edge
+    assert g.num_nodes("entity") == kg.num_entities  # entities of every split are nodes
+    assert g.num_edges() == len(kg.train)
+    edges = set()
+    for etype in g.canonical_etypes:
+        src, dst = g.edges(etype=etype, order="eid")
+        rel = kg.relation_names.index(etype[1])
+        edges |= {(h, rel, t) for h, t in zip(src.tolist(), dst.tolist(), strict=True)}
+        assert g.edges[etype].data["train_mask"].all()
+        assert not g.edges[etype].data["val_mask"].any()
+    assert edges == {tuple(t) for t in kg.train.tolist()}
+    assert edges.isdisjoint({tuple(t) for t in kg.test.tolist()})
+    valid_only = kg.to_dgl(splits=("valid",))
+    assert valid_only.num_edges() == len(kg.valid)
+    assert KnowledgeGraph.from_dgl(kg.to_dgl(splits=["train", "test"])).splits["test"].tolist() == (
+        kg.test.tolist()
+    )
+    with pytest.raises(DataError, match="name splits among train, valid, test, or 'all'"):
+        kg.to_dgl(splits=("training",))
+
+
 def test_round_trip_keeps_names_ids_and_triples(kg: KnowledgeGraph) -> None:
-    back = KnowledgeGraph.from_dgl(kg.to_dgl(), name="toy")
+    back = KnowledgeGraph.from_dgl(kg.to_dgl(splits="all"), name="toy")
     assert back.entity_names == kg.entity_names
     assert back.relation_names == kg.relation_names
     for split in ("train", "valid", "test"):
@@ -84,7 +106,7 @@ def test_round_trip_keeps_names_ids_and_triples(kg: KnowledgeGraph) -> None:
 
 
 def test_names_survive_dgl_operations(kg: KnowledgeGraph, tmp_path: Path) -> None:
-    g = kg.to_dgl()
+    g = kg.to_dgl(splits="all")
     # save/load: no Python attributes involved
     path = str(tmp_path / "g.bin")
     dgl.save_graphs(path, [g])
@@ -98,7 +120,7 @@ def test_names_survive_dgl_operations(kg: KnowledgeGraph, tmp_path: Path) -> Non
 
 
 def test_from_dgl_of_to_homogeneous(kg: KnowledgeGraph) -> None:
-    g = kg.to_dgl()
+    g = kg.to_dgl(splits="all")
     homo = dgl.to_homogeneous(
         g, ndata=["name"], edata=["etype", "train_mask", "val_mask", "test_mask"]
     )

@@ -73,7 +73,7 @@ def test_fb15k237_matches_files(fb15k237: KnowledgeGraph, real_data_dir: Path) -
 
 
 def test_fb15k237_dgl_round_trip(fb15k237: KnowledgeGraph) -> None:
-    g = fb15k237.to_dgl()
+    g = fb15k237.to_dgl(splits="all")
     assert g.num_nodes("entity") == 14_541
     assert len(g.canonical_etypes) == 237
     assert ("entity", "/film/film/genre", "entity") in g.canonical_etypes
@@ -89,7 +89,8 @@ def test_fb15k237_dgl_round_trip(fb15k237: KnowledgeGraph) -> None:
 def test_wn18rr_counts_and_graph(wn18rr: KnowledgeGraph) -> None:
     assert (wn18rr.num_entities, wn18rr.num_relations) == (40_943, 11)
     assert (len(wn18rr.train), len(wn18rr.valid), len(wn18rr.test)) == (86_835, 3_034, 3_134)
-    g = wn18rr.to_dgl()
+    assert wn18rr.to_dgl().num_edges() == 86_835  # the training graph, by default
+    g = wn18rr.to_dgl(splits="all")
     assert g.num_nodes() == 40_943
     assert len(g.canonical_etypes) == 11
     train_edges = sum(int(g.edges[et].data["train_mask"].sum()) for et in g.canonical_etypes)
@@ -100,7 +101,7 @@ def test_wn18rr_counts_and_graph(wn18rr: KnowledgeGraph) -> None:
 def test_wn18rr_round_trip_heterograph_and_homogeneous(wn18rr: KnowledgeGraph) -> None:
     from emu_dgl._dgl import dgl
 
-    g = wn18rr.to_dgl()
+    g = wn18rr.to_dgl(splits="all")
     back = KnowledgeGraph.from_dgl(g)
     for split in ("train", "valid", "test"):
         assert named_split(back, split) == named_split(wn18rr, split)

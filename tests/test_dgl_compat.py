@@ -54,3 +54,24 @@ def test_dgl_data_importable() -> None:
 
     data = importlib.import_module("dgl.data")
     assert hasattr(data, "FB15k237Dataset")
+
+
+@pytest.mark.slow
+def test_plain_import_dgl_works_after_import_emu_dgl() -> None:
+    """What a user's own DGL code does: `import emu_dgl`, then `import dgl` directly."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, emu_dgl\n"
+        "assert 'dgl' not in sys.modules and 'torch' not in sys.modules, 'import emu_dgl is lazy'\n"
+        "import dgl\n"
+        "g = dgl.graph(([0, 1], [1, 2]))\n"
+        "assert g.num_edges() == 2 and emu_dgl.dgl is dgl\n"
+        "from emu_dgl import load_dataset\n"
+        "assert load_dataset('synthetic').to_dgl().num_nodes() > 0\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

@@ -105,6 +105,7 @@ def _steps_worker(rank: int, world_size: int, kg: KnowledgeGraph, out: str) -> N
         torch.save(results, Path(out) / "result.pt")
 
 
+@pytest.mark.slow
 def test_two_processes_follow_one_process_in_float64(tmp_path):
     kg = tiny_graph()
     run_workers(2, _steps_worker, kg, str(tmp_path))
@@ -147,6 +148,7 @@ def run_config(*extra: str):
     return load_config(None, [*RUN_SETTINGS, *extra])
 
 
+@pytest.mark.slow
 def test_two_process_run_resumes_exactly_and_leaves_a_one_process_run_folder(tmp_path):
     config = run_config()
     sets = [arg for line in RUN_SETTINGS for arg in ("--set", line)]

@@ -7,29 +7,40 @@ import torch
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.evaluation.ranking import SAMPLED_CHUNK
+from emu_dgl.evaluation.ranking import SAMPLED_CHUNK, random_distinct
 from tests.test_evaluation import TableScorer, make_graph
 
 
 class TripleScorer(TableScorer):
-    """Adds the triple-wise scoring the sampled protocol uses."""
+    """Adds the scoring against shared candidates that the sampled protocol uses."""
 
     num_entities = property(lambda self: self.table.shape[0])
 
-    def score_hrt(self, hrt: torch.Tensor) -> torch.Tensor:
-        return self.table[hrt[:, 0], hrt[:, 1], hrt[:, 2]].clone()
+    def score_candidates(self, query: torch.Tensor, candidates: torch.Tensor, side: str):
+        if side == "tail":  # query [h, r]
+            return self.table[query[:, 0, None], query[:, 1, None], candidates[None, :]].clone()
+        return self.table[candidates[None, :], query[:, 0, None], query[:, 1, None]].clone()
+
+
+def _per_query(evaluator, triples, side, num_entities):
+    """Each query's candidate list and whole-set flag, as the evaluator draws them."""
+    lists, wholes = [], []
+    for c, batch in enumerate(triples.split(SAMPLED_CHUNK)):
+        order, valid, whole = evaluator.sampled_candidates(c, batch, side, num_entities)
+        lists += [order[row].tolist() for row in valid]
+        wholes += whole.tolist()
+    return lists, wholes
 
 
 def brute_force_sampled(table, known, triples, side, candidates):
     known_set = {tuple(t) for t in known.tolist()}
     ranks = []
-    for (h, r, t), cands in zip(triples.tolist(), candidates.tolist(), strict=True):
+    for (h, r, t), cands in zip(triples.tolist(), candidates, strict=True):
         s = float(table[h, r, t])
         better = ties = 0
-        for e in cands:  # drawn with replacement: a repeated candidate competes each time
+        for e in cands:
             triple = (h, r, e) if side == "tail" else (e, r, t)
-            if triple in known_set:  # the target itself and every other known answer
-                continue
+            assert triple not in known_set  # drawn among non-answers only
             x = float(table[triple])
             better += x > s
             ties += x == s
@@ -37,26 +48,88 @@ def brute_force_sampled(table, known, triples, side, candidates):
     return torch.tensor(ranks, dtype=torch.double)
 
 
-def _candidates(evaluator, n, side, num_entities):
-    chunks = [
-        evaluator.sampled_candidates(
-            c, min(SAMPLED_CHUNK, n - c * SAMPLED_CHUNK), side, num_entities
-        )
-        for c in range((n + SAMPLED_CHUNK - 1) // SAMPLED_CHUNK)
-    ]
-    return torch.cat(chunks)
-
-
+@pytest.mark.parametrize("num_entities", [40, 400], ids=["permutation", "draw-and-skip"])
 @pytest.mark.parametrize("side", ["head", "tail"])
-def test_sampled_ranks_match_brute_force(side):
-    triples, table = make_graph(3, num_entities=40, num_triples=400)
+def test_sampled_ranks_match_brute_force(side, num_entities):
+    triples, table = make_graph(3, num_entities=num_entities, num_triples=2000)
     known, test = triples, triples[:300]  # > one candidate chunk
     evaluator = FilteredEvaluator(known, 4, protocol="sampled", num_negatives=25, seed=7)
     ranks = evaluator.ranks(TripleScorer(table), test, side)
-    expected = brute_force_sampled(
-        table, known, test, side, _candidates(evaluator, len(test), side, 40)
+    candidates, whole = _per_query(evaluator, test, side, num_entities)
+    torch.testing.assert_close(
+        ranks, brute_force_sampled(table, known, test, side, candidates), rtol=0, atol=0
     )
-    torch.testing.assert_close(ranks, expected, rtol=0, atol=0)
+    known_set = {tuple(t) for t in known.tolist()}
+    for (h, r, t), drawn, all_in in zip(test.tolist(), candidates, whole, strict=True):
+        free = [
+            e
+            for e in range(num_entities)
+            if ((h, r, e) if side == "tail" else (e, r, t)) not in known_set
+        ]
+        assert len(drawn) == len(set(drawn)) == min(25, len(free))  # without replacement, capped
+        assert set(drawn) <= set(free) and all_in == (len(free) <= 25)
+
+
+def test_when_the_sample_is_the_whole_set_sampled_ranks_are_the_full_ranks():
+    triples, table = make_graph(8, num_entities=14, num_triples=120)  # nations-sized
+    scorer = TripleScorer(table)
+    sampled = FilteredEvaluator(triples, 4, protocol="sampled", num_negatives=500)
+    full = FilteredEvaluator(triples, 4)
+    for side in ("head", "tail"):
+        torch.testing.assert_close(
+            sampled.ranks(scorer, triples, side), full.ranks(scorer, triples, side), rtol=0, atol=0
+        )
+    metrics = sampled.evaluate(scorer, triples)
+    assert metrics["whole_set"] is True and metrics["mr"] < 14  # never more than the entities
+    assert metrics["mrr"] == full.evaluate(scorer, triples)["mrr"]
+    partial = FilteredEvaluator(triples, 4, protocol="sampled", num_negatives=3).evaluate(
+        scorer, triples
+    )
+    assert partial["whole_set"] is False
+
+
+@pytest.mark.parametrize(
+    ("num_entities", "k"), [(30, 5), (600, 25)], ids=["permutation", "draw-and-skip"]
+)
+def test_candidates_are_uniform_over_the_non_answers(num_entities, k):
+    # One query (0, 0, 1) whose other known answers are 2..9, in many chunks: every
+    # other entity should be drawn equally often.
+    known = torch.tensor([[0, 0, e] for e in range(1, 10)])
+    evaluator = FilteredEvaluator(known, 1, protocol="sampled", num_negatives=k, seed=3)
+    counts = torch.zeros(num_entities)
+    chunks = 1000
+    for c in range(chunks):
+        order, valid, _ = evaluator.sampled_candidates(c, known[:1], "tail", num_entities)
+        assert int(valid.sum()) == k
+        counts += torch.bincount(order[valid[0]], minlength=num_entities)
+    assert counts[1:10].sum() == 0
+    free = torch.cat([counts[:1], counts[10:]])
+    expected = chunks * k / len(free)
+    # (nearly) binomial counts: within 5 standard deviations of their mean
+    assert (free - expected).abs().max() < 5 * expected**0.5
+
+
+def test_random_distinct_is_a_uniform_ordered_sample():
+    gen = torch.Generator().manual_seed(0)
+    firsts = torch.zeros(1000)
+    for _ in range(4000):  # draw-and-skip path (count much smaller than n)
+        ids = random_distinct(gen, 1000, 20)
+        assert len(set(ids.tolist())) == 20 and int(ids.max()) < 1000
+        firsts[ids[0]] += 1
+    assert (firsts - 4).abs().max() < 5 * 4**0.5  # the first id is uniform too
+    assert sorted(random_distinct(gen, 50, 50).tolist()) == list(range(50))
+
+
+def test_a_query_with_many_known_answers_still_gets_its_full_count():
+    num_entities = 400
+    known = torch.tensor([[0, 0, e] for e in range(1, 371)])  # 29 free entities (0, 371..399)
+    evaluator = FilteredEvaluator(known, 1, protocol="sampled", num_negatives=25, seed=0)
+    order, valid, whole = evaluator.sampled_candidates(0, known[:4], "tail", num_entities)
+    free = {0, *range(371, 400)}
+    for row in valid:
+        drawn = order[row].tolist()
+        assert len(set(drawn)) == 25 and set(drawn) <= free
+    assert not whole.any()
 
 
 def test_sampled_candidates_are_fixed_by_the_seed_alone_and_ranks_never_exceed_full_ranks():
@@ -68,14 +141,12 @@ def test_sampled_candidates_are_fixed_by_the_seed_alone_and_ranks_never_exceed_f
     assert torch.equal(a.ranks(scorer, triples, "tail"), b.ranks(scorer, triples, "tail"))
     assert not torch.equal(a.ranks(scorer, triples, "tail"), c.ranks(scorer, triples, "tail"))
     full = FilteredEvaluator(triples, 4).ranks(scorer, triples, "tail")
-    # Distinct candidates are a subset of the full competition; a candidate drawn twice
-    # competes twice, so a sampled rank exceeds the full one by at most the repeats.
+    # Distinct candidates are a subset of the full competition.
     sampled = a.ranks(scorer, triples, "tail")
-    cands = _candidates(a, len(triples), "tail", 60)
-    repeats = torch.tensor([20 - len(set(row)) for row in cands.tolist()], dtype=torch.double)
-    assert (sampled <= full + repeats).all() and sampled.mean() < full.mean()
+    assert (sampled <= full).all() and sampled.mean() < full.mean()
     metrics = a.evaluate(scorer, triples)
     assert metrics["protocol"] == "sampled" and metrics["num_negatives"] == 20
+    assert metrics["whole_set"] is False and metrics["num_entities"] == 60
     assert FilteredEvaluator(triples, 4).evaluate(scorer, triples)["protocol"] == "full"
 
 
@@ -97,6 +168,7 @@ def test_bad_protocol_is_a_clear_error():
         FilteredEvaluator(triples, 4, protocol="ogb")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_training_and_evaluate_name_the_protocol(tmp_path):
     import json
 
@@ -120,13 +192,23 @@ def test_training_and_evaluate_name_the_protocol(tmp_path):
         "--set",
         "train.device=cpu",
     ]
-    assert CliRunner().invoke(main, args).exit_code == 0
+    trained = CliRunner().invoke(main, args)
+    assert trained.exit_code == 0, trained.output
+    sampled_label = "protocol: sampled, against 50 filtered candidates per query and side"
+    assert sampled_label in trained.stdout  # every printed table names its protocol
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_protocol"] == "sampled"
     assert metrics["test"]["protocol"] == "sampled" and metrics["test"]["num_negatives"] == 50
+    assert metrics["test"]["whole_set"] is False
     full = CliRunner().invoke(
         main, ["evaluate", str(run), "--json", "--protocol", "full", "--device", "cpu"]
     )
-    assert full.exit_code == 0 and json.loads(full.output)["test"]["protocol"] == "full"
+    assert full.exit_code == 0 and json.loads(full.stdout)["test"]["protocol"] == "full"
     # On the same weights, ranks against 50 candidates beat ranks against all ~600 entities.
-    assert json.loads(full.output)["test"]["mrr"] < metrics["test"]["mrr"]
+    assert json.loads(full.stdout)["test"]["mrr"] < metrics["test"]["mrr"]
+    table = CliRunner().invoke(main, ["evaluate", str(run), "--device", "cpu"])
+    assert sampled_label in table.stdout
+    table = CliRunner().invoke(main, ["evaluate", str(run), "--protocol", "full"])
+    assert "protocol: full ranking against all 605 entities, filtered" in table.stdout
+    whole = CliRunner().invoke(main, ["evaluate", str(run), "--protocol", "sampled", "--json"])
+    assert json.loads(whole.stdout)["test"]["num_negatives"] == 50  # the run's eval settings

@@ -91,6 +91,7 @@ def _resume_and_compare(run: Path, reference: tuple[dict, list]) -> None:
     assert not list((run / "checkpoints").glob(".*.tmp"))  # leftovers cleaned
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "nth", "link", "left"),
     [
@@ -134,6 +135,7 @@ def test_kill_inside_checkpoint_writing_then_resume_is_exact(
     _resume_and_compare(run, reference)
 
 
+@pytest.mark.slow
 def test_kill_at_random_instants_then_resume_is_exact(tmp_path, reference):
     rng = random.Random(9)
     run = tmp_path / "run"
@@ -168,3 +170,37 @@ def test_kill_at_random_instants_then_resume_is_exact(tmp_path, reference):
         proc.wait(timeout=60)
     _resume_and_compare(run, reference)
     assert kills >= 1
+
+
+# Kills `emu-dgl train` as the checkpoint after the final validation starts to be written.
+FINAL_HELPER = """
+import json, os, signal, sys
+from pathlib import Path
+import emu_dgl.training.checkpoint as ck
+run = Path(sys.argv[1])
+def hook(name):
+    log = run / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if name == "started" and any(r.get("split") == "valid" and r["step"] == 30 for r in records):
+        os.kill(os.getpid(), signal.SIGKILL)
+ck.fault_hook = hook
+from emu_dgl.cli import main
+main(sys.argv[2:], prog_name="emu-dgl")
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_after_the_final_validation_logs_it_once_after_resume(tmp_path, reference):
+    # The last step's checkpoint is written after the final validation only: one written
+    # before it would make the resumed run validate (and log) step 30 a second time.
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", FINAL_HELPER, str(run), "train", "--out", str(run), *ARGS],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(run / "checkpoints" / LAST)["step"] == 25
+    _resume_and_compare(run, reference)

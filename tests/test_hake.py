@@ -246,6 +246,7 @@ def test_shipped_hake_configs() -> None:
         assert published.train.optimizer == "adam" and published.train.lr == 5e-5
 
 
+@pytest.mark.slow
 def test_hake_learns_with_emu(tmp_path) -> None:
     kg = load_dataset("synthetic")
     config = load_config(

@@ -79,6 +79,21 @@ def test_paper_configs_carry_the_published_arms(path: Path) -> None:
             assert cfg.loss.reg_weight == pytest.approx(L3_WEIGHT[model])
 
 
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_d500_arms_are_the_base_arms_five_times_wider(path: Path) -> None:
+    """uniform-base-d500 / sans-base-d500: the paper's width claim (EMU at d = 100 against
+    the base loss at d = 500) as named arms; only model.dim differs from the base arm."""
+    assert tuple(config_arms(path))[4:6] == ("uniform-base-d500", "sans-base-d500")
+    for base in ("uniform-base", "sans-base"):
+        narrow, wide = (
+            load_config(path, arm=base).to_dict(),
+            load_config(path, arm=f"{base}-d500").to_dict(),
+        )
+        assert wide["model"]["dim"] == 500 and narrow["model"]["dim"] == 100
+        wide["model"]["dim"] = 100
+        assert wide == narrow
+
+
 def test_arms_merge_along_extends_and_apply_before_set(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(
         "train:\n  lr: 0.1\narms:\n  a: {train.lr: 0.2, emu.enabled: false}\n  b: {train.lr: 0.3}\n"
@@ -211,6 +226,7 @@ def test_separate_draws_give_the_emu_term_its_own_negatives(
     assert loss == pytest.approx((emu + 0.11 * one_hot).mean().item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_paper_arms_train_on_a_small_graph(kg, tmp_path: Path) -> None:
     """Every arm of a paper config runs end to end (budget shrunk to a few steps)."""
     path = REPO / "configs" / "paper" / "wn18rr" / "distmult.yaml"

@@ -257,6 +257,7 @@ def test_out_into_a_folder_of_the_users_is_refused_unless_allowed(
     assert "best_step" in (folder / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_a_folder_holding_an_earlier_comparison_is_not_a_users_folder(
     base: tuple[Path, Path], tmp_path: Path
 ) -> None:

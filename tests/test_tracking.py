@@ -36,6 +36,7 @@ def _train(tmp_path: Path, *sets: str) -> tuple[Path, dict, list[dict]]:
     return run_dir, metrics, records
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_loss_lr_throughput_validation_and_config(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -75,6 +76,7 @@ def test_tensorboard_events_hold_loss_lr_throughput_validation_and_config(tmp_pa
     assert yaml.safe_load("\n".join(line[4:] for line in text.splitlines()))["model"]["dim"] == 8
 
 
+@pytest.mark.slow
 def test_mlflow_local_store_in_run_dir_and_resume_continues_the_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -128,6 +130,7 @@ def _wandb_records(path: Path) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir, metrics, records = _train(
@@ -160,6 +163,7 @@ def test_wandb_offline_run_holds_history_and_config(tmp_path, monkeypatch):
     assert config["model"]["dim"] == 8 and config["emu"]["p"] == 0.39
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorboard", "mlflow", "wandb"])
 def test_missing_package_names_the_extra(tmp_path, monkeypatch, backend):
     # sys.modules[name] = None makes `import name` raise ImportError, as when not installed

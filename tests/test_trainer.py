@@ -36,6 +36,7 @@ def small_config(*overrides: str):
     return load_config(None, [*base, *overrides])
 
 
+@pytest.mark.slow
 def test_training_learns_far_beyond_random(kg, tmp_path):
     config = small_config(
         "train.max_steps=300", "train.valid_every=100", "train.checkpoint_every=100"
@@ -62,6 +63,7 @@ def test_training_learns_far_beyond_random(kg, tmp_path):
     assert any(rec.get("split") == "valid" for rec in log)
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(kg, tmp_path):
     a = Trainer(small_config(), tmp_path / "a", kg=kg).fit()
     b = Trainer(small_config(), tmp_path / "b", kg=kg).fit()
@@ -70,6 +72,7 @@ def test_same_seed_same_numbers(kg, tmp_path):
     assert c["test"] != a["test"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -102,6 +105,42 @@ def test_killed_run_resumes_to_identical_metrics(kg, tmp_path, overrides):
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
+@pytest.mark.slow
+def test_every_validation_is_a_checkpoint_whatever_checkpoint_every_says(kg, tmp_path):
+    # The paper configs checkpoint every 5,000 steps; a short run of them must not lose
+    # everything to a crash after its first validation.
+    config = small_config("train.valid_every=10", "train.checkpoint_every=5000")
+    uninterrupted = Trainer(config, tmp_path / "full", kg=kg).fit()
+    assert Trainer(config, tmp_path / "killed", kg=kg).fit(stop_after=15) == {}
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.pt")["step"] == 10  # the first validation's step
+    plan = check_resume(tmp_path / "killed", config.to_dict())
+    assert plan.step == 10
+    resumed = Trainer(config, tmp_path / "killed", kg=kg).fit(resume=plan)
+    assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
+
+
+@pytest.mark.slow
+def test_a_long_run_with_no_checkpoint_before_its_end_is_warned_about(kg, tmp_path):
+    import warnings
+
+    from emu_dgl.errors import EmuDglWarning
+
+    long = ("train.max_steps=2000", "train.valid_every=0", "train.checkpoint_every=5000")
+    with pytest.warns(
+        EmuDglWarning, match=r"checkpoint_every \(5000\) exceeds train.max_steps \(2000\)"
+    ):
+        Trainer(small_config(*long), tmp_path / "warned", kg=kg).fit(stop_after=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmuDglWarning)
+        # a validation before the end is a checkpoint: no warning; nor for a short run
+        quiet = ("train.max_steps=2000", "train.checkpoint_every=5000", "train.valid_every=500")
+        Trainer(small_config(*quiet), tmp_path / "quiet", kg=kg).fit(stop_after=1)
+        short = ("train.valid_every=0", "train.checkpoint_every=5000")
+        Trainer(small_config(*short), tmp_path / "short", kg=kg).fit(stop_after=1)
+
+
+@pytest.mark.slow
 def test_reference_schedule_switches_to_adam_at_half(kg, tmp_path):
     config = small_config("train.schedule=reference", "train.max_steps=40", "train.lr=0.1")
     trainer = Trainer(config, tmp_path / "run", kg=kg)
@@ -141,6 +180,7 @@ def test_one_vs_all_loss_trains(kg, tmp_path):
     assert metrics["test"]["mrr"] > 0.1
 
 
+@pytest.mark.slow
 def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically(kg, tmp_path):
     config = small_config("train.checkpoint_every=10")
     full = Trainer(config, tmp_path / "full", kg=kg).fit()
@@ -160,27 +200,3 @@ def test_corrupt_last_checkpoint_falls_back_to_previous_and_finishes_identically
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an emu-dgl checkpoint"):
         load_checkpoint(foreign)
-
-
-def test_kill_between_final_validation_and_final_checkpoint_logs_it_once(kg, tmp_path):
-    """A kill after the final validation was logged but before the final checkpoint: the
-    resumed run validates again, and the log holds that validation once."""
-    config = small_config()
-    full = Trainer(config, tmp_path / "full", kg=kg).fit()
-    run = tmp_path / "run"
-    Trainer(config, run, kg=kg).fit()
-    ckpt = run / "checkpoints"
-    # Back to the state just before the final checkpoint: last.pt is the loop's step-40
-    # checkpoint (now previous.pt), metrics.json not yet written.
-    assert load_checkpoint(ckpt / "previous.pt")["step"] == 40
-    assert not load_checkpoint(ckpt / "previous.pt").get("final")
-    (ckpt / "previous.pt").replace(ckpt / "last.pt")
-    (run / "metrics.json").unlink()
-    resumed = Trainer(config, run, kg=kg).fit(resume=True)
-    assert resumed["test"] == full["test"] and resumed["best_step"] == full["best_step"]
-
-    def curve(path):
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-        return [(r["step"], r["mrr"]) for r in map(json.loads, lines) if r.get("split")]
-
-    assert curve(run) == curve(tmp_path / "full")

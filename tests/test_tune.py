@@ -26,6 +26,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_cli_study_writes_best_yaml_tables_and_resumes(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(
@@ -76,6 +77,7 @@ def test_cli_study_writes_best_yaml_tables_and_resumes(tmp_path):
     assert len({r["emu.p"] for r in rows}) == 3
 
 
+@pytest.mark.slow
 def test_pruning_uses_intermediate_validation_mrr(tmp_path):
     import optuna
 

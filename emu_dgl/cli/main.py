@@ -75,8 +75,15 @@ def main() -> None:
 
 
 def _format_table(metrics: dict[str, Any]) -> str:
+    from emu_dgl.evaluation import describe_protocol
+
     cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
-    lines = [f"{'split':<12}" + "".join(f"{c:>10}" for c in cols)]
+    lines = []
+    for split in ("valid", "test"):  # the protocol first: sampled and full numbers differ
+        if split in metrics:
+            lines.append(describe_protocol(metrics[split]))
+            break
+    lines.append(f"{'split':<12}" + "".join(f"{c:>10}" for c in cols))
     for split in ("valid", "test"):
         if split not in metrics:
             continue
@@ -418,7 +425,8 @@ def predict(
     help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
 )
 def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
-    """Write entities.npy, relations.npy and id-to-name TSV tables for use outside emu-dgl.
+    """Write entities.npy, relations.npy, id-to-name TSV tables and meta.json (the column
+    layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
     last.pt with --checkpoint last.
@@ -428,7 +436,7 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     from emu_dgl.files import make_dir, write_atomic
     from emu_dgl.training.trainer import load_run
 
-    _, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
+    config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
     make_dir(out, "export folder")
     for fname, weight in (
         ("entities.npy", model.entity.weight),
@@ -440,10 +448,50 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
         # UTF-8 whatever the locale: names are often not ASCII
         text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
         write_atomic(out / fname, text, "export file")
+    meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
+    write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
     click.echo(
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
         f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
     )
+
+
+def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
+    """What ``export`` writes to meta.json: the model, and which columns of each table hold what."""
+    import math
+
+    decoder = model.decoder
+    dim = decoder.dim
+
+    def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
+        rows, width = table.weight.shape
+        if len(names) * dim != width:  # a decoder that does not describe its blocks
+            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
+        size = width // len(names)
+        return {
+            "file": file,
+            "shape": [rows, width],
+            "blocks": {n: [i * size, (i + 1) * size] for i, n in enumerate(names)},
+        }
+
+    meta: dict[str, Any] = {
+        "model": config.model.name,
+        "dim": dim,
+        "gamma": decoder.gamma,
+        "checkpoint": f"{which}.pt",
+        "entities": layout(model.entity, decoder.entity_blocks, "entities.npy"),
+        "relations": layout(model.relation, decoder.relation_blocks, "relations.npy"),
+        "names": {"entities": "entities.tsv", "relations": "relations.tsv"},
+        "blocks_note": "blocks: name -> [first column, end column) of each row",
+    }
+    if decoder.phase_blocks:
+        meta["phase_blocks"] = list(decoder.phase_blocks)
+        meta["phase_radians_per_unit"] = math.pi / decoder.embedding_range
+        meta["phase_note"] = "angle in radians = stored value * phase_radians_per_unit"
+    scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
+    if scalars:
+        meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
+    return meta
 
 
 @main.command()
@@ -482,6 +530,15 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the runs, results.json, table.md and valid_mrr.png.",
 )
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs trained at once, as separate processes (CPU threads split between them "
+    "unless train.threads is set; on a GPU, a 1/N share of its memory each). Same runs "
+    "and metrics as one at a time.",
+)
 @click.option("--allow-nonempty", is_flag=True, help=_ALLOW_NONEMPTY_HELP)
 def compare(
     config_path: Path | None,
@@ -489,6 +546,7 @@ def compare(
     arm_specs: tuple[str, ...],
     seeds: str,
     out: Path,
+    jobs: int,
     allow_nonempty: bool,
 ) -> None:
     """Run one config under several arms (EMU off / on by default) and seeds; tabulate and plot."""
@@ -510,7 +568,14 @@ def compare(
         or list(DEFAULT_ARMS)
     )
     result = run_comparison(
-        base, list(overrides), arms, seed_list, out, allow_nonempty=allow_nonempty
+        base,
+        list(overrides),
+        arms,
+        seed_list,
+        out,
+        allow_nonempty=allow_nonempty,
+        jobs=jobs,
+        say=click.echo,
     )
     from emu_dgl.experiments.compare import markdown_table
 

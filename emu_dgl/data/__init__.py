@@ -26,7 +26,7 @@ _LAZY = {
     "has_splits": "catalogue",
     "load_dataset": "catalogue",
     "load_directory": "catalogue",
-    "processed_dir": "catalogue",
+    "cache_root": "catalogue",
     "read_split": "io",
     "KnowledgeGraph": "knowledge_graph",
     "dataset_stats": "stats",
@@ -38,13 +38,13 @@ if TYPE_CHECKING:
         CATALOGUE,
         CatalogueEntry,
         archive_url,
+        cache_root,
         canonical_dataset,
         data_root,
         download_dataset,
         has_splits,
         load_dataset,
         load_directory,
-        processed_dir,
     )
     from emu_dgl.data.io import read_split
     from emu_dgl.data.knowledge_graph import KnowledgeGraph
@@ -65,6 +65,7 @@ __all__ = [
     "CatalogueEntry",
     "KnowledgeGraph",
     "archive_url",
+    "cache_root",
     "canonical_dataset",
     "data_root",
     "dataset_stats",
@@ -73,6 +74,5 @@ __all__ = [
     "has_splits",
     "load_dataset",
     "load_directory",
-    "processed_dir",
     "read_split",
 ]

@@ -7,9 +7,9 @@ Data root (where ``<name>/train.txt`` etc. live), the first that is set:
 3. ``datasets/`` of a source checkout (the folder next to ``pyproject.toml``);
 4. a per-user cache folder, ``$XDG_CACHE_HOME/emu-dgl/datasets`` (``~/.cache/...``).
 
-Processed caches go to :func:`processed_dir`: ``EMU_DGL_CACHE`` when set, else
-``<data root>/processed`` when the data root is writable (a folder without write
-permission bits counts as read-only, even for root), else the per-user cache.
+Caches (parsed graphs, SANS neighbourhoods) go to :func:`cache_root`: ``EMU_DGL_CACHE``
+when set, else ``$XDG_CACHE_HOME/emu-dgl/processed`` (``~/.cache/...``); never into the
+data root, which emu-dgl only writes to when asked to download a dataset there.
 
 Archives are fetched from ``https://github.com/TimDettmers/ConvE/raw/master/``;
 ``EMU_DGL_MIRROR`` replaces that base address (any URL urllib opens, ``file://``
@@ -54,8 +54,8 @@ __all__ = [
     "extract_splits",
     "has_splits",
     "load_dataset",
+    "cache_root",
     "load_directory",
-    "processed_dir",
     "user_cache_dir",
 ]
 
@@ -161,15 +161,21 @@ def _writable(path: Path) -> bool:
     return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
 
 
-def processed_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Folder for processed caches (parsed graphs, neighbourhoods), keyed by content hash."""
+def cache_root() -> Path:
+    """The folder for every cache emu-dgl writes (parsed graphs, SANS neighbourhoods),
+    each file keyed by the content it was built from: ``$EMU_DGL_CACHE`` when set, else
+    ``<user cache>/processed`` (see :func:`user_cache_dir`). Never the data root, so a
+    shared or read-only data folder stays exactly as it was. Created when first written."""
     env = os.environ.get("EMU_DGL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    root = data_root(data_dir)
-    if _writable(root):
-        return root / "processed"
-    return user_cache_dir() / "processed"
+    if not env:
+        return user_cache_dir() / "processed"
+    path = Path(env).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(
+            f"EMU_DGL_CACHE is '{path}', which is a file; point it at a folder for emu-dgl's "
+            "caches (created if missing), or unset it to use the user cache"
+        )
+    return path
 
 
 def has_splits(directory: Path) -> bool:
@@ -460,7 +466,7 @@ def load_directory(
     """Load a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
 
     With ``cache`` the parsed graph is stored in ``cache_dir`` (default
-    :func:`processed_dir`) under the sha256 of the three files, and read from there
+    :func:`cache_root`) under the sha256 of the three files, and read from there
     while the files are unchanged. A cache that cannot be written is skipped with a
     warning; a corrupt cache file is rebuilt.
     """
@@ -474,7 +480,7 @@ def load_directory(
     cache_path: Path | None = None
     key = ""
     if cache:
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else processed_dir()
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
         key = splits_key(directory)
         cache_path = folder / f"kg-{key[:40]}.npz"
         if cache_path.is_file():
@@ -497,6 +503,19 @@ def load_directory(
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
     warn_untidy_names(directory, kg.entity_names, kg.relation_names)
     return kg
+
+
+def _load_saved_graph(path: Path) -> KnowledgeGraph:
+    """A graph written by ``KnowledgeGraph.save`` (a run trained from Python keeps its own)."""
+    from emu_dgl.data.knowledge_graph import KnowledgeGraph
+
+    try:
+        return KnowledgeGraph.load(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{path}: not a graph saved by KnowledgeGraph.save ({type(exc).__name__}); "
+            "pass a dataset folder or a saved graph"
+        ) from None
 
 
 def _note_shadowed(local: Path, used: Path) -> None:
@@ -542,11 +561,12 @@ def load_dataset(
     generated power-law graph (:mod:`emu_dgl.data.synthetic_large`), cached; a plain name with ``<data root>/<name>/``
     holding the split files loads from there (no network); a catalogue name is
     otherwise downloaded (``download=False`` makes that an error); anything else must
-    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+    be a folder holding ``train.txt``, ``valid.txt``, ``test.txt``, or a ``.npz`` file
+    written by ``KnowledgeGraph.save`` (as a run trained on a graph from Python keeps).
     """
     text = os.fspath(name_or_path)
     if cache_dir is None and cache:
-        cache_dir = processed_dir(data_dir)
+        cache_dir = cache_root()
     if not isinstance(name_or_path, os.PathLike) and text.lower() == SYNTHETIC:
         from emu_dgl.data.synthetic import generate_synthetic
 
@@ -583,6 +603,8 @@ def load_dataset(
     path = Path(text).expanduser()
     if path.is_dir():
         return load_directory(path, cache=cache, cache_dir=cache_dir)
+    if path.is_file() and path.suffix == ".npz":
+        return _load_saved_graph(path)
     if is_plain_name:
         _entry(text)  # raises the "unknown dataset" error listing the catalogue
     raise DataError(

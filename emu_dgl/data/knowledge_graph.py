@@ -12,9 +12,11 @@ occurs twice in one split is kept once; ``duplicates`` counts the copies dropped
 DGL view
 --------
 ``to_dgl()`` builds a heterograph with one node type ``entity`` and one
-canonical edge type ``('entity', relation_name, 'entity')`` per relation, holding
-the triples of all splits with DGL's boolean edge masks ``train_mask``,
-``val_mask`` and ``test_mask``. Names travel inside the graph's own tensors, not
+canonical edge type ``('entity', relation_name, 'entity')`` per relation. By default
+it holds the training triples only: a GNN that passes messages over a graph holding
+the valid and test edges sees the answers it is evaluated on.
+``to_dgl(splits="all")`` holds every split, told apart by DGL's boolean edge masks
+``train_mask``, ``val_mask`` and ``test_mask`` (present in either case). Names travel inside the graph's own tensors, not
 as Python attributes (which DGL drops whenever it makes a new graph object):
 
 - relation names are the edge types; DGL sorts edge types by name, so each edge
@@ -25,8 +27,8 @@ as Python attributes (which DGL drops whenever it makes a new graph object):
   node data it is sliced along with the nodes by subgraphs, moved by ``g.to()``
   and written by ``dgl.save_graphs``.
 
-``from_dgl`` reads all of that back, so ``from_dgl(kg.to_dgl())`` has the same
-names, ids and triples per split as ``kg``.
+``from_dgl`` reads all of that back, so ``from_dgl(kg.to_dgl(splits="all"))`` has the
+same names, ids and triples per split as ``kg``.
 """
 
 from __future__ import annotations
@@ -235,17 +237,30 @@ class KnowledgeGraph:
         )
 
     # --------------------------------------------------------------------- DGL
-    def to_dgl(self) -> dgl_module.DGLGraph:
-        """Heterograph: node type ``entity``, one canonical edge type per relation, all splits.
+    def to_dgl(self, splits: Sequence[str] | str = ("train",)) -> dgl_module.DGLGraph:
+        """Heterograph: node type ``entity``, one canonical edge type per relation.
 
-        Edge data per edge type: ``train_mask``, ``val_mask``, ``test_mask`` (bool) and
-        ``etype`` (int64 relation id). Node data: ``name`` (uint8 UTF-8 bytes, see module doc).
-        Within an edge type, edges are ordered train, valid, test, each in file order.
+        ``splits`` names the triples that become edges: the training triples by default
+        (message passing over valid or test edges would train on the answers), or any of
+        ``"train"``, ``"valid"``, ``"test"``, or ``"all"``. Every entity is a node either
+        way. Edge data per edge type: ``train_mask``, ``val_mask``, ``test_mask`` (bool)
+        and ``etype`` (int64 relation id). Node data: ``name`` (uint8 UTF-8 bytes, see
+        module doc). Within an edge type, edges are ordered train, valid, test, each in
+        file order.
         """
         from emu_dgl._dgl import dgl
 
-        triples = self.all_triples()
-        sizes = torch.tensor([len(self.train), len(self.valid), len(self.test)])
+        chosen = (
+            SPLIT_NAMES if splits == "all" else (splits,) if isinstance(splits, str) else splits
+        )
+        unknown = [s for s in chosen if s not in SPLIT_NAMES]
+        if unknown or not chosen:
+            raise DataError(
+                f"to_dgl(splits={splits!r}): name splits among {', '.join(SPLIT_NAMES)}, or 'all'"
+            )
+        parts = [self.splits[s] if s in chosen else self.train[:0] for s in SPLIT_NAMES]
+        triples = torch.cat(parts)
+        sizes = torch.tensor([len(part) for part in parts])
         split_code = torch.repeat_interleave(torch.arange(3, dtype=torch.int8), sizes)
         # Stable sort by relation keeps the split and file order inside each edge type
         # (NumPy radix-sorts 16-bit keys, several times faster than a 64-bit sort).
@@ -451,6 +466,7 @@ class KnowledgeGraph:
         save_npz(
             Path(path),
             {
+                "name": np.frombuffer(self.name.encode(), dtype=np.uint8),
                 "source_key": np.frombuffer(source_key.encode(), dtype=np.uint8),
                 "entity_names": encode_names(self.entity_names),
                 "relation_names": encode_names(self.relation_names),
@@ -462,11 +478,13 @@ class KnowledgeGraph:
 
     @classmethod
     def load(cls, path: str | Path, *, name: str | None = None) -> KnowledgeGraph:
-        """Read what :meth:`save` wrote. ``name`` defaults to the file's stem."""
+        """Read what :meth:`save` wrote. ``name`` defaults to the saved name (else the file's stem)."""
         arrays: dict[str, Any] = load_npz(Path(path))
         num_entities, num_relations = (int(x) for x in arrays["counts"])
+        if name is None:
+            name = arrays["name"].tobytes().decode() if "name" in arrays else Path(path).stem
         kg = cls(
-            name=name if name is not None else Path(path).stem,
+            name=name,
             entity_names=decode_names(arrays["entity_names"], num_entities),
             relation_names=decode_names(arrays["relation_names"], num_relations),
             duplicates=dict(zip(SPLIT_NAMES, (int(x) for x in arrays["duplicates"]), strict=True)),

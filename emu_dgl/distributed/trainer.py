@@ -31,7 +31,10 @@ score (from its owner, ``all_reduce(MAX)``) and each rank's count of better and 
 entities (``all_reduce(SUM)``) give exactly the one-process ranks.
 
 Not supported on more than one process: the 1-vs-all loss (its softmax runs over every
-entity of every block). The exchange reads split sizes on the host, so a step with a
+entity of every block), and the reference schedule (``train.schedule=reference``), whose
+switch is dense Adam over every row: each block could take it (a dense update of each
+block is the dense update of the table), but a run on several processes has not been
+checked against one process across the switch yet, so it is refused rather than trusted. The exchange reads split sizes on the host, so a step with a
 sharded table runs eagerly, not as a CUDA graph.
 """
 
@@ -60,6 +63,12 @@ def check_distributed_config(config: Config, world_size: int) -> None:
     if config.loss.name == "1vsall":
         raise ConfigError(
             f"loss.name=1vsall is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
+        )
+    if config.train.schedule == "reference":
+        raise ConfigError(
+            f"train.schedule=reference is not supported on {world_size} processes: its switch is "
+            "dense Adam over every entity row, not yet checked across processes; train "
+            "on one process, or use train.schedule=step or none"
         )
     if config.train.batch_size < world_size:
         raise ConfigError(

@@ -38,8 +38,9 @@ https://arxiv.org/abs/2009.11355):
 Both are returned as a :class:`Neighbourhood`: ``indptr`` (E+1, int64),
 ``indices`` (nnz, int32, sorted within each row) and ``counts`` (nnz, int32, or
 ``None`` for exact sets). Results are cached on disk under a key made from the
-training triples' bytes and every parameter that changes the result; cache
-files are written atomically and a corrupt file is rebuilt with a warning.
+training triples' bytes and every parameter that changes the result, in
+:func:`default_cache_dir` unless told otherwise; cache files are written atomically
+and a corrupt file is rebuilt with a warning.
 
 Determinism: walks draw from DGL's own generator, seeded with ``dgl.seed(seed)``
 before the first walk; anchors are walked in fixed-size chunks, so the same
@@ -54,6 +55,8 @@ neighbourhood the one every later run uses.
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,7 @@ from emu_dgl._dgl import dgl
 __all__ = [
     "Neighbourhood",
     "build_neighbourhood",
+    "default_cache_dir",
     "exact_khop",
     "random_walk_neighbourhood",
     "training_graph",
@@ -370,6 +374,14 @@ def neighbourhood_cache_key(
     return digest.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """Where neighbourhoods are cached by default: ``neighbourhoods/`` of the cache root
+    (``$EMU_DGL_CACHE``, else the user cache; see :func:`emu_dgl.data.cache_root`)."""
+    from emu_dgl.data.catalogue import cache_root
+
+    return cache_root() / "neighbourhoods"
+
+
 def _cache_path(cache_dir: Path, key: str, *, k: int, walks: int, walk_mode: str) -> Path:
     kind = f"{walk_mode}{walks}" if walks > 0 else "exact"
     return Path(cache_dir) / f"neighbourhood-k{k}-{kind}-{key[:24]}.pt"
@@ -422,6 +434,7 @@ def build_neighbourhood(
     walk_mode: WalkMode | str = "restart",
     cache_dir: Path | str | None = None,
     chunk_walks: int = DEFAULT_CHUNK_WALKS,
+    announce: bool = False,
 ) -> Neighbourhood:
     """Neighbourhoods of all entities of the training graph, on the CPU.
 
@@ -429,7 +442,9 @@ def build_neighbourhood(
     ``walks > 0`` the random-walk candidates of ``walk_mode`` (``restart`` or
     ``continue``, see the module docstring) with their counts. With a
     ``cache_dir`` the result is loaded from / saved to a file keyed by
-    :func:`neighbourhood_cache_key`.
+    :func:`neighbourhood_cache_key`. With ``announce``, a build (not a cache hit)
+    says on stderr what it builds, then how long it took and where it was cached:
+    on large graphs it takes seconds and the file hundreds of MB.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -446,6 +461,10 @@ def build_neighbourhood(
         cached = _load(path, num_entities=num_entities, k=k, walks=walks, walk_mode=walk_mode)
         if cached is not None:
             return cached
+    what = f"exact {k}-hop sets" if walks == 0 else f"{walk_mode} walks, k={k}, w={walks}"
+    if announce:
+        _say(f"building SANS candidates ({what}) for {num_entities:,} entities ...")
+    started = time.perf_counter()
     if walks == 0:
         result = exact_khop(train, num_entities, k=k)
     else:
@@ -455,4 +474,14 @@ def build_neighbourhood(
         )
     if path is not None:
         _save_atomic(result, path)
+    if announce:
+        where = f"cached at {path} ({result.nbytes / 2**20:,.0f} MB)" if path else "not cached"
+        _say(
+            f"SANS candidates built in {time.perf_counter() - started:.1f} s "
+            f"({result.nnz:,} pairs); {where}"
+        )
     return result
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

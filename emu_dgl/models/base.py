@@ -72,6 +72,12 @@ class Decoder(nn.Module):
     #: Reals per entity / relation row for a model width ``dim`` (2 for complex or projected rows).
     entity_factor: ClassVar[int] = 1
     relation_factor: ClassVar[int] = 1
+    #: Names of the ``dim``-wide column blocks of an entity / relation row, in order (what
+    #: ``emu-dgl export`` writes into meta.json), e.g. ``("re", "im")`` for complex rows.
+    entity_blocks: ClassVar[tuple[str, ...]] = ("embedding",)
+    relation_blocks: ClassVar[tuple[str, ...]] = ("embedding",)
+    #: Blocks stored as ``w`` whose angle in radians is ``w * pi / a``, ``a = (gamma + 2) / dim``.
+    phase_blocks: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def entity_width(cls, dim: int) -> int:
@@ -247,6 +253,20 @@ class KGEModel(nn.Module):
         return self._all_entities(
             lambda cand: self.decoder.score_tails(anchor, rel, cand), anchor.shape[0], slice_size
         )
+
+    def score_candidates(self, query: Tensor, candidates: Tensor, side: Side) -> Tensor:
+        """``query[B,2], candidates[K] -> [B,K]``: the entities ``candidates`` (the same for
+        every query) as tails of ``query = [h, r]`` (``side="tail"``) or as heads of
+        ``query = [r, t]`` (``side="head"``), scored as :meth:`score_t` / :meth:`score_h`
+        score all entities, in candidate slices under the same memory budget."""
+        if side == "tail":
+            h, r = self.entity(query[:, 0]), self.relation(query[:, 1])
+            score: Callable[[Tensor], Tensor] = lambda c: self.decoder.score_tails(h, r, c)  # noqa: E731
+        else:
+            r, t = self.relation(query[:, 0]), self.entity(query[:, 1])
+            score = lambda c: self.decoder.score_heads(c, r, t)  # noqa: E731
+        step = self.default_slice_size(query.shape[0])
+        return torch.cat([score(self.entity(ids)) for ids in candidates.split(step)], dim=1)
 
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""

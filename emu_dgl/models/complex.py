@@ -37,6 +37,8 @@ class ComplEx(SeparableDecoder):
 
     entity_factor: ClassVar[int] = 2
     relation_factor: ClassVar[int] = 2
+    entity_blocks: ClassVar[tuple[str, ...]] = ("re", "im")
+    relation_blocks: ClassVar[tuple[str, ...]] = ("re", "im")
 
     @staticmethod
     def _tail_weights(h: Tensor, r: Tensor) -> Tensor:

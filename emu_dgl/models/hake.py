@@ -47,6 +47,9 @@ class HAKE(SeparableDecoder):
     entity_factor: ClassVar[int] = 2
     relation_factor: ClassVar[int] = 3
     term_groups: ClassVar[int] = 2
+    entity_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus")
+    relation_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus", "bias")
+    phase_blocks: ClassVar[tuple[str, ...]] = ("phase",)
 
     def __init__(
         self,

@@ -29,6 +29,9 @@ class RotatE(Decoder):
     complex_entities: ClassVar[bool] = True
 
     entity_factor: ClassVar[int] = 2
+    entity_blocks: ClassVar[tuple[str, ...]] = ("re", "im")
+    relation_blocks: ClassVar[tuple[str, ...]] = ("phase",)
+    phase_blocks: ClassVar[tuple[str, ...]] = ("phase",)
 
     def reverse_relation(self, r: Tensor) -> Tensor:
         return -r  # |h e^{i theta} - t| = |t e^{-i theta} - h|
@@ -60,6 +63,10 @@ class pRotatE(SeparableDecoder):  # noqa: N801 (the paper's name)
     modulus :math:`\mu` is learnt, initialised to ``0.5 * a`` as in Sun et al.
     Terms: :math:`|\sin(\cdot/2)|` per coordinate.
     """
+
+    entity_blocks: ClassVar[tuple[str, ...]] = ("phase",)
+    relation_blocks: ClassVar[tuple[str, ...]] = ("phase",)
+    phase_blocks: ClassVar[tuple[str, ...]] = ("phase",)
 
     def __init__(self, dim: int, *, gamma: float = 12.0) -> None:
         super().__init__(dim, gamma=gamma)

@@ -26,6 +26,8 @@ class TransD(Decoder):
 
     entity_factor: ClassVar[int] = 2
     relation_factor: ClassVar[int] = 2
+    entity_blocks: ClassVar[tuple[str, ...]] = ("e", "e_p")
+    relation_blocks: ClassVar[tuple[str, ...]] = ("r", "r_p")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p_norm={self.p_norm}"

@@ -49,6 +49,7 @@ from emu_dgl.graph.neighbourhood import (
     WALK_MODES,
     Neighbourhood,
     build_neighbourhood,
+    default_cache_dir,
     training_graph,
 )
 from emu_dgl.registry import Registry
@@ -179,6 +180,17 @@ class SANSSampler:
     def sample(
         self, pos: torch.Tensor, side: Side, *, generator: torch.Generator, step: int = 0
     ) -> torch.Tensor:
+        """Negatives ``[B, n]`` for the positives ``pos[B, 3]``, replacing ``side``.
+
+        Row ``i`` holds ``num_negatives`` entity ids drawn (with replacement) from the
+        candidates of the anchor of triple ``i`` (its head when ``side="tail"``, its
+        tail when ``side="head"``), all on ``pos.device`` and from ``generator`` alone
+        (one random 64-bit word per slot, see :meth:`sample_words`), so the same
+        generator state gives the same ids. ``step`` is unused (the candidates are
+        fixed); it is part of the sampler contract for samplers that walk per batch.
+        Known positives are not removed here: wrap the sampler in a
+        :class:`FilteredSampler` (``build_sampler(..., filter=True)``) for that.
+        """
         words = draw_words(
             (pos.shape[0], self.words_per_row), generator=generator, device=pos.device
         )
@@ -297,7 +309,9 @@ def build_sampler(
     walk_mode: str = "continue",
     weighted: bool = False,
     seed: int = 0,
+    cache: bool = True,
     cache_dir: Path | str | None = None,
+    announce: bool = True,
     filter: bool = False,  # named after the config key `sampler.filter`
     known: torch.Tensor | None = None,
     num_relations: int | None = None,
@@ -307,10 +321,12 @@ def build_sampler(
 ) -> NegativeSampler:
     """Build a registered sampler by name, optionally wrapped in a :class:`FilteredSampler`.
 
-    ``sans`` builds (or loads from ``cache_dir``) the neighbourhood with
-    ``k_hop``, ``walks`` (``0`` = exact k-hop) and ``walk_mode`` and moves it
-    to ``device``; it draws by walk counts when ``weighted``, else uniformly
-    over the distinct candidates;
+    ``sans`` builds the neighbourhood with ``k_hop``, ``walks`` (``0`` = exact k-hop)
+    and ``walk_mode``, or loads it from the cache: ``cache_dir``, by default
+    :func:`~emu_dgl.graph.default_cache_dir` (``$EMU_DGL_CACHE``, else the user
+    cache); ``cache=False`` builds it every time. A build says so on stderr unless
+    ``announce=False``. The neighbourhood is moved to ``device``; it draws by walk
+    counts when ``weighted``, else uniformly over the distinct candidates;
     ``sans_online`` (or ``sans`` with ``walks = -1``, the config's spelling)
     walks ``k_hop`` steps per batch. With ``filter`` the negatives are
     filtered against ``known`` (default: ``train``), drawing ``spare`` and
@@ -330,7 +346,10 @@ def build_sampler(
             walks=walks,
             seed=seed,
             walk_mode=walk_mode,
-            cache_dir=cache_dir,
+            cache_dir=(cache_dir if cache_dir is not None else default_cache_dir())
+            if cache
+            else None,
+            announce=announce,
         )
         base = SANSSampler(nb, num_negatives=num_negatives, weighted=weighted)
         base._on(device)  # move the CSR once, up front

@@ -135,11 +135,17 @@ def mutation_from_config(config: Config, device: torch.device) -> Mutation | Non
 
 
 def sampler_from_config(
-    config: Config, kg: KnowledgeGraph, device: torch.device, *, cache_dir: Path | None = None
+    config: Config,
+    kg: KnowledgeGraph,
+    device: torch.device,
+    *,
+    cache_dir: Path | None = None,
+    announce: bool = False,
 ) -> NegativeSampler | None:
     """The negative sampler of the ``sampler`` section on ``device``, filtered against the
     training triples when ``sampler.filter``; ``None`` for the 1-vs-all loss (no negatives).
-    SANS neighbourhoods are cached in ``cache_dir``."""
+    SANS neighbourhoods are cached in ``cache_dir`` (default: the cache root's
+    ``neighbourhoods/``); ``announce`` says on stderr when one is built."""
     from emu_dgl.sampling import build_sampler
 
     if config.loss.name == ONE_VS_ALL:
@@ -156,6 +162,7 @@ def sampler_from_config(
         weighted=s.weighted,
         seed=config.train.seed,
         cache_dir=cache_dir,
+        announce=announce,
         filter=s.filter,
         known=kg.train,
         device=device,
@@ -209,6 +216,16 @@ def optimizer_from_config(
     is a fresh Adam at ``lr * lr_decay**k`` (the published scripts' switch).
     ``sparse_rows`` says whether the entity table is updated row-wise (``train.sparse``;
     ``auto`` decides by the table's size against the rows a step looks up).
+
+    After a switch of the reference schedule the update is dense ``torch.optim.Adam`` over
+    every row, whatever ``train.sparse`` says: the published code replaces its optimizer by
+    Adam over the whole tables, which also moves a row whose gradient is zero (by its
+    decayed momentum). Row-wise "lazy" Adam leaves such a row still, so it would be another
+    method, and the arms of one comparison would differ in it (the base arms' whole-table
+    penalty makes their gradient dense, the EMU arms' is not). A lazy catch-up cannot be
+    exact cheaply: with Adam's eps and per-step bias corrections an idle row's drift has no
+    closed form, so catching up means replaying the skipped steps; dense is the exact and
+    simple choice, at the dense cost per step.
     """
     from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 
@@ -223,6 +240,8 @@ def optimizer_from_config(
         num_entities=model.entity.num_embeddings,  # type: ignore[union-attr]  (all blocks)
         lookups=lookups_per_step(config),
     )
+    if phase > 0 and cfg.schedule == "reference":
+        sparse_rows = False  # the published switch: dense Adam over every row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
 
 

@@ -46,6 +46,8 @@ CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
+#: A run trained on a graph given in Python keeps that graph here (``KnowledgeGraph.save``).
+GRAPH_FILE = "graph.npz"
 LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 
@@ -264,6 +266,7 @@ _RUN_FILE_NAMES = (
     DATA_FILE,
     METRICS_LOG,
     METRICS_FILE,
+    GRAPH_FILE,
     "wall.json",
     "distributed.json",
     "tracking.json",

@@ -166,6 +166,18 @@ class _RowOptimizer(torch.optim.Optimizer):
         self._rows: dict[Tensor, tuple[list[Tensor], list[Tensor]]] = {}
         self._buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
 
+    def pending_gradient(self, param: Tensor) -> Tensor | None:
+        """The dense gradient the next :meth:`step` applies to ``param`` (its ``.grad`` plus
+        the rows given by :meth:`add_rows`, summed), for inspection; ``None`` if none."""
+        grad = param.grad
+        rows = self._rows.get(param)
+        if rows is None:
+            return None if grad is None else (grad.to_dense() if grad.is_sparse else grad)
+        dense = torch.zeros_like(param) if grad is None else grad.to_dense().clone()
+        for ids, values in zip(*rows, strict=True):
+            dense.index_add_(0, ids, values)
+        return dense
+
     def _buffer(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A reusable work tensor of ``shape`` (uninitialised; the same one every step, so a
         captured step sees static memory)."""

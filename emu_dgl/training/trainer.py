@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkp
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
+    GRAPH_FILE,
     METRICS_FILE,
     METRICS_LOG,
     Admission,
@@ -78,7 +80,19 @@ from emu_dgl.training.run import (
 from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
 from emu_dgl.typing import Side
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "METRICS_LOG", "Trainer", "load_run", "run_directory"]
+__all__ = [
+    "CONFIG_FILE",
+    "GRAPH_FILE",
+    "METRICS_FILE",
+    "METRICS_LOG",
+    "Trainer",
+    "load_run",
+    "run_directory",
+]
+
+
+#: Runs at least this long are warned about when no checkpoint comes before their end.
+LONG_RUN_STEPS = 1000
 
 
 def run_directory(config: Config, out: str | Path | None = None) -> Path:
@@ -131,7 +145,7 @@ class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import canonical_dataset, load_dataset, processed_dir
+        from emu_dgl.data import canonical_dataset, load_dataset
         from emu_dgl.training.memory import check_memory
 
         check_components(config)
@@ -141,11 +155,10 @@ class Trainer:
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
 
+        self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
         if (self.run_dir / CONFIG_FILE).is_file():
             self.config = config
-            self.kg = (
-                kg if kg is not None else load_dataset(config.dataset.name, config.dataset.data_dir)
-            )
+            self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
             # An existing run (to resume): give the data the ids it was trained with.
             self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
         else:
@@ -155,11 +168,12 @@ class Trainer:
             self.config.dataset.name = canonical_dataset(
                 config.dataset.name, config.dataset.data_dir
             )
-            self.kg = (
-                kg
-                if kg is not None
-                else load_dataset(self.config.dataset.name, config.dataset.data_dir)
-            )
+            if kg is None:
+                self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
+            else:
+                # The run's config names the graph it trains on, not the config's dataset.
+                self.kg, self._save_graph = kg, True
+                self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
         check_memory(
             config,
@@ -170,9 +184,10 @@ class Trainer:
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
-        self.train_triples = self.kg.train.to(self.device)
-        # column by column, so that a batch's heads, relations and tails are contiguous
-        self._train_columns = self.train_triples.t().contiguous()
+        # Stored column by column, so that a batch's heads, relations and tails are
+        # contiguous; train_triples is the [N, 3] view of the same memory.
+        self._train_columns = self.kg.train.to(self.device).t().contiguous()
+        self.train_triples = self._train_columns.t()
         self._perm_epoch, self._perm = (
             -1,
             torch.empty(0, dtype=torch.long),
@@ -196,10 +211,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config,
-            self.kg,
-            self.device,
-            cache_dir=processed_dir(config.dataset.data_dir) / "neighbourhoods",
+            config, self.kg, self.device, announce=config.train.progress
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
         self.batch_size = min(config.train.batch_size, len(self.train_triples))
@@ -307,10 +319,6 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "best": best,
-            # the last validation this state has seen: one logged after it (the final
-            # validation, when a kill stopped the run before its final checkpoint) is
-            # dropped from the log on resume and run again
-            "validated": self._validated,
             "train_seconds": self._train_seconds,
             "config": self.config.to_dict(),
             "model_config": model_config(self.config),
@@ -345,7 +353,6 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._train_seconds = float(state["train_seconds"])
-        self._validated = int(state.get("validated", state["step"]))
         cfg = self.config.train
         if "train.lr" in changed:
             # The new rate applies from here on, as if the run had been configured with it.
@@ -367,7 +374,7 @@ class Trainer:
         for hook in self.log_hooks:
             hook(record)
 
-    def _truncate_log(self, after_step: int, validated: int | None = None) -> None:
+    def _truncate_log(self, after_step: int) -> None:
         """On resume, drop log lines the interrupted run wrote after its checkpoint,
         a last line the kill cut in half, and any line that is not a record of a step."""
         from emu_dgl.files import read_bytes
@@ -382,15 +389,11 @@ class Trainer:
             except ValueError:
                 continue
             step = record.get("step") if isinstance(record, dict) else None
-            if not isinstance(step, int) or isinstance(step, bool) or step > after_step:
-                continue
-            if validated is not None and "split" in record and step > validated:
-                continue  # a validation this checkpoint has not seen (run again after it)
-            kept.append(line)
+            if isinstance(step, int) and not isinstance(step, bool) and step <= after_step:
+                kept.append(line)
         write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
 
     def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
-        self._validated = step
         valid = self.kg.valid
         limit = self.config.eval.valid_max_triples
         if limit and not full:
@@ -453,7 +456,6 @@ class Trainer:
         cfg = self.config.train
         ckpt_dir = self.run_dir / CHECKPOINTS
         self._train_seconds = 0.0
-        self._validated = -1
         best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
         start, finished = 0, False
         if plan is not None:
@@ -468,11 +470,12 @@ class Trainer:
                 if isinstance(result, dict):
                     self.already_finished = True  # nothing to do: the run's files stay as they are
                     return result
-            validated = plan.state.get("validated") if plan.state is not None else None
-            self._truncate_log(start, validated)
+            self._truncate_log(start)
         else:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
         self.already_finished = False
+        if self._save_graph and plan is None:
+            self.kg.save(self.run_dir / GRAPH_FILE)
         run.write_record(self.kg, self.config.to_yaml())
         resumed_seconds = self._train_seconds
 
@@ -489,6 +492,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        self._warn_if_no_checkpoint_before_the_end()
         tick = time.perf_counter()
         step = start
         stopped_early = False
@@ -517,16 +521,23 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 since_log = 0
             bar.update(1)
+            validated = False
             if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 metrics = self._validate(step)
+                validated = True
                 if self._improved(metrics[metric_key], best, step):
                     save_checkpoint(self._best_state(step), ckpt_dir / BEST)
                 elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
                     stopped_early = True
                 tick = time.perf_counter()
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopped_early:
+            # Every validation is also a checkpoint: a crash then resumes from the step whose
+            # best.pt exists, whatever checkpoint_every says (the paper configs' 5,000 included).
+            # The last step's checkpoint is the final one, written after the final validation:
+            # one written before it would let a resume log that validation twice.
+            periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            if (periodic or validated) and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
@@ -556,9 +567,20 @@ class Trainer:
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
         }
+        final = {}
+        for split in ("valid", "test"):
+            triples = self.kg.splits[split]
+            if cfg.progress:  # after the bar's 100%: say what the next seconds (or minutes) do
+                print(
+                    f"evaluating {split} ({len(triples):,} triples, {self._protocol_words()}) "
+                    f"with the best step's weights (step {best['step']}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
         result = {
-            "valid": self.evaluator.evaluate(self.model, self.kg.valid, **by_relation),
-            "test": self.evaluator.evaluate(self.model, self.kg.test, **by_relation),
+            "valid": final["valid"],
+            "test": final["test"],
             "best_step": best["step"],
             "steps": step,
             "stopped_early": stopped_early,
@@ -571,6 +593,29 @@ class Trainer:
         }
         write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
         return result
+
+    def _protocol_words(self) -> str:
+        ev = self.config.eval
+        if ev.protocol == "sampled":
+            return f"sampled protocol: {ev.num_negatives} candidates per query"
+        return f"full ranking against {self.kg.num_entities:,} entities"
+
+    def _warn_if_no_checkpoint_before_the_end(self) -> None:
+        """A run whose first checkpoint would be its last loses everything to a crash (said
+        for runs of at least :data:`LONG_RUN_STEPS` steps; a shorter one loses little)."""
+        cfg = self.config.train
+        if (
+            cfg.max_steps >= LONG_RUN_STEPS
+            and cfg.checkpoint_every > cfg.max_steps
+            and not 0 < cfg.valid_every < cfg.max_steps
+        ):
+            warnings.warn(
+                f"train.checkpoint_every ({cfg.checkpoint_every}) exceeds train.max_steps "
+                f"({cfg.max_steps}) and no validation comes before the end, so a crash loses the "
+                "whole run; lower train.checkpoint_every or train.valid_every",
+                EmuDglWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ divergence
 
@@ -615,6 +660,17 @@ class Trainer:
 # ---------------------------------------------------------------------- runs on disk
 
 
+def _run_dataset(run_dir: Path, config: Config) -> Any:
+    """The graph of an existing run: its own saved graph (a run trained on a graph from
+    Python, wherever the folder has moved), else the config's dataset."""
+    from emu_dgl.data import KnowledgeGraph, load_dataset
+
+    own = run_dir / GRAPH_FILE
+    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
+        return KnowledgeGraph.load(own)
+    return load_dataset(config.dataset.name, config.dataset.data_dir)
+
+
 def model_config(config: Config) -> dict[str, Any]:
     """The keys that define a model's weights and scores (decoder, widths, gamma, norm...):
     stored in every checkpoint, so the weights are never read as another model's."""
@@ -652,11 +708,10 @@ def load_run(
     """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
 
     ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
-    The graph is read from the run's dataset and given the ids the run was trained with
+    The graph is read from the run's dataset (or the graph the run keeps, for a run
+    trained on a graph given in Python) and given the ids the run was trained with
     (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
     """
-    from emu_dgl.data import load_dataset
-
     run_dir = Path(run_dir).expanduser()
     config_path = run_dir / CONFIG_FILE
     if not os.path.lexists(config_path):
@@ -670,8 +725,9 @@ def load_run(
     path = run_dir / CHECKPOINTS / f"{which}.pt"
     state = load_checkpoint(path)
     check_model_config(state, config, path)
-    root = data_dir if data_dir is not None else config.dataset.data_dir
-    kg = match_data(load_dataset(config.dataset.name, root), read_data_record(run_dir), run_dir)
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
+    kg = match_data(_run_dataset(run_dir, config), read_data_record(run_dir), run_dir)
     saved_fp = state.get("data_fingerprint")
     if saved_fp is not None and saved_fp != kg.fingerprint:
         raise DataError(
