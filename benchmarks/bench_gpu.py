@@ -8,7 +8,7 @@
 ``steps``: ms per training step of the paper configs (WN18RR, batch 1000, 256 negatives,
 d = 100) for every decoder and arm, run eagerly and as a CUDA graph (``train.cuda_graph``;
 on a CPU the graph column says why it is off), with positives per second and the
-positives x negatives x dim per second the issue compares against GraphVite.
+positives x negatives x dim per second (the measure published GPU systems such as GraphVite report).
 ``--quick`` shrinks everything (the built-in graph, batch 64, 16 negatives, a few steps)
 so the whole script dry-runs on a CPU in seconds.
 """

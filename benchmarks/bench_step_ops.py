@@ -6,7 +6,7 @@ four paper arms (``configs/paper/<dataset>/<decoder>.yaml``: batch 1000, 256 neg
 d = 100) this builds the Trainer and counts every ``aten::`` event (nested ones
 included) of ``Trainer.train_step`` over a head and a tail step, after warm-up. Prints
 one JSON object with the counts, the counts before the pure step (measured the same way
-at the commit before it) and the targets (those of the issue: DistMult uniform-emu 250,
+at the commit before it) and the targets (DistMult uniform-emu 250,
 uniform-base 150, RotatE uniform-emu 400).
 
     python benchmarks/bench_step_ops.py --data-dir ../shared/datasets [--dataset wn18rr]
