@@ -15,7 +15,7 @@
 #                once (emu-dgl compare --jobs 4 when it exists, else 4 background
 #                processes): aggregate steps/s against the one alone
 #   6. summary   OUT/summary.json and OUT/summary.md
-# Prepare the machine as ../shared/GPU.md describes (DGL wheel, data in $EMU_DGL_DATA).
+# Prepare the machine as CONTRIBUTING.md ('On a GPU') describes (DGL wheel, data in $EMU_DGL_DATA).
 set -u
 if [ $# -lt 1 ]; then
     echo "usage: bash benchmarks/gpu_check.sh OUT [--device cpu|cuda] [--quick]" >&2
