@@ -8,15 +8,13 @@ from typing import IO, Any
 
 import click
 
+from emu_dgl.cli.options import data_dir_option
 from emu_dgl.errors import EmuDglError
 
 __all__ = ["datasets"]
 
-_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    default=None,
-    help="Data root (default: $EMU_DGL_DATA, datasets/ of a source checkout, or the user cache).",
+_DATA_DIR = data_dir_option(
+    "Data root (default: $EMU_DGL_DATA, datasets/ of a source checkout, or the user cache)."
 )
 
 

@@ -14,6 +14,13 @@ from typing import Any
 import click
 
 from emu_dgl.cli.datasets import datasets
+from emu_dgl.cli.options import (
+    allow_nonempty_option,
+    config_option,
+    data_dir_option,
+    out_option,
+    set_option,
+)
 from emu_dgl.cli.tune import tune
 from emu_dgl.config import QUICKSTART
 from emu_dgl.errors import EmuDglError
@@ -117,10 +124,6 @@ def _format_relation_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_ALLOW_NONEMPTY_HELP = (
-    "Write into an --out folder that is not empty and holds no run (its files named like "
-    "the run's are replaced); without it such a folder is refused."
-)
 _DATA_DIR_HELP = (
     "Data root holding the run's dataset (default: the run's dataset.data_dir, $EMU_DGL_DATA, ...)."
 )
@@ -130,26 +133,9 @@ _DATA_DIR_HELP = (
     epilog="Every config key, its default and meaning: emu_dgl/config.py (README, 'Configuration'). "
     "Dataset names: 'emu-dgl datasets list'."
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config (default: the quickstart on the built-in synthetic graph).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key, e.g. --set train.lr=0.05 (repeatable).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run directory (default: output.dir of the config).",
-)
+@config_option("YAML config (default: the quickstart on the built-in synthetic graph).")
+@set_option("Override a config key, e.g. --set train.lr=0.05 (repeatable).")
+@out_option("Run directory (default: output.dir of the config).", required=False)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -162,12 +148,7 @@ _DATA_DIR_HELP = (
     metavar="NAME",
     help="A named arm of the config file (its 'arms:' section), e.g. sans-base.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Data root (overrides dataset.data_dir).",
-)
+@data_dir_option()
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
@@ -176,7 +157,7 @@ _DATA_DIR_HELP = (
     help="Processes on this machine training one run, the entity table split between them "
     "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
 )
-@click.option("--allow-nonempty", is_flag=True, help=_ALLOW_NONEMPTY_HELP)
+@allow_nonempty_option()
 def train(
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -275,7 +256,7 @@ def train(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--per-relation", is_flag=True, help="Also MRR / Hits@k of every relation, per side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+@data_dir_option(_DATA_DIR_HELP)
 @click.option(
     "--checkpoint",
     "which",
@@ -354,7 +335,7 @@ def _entity_id(kg: Any, name: str, what: str) -> int:
     help="How many completions to list.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+@data_dir_option(_DATA_DIR_HELP)
 @click.option(
     "--checkpoint",
     "which",
@@ -409,13 +390,8 @@ def predict(
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write (created if missing; files in it are overwritten).",
-)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=_DATA_DIR_HELP)
+@out_option("Folder to write (created if missing; files in it are overwritten).")
+@data_dir_option(_DATA_DIR_HELP)
 @click.option(
     "--checkpoint",
     "which",
@@ -495,20 +471,8 @@ def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Base YAML config (default: the quickstart).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override for every arm (repeatable).",
-)
+@config_option("Base YAML config (default: the quickstart).")
+@set_option("Override for every arm (repeatable).")
 @click.option(
     "--arm",
     "arm_specs",
@@ -524,12 +488,7 @@ def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
     show_default=True,
     help="Comma-separated seeds; every arm runs every seed.",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the runs, results.json, table.md and valid_mrr.png.",
-)
+@out_option("Directory for the runs, results.json, table.md and valid_mrr.png.")
 @click.option(
     "--jobs",
     default=1,
@@ -539,7 +498,7 @@ def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
     "unless train.threads is set; on a GPU, a 1/N share of its memory each). Same runs "
     "and metrics as one at a time.",
 )
-@click.option("--allow-nonempty", is_flag=True, help=_ALLOW_NONEMPTY_HELP)
+@allow_nonempty_option()
 def compare(
     config_path: Path | None,
     overrides: tuple[str, ...],

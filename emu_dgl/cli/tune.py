@@ -6,26 +6,22 @@ from pathlib import Path
 
 import click
 
+from emu_dgl.cli.options import (
+    allow_nonempty_option,
+    config_option,
+    data_dir_option,
+    out_option,
+    set_option,
+)
+
 __all__ = ["tune"]
 
 
 @click.command(
     epilog="Search space format and defaults: 'python -m pydoc emu_dgl.experiments.tune' or README, 'Hyperparameter search'."
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Base YAML config that every trial starts from (default: the quickstart).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override for every trial (repeatable).",
-)
+@config_option("Base YAML config that every trial starts from (default: the quickstart).")
+@set_option("Override for every trial (repeatable).")
 @click.option(
     "--space",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -56,12 +52,7 @@ __all__ = ["tune"]
     metavar="URL",
     help="Optuna storage, e.g. sqlite:///study.db (default: OUT/study.db); run again to add trials.",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for trial runs, best.yaml, trials.csv / trials.md and trials.png.",
-)
+@out_option("Folder for trial runs, best.yaml, trials.csv / trials.md and trials.png.")
 @click.option(
     "--pruner",
     type=click.Choice(["median", "none"]),
@@ -70,18 +61,8 @@ __all__ = ["tune"]
     help="Stop trials whose validation metric falls below the median of earlier trials at the same step.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampler of trial values.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Data root (overrides dataset.data_dir).",
-)
-@click.option(
-    "--allow-nonempty",
-    is_flag=True,
-    help="Write into an --out folder that is not empty and holds no study (its files named "
-    "like the study's are replaced); without it such a folder is refused.",
-)
+@data_dir_option()
+@allow_nonempty_option("study")
 def tune(
     config_path: Path | None,
     overrides: tuple[str, ...],

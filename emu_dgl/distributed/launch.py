@@ -21,8 +21,10 @@ own ``ranks/<r>`` folder the same way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -65,8 +67,17 @@ def _entry(
     )
     try:
         fn(rank, world_size, *args)
+        dist.barrier()  # no rank leaves while a peer still talks to it
     finally:
         dist.destroy_process_group()
+    # The work is written; leave without the interpreter's teardown. There, objects the
+    # collectives' C++ threads still hold can be freed after Python is gone, which aborts
+    # the process now and then (SIGABRT, "terminate called without an active exception")
+    # and would fail a finished run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def run_workers(nproc: int, fn: Callable[..., Any], *args: Any, backend: str = "gloo") -> None:
