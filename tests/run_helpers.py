@@ -11,6 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from emu_dgl.cli import main
+from emu_dgl.data.synthetic import generate_synthetic
 from tests.conftest import shared_datasets
 
 #: A run that takes about a second on nations: 20 steps, validation at 10.
@@ -93,3 +94,24 @@ def copy_run(run: Path, to: Path) -> Path:
     shutil.copytree(run, to, symlinks=True)
     (to / ".lock").unlink(missing_ok=True)
     return to
+
+
+def finished_tiny_run(folder: Path) -> tuple[Path, Path]:
+    """(a finished tiny run on nations, its writable data root), both under ``folder``."""
+    root = nations_root(folder / "data")
+    run = folder / "base0"
+    train_tiny(run, root)
+    return run, root
+
+
+def write_dataset(folder: Path) -> Path:
+    """The synthetic graph as a folder of TSV files (names, not ids)."""
+    kg = generate_synthetic()
+    folder.mkdir(parents=True)
+    for split, triples in kg.splits.items():
+        lines = (
+            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
+            for h, r, t in triples.tolist()
+        )
+        (folder / f"{split}.txt").write_text("".join(lines))
+    return folder

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import http.server
 import io
 import json
@@ -28,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import emu_dgl.data.catalogue as catalogue
-from emu_dgl.cli import main
 from emu_dgl.config import load_config
 from emu_dgl.data import generate_synthetic, load_directory
 from emu_dgl.data.catalogue import CATALOGUE, download_dataset, extract_splits
@@ -39,6 +37,7 @@ from emu_dgl.data.io import read_split
 from emu_dgl.errors import ConfigError, DataError, DivergenceError, EmuDglWarning
 from emu_dgl.training.checkpoint import load_checkpoint
 from emu_dgl.training.trainer import Trainer
+from tests.run_helpers import invoke, snapshot, write_dataset
 
 SETTINGS = [
     "model.name=distmult",
@@ -56,10 +55,6 @@ SETTINGS = [
 FAST = [arg for s in SETTINGS for arg in ("--set", s)]
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
 def assert_clear_error(result: Result, fragment: str, code: int = 2) -> str:
     """Exit ``code``, no traceback, and the last line is a one-line error holding ``fragment``."""
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
@@ -69,28 +64,6 @@ def assert_clear_error(result: Result, fragment: str, code: int = 2) -> str:
     assert last.lower().startswith(("error:", "interrupted:")), result.output
     assert fragment in last, last
     return last
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file of a run (the lock file aside)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
-
-
-def write_dataset(folder: Path) -> Path:
-    """The synthetic graph as a folder of TSV files (names, not ids)."""
-    kg = generate_synthetic()
-    folder.mkdir(parents=True)
-    for split, triples in kg.splits.items():
-        lines = (
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
-            for h, r, t in triples.tolist()
-        )
-        (folder / f"{split}.txt").write_text("".join(lines))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from tests.run_helpers import (
     TINY,
     assert_one_line,
     copy_run,
+    finished_tiny_run,
     invoke,
     nations_root,
     snapshot,
@@ -44,11 +45,7 @@ from tests.run_helpers import (
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a finished tiny run on nations, its writable data root)."""
-    tmp = tmp_path_factory.mktemp("bad2")
-    root = nations_root(tmp / "data")
-    run = tmp / "base0"
-    train_tiny(run, root)
-    return run, root
+    return finished_tiny_run(tmp_path_factory.mktemp("bad2"))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from emu_dgl.cli import main
 from emu_dgl.data import generate_synthetic
+from tests.run_helpers import write_dataset
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -22,22 +23,11 @@ def _snapshot(root: Path) -> dict[str, str]:
     }
 
 
-def _write_dataset(folder: Path) -> None:
-    kg = generate_synthetic()
-    folder.mkdir(parents=True)
-    for split, triples in kg.splits.items():
-        lines = (
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
-            for h, r, t in triples.tolist()
-        )
-        (folder / f"{split}.txt").write_text("".join(lines))
-
-
 def test_a_run_leaves_the_data_root_unchanged_and_caches_in_the_cache_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, cache = tmp_path / "data", tmp_path / "xdg" / "emu-dgl" / "processed"
-    _write_dataset(data / "toy")  # a writable data root: a cache could go there, and must not
+    write_dataset(data / "toy")  # a writable data root: a cache could go there, and must not
     monkeypatch.delenv("EMU_DGL_CACHE")  # the default: the user cache
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)

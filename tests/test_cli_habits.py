@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from emu_dgl.cli import main
 from emu_dgl.data import generate_synthetic
+from tests.run_helpers import write_dataset
 
 FAST = [
     "--set",
@@ -31,24 +32,11 @@ FAST = [
 ]
 
 
-def _write_dataset(root: Path) -> None:
-    """The synthetic graph as a folder of TSV files named 'mini' in data root ``root``."""
-    kg = generate_synthetic()
-    folder = root / "mini"
-    folder.mkdir(parents=True)
-    for split, triples in kg.splits.items():
-        lines = (
-            f"{kg.entity_names[h]}\t{kg.relation_names[r]}\t{kg.entity_names[t]}\n"
-            for h, r, t in triples.tolist()
-        )
-        (folder / f"{split}.txt").write_text("".join(lines))
-
-
 @pytest.fixture(scope="module")
 def moved_run(tmp_path_factory):
     """A run trained with --data-dir A whose data then moved to B (A is gone)."""
     base = tmp_path_factory.mktemp("habits")
-    _write_dataset(base / "a")
+    write_dataset(base / "a" / "mini")
     cwd = base / "cwd"
     cwd.mkdir()
     with pytest.MonkeyPatch.context() as patch:  # the default output.dir is relative: runs/...

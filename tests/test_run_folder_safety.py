@@ -23,8 +23,8 @@ from tests.run_helpers import (
     assert_one_line,
     copy_run,
     file_state,
+    finished_tiny_run,
     invoke,
-    nations_root,
     snapshot,
     train_tiny,
 )
@@ -33,11 +33,7 @@ from tests.run_helpers import (
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a finished tiny run on nations, its writable data root)."""
-    tmp = tmp_path_factory.mktemp("safety")
-    root = nations_root(tmp / "data")
-    run = tmp / "base0"
-    train_tiny(run, root)
-    return run, root
+    return finished_tiny_run(tmp_path_factory.mktemp("safety"))
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ import click
 from emu_dgl.cli.datasets import datasets
 from emu_dgl.cli.options import (
     allow_nonempty_option,
+    checkpoint_option,
     config_option,
     data_dir_option,
+    device_option,
     out_option,
     set_option,
 )
@@ -253,18 +255,11 @@ def train(
     show_default=True,
     help="Which split's triples to rank.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--per-relation", is_flag=True, help="Also MRR / Hits@k of every relation, per side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option(_DATA_DIR_HELP)
-@click.option(
-    "--checkpoint",
-    "which",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
-)
+@checkpoint_option
 @click.option(
     "--protocol",
     type=click.Choice(["full", "sampled"]),
@@ -334,16 +329,9 @@ def _entity_id(kg: Any, name: str, what: str) -> int:
     type=click.IntRange(min=1),
     help="How many completions to list.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @data_dir_option(_DATA_DIR_HELP)
-@click.option(
-    "--checkpoint",
-    "which",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
-)
+@checkpoint_option
 def predict(
     run_dir: Path,
     head: str | None,
@@ -392,14 +380,7 @@ def predict(
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @out_option("Folder to write (created if missing; files in it are overwritten).")
 @data_dir_option(_DATA_DIR_HELP)
-@click.option(
-    "--checkpoint",
-    "which",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
-)
+@checkpoint_option
 def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     """Write entities.npy, relations.npy, id-to-name TSV tables and meta.json (the column
     layout of each table) for use outside emu-dgl.

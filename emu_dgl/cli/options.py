@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-__all__ = ["allow_nonempty_option", "config_option", "data_dir_option", "out_option", "set_option"]
+__all__ = [
+    "allow_nonempty_option",
+    "checkpoint_option",
+    "config_option",
+    "data_dir_option",
+    "device_option",
+    "out_option",
+    "set_option",
+]
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -55,3 +63,19 @@ def allow_nonempty_option(what: str = "run") -> Decorator:
         help=f"Write into an --out folder that is not empty and holds no {what} (its files named "
         f"like the {what}'s are replaced); without it such a folder is refused.",
     )
+
+
+#: ``--checkpoint best|last`` into ``which``: the weights a trained run's command uses.
+checkpoint_option = click.option(
+    "--checkpoint",
+    "which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Weights to use: the best validation step's (best.pt) or the last step's (last.pt).",
+)
+
+#: ``--device``: where a trained run's command computes.
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+)

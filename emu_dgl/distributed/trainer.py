@@ -50,7 +50,7 @@ from emu_dgl.config import Config
 from emu_dgl.distributed.sharded import ShardedEmbedding, ShardedTable, shard_bounds
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.build import scheduler_from_config, step_from_config
+from emu_dgl.training.build import scheduler_from_config
 from emu_dgl.training.step import TrainStep
 from emu_dgl.training.trainer import Trainer
 from emu_dgl.typing import Side
@@ -115,16 +115,7 @@ class DistributedTrainer(Trainer):
         entity = self.model.entity
         if not isinstance(entity, ShardedEmbedding):
             return super()._make_step()  # during Trainer.__init__, replaced right after
-        step = step_from_config(
-            self.config,
-            self.model,
-            self.sampler,
-            head_probability=self.head_probability,
-            generator=self.generator,
-            batch_size=self.batch_size,
-            rows=self.batch_slice,
-            table=ShardedTable(entity),
-        )
+        step = super()._make_step(rows=self.batch_slice, table=ShardedTable(entity))
         step.after_backward = self._sum_replicated_gradients
         return step
 

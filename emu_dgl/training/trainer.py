@@ -229,8 +229,8 @@ class Trainer:
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
 
-    def _make_step(self) -> TrainStep:
-        """The pure step (a data-parallel trainer passes its seams here)."""
+    def _make_step(self, **seams: Any) -> TrainStep:
+        """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
         return step_from_config(
             self.config,
             self.model,
@@ -238,6 +238,7 @@ class Trainer:
             head_probability=self.head_probability,
             generator=self.generator,
             batch_size=self.batch_size,
+            **seams,
         )
 
     def _make_optimizer(self, phase: int) -> torch.optim.Optimizer:
