@@ -231,6 +231,7 @@ def torchrun_train(
         dist.init_process_group(backend or _backend_for(config.train.device), init_method="env://")
         try:
             _train_worker(rank, world_size, config.to_dict(), str(run_dir), resume, None, None)
+            dist.barrier()  # rank 0's files are written before any rank reads or leaves
         finally:
             dist.destroy_process_group()
         path = run_dir / "metrics.json"
