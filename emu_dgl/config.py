@@ -65,6 +65,7 @@ class SamplerConfig:
     bernoulli: bool = (
         False  # choose head/tail per triple by relation statistics instead of alternating
     )
+    shared_chunk: int = 0  # 0: each positive draws its own negatives (every paper config); C: chunks of C positives share one draw, scored as matrix products (uniform sampler; see README "Shared negatives")
 
 
 @dataclass
@@ -248,6 +249,18 @@ class Config:
         need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
         need(self.sampler.k_hop > 0, "sampler.k_hop", "must be positive")
         need(self.sampler.walks >= -1, "sampler.walks", "must be >= 0, or -1 for walks on the fly")
+        chunk = self.sampler.shared_chunk
+        need(chunk >= 0, "sampler.shared_chunk", f"must be >= 0 (0 = per-positive), got {chunk}")
+        need(
+            chunk == 0 or self.train.batch_size % chunk == 0,
+            "sampler.shared_chunk",
+            f"({chunk}) must divide train.batch_size ({self.train.batch_size}); e.g. sampler.shared_chunk={self.train.batch_size}",
+        )
+        need(
+            chunk == 0 or self.loss.name != "1vsall",
+            "sampler.shared_chunk",
+            "the 1vsall loss scores every entity and draws no negatives to share; set it to 0",
+        )
 
         need(0.0 < self.emu.p <= 1.0, "emu.p", f"must be in (0, 1], got {self.emu.p}")
         need(0.0 <= self.emu.neg_label <= 1.0, "emu.neg_label", "must be in [0, 1]")

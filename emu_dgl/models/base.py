@@ -42,6 +42,7 @@ SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
     from emu_dgl.models.mutation import Mutation
+    from emu_dgl.models.shared import Polynomial
 
 
 DECODERS: Registry[Decoder] = Registry("decoder")
@@ -113,13 +114,21 @@ class Decoder(nn.Module):
         )
 
     # -- one side against many candidates (evaluation) --------------------------------
+    # Both take optional leading batch dims: ``h[..., B, De]`` against ``candidates[..., S,
+    # De]`` gives ``[..., B, S]`` (the chunks of shared negatives, emu_dgl.models.shared).
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
         """``h[B,De], r[B,Dr], candidates[S,De] -> [B,S]``; override for a faster form."""
-        return self(h.unsqueeze(1), r.unsqueeze(1), candidates.unsqueeze(0))
+        return self(h.unsqueeze(-2), r.unsqueeze(-2), candidates.unsqueeze(-3))
 
     def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """``candidates[S,De], r[B,Dr], t[B,De] -> [B,S]``."""
-        return self(candidates.unsqueeze(0), r.unsqueeze(1), t.unsqueeze(1))
+        return self(candidates.unsqueeze(-3), r.unsqueeze(-2), t.unsqueeze(-2))
+
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial | None:
+        """The tail-side terms of ``(h, r, x)`` as a polynomial of degree <= 2 in each
+        coordinate of the candidate ``x`` (see :mod:`emu_dgl.models.shared`), or ``None``.
+        With one, scores against shared negatives are matrix products."""
+        return None
 
     def pair_bytes(self, element_size: int) -> int:
         """Bytes of intermediates per (query, candidate) pair in ``score_tails``/``score_heads``;
@@ -340,6 +349,10 @@ class KGEModel(nn.Module):
         one_group = candidates.dim() == 3
         if mask is not None and isinstance(decoder, SeparableDecoder):
             terms = decoder.terms(a, r, candidates, side="tail")
+            if one_group and mask.dtype != torch.bool and decoder.term_groups == 1:
+                # both sums of the one group in one pass, one gradient tensor back
+                plain, mixed = _SumsAndMaskedSums.apply(terms, mask)
+                return decoder.finish(plain), decoder.finish(mixed)
             first, last = (terms, terms) if one_group else _first_last(terms)
             mixed = mixed_term_sums(last, mask, groups=decoder.term_groups)
             return decoder.reduce(first), decoder.finish(mixed)
@@ -452,6 +465,36 @@ class _MaskedSums(torch.autograd.Function):
         g = grad.unsqueeze(1).contiguous()  # [B, 1, C]
         to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
         out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
+        out[:, :1] += to_first
+        return out, None
+
+
+class _SumsAndMaskedSums(torch.autograd.Function):
+    """``(T.sum(-1), mixed)`` for ``T[B, C, d]``, ``mixed`` as :class:`_MaskedSums`: the plain
+    and the mutated scores of one candidate group from one terms tensor. Its backward
+    writes ``dT = g_plain + m * g_mixed`` (plus column 0's share of the positive's
+    coordinates) into the mask's memory in one pass, where two separate sums would leave
+    autograd to materialise and add two ``[B, C, d]`` gradients."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor):  # type: ignore[override]
+        first = x[:, :1]
+        kept = (x * mask).sum(-1)
+        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
+        from_first = torch.bmm(mask, column).squeeze(2)
+        ctx.save_for_backward(mask)
+        ctx.consumed = False  # type: ignore[attr-defined]
+        return x.sum(-1), kept + (first.sum(-1) - from_first)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g_plain: Tensor, g_mixed: Tensor):  # type: ignore[override]
+        if ctx.consumed:  # type: ignore[attr-defined]
+            raise RuntimeError("the EMU mask was consumed by a first backward pass")
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        ctx.consumed = True  # type: ignore[attr-defined]
+        g = g_mixed.unsqueeze(1).contiguous()  # [B, 1, C]
+        to_first = g_mixed.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
+        out = torch.addcmul(g_plain.unsqueeze(2), mask, g_mixed.unsqueeze(2), out=mask)
         out[:, :1] += to_first
         return out, None
 

@@ -67,6 +67,21 @@ class Mutation(nn.Module):
         ``dtype`` other than bool gives the mask as 0/1 numbers, written directly."""
         return None
 
+    def chunk_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor | None:
+        """Shared negatives (:mod:`emu_dgl.models.shared`): the coordinate mask ``[K, N, De]``
+        of every chunk's negative slots (True or 1 = the negative's own coordinate), or
+        ``None`` for a mutation that is no coordinate-wise choice."""
+        return None
+
+    def chunk_weights_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype
+    ) -> Tensor | None:
+        """Shared negatives: one mixing weight per chunk and negative slot, ``[K, N]``
+        (``x = w n + (1 - w) t``), or ``None`` for a mutation of another form."""
+        return None
+
     def draw_mask(
         self,
         shape: Sequence[int],
@@ -156,6 +171,11 @@ class EMUMutation(Mutation):
         mask.select(1, 0).fill_(0)  # the positive's column keeps its coordinates
         return mask
 
+    def chunk_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor:
+        return self.mask_from_words(words, shape, dtype=dtype)
+
     def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
         return torch.where(self.group_mask_from_words(words, group.shape), group, group[:, :1])
 
@@ -221,6 +241,11 @@ class MixupMutation(Mutation):
     ) -> Tensor:
         words = torch.empty(math.prod(tuple(shape)), dtype=torch.int64, device=device)
         words.random_(-(2**63), None, generator=generator)
+        return self.weights_from_words(words, shape, dtype)
+
+    def chunk_weights_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype
+    ) -> Tensor:
         return self.weights_from_words(words, shape, dtype)
 
     def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:

@@ -199,28 +199,44 @@ class TrainStep:
     # ------------------------------------------------------------------ random words
 
     def _layout(self, width: int, device: torch.device) -> None:
-        """Which block of the step's random words each consumer reads (by batch row)."""
+        """Which block of the step's random words each consumer reads: ``name -> (rows,
+        words per row)``, rows being the batch rows (or the chunks of shared negatives)."""
+        self.blocks: dict[str, slice] = {}
+        self._block_rows: dict[str, int] = {}
+        start = 0
+        for name, (rows, per_row) in self._block_sizes(width).items():
+            self.blocks[name] = slice(start, start + rows * per_row)
+            self._block_rows[name] = rows
+            start += rows * per_row
+        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+
+    def _block_sizes(self, width: int) -> dict[str, tuple[int, int]]:
         B, n = self.batch_size, self.num_negatives
-        blocks: dict[str, int] = {}  # consumer -> words per batch row
+        blocks: dict[str, tuple[int, int]] = {}  # consumer -> (rows, words per row)
         if self._coin_threshold is not None:
-            blocks["side"] = 1
+            blocks["side"] = (B, 1)
         if self.word_sampler:
-            blocks["draws"] = self.draws * self.sampler.words_per_row
+            blocks["draws"] = (B, self.draws * self.sampler.words_per_row)
         if self.mutation is not None and self.draws:
             per_row = self.mutation.words_needed((B, 1 + n, width)) // B
             if per_row:
-                blocks["mutation"] = per_row
-        self.blocks: dict[str, slice] = {}
-        start = 0
-        for name, per_row in blocks.items():
-            self.blocks[name] = slice(start, start + B * per_row)
-            start += B * per_row
-        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+                blocks["mutation"] = (B, per_row)
+        return blocks
 
     def _words(self, words: Tensor, name: str) -> Tensor | None:
-        """The block ``name`` as ``[B, words per row]``, or ``None`` when it has none."""
+        """The block ``name`` as ``[rows, words per row]``, or ``None`` when it has none."""
         block = self.blocks.get(name)
-        return None if block is None else words[block].view(self.batch_size, -1)
+        return None if block is None else words[block].view(self._block_rows[name], -1)
+
+    def _fresh_words(self) -> Tensor:
+        """The step's random words, drawn anew (and the loss targets in the model's dtype)."""
+        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
+        dtype = self.model.entity.weight.dtype
+        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
+            self._targets(self.loss, self.words.device, dtype)
+        if self.words.numel():
+            self.words.random_(-(2**63), None, generator=self.generator)  # every random word
+        return self.words
 
     # ------------------------------------------------------------------ pure parts
 
@@ -330,13 +346,7 @@ class TrainStep:
 
     def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
         """One step on ``batch[B, 3]``; returns the detached loss (this process's share)."""
-        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
-        dtype = self.model.entity.weight.dtype
-        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
-            self._targets(self.loss, self.words.device, dtype)
-        words = self.words
-        if words.numel():
-            words.random_(-(2**63), None, generator=self.generator)  # every random word
+        words = self._fresh_words()
         if self.word_sampler or self.draws == 0:
             kept, candidates, side = self.draw(batch, words, side)
         else:
@@ -357,22 +367,36 @@ class TrainStep:
         # Relations are gathered like entities: a leaf whose gradient is summed into the
         # (small, replicated) table's dense gradient after backward.
         relations = batch[:, 1]
-        relation = self.model.relation.weight
-        with torch.no_grad():
-            r = relation.index_select(0, relations)
-        r = r.view(*shape[:-1], r.shape[-1]).requires_grad_(True)
+        r = self._relation_rows(relations, shape[:-1])
         loss = self.objective(batch, anchor, groups, r, words, side)
+        return self._update(loss, [(kept, anchor), (flat, groups)], relations, r)
+
+    def _update(
+        self, loss: Tensor, leaves: list[tuple[Tensor, Tensor]], relations: Tensor, r: Tensor
+    ) -> Tensor:
+        """Backward from ``loss``; the gradients of the gathered entity rows (``leaves``:
+        ``(ids, rows)``; a leaf without a gradient is skipped: with 1-vs-all the true
+        entities are targets, not rows) and of the relation rows ``r`` go to the optimizer,
+        which steps."""
+        assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=False)
         loss.backward(self._one)  # (a stored 1.0: no fresh tensor per step)
-        parts = [(kept, anchor.grad.view(b, width))]
-        if groups.grad is not None:  # (1-vs-all: the true entities are targets, not rows)
-            parts.append((flat, groups.grad.view(-1, width)))
+        parts = [
+            (ids, rows.grad.view(ids.shape[0], -1)) for ids, rows in leaves if rows.grad is not None
+        ]
         self.table.push(self.optimizer, parts)
-        _add_rows(relation, relations, r.grad.view(relations.shape[0], -1))
+        _add_rows(self.model.relation.weight, relations, r.grad.view(relations.shape[0], -1))
         if self.after_backward is not None:
             self.after_backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _relation_rows(self, relations: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """The relations' rows as a leaf shaped ``[*shape, Dr]`` (the anchors' shape): its
+        gradient is summed into the small, replicated table's dense gradient."""
+        with torch.no_grad():
+            r = self.model.relation.weight.index_select(0, relations)
+        return r.view(*shape, r.shape[-1]).requires_grad_(True)
 
     def _eager_draw(
         self, batch: Tensor, words: Tensor, side: Side | None, step: int

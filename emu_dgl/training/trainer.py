@@ -49,6 +49,7 @@ from emu_dgl.errors import (
 )
 from emu_dgl.files import append_text, path_component
 from emu_dgl.training.build import (
+    batch_size_for,
     check_components,
     evaluator_from_config,
     head_probability_from_config,
@@ -214,7 +215,7 @@ class Trainer:
             config, self.kg, self.device, announce=config.train.progress
         )
         self.head_probability = head_probability_from_config(config, self.kg, self.device)
-        self.batch_size = min(config.train.batch_size, len(self.train_triples))
+        self.batch_size = batch_size_for(config, len(self.train_triples))
         self.step = self._make_step()
         # The step's components, for inspection (the step holds the same objects).
         self.mutation, self.loss_fn = self.step.mutation, self.step.loss
