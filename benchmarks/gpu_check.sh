@@ -8,7 +8,8 @@
 # Phases (each time-boxed; a phase that fails or runs out of time is recorded and the
 # next one runs):
 #   1. tests     the test suite on CUDA alone (pytest -n auto; train.device=auto picks CUDA)
-#   2. steps     ms per step, every decoder x paper arm (WN18RR), eager vs CUDA graph
+#   2. steps     ms per step, every decoder x paper arm (WN18RR), eager vs CUDA graph;
+#      shared    the same for negatives shared by the batch against per-positive ones
 #   3. eval      filtered test evaluation, WN18RR and FB15k-237, DistMult and TransE
 #   4. scale     DistMult EMU step at 40k / 4M / 40M entities
 #   5. runs      one paper run (WN18RR DistMult uniform-emu) alone, then 4 seeds of it at
@@ -59,6 +60,7 @@ fi
 # 2-4. step table, evaluation, scale
 BENCH="$PY benchmarks/bench_gpu.py"
 phase steps 120 $BENCH steps --device "$DEVICE" $QUICK
+phase shared 60 $BENCH shared --device "$DEVICE" --decoders distmult complex transe rotate $QUICK
 phase eval 30 $BENCH eval --device "$DEVICE" $QUICK
 phase scale 90 $BENCH scale --device "$DEVICE" $QUICK
 

@@ -38,7 +38,7 @@ def main() -> None:
         (out / "tests.out").read_text().strip().splitlines() if (out / "tests.out").exists() else []
     )
     summary["tests"] = tests[-1] if tests else "not run"
-    for name in ("steps", "eval", "scale"):
+    for name in ("steps", "shared", "eval", "scale"):
         summary[name] = _json(out / f"{name}.out")
     alone, four = _json(out / "runs_alone.json"), _json(out / "runs_4.json")
     summary["runs"] = {"alone": alone, "four": four}
@@ -55,6 +55,14 @@ def main() -> None:
             for arm, row in arms.items():
                 lines.append(
                     f"| {decoder} | {arm} | {_cell(row.get('eager'))} | {_cell(row.get('graph'))} |"
+                )
+        lines.append("")
+    if summary["shared"]:
+        lines += ["| decoder | step | eager | CUDA graph |", "|---|---|---|---|"]
+        for decoder, kinds in summary["shared"]["table"].items():
+            for kind, row in kinds.items():
+                lines.append(
+                    f"| {decoder} | {kind} | {_cell(row.get('eager'))} | {_cell(row.get('graph'))} |"
                 )
         lines.append("")
     if summary["eval"]:

@@ -165,8 +165,18 @@ class SeparableDecoder(Decoder):
         return self.finish(terms.sum(-1))
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        side: Side = "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
-        return self.reduce(self.terms(h, r, t, side=side))
+        return self.reduce(self.terms(h, r, t, side=broadcast_side(h, r, t)))
+
+
+def broadcast_side(h: Tensor, r: Tensor, t: Tensor) -> Side:
+    """The entity that is broadcast against the others: ``"tail"`` when ``h`` has the
+    relation's shape (many tails per (h, r): combine ``h`` and ``r`` first), ``"head"``
+    when ``t`` has it; otherwise the larger one."""
+    if h.shape[:-1] == r.shape[:-1] and t.shape[:-1] != r.shape[:-1]:
+        return "tail"
+    if t.shape[:-1] == r.shape[:-1] and h.shape[:-1] != r.shape[:-1]:
+        return "head"
+    return "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
