@@ -175,7 +175,7 @@ def train(
 
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
-    from emu_dgl.training.run import CONFIG_FILE, check_run_files, open_run
+    from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files, open_run
     from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
@@ -184,10 +184,7 @@ def train(
                 "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
         resume = resume.expanduser()
-        if not os.path.lexists(resume / CONFIG_FILE):
-            raise EmuDglError(
-                f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
-            )
+        check_run_begun(resume)  # config.yaml is there, or one line says why not
         check_run_files(resume)  # a planted link is refused before its target is read
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
