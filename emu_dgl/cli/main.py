@@ -51,10 +51,14 @@ class _Group(click.Group):
         except EmuDglError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            advice = getattr(exc, "advice", None)  # a comparison says how to continue itself
             run = ctx.meta.get("emu_dgl.run_dir")
             where = f"'emu-dgl train --resume {run}'" if run else "'emu-dgl train --resume RUN_DIR'"
-            click.echo(f"interrupted: the last checkpoint is kept; continue with {where}", err=True)
+            click.echo(
+                f"interrupted: {advice or f'the last checkpoint is kept; continue with {where}'}",
+                err=True,
+            )
             sys.exit(130)
         except OSError as exc:
             # Disk full or read-only while writing outside the places that check it themselves.

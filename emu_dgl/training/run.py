@@ -168,6 +168,11 @@ class RunLock:
         _HELD[key] = (fd, 1, anchor)
         return self
 
+    @property
+    def fd(self) -> int:
+        """The lock file's descriptor: a child process given it holds the lock as well."""
+        return _HELD[self.folder][0]
+
     def __exit__(self, *exc: object) -> None:
         fd, depth, anchor = _HELD[self.folder]
         if depth > 1:
