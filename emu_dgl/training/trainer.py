@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
+from emu_dgl.data.stats import warn_unseen_in_train
 from emu_dgl.device import resolve_device, resolve_threads, usable_cores
 from emu_dgl.errors import (
     ConfigError,
@@ -185,6 +186,7 @@ class Trainer:
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
+        warn_unseen_in_train(self.kg)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
         self._train_columns = self.kg.train.to(self.device).t().contiguous()
