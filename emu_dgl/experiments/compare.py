@@ -371,12 +371,12 @@ def plot_curves(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path, *, dpi: int = 120) -> None:
     """A matplotlib figure as PNG through :func:`emu_dgl.files.write_atomic` (no link followed)."""
     import io
 
     from emu_dgl.files import write_atomic
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=dpi)
     write_atomic(path, buffer.getvalue(), "plot", durable=False)
