@@ -391,23 +391,27 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     """
     import numpy as np
 
-    from emu_dgl.files import make_dir, write_atomic
+    from emu_dgl.files import anchored, make_dir, write_atomic
     from emu_dgl.training.trainer import load_run
 
     config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
     make_dir(out, "export folder")
-    for fname, weight in (
-        ("entities.npy", model.entity.weight),
-        ("relations.npy", model.relation.weight),
-    ):
-        array = weight.detach().cpu().numpy()
-        write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
-    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
-        # UTF-8 whatever the locale: names are often not ASCII
-        text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
-        write_atomic(out / fname, text, "export file")
-    meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
-    write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
+    with anchored(out, "export folder"):  # every file lands in the folder resolved here
+        for fname, weight in (
+            ("entities.npy", model.entity.weight),
+            ("relations.npy", model.relation.weight),
+        ):
+            array = weight.detach().cpu().numpy()
+            write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
+        for fname, names in (
+            ("entities.tsv", kg.entity_names),
+            ("relations.tsv", kg.relation_names),
+        ):
+            # UTF-8 whatever the locale: names are often not ASCII
+            text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+            write_atomic(out / fname, text, "export file")
+        meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False)
+        write_atomic(out / "meta.json", meta + "\n", "export file")  # UTF-8, like the tables
     click.echo(
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
         f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
