@@ -130,11 +130,16 @@ def at(path: str | os.PathLike[str]) -> Iterator[tuple[int | None, str]]:
     if found is not None and found[1]:
         anchor: _Anchor | None = found[0]
         fd, name = _walk(found[0], found[1][:-1]), found[1][-1]
-    elif AT and path.name not in ("", ".", ".."):
-        anchor, fd, name = None, open_dir(os.fspath(path.parent), follow=True), path.name
     else:
-        yield None, os.fspath(path)
-        return
+        anchor, fd, name = None, None, os.fspath(path)
+        if AT and path.name not in ("", ".", ".."):
+            try:
+                fd, name = open_dir(os.fspath(path.parent), follow=True), path.name
+            except PermissionError:  # a folder we may enter but not list: by path, then
+                pass
+        if fd is None:
+            yield None, name
+            return
     try:
         yield fd, name
     finally:

@@ -27,7 +27,7 @@ from tests.run_helpers import (
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def base(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, Path]:
     """(a finished tiny run on nations, its writable data root)."""
     return finished_tiny_run(tmp_path_factory.mktemp("writer"))
 

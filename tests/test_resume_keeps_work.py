@@ -23,7 +23,7 @@ from tests.run_helpers import assert_one_line, copy_run, finished_tiny_run, invo
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def base(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, Path]:
     """(a finished tiny run on nations: last.pt at step 20, previous.pt at 10; its data root)."""
     return finished_tiny_run(tmp_path_factory.mktemp("keep"))
 
