@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from emu_dgl.files import write_atomic
+
 
 def _json(path: Path) -> dict | None:
     try:
@@ -44,7 +46,9 @@ def main() -> None:
     summary["runs"] = {"alone": alone, "four": four}
     if alone and four and alone.get("aggregate"):
         summary["runs"]["aggregate_over_alone"] = round(four["aggregate"] / alone["aggregate"], 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(
+        out / "summary.json", json.dumps(summary, indent=2) + "\n", "summary", durable=False
+    )
 
     lines = [f"# GPU check: {' '.join(summary['env'])}", "", f"Tests: {summary['tests']}", ""]
     lines += ["Phases: " + "; ".join(summary["phases"]), ""]

@@ -651,6 +651,11 @@ def load_config(
 
 def config_from_dict(data: dict[str, Any], *, validate: bool = True) -> Config:
     """A config from a (possibly partial) nested dict; missing keys take their defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"a config is a mapping of sections, e.g. {{'train': {{'lr': 0.05}}}}, got "
+            f"{type(data).__name__} {shown(data)}"
+        )
     config = Config()
     _merge(config, data)
     return config.validate() if validate else config

@@ -51,10 +51,14 @@ class _Group(click.Group):
         except EmuDglError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            advice = getattr(exc, "advice", None)  # a comparison says how to continue itself
             run = ctx.meta.get("emu_dgl.run_dir")
             where = f"'emu-dgl train --resume {run}'" if run else "'emu-dgl train --resume RUN_DIR'"
-            click.echo(f"interrupted: the last checkpoint is kept; continue with {where}", err=True)
+            click.echo(
+                f"interrupted: {advice or f'the last checkpoint is kept; continue with {where}'}",
+                err=True,
+            )
             sys.exit(130)
         except OSError as exc:
             # Disk full or read-only while writing outside the places that check it themselves.
@@ -175,7 +179,7 @@ def train(
 
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
-    from emu_dgl.training.run import CONFIG_FILE, check_run_files, open_run
+    from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files, open_run
     from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
@@ -184,10 +188,7 @@ def train(
                 "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
         resume = resume.expanduser()
-        if not os.path.lexists(resume / CONFIG_FILE):
-            raise EmuDglError(
-                f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
-            )
+        check_run_begun(resume)  # config.yaml is there, or one line says why not
         check_run_files(resume)  # a planted link is refused before its target is read
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
@@ -390,23 +391,27 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     """
     import numpy as np
 
-    from emu_dgl.files import make_dir, write_atomic
+    from emu_dgl.files import anchored, make_dir, write_atomic
     from emu_dgl.training.trainer import load_run
 
     config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
     make_dir(out, "export folder")
-    for fname, weight in (
-        ("entities.npy", model.entity.weight),
-        ("relations.npy", model.relation.weight),
-    ):
-        array = weight.detach().cpu().numpy()
-        write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
-    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
-        # UTF-8 whatever the locale: names are often not ASCII
-        text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
-        write_atomic(out / fname, text, "export file")
-    meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
-    write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
+    with anchored(out, "export folder"):  # every file lands in the folder resolved here
+        for fname, weight in (
+            ("entities.npy", model.entity.weight),
+            ("relations.npy", model.relation.weight),
+        ):
+            array = weight.detach().cpu().numpy()
+            write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
+        for fname, names in (
+            ("entities.tsv", kg.entity_names),
+            ("relations.tsv", kg.relation_names),
+        ):
+            # UTF-8 whatever the locale: names are often not ASCII
+            text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+            write_atomic(out / fname, text, "export file")
+        meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False)
+        write_atomic(out / "meta.json", meta + "\n", "export file")  # UTF-8, like the tables
     click.echo(
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
         f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"

@@ -18,23 +18,26 @@ included, or a plain local folder).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import lzma
 import os
+import re
 import shutil
 import socket
 import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key, warn_untidy_names
 from emu_dgl.errors import DataError, EmuDglError
@@ -134,11 +137,25 @@ def _source_checkout_datasets() -> Path | None:
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder that holds ``<name>/{train,valid,test}.txt`` (see the module doc for the order)."""
     if data_dir:
-        return _folder(Path(data_dir).expanduser(), "--data-dir (dataset.data_dir)")
+        return _folder(
+            local_path(data_dir, "--data-dir (dataset.data_dir)"), "--data-dir (dataset.data_dir)"
+        )
     env = os.environ.get("EMU_DGL_DATA")
     if env:
-        return _folder(Path(env).expanduser(), "EMU_DGL_DATA")
+        return _folder(local_path(env, "EMU_DGL_DATA"), "EMU_DGL_DATA")
     return _source_checkout_datasets() or user_cache_dir() / "datasets"
+
+
+def local_path(value: str | os.PathLike[str], origin: str) -> Path:
+    """``value`` as a local folder path (``~`` expanded), or a DataError if it is a URL:
+    ``http://host/x`` would otherwise become the relative folder ``./http:/host/x``."""
+    text = os.fspath(value)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise DataError(
+            f"{origin} is '{text}', an address; it names a local folder here (to download "
+            "datasets from a mirror, set EMU_DGL_MIRROR to the address instead)"
+        )
+    return Path(text).expanduser()
 
 
 def _folder(path: Path, origin: str) -> Path:
@@ -169,7 +186,7 @@ def cache_root() -> Path:
     env = os.environ.get("EMU_DGL_CACHE")
     if not env:
         return user_cache_dir() / "processed"
-    path = Path(env).expanduser()
+    path = local_path(env, "EMU_DGL_CACHE")
     if path.exists() and not path.is_dir():
         raise DataError(
             f"EMU_DGL_CACHE is '{path}', which is a file; point it at a folder for emu-dgl's "
@@ -329,6 +346,25 @@ def _copy_with_deadline(
             window_start, window_bytes = now, 0
 
 
+def _open_source(url: str) -> Any:
+    """The archive at ``url``: a ``file://`` address opened here as a regular file (a FIFO
+    or a device there is refused at once, never waited on, before the download's stall
+    and deadline guards could start), any other through urllib."""
+    if not url.lower().startswith("file:"):
+        return urllib.request.urlopen(url, timeout=STALL_SECONDS)
+    from emu_dgl.files import lexists, open_read
+
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    try:
+        return open_read(path, "dataset archive", follow=True)
+    except EmuDglError as exc:
+        if not lexists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+        raise DataError(
+            f"{exc}; EMU_DGL_MIRROR must name a folder holding the catalogue's archive files"
+        ) from None
+
+
 def _fetch(entry: CatalogueEntry, target: Path) -> Path:
     """Stream the archive to a temporary file in ``target`` while hashing it; verify."""
     from tqdm.auto import tqdm
@@ -341,9 +377,10 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
         with os.fdopen(fd, "wb") as out:
             try:
                 # The socket timeout bounds one silent read; _copy_with_deadline bounds a trickle.
-                response = urllib.request.urlopen(url, timeout=STALL_SECONDS)
+                response = _open_source(url)
                 with response:
-                    total = response.headers.get("Content-Length")
+                    headers = getattr(response, "headers", None)
+                    total = headers.get("Content-Length") if headers is not None else None
                     with tqdm(
                         total=int(total) if total else None,
                         unit="B",

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
+from emu_dgl.data.stats import warn_unseen_in_train
 from emu_dgl.device import resolve_device, resolve_threads, usable_cores
 from emu_dgl.errors import (
     ConfigError,
@@ -47,7 +48,7 @@ from emu_dgl.errors import (
     RunError,
     shown,
 )
-from emu_dgl.files import append_text, path_component
+from emu_dgl.files import append_text, lexists, path_component, remove
 from emu_dgl.training.build import (
     batch_size_for,
     check_components,
@@ -75,6 +76,7 @@ from emu_dgl.training.run import (
     read_data_record,
     read_json,
     read_run_config,
+    remove_final_metrics,
     run_path,
     write_text,
 )
@@ -157,7 +159,7 @@ class Trainer:
         started = time.perf_counter()
 
         self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
-        if (self.run_dir / CONFIG_FILE).is_file():
+        if lexists(self.run_dir / CONFIG_FILE):
             self.config = config
             self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
             # An existing run (to resume): give the data the ids it was trained with.
@@ -185,6 +187,7 @@ class Trainer:
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
+        warn_unseen_in_train(self.kg)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
         self._train_columns = self.kg.train.to(self.device).t().contiguous()
@@ -382,7 +385,7 @@ class Trainer:
         from emu_dgl.files import read_bytes
 
         path = self.run_dir / METRICS_LOG
-        if not os.path.lexists(path):
+        if not lexists(path):
             return
         kept = []
         for line in read_bytes(path, "metrics log").decode(errors="replace").splitlines():
@@ -464,7 +467,7 @@ class Trainer:
             if plan.state is not None:
                 start, best = self._restore(plan.state, {key for key, _, _ in plan.changes})
                 finished = bool(plan.state.get("final"))
-            if finished and start == cfg.max_steps and os.path.lexists(self.run_dir / METRICS_FILE):
+            if finished and start == cfg.max_steps and lexists(self.run_dir / METRICS_FILE):
                 try:
                     result = read_json(self.run_dir / METRICS_FILE, "metrics file")
                 except EmuDglError:
@@ -473,8 +476,9 @@ class Trainer:
                     self.already_finished = True  # nothing to do: the run's files stay as they are
                     return result
             self._truncate_log(start)
+            remove_final_metrics(self.run_dir)  # they describe the run's old end, not its new one
         else:
-            (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
+            remove(self.run_dir / METRICS_LOG, "metrics log")
         self.already_finished = False
         if self._save_graph and plan is None:
             self.kg.save(self.run_dir / GRAPH_FILE)
@@ -638,7 +642,7 @@ class Trainer:
         self._log({"step": step, "diverged": what})
         last = self.run_dir / CHECKPOINTS / LAST
         cfg = self.config.train
-        if last.is_file():
+        if lexists(last):
             kept = (
                 f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
             )
