@@ -41,10 +41,10 @@ import torch
 
 
 def _write(out: Path, record: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    part = out / "curve.json.part"
-    part.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(part, out / "curve.json")
+    from emu_dgl.files import make_dir, write_atomic
+
+    make_dir(out, "output folder")
+    write_atomic(out / "curve.json", json.dumps(record, indent=2) + "\n", "curve", durable=False)
 
 
 class Schedule:
@@ -298,7 +298,9 @@ def report(args: argparse.Namespace) -> None:
     text = "\n".join(lines)
     print(text)
     if args.table:
-        Path(args.table).write_text(text + "\n")
+        from emu_dgl.files import write_atomic
+
+        write_atomic(args.table, text + "\n", "table", durable=False)
     if args.figure:
         import matplotlib
 
@@ -316,7 +318,9 @@ def report(args: argparse.Namespace) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(args.figure, dpi=110)
+        from emu_dgl.experiments.compare import save_figure
+
+        save_figure(fig, Path(args.figure), dpi=110)
 
 
 def main() -> None:
