@@ -78,6 +78,7 @@ class EMUConfig:
     neg_label: float = 0.53  # soft target (lambda) of each mutated negative
     ce_coef: float = 0.11  # weight c of the one-hot loss on the unmutated negatives
     separate_draws: bool = False  # draw the EMU term's negatives apart from the one-hot term's (published for uniform negatives; costs a second scoring pass)
+    mask_bits: int = 8  # random bits per mask coordinate: p is rounded to a multiple of 2**-bits (8: half the random numbers of 16; the paper configs use 16)
 
 
 @dataclass
@@ -264,6 +265,11 @@ class Config:
 
         need(0.0 < self.emu.p <= 1.0, "emu.p", f"must be in (0, 1], got {self.emu.p}")
         need(0.0 <= self.emu.neg_label <= 1.0, "emu.neg_label", "must be in [0, 1]")
+        need(
+            self.emu.mask_bits in (8, 16),
+            "emu.mask_bits",
+            f"must be 8 or 16, got {shown(self.emu.mask_bits)}",
+        )
         need(self.emu.ce_coef >= 0.0, "emu.ce_coef", "must be >= 0")
         need(
             not (self.emu.enabled and self.loss.name == "1vsall"),

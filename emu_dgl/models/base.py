@@ -444,6 +444,16 @@ class _MixTowardsFirst(torch.autograd.Function):
         return own, None
 
 
+def _rowwise_dots(x: Tensor, y: Tensor) -> Tensor:
+    """``(x * y).sum(-1)`` for ``[B, C, d]`` operands as one batched product of ``B C``
+    ``[1, d] x [d, 1]`` pairs: no ``[B, C, d]`` temporary (on a CPU a fresh tensor that size
+    costs more in page faults than the products)."""
+    if not (x.is_contiguous() and y.is_contiguous()):
+        return (x * y).sum(-1)
+    rows, width = x.shape[0] * x.shape[1], x.shape[2]
+    return torch.bmm(x.view(rows, 1, width), y.view(rows, width, 1)).view(x.shape[:2])
+
+
 class _MaskedSums(torch.autograd.Function):
     """Sums over the last dim of the mixture ``m * T + (1 - m) * T[:, :1]`` for
     ``T[B, C, d]`` and a 0/1 float mask ``m`` whose column 0 is 0, by batched products::
@@ -458,7 +468,7 @@ class _MaskedSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         first = x[:, :1]  # [B, 1, d]
-        kept = (x * mask).sum(-1)
+        kept = _rowwise_dots(x, mask)
         # (bmm on the CPU loops over the batch unless its operands are contiguous)
         column = first.transpose(1, 2).contiguous()  # [B, d, 1]
         from_first = torch.bmm(mask, column).squeeze(2)  # [B, C]
@@ -489,7 +499,7 @@ class _SumsAndMaskedSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor):  # type: ignore[override]
         first = x[:, :1]
-        kept = (x * mask).sum(-1)
+        kept = _rowwise_dots(x, mask)
         column = first.transpose(1, 2).contiguous()  # [B, d, 1]
         from_first = torch.bmm(mask, column).squeeze(2)
         ctx.save_for_backward(mask)
@@ -504,7 +514,8 @@ class _SumsAndMaskedSums(torch.autograd.Function):
         ctx.consumed = True  # type: ignore[attr-defined]
         g = g_mixed.unsqueeze(1).contiguous()  # [B, 1, C]
         to_first = g_mixed.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
-        out = torch.addcmul(g_plain.unsqueeze(2), mask, g_mixed.unsqueeze(2), out=mask)
+        # (two in-place passes: on a CPU faster than one addcmul with broadcast factors)
+        out = mask.mul_(g_mixed.unsqueeze(2)).add_(g_plain.unsqueeze(2))
         out[:, :1] += to_first
         return out, None
 

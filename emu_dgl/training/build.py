@@ -129,7 +129,7 @@ def mutation_from_config(config: Config, device: torch.device) -> Mutation | Non
     if not emu.enabled or emu.variant == NO_MUTATION:
         return None
     factory = MUTATIONS.get(emu.variant)
-    return factory(**_accepted(factory, {"p": emu.p})).to(device)
+    return factory(**_accepted(factory, {"p": emu.p, "bits": emu.mask_bits})).to(device)
 
 
 # --------------------------------------------------------------------------- negatives

@@ -321,8 +321,12 @@ class TrainStep:
             if self.model.decoder.separable:
                 # On a CPU the mask as 0/1 numbers feeds batched products (several times
                 # faster there than a broadcasting where); on a GPU it stays bool.
-                dtype = torch.bool if last.device.type == "cuda" else last.dtype
-                mask = self.mutation.group_mask_from_words(mutation_words, last.shape, dtype=dtype)
+                if last.device.type == "cuda":
+                    mask = self.mutation.group_mask_from_words(mutation_words, last.shape)
+                else:
+                    mask = self.mutation.group_mask_from_words(
+                        mutation_words, last.shape, dtype=last.dtype, out=self._mask_buffer(last)
+                    )
             if mask is None:
                 mutated = self.mutation.mutate_group(last, mutation_words)
         scores, last_scores = self.model.score_groups(
@@ -341,6 +345,20 @@ class TrainStep:
             loss = term if loss is None else loss + term
         assert loss is not None
         return loss
+
+    def _mask_buffer(self, like: Tensor) -> Tensor | None:
+        """The EMU mask's memory on a CPU, kept from step to step (fixed shape): a fresh
+        tensor of ``B x (1 + n) x De`` floats costs more in page faults than writing the
+        mask. The mask's backward writes the terms' gradient into it, which autograd has
+        let go of by the next step. Not kept when compiled (the compiler plans memory)."""
+        if torch.compiler.is_compiling():
+            return None
+        buffer = self.__dict__.get("_mask_memory")
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = self._mask_memory = torch.empty_like(
+                like, memory_format=torch.contiguous_format
+            )
+        return buffer
 
     # ------------------------------------------------------------------ the step
 
