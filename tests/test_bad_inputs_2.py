@@ -28,7 +28,7 @@ from emu_dgl.data.synthetic_large import load_power_law
 from emu_dgl.device import usable_cores
 from emu_dgl.errors import ConfigError, DataError
 from emu_dgl.training.memory import estimate_bytes
-from tests.conftest import shared_datasets
+from tests.conftest import need_data
 from tests.run_helpers import (
     SET,
     TINY,
@@ -54,9 +54,7 @@ def run(base: tuple[Path, Path], tmp_path: Path) -> Path:
 
 
 def archives() -> Path:
-    root = shared_datasets()
-    assert root is not None
-    return root / "archives"
+    return need_data() / "archives"
 
 
 # ------------------------------------------------------------- 4. catalogue folders
