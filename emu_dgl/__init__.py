@@ -7,10 +7,11 @@
 The public names are imported on first use (PEP 562), so ``import emu_dgl`` and
 ``emu-dgl --help`` do not pay for torch, DGL and pandas.
 
-``import emu_dgl`` makes a plain ``import dgl`` work in this process: the PyPI wheel of
-DGL 2.1.0 does not import next to a current torch as shipped, and
-:mod:`emu_dgl._dgl` installs the two fixes it needs (without importing DGL yet).
-``emu_dgl.dgl`` is that DGL module.
+A plain ``import dgl`` works in any order: the PyPI wheel of DGL 2.1.0 does not import
+next to a current torch as shipped, and :mod:`emu_dgl._dgl` holds the fixes it needs. The
+package installs a start-up hook (``emu_dgl_dgl_fix.pth``, see ``setup.py``) that applies
+them when ``dgl`` is first imported, and ``import emu_dgl`` applies them too (without
+importing DGL yet). ``emu_dgl.dgl`` (``import emu_dgl.dgl``) is that DGL module.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _LAZY = {
     "EMUMutation": "emu_dgl.models",
     "MixupMutation": "emu_dgl.models",
     "build_sampler": "emu_dgl.sampling",
-    "dgl": "emu_dgl._dgl",
+    "dgl": "emu_dgl._dgl",  # also a module of its own: import emu_dgl.dgl
     "load_run": "emu_dgl.training.trainer",
 }
 
