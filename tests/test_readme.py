@@ -19,7 +19,19 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), 
 def test_the_readme_has_its_examples():
     joined = "\n".join(BLOCKS)
     # the pieces a newcomer looks for: DGL next to emu_dgl, the loop, whole runs, networkx
-    for piece in ("import dgl", "score_negatives", "emu_dgl.train(", "load_run(", "from_networkx"):
+    for piece in (
+        "import dgl",
+        "score_negatives",
+        "emu_dgl.train(",
+        "load_run(",
+        "from_networkx",
+        ".predict(head=",  # PyKEEN users: the Python API, by name (issue 24)
+        ".evaluate(",
+        ".export(",
+        "entity_to_id",
+        "from_dgl(",
+        'side="both"',  # DGLNegativeSampler corrupting heads and tails
+    ):
         assert piece in joined, piece
     assert "configs/quickstart.yaml" not in joined  # the packaged copy works from any folder
 

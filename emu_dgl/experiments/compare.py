@@ -45,6 +45,7 @@ from emu_dgl.config import Config, config_from_dict, load_config
 from emu_dgl.data import canonical_dataset
 from emu_dgl.errors import ConfigError, DataError, EmuDglError, RunError, shown
 from emu_dgl.evaluation import describe_protocol
+from emu_dgl.experiments.pace import Pace
 from emu_dgl.files import make_dir, path_component
 from emu_dgl.training.run import (
     METRICS_FILE,
@@ -225,15 +226,28 @@ class _Run:
         return f"{self.arm} seed {self.seed}"
 
 
-def _train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
+def _train_one(
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    label: str,
+    say: Callable[[str], object] = print,
+    hooks: tuple[Callable[[dict[str, Any]], None], ...] = (),
+) -> None:
     """Train (or resume) one run and record its wall time; every job count runs this."""
-    from emu_dgl.training.trainer import Trainer
+    from emu_dgl.training.start import start_run
 
     start = time.perf_counter()
-    with open_run(run_dir, config, resume=resume) as run:
-        trainer = Trainer(config, run_dir)
-        trainer.progress_label = label
-        trainer.fit(resume=run.plan or False)
+    with open_run(run_dir, config, resume=resume):  # held until wall.json is written too
+        start_run(
+            config,
+            run_dir,
+            resume=resume,
+            say=lambda line: say(f"{label}: {line}"),  # its run folder first
+            details=False,
+            label=label,
+            hooks=hooks,
+        )
         seconds = time.perf_counter() - start
         write_text(
             run_dir / "wall.json", json.dumps({"seconds": seconds}) + "\n", "wall-time record"
@@ -278,7 +292,7 @@ def _threads(run: _Run, jobs: int) -> int:
 
 
 def _train_concurrently(
-    pending: list[_Run], jobs: int, out: Path, say: Callable[[str], None]
+    pending: list[_Run], jobs: int, out: Path, say: Callable[[str], None], pace: Pace
 ) -> None:
     """Train ``pending`` as up to ``jobs`` child processes at once, one line per run."""
     logs = make_dir(out / "logs", "compare log folder", allow_link=False)
@@ -287,6 +301,7 @@ def _train_concurrently(
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     queue, running = list(pending), {}
+    launched: dict[Any, float] = {}
     failures: list[str] = []
     try:
         while queue or running:
@@ -314,9 +329,14 @@ def _train_concurrently(
                 finally:
                     os.close(handle)
                 running[proc] = (run, log)
+                launched[proc] = time.perf_counter()
+                say(f"{run.label}: run folder {run.run_dir} (log {log})")  # first, as for one job
             time.sleep(0.2)
+            for proc in running:
+                pace.poll(running[proc][0].run_dir, running[proc][0].start_step, launched[proc])
             for proc in [p for p in running if p.poll() is not None]:
                 run, log = running.pop(proc)
+                pace.poll(run.run_dir, run.start_step, launched.pop(proc))
                 if proc.returncode == 0:
                     say(_done_line(run) + f" (log {log})")
                 else:
@@ -416,16 +436,24 @@ def run_comparison(
             elif run.existing:
                 run.start_step = _checkpoint_step(run.run_dir)
         started = time.perf_counter()
+        pace = Pace([r.config.train.max_steps - r.start_step for r in pending], jobs, say)
         if jobs == 1:
             for run in pending:
-                _train_one(run.config, run.run_dir, run.existing, run.label)
+                _train_one(
+                    run.config,
+                    run.run_dir,
+                    run.existing,
+                    run.label,
+                    say,
+                    (pace.hook(run.start_step),),
+                )
                 say(_done_line(run))
         elif pending:
             say(
                 f"training {len(pending)} runs, {min(jobs, len(pending))} at a time "
                 f"({_threads(pending[0], jobs)} thread(s) each; logs in {out / 'logs'})"
             )
-            _train_concurrently(pending, jobs, out, say)
+            _train_concurrently(pending, jobs, out, say, pace)
         elapsed = time.perf_counter() - started
         runs: list[dict[str, Any]] = []
         positives = 0

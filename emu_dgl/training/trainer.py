@@ -77,6 +77,7 @@ from emu_dgl.training.run import (
     run_path,
     write_text,
 )
+from emu_dgl.training.rundata import load_run_dataset, record_data_root
 from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
 from emu_dgl.typing import Side
 
@@ -169,6 +170,7 @@ class Trainer:
                 config.dataset.name, config.dataset.data_dir
             )
             if kg is None:
+                record_data_root(self.config)  # later commands find the data without $EMU_DGL_DATA
                 self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
             else:
                 # The run's config names the graph it trains on, not the config's dataset.
@@ -662,14 +664,9 @@ class Trainer:
 
 
 def _run_dataset(run_dir: Path, config: Config) -> Any:
-    """The graph of an existing run: its own saved graph (a run trained on a graph from
-    Python, wherever the folder has moved), else the config's dataset."""
-    from emu_dgl.data import KnowledgeGraph, load_dataset
-
-    own = run_dir / GRAPH_FILE
-    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
-        return KnowledgeGraph.load(own)
-    return load_dataset(config.dataset.name, config.dataset.data_dir)
+    """The graph of an existing run, looked for where the run recorded it first (see
+    :func:`~emu_dgl.training.rundata.load_run_dataset`); never downloaded."""
+    return load_run_dataset(run_dir, config)
 
 
 def model_config(config: Config) -> dict[str, Any]:
