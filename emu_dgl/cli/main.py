@@ -86,13 +86,13 @@ def main() -> None:
 def _format_table(metrics: dict[str, Any]) -> str:
     from emu_dgl.evaluation import describe_protocol
 
-    cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
+    first = next((metrics[s] for s in ("valid", "test") if s in metrics), {})
+    hits = sorted((k for k in first if k.startswith("hits@")), key=lambda k: int(k[5:]))
+    cols = ["mrr", "mr", *hits, *(["amri"] if "amri" in first else [])]
     lines = []
-    for split in ("valid", "test"):  # the protocol first: sampled and full numbers differ
-        if split in metrics:
-            lines.append(describe_protocol(metrics[split]))
-            break
-    lines.append(f"{'split':<12}" + "".join(f"{c:>10}" for c in cols))
+    if first:  # the protocol first: sampled and full numbers differ
+        lines.append(describe_protocol(first))
+    lines.append(f"{'split':<18}" + "".join(f"{c:>10}" for c in cols))
     for split in ("valid", "test"):
         if split not in metrics:
             continue
@@ -102,7 +102,14 @@ def _format_table(metrics: dict[str, Any]) -> str:
             (" tail", metrics[split]["tail"]),
         ):
             cells = "".join(f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols)
-            lines.append(f"{split + part:<12}{cells}")
+            lines.append(f"{split + part:<18}{cells}")
+        for kind in ("optimistic", "pessimistic"):  # ties counted as wins, then as losses
+            if isinstance(metrics[split].get(kind), dict):
+                row = metrics[split][kind]
+                cells = "".join(
+                    f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols
+                )
+                lines.append(f"{split + ' ' + kind:<18}{cells}")
     return "\n".join(lines)
 
 
@@ -257,9 +264,10 @@ def train(
 @checkpoint_option
 @click.option(
     "--protocol",
-    type=click.Choice(["full", "sampled"]),
+    type=click.Choice(["full", "sampled", "given"]),
     default=None,
-    help="Rank against every entity or eval.num_negatives sampled ones (default: the run's eval.protocol).",
+    help="Rank against every entity, eval.num_negatives sampled ones, or the fixed negatives a "
+    "converted ogbl-wikikg2 folder keeps (OGB's protocol) (default: the run's eval.protocol).",
 )
 def evaluate(
     run_dir: Path,

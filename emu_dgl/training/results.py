@@ -55,6 +55,14 @@ class RunResult:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def scorer(self) -> Any:
+        """What ranks entities: the model, or, trained with ``dataset.inverse_triples``, the
+        model with heads scored as tails of the inverse relations."""
+        from emu_dgl.training.inverse import scorer
+
+        return scorer(self.config, self.model, self.kg.num_relations)
+
     # ------------------------------------------------------------------ predict
     def predict(
         self,
@@ -88,11 +96,11 @@ class RunResult:
         with torch.no_grad():
             if head is not None:
                 query = torch.tensor([[anchor, rel]], device=self.device)
-                scores = self.model.score_t(query)[0].float().cpu()
+                scores = self.scorer.score_t(query)[0].float().cpu()
                 answers = known[(known[:, 0] == anchor) & (known[:, 1] == rel), 2]
             else:
                 query = torch.tensor([[rel, anchor]], device=self.device)
-                scores = self.model.score_h(query)[0].float().cpu()
+                scores = self.scorer.score_h(query)[0].float().cpu()
                 answers = known[(known[:, 2] == anchor) & (known[:, 1] == rel), 0]
         is_known = torch.zeros(len(scores), dtype=torch.bool)
         is_known[answers] = True
@@ -125,13 +133,17 @@ class RunResult:
         per_relation: bool = False,
     ) -> dict[str, Any]:
         """Filtered metrics of ``split`` (``valid`` or ``test``) under the run's ``eval``
-        settings (``protocol`` ``full`` or ``sampled`` overrides ``eval.protocol``)."""
+        settings (``protocol`` ``full`` or ``sampled`` overrides ``eval.protocol``;
+        ``given`` ranks against the fixed negatives of a converted ogbl-wikikg2 folder, as
+        OGB's evaluator does, see :mod:`emu_dgl.evaluation.given`)."""
         import copy
 
         from emu_dgl.training.build import evaluator_from_config
 
         if split not in ("valid", "test", "train"):
             raise ConfigError(f"split must be valid, test or train, got {split!r}")
+        if protocol == "given":
+            return self._evaluate_given(split)
         config = self.config
         if protocol is not None:
             config = copy.deepcopy(config)
@@ -142,10 +154,30 @@ class RunResult:
             config, [s.to(dev) for s in self.kg.splits.values()], self.kg.num_relations
         )
         return evaluator.evaluate(
-            self.model,
+            self.scorer,
             self.kg.splits[split],
             per_relation=per_relation,
             relation_names=self.kg.relation_names,
+        )
+
+    def _evaluate_given(self, split: str) -> dict[str, Any]:
+        from emu_dgl.data import data_root
+        from emu_dgl.data.convert import ogb_negatives
+        from emu_dgl.evaluation import evaluate_given
+        from emu_dgl.training.rundata import is_plain_name
+
+        name = self.config.dataset.name
+        folder = (
+            data_root(self.config.dataset.data_dir) / name if is_plain_name(name) else Path(name)
+        )
+        head, tail = ogb_negatives(folder, split, self.kg)
+        dev = self.device
+        return evaluate_given(
+            self.scorer,
+            self.kg.splits[split].to(dev),
+            torch.from_numpy(head).to(dev),
+            torch.from_numpy(tail).to(dev),
+            hits_at=tuple(self.config.eval.hits_at),
         )
 
     # ------------------------------------------------------------------ export
@@ -165,10 +197,14 @@ class RunResult:
         ):
             array = weight.detach().cpu().numpy()
             write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
-        for fname, names in (
-            ("entities.tsv", self.kg.entity_names),
-            ("relations.tsv", self.kg.relation_names),
-        ):
+        from emu_dgl.training.inverse import relation_names
+
+        relations = (
+            relation_names(self.kg)
+            if self.config.dataset.inverse_triples
+            else self.kg.relation_names
+        )  # a row of relations.npy each
+        for fname, names in (("entities.tsv", self.kg.entity_names), ("relations.tsv", relations)):
             # UTF-8 whatever the locale: names are often not ASCII
             text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
             write_atomic(out / fname, text, "export file")

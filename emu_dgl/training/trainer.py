@@ -60,6 +60,7 @@ from emu_dgl.training.build import (
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.inverse import model_relations, scorer, with_inverse_triples
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -111,6 +112,15 @@ def run_directory(config: Config, out: str | Path | None = None) -> Path:
         "time": datetime.now().strftime("%Y%m%d-%H%M%S"),
     }
     return run_path(config.output.dir.format(**values))
+
+
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
 
 
 def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
@@ -177,18 +187,22 @@ class Trainer:
                 self.kg, self._save_graph = kg, True
                 self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
+        # What the model trains on: the data as read, or with inverse triples (2R relations);
+        # self.kg stays the data as read (records, evaluation, prediction).
+        self.train_kg = with_inverse_triples(self.kg) if config.dataset.inverse_triples else self.kg
+        apply_max_epochs(config, len(self.train_kg.train))
         check_memory(
             config,
             self.kg.num_entities,
-            self.kg.num_relations,
+            self.train_kg.num_relations,
             self.device,
-            train_triples=len(self.kg.train),
+            train_triples=len(self.train_kg.train),
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
-        self._train_columns = self.kg.train.to(self.device).t().contiguous()
+        self._train_columns = self.train_kg.train.to(self.device).t().contiguous()
         self.train_triples = self._train_columns.t()
         self._perm_epoch, self._perm = (
             -1,
@@ -207,15 +221,17 @@ class Trainer:
         )
 
         torch.manual_seed(config.train.seed)
-        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(
-            self.device
-        )
+        self.model = model_from_config(
+            config, self.kg.num_entities, self.train_kg.num_relations
+        ).to(self.device)
+        # what evaluation scores: the model, or its heads as tails of the inverse relations
+        self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config, self.kg, self.device, announce=config.train.progress
+            config, self.train_kg, self.device, announce=config.train.progress
         )
-        self.head_probability = head_probability_from_config(config, self.kg, self.device)
+        self.head_probability = head_probability_from_config(config, self.train_kg, self.device)
         self.batch_size = min(config.train.batch_size, len(self.train_triples))
         self.step = self._make_step()
         # The step's components, for inspection (the step holds the same objects).
@@ -401,7 +417,7 @@ class Trainer:
         limit = self.config.eval.valid_max_triples
         if limit and not full:
             valid = valid[:limit]
-        metrics = self.evaluator.evaluate(self.model, valid)
+        metrics = self.evaluator.evaluate(self.scorer, valid)
         self._log(
             {
                 "step": step,
@@ -580,7 +596,7 @@ class Trainer:
                     file=sys.stderr,
                     flush=True,
                 )
-            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
+            final[split] = self.evaluator.evaluate(self.scorer, triples, **by_relation)
         result = {
             "valid": final["valid"],
             "test": final["test"],
@@ -731,7 +747,7 @@ def load_run(
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model = model_from_config(config, kg.num_entities, kg.num_relations)
+    model = model_from_config(config, kg.num_entities, model_relations(config, kg.num_relations))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
