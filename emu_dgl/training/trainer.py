@@ -123,17 +123,29 @@ def apply_max_epochs(config: Config, num_train: int) -> None:
         config.train.max_steps = epochs * per_epoch
 
 
+def fit_negatives(config: Config, kg: Any, *, say: bool = True) -> Config:
+    """The config the sampler is built from: ``config`` itself, or, where
+    ``sampler.num_negatives`` exceeds the entities of a small graph, a copy drawing one
+    negative per entity (more would repeat every entity, at that many times the cost, and
+    carry no more information). The run's own config keeps the value it was given (a
+    template such as ``configs/own-tsv.yaml`` fits any graph); one line says so."""
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if config.loss.name == "1vsall" or negatives <= entities:
+        return config
+    if say:
+        print(
+            f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+            f"drawing {entities} negatives per positive (more would only repeat entities)",
+            file=sys.stderr,
+            flush=True,
+        )
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    return fitted
+
+
 def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
     """One-line warnings for settings that run but waste most of their time."""
-    negatives = config.sampler.num_negatives
-    if config.loss.name != "1vsall" and negatives > kg.num_entities:
-        warnings.warn(
-            f"sampler.num_negatives={negatives} is more than the {kg.num_entities} entities of "
-            f"'{kg.name}': each negative set repeats every entity about {negatives // kg.num_entities} "
-            f"times, at that many times the cost; {kg.num_entities} or fewer carry the same information",
-            EmuDglWarning,
-            stacklevel=3,
-        )
     cores = usable_cores()
     if config.train.threads > cores:
         warnings.warn(
@@ -192,7 +204,7 @@ class Trainer:
         self.train_kg = with_inverse_triples(self.kg) if config.dataset.inverse_triples else self.kg
         apply_max_epochs(config, len(self.train_kg.train))
         check_memory(
-            config,
+            fit_negatives(config, self.train_kg, say=False),
             self.kg.num_entities,
             self.train_kg.num_relations,
             self.device,
@@ -229,7 +241,10 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
         self.sampler = sampler_from_config(
-            config, self.train_kg, self.device, announce=config.train.progress
+            fit_negatives(config, self.train_kg, say=config.train.progress),
+            self.train_kg,
+            self.device,
+            announce=config.train.progress,
         )
         self.head_probability = head_probability_from_config(config, self.train_kg, self.device)
         self.batch_size = min(config.train.batch_size, len(self.train_triples))
@@ -246,6 +261,7 @@ class Trainer:
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
+        self._pending_losses: list[float] = []  # see _state
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
@@ -339,6 +355,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best": best,
             "train_seconds": self._train_seconds,
+            # losses of the steps since the last log (read at the checkpoint's own sync), so
+            # that a resumed run's first log averages the same full window as an unbroken one
+            "pending_losses": list(self._pending_losses),
             "config": self.config.to_dict(),
             "model_config": model_config(self.config),
             "data_fingerprint": self.kg.fingerprint,
@@ -502,6 +521,10 @@ class Trainer:
         # Losses of the steps since the last log stay on the device; reading them at
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
+        pending = plan.state.get("pending_losses") if plan is not None and plan.state else None
+        if isinstance(pending, list) and 0 < len(pending) == start % cfg.log_every:
+            losses[: len(pending)] = torch.tensor(pending, device=self.device)
+            since_log = len(pending)
         steps_run = 0
         bar = tqdm(
             total=cfg.max_steps,
@@ -559,7 +582,9 @@ class Trainer:
             if (periodic or validated) and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
+                self._pending_losses = losses[:since_log].tolist()
                 save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
+                self._pending_losses = []
                 tick = time.perf_counter()
             if stopped_early or (stop_after is not None and steps_run >= stop_after):
                 break
