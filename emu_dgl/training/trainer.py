@@ -123,25 +123,22 @@ def apply_max_epochs(config: Config, num_train: int) -> None:
         config.train.max_steps = epochs * per_epoch
 
 
-def fit_negatives(config: Config, kg: Any, *, say: bool = True) -> Config:
-    """The config the sampler is built from: ``config`` itself, or, where
-    ``sampler.num_negatives`` exceeds the entities of a small graph, a copy drawing one
-    negative per entity (more would repeat every entity, at that many times the cost, and
-    carry no more information). The run's own config keeps the value it was given (a
-    template such as ``configs/own-tsv.yaml`` fits any graph); one line says so."""
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
     negatives, entities = config.sampler.num_negatives, kg.num_entities
     if config.loss.name == "1vsall" or negatives <= entities:
-        return config
-    if say:
-        print(
-            f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
-            f"drawing {entities} negatives per positive (more would only repeat entities)",
-            file=sys.stderr,
-            flush=True,
-        )
+        return config, None
     fitted = copy.deepcopy(config)
     fitted.sampler.num_negatives = entities
-    return fitted
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
 
 
 def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
@@ -204,7 +201,7 @@ class Trainer:
         self.train_kg = with_inverse_triples(self.kg) if config.dataset.inverse_triples else self.kg
         apply_max_epochs(config, len(self.train_kg.train))
         check_memory(
-            fit_negatives(config, self.train_kg, say=False),
+            config,  # as requested: an absurd sampler.num_negatives is named, not fitted
             self.kg.num_entities,
             self.train_kg.num_relations,
             self.device,
@@ -240,8 +237,9 @@ class Trainer:
         self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
+        sampler_config, self._note = fit_negatives(config, self.train_kg)  # said when fit starts
         self.sampler = sampler_from_config(
-            fit_negatives(config, self.train_kg, say=config.train.progress),
+            sampler_config,
             self.train_kg,
             self.device,
             announce=config.train.progress,
@@ -466,6 +464,8 @@ class Trainer:
         """
         from emu_dgl.tracking import open_trackers
 
+        if self._note and self.config.train.progress:
+            print(self._note, file=sys.stderr, flush=True)
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
