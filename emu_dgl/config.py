@@ -37,6 +37,7 @@ class DatasetConfig:
     data_dir: str | None = (
         None  # data root; default: $EMU_DGL_DATA, ./datasets, then a per-user cache
     )
+    inverse_triples: bool = False  # also train on (t, r_inverse, h) for every training triple, with a relation r_inverse of its own per relation; heads are then ranked as tails of r_inverse (PyKEEN's create_inverse_triples)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    max_epochs: int = 0  # > 0: train this many epochs (passes over the training triples, floor(N / batch_size) steps each) instead of max_steps
     batch_size: int = 1000  # positive triples per step
     lr: float = 0.1
     optimizer: str = "adagrad"  # adagrad | adam | rowwise_adagrad (one accumulator per entity row)
@@ -131,12 +133,13 @@ class EvalConfig:
     valid_max_triples: int = (
         0  # periodic validation on the first N valid triples (0 = all); final metrics use all
     )
-    metric: Literal["mrr", "hits@1", "hits@3", "hits@10"] = (
-        "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
-    )
+    metric: str = "mrr"  # model selection metric: mrr | amri | hits@k for a k of hits_at
+    hits_at: list[int] = field(
+        default_factory=lambda: [1, 3, 10]
+    )  # the k of every Hits@k reported, e.g. [1, 3, 10, 100]
     per_relation: bool = False  # final metrics also per relation (metrics.json "per_relation")
     protocol: Literal["full", "sampled"] = (
-        "full"  # full (rank against every entity) | sampled (against num_negatives per side, OGB style)
+        "full"  # full (rank against every entity) | sampled (OGB-style: against num_negatives filtered entities per query and side, drawn from eval.seed; OGB's own fixed negatives are not used)
     )
     num_negatives: int = 500  # sampled protocol: candidate entities per query and side, filtered
     seed: int = (
@@ -285,6 +288,24 @@ class Config:
         )
         need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
         need(self.train.max_steps > 0, "train.max_steps", "must be positive")
+        need(self.train.max_epochs >= 0, "train.max_epochs", "must be >= 0 (0 = use max_steps)")
+        hits_at = self.eval.hits_at
+        if isinstance(hits_at, str):  # --set eval.hits_at=1,3,10
+            hits_at = [k.strip() for k in hits_at.split(",") if k.strip()]
+        if isinstance(hits_at, int) and not isinstance(hits_at, bool):
+            hits_at = [hits_at]
+        ks = [_coerce(k, int, "eval.hits_at") for k in hits_at] if isinstance(hits_at, list) else []
+        need(
+            bool(ks) and all(k > 0 for k in ks),
+            "eval.hits_at",
+            f"expected a list of positive integers such as [1, 3, 10, 100], got {shown(self.eval.hits_at)}",
+        )
+        self.eval.hits_at = sorted(set(ks))
+        self.eval.metric = canonical_choice(
+            "eval.metric",
+            self.eval.metric,
+            ["mrr", "amri", *(f"hits@{k}" for k in self.eval.hits_at)],
+        )
         need(self.train.batch_size > 0, "train.batch_size", "must be positive")
         need(
             0 < self.train.lr <= MAX_LR,

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("emu_dgl.distributed",),
     ("emu_dgl.experiments",),  # compare, tune
     ("emu_dgl.cli",),
-    ("emu_dgl", "emu_dgl.__main__"),  # the public face: lazy re-exports
+    ("emu_dgl", "emu_dgl.__main__", "emu_dgl.dgl"),  # the public face: lazy re-exports
 ]
 
 

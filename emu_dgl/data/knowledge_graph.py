@@ -99,6 +99,17 @@ class KnowledgeGraph:
         """``{"train": ..., "valid": ..., "test": ...}``."""
         return {"train": self.train, "valid": self.valid, "test": self.test}
 
+    @cached_property
+    def entity_to_id(self) -> dict[str, int]:
+        """Entity name -> id (PyKEEN's ``TriplesFactory.entity_to_id``); ``entity_names`` is
+        the inverse. Built on first use."""
+        return {name: i for i, name in enumerate(self.entity_names)}
+
+    @cached_property
+    def relation_to_id(self) -> dict[str, int]:
+        """Relation name -> id; ``relation_names`` is the inverse."""
+        return {name: i for i, name in enumerate(self.relation_names)}
+
     def all_triples(self) -> torch.Tensor:
         """Train, valid and test triples stacked (the 'known' set of filtered ranking)."""
         return torch.cat([self.train, self.valid, self.test])

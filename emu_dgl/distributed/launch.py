@@ -178,6 +178,11 @@ def _train_worker(
     write_text(root / METRICS_FILE, json.dumps(metrics, indent=2) + "\n", "metrics file")
 
 
+def _say_run_folder(run_dir: Path) -> None:
+    """Once admitted, before any work: where the run goes (as a one-process run says it)."""
+    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+
+
 def train_distributed(
     config: Config,
     run_dir: str | Path,
@@ -197,6 +202,7 @@ def train_distributed(
     run_dir = run_path(run_dir)
     _prepare(config, run_dir, nproc, resume)
     with _admit(config, run_dir, resume=resume, allow_nonempty=allow_nonempty, leader=True):
+        _say_run_folder(run_dir)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
         run_workers(
             nproc,
@@ -228,6 +234,8 @@ def torchrun_train(
     _prepare(config, run_dir, world_size, resume)
     leader = rank == 0
     with _admit(config, run_dir, resume=resume, allow_nonempty=allow_nonempty, leader=leader):
+        if leader:
+            _say_run_folder(run_dir)
         dist.init_process_group(backend or _backend_for(config.train.device), init_method="env://")
         try:
             _train_worker(rank, world_size, config.to_dict(), str(run_dir), resume, None, None)

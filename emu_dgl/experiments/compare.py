@@ -314,19 +314,27 @@ def run_comparison(
         return {**result, "plotted": plotted, "throughput": throughput}
 
 
+def _columns(result: dict[str, Any]) -> tuple[str, ...]:
+    """MRR and the Hits@k the runs report (``eval.hits_at``), as in :data:`COLUMNS` by default."""
+    first = result["runs"][0]["test"] if result["runs"] else {}
+    hits = sorted((k for k in first if k.startswith("hits@")), key=lambda k: int(k[5:]))
+    return ("mrr", *hits) if hits else COLUMNS
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     seeds = len(result["seeds"])
+    columns = _columns(result)
     head = (
         "| arm | "
-        + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in COLUMNS)
+        + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in columns)
         + " | wall s |"
     )
-    lines = [head, "|" + "---|" * (2 + 2 * len(COLUMNS))]
+    lines = [head, "|" + "---|" * (2 + 2 * len(columns))]
     for arm in result["arms"]:
         runs = [r for r in result["runs"] if r["arm"] == arm]
         cells = []
         for split in ("valid", "test"):
-            for col in COLUMNS:
+            for col in columns:
                 mean, spread = _summary([r[split][col] for r in runs])
                 cells.append(f"{mean:.4f} ± {spread:.4f}" if seeds > 1 else f"{mean:.4f}")
         wall, _ = _summary([r["wall_seconds"] for r in runs])

@@ -35,6 +35,7 @@ import torch
 
 from emu_dgl.config import Config, config_from_dict
 from emu_dgl.errors import EmuDglError, RunError
+from emu_dgl.experiments.pace import Pace
 from emu_dgl.files import make_dir, open_log, resolve_path
 from emu_dgl.training.run import METRICS_FILE, open_run, read_json, write_text
 
@@ -91,16 +92,23 @@ class Run:
 WALL_EVERY_SECONDS = 10.0
 
 
-def train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
+def train_one(
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    label: str,
+    say: Callable[[str], object] = print,
+    hooks: tuple[Callable[[dict[str, Any]], None], ...] = (),
+) -> None:
     """Train (or resume) one run and record its wall time; every job count runs this.
 
     ``wall.json`` holds the seconds of every segment of the run: the earlier segments'
     (read before the trainer removes an extended run's old final records) plus this
     one's, written as it goes (``final: false``) and once more at the end."""
-    from emu_dgl.training.trainer import Trainer
+    from emu_dgl.training.start import start_run
 
     start = time.perf_counter()
-    with open_run(run_dir, config, resume=resume) as run:
+    with open_run(run_dir, config, resume=resume) as run:  # held until wall.json is written
         earlier = float(read_wall(run_dir).get("seconds", 0.0)) if run.resumed else 0.0
         last = [-WALL_EVERY_SECONDS]  # the first log line records it at once
 
@@ -114,10 +122,15 @@ def train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
             if time.perf_counter() - last[0] >= WALL_EVERY_SECONDS:
                 record(final=False)
 
-        trainer = Trainer(config, run_dir)
-        trainer.progress_label = label
-        trainer.log_hooks.append(progress)
-        trainer.fit(resume=run.plan or False)
+        start_run(
+            config,
+            run_dir,
+            resume=resume,
+            say=lambda line: say(f"{label}: {line}"),  # its run folder first
+            details=False,
+            label=label,
+            hooks=(progress, *hooks),
+        )
         record(final=True)
 
 
@@ -210,7 +223,12 @@ def _failure(code: int, log: Path) -> str:
 
 
 def _train_concurrently(
-    pending: list[Run], jobs: int, out: Path, say: Callable[[str], None], lock_fd: int = -1
+    pending: list[Run],
+    jobs: int,
+    out: Path,
+    say: Callable[[str], None],
+    pace: Pace,
+    lock_fd: int = -1,
 ) -> None:
     """Train ``pending`` as up to ``jobs`` child processes at once, one line per run."""
     logs = make_dir(out / "logs", "compare log folder", allow_link=False)
@@ -218,6 +236,7 @@ def _train_concurrently(
         os.close(open_log(_log_path(out, run), "compare log"))
     share = 1.0 / min(jobs, len(pending))  # of a GPU's memory, per process
     queue, running = list(pending), {}
+    launched: dict[Path, float] = {}
     failures: list[str] = []
     try:
         while queue or running:
@@ -225,9 +244,14 @@ def _train_concurrently(
                 run = queue.pop(0)
                 log = _log_path(out, run)
                 running[_start_child(run, jobs, share, log, lock_fd)] = (run, log)
+                launched[run.run_dir] = time.perf_counter()
+                say(f"{run.label}: run folder {run.run_dir} (log {log})")  # first, as for one job
             time.sleep(0.2)
+            for run, _ in running.values():
+                pace.poll(run.run_dir, run.start_step, launched[run.run_dir])
             for proc in [p for p in running if p.poll() is not None]:
                 run, log = running.pop(proc)
+                pace.poll(run.run_dir, run.start_step, launched[run.run_dir])
                 if proc.returncode == 0:
                     say(done_line(run) + f" (log {log})")
                 else:
@@ -338,16 +362,21 @@ def interrupted_advice(plan: list[Run], out: Path) -> str:
 def train_pending(
     pending: list[Run], jobs: int, out: Path, say: Callable[[str], None], lock_fd: int
 ) -> None:
+    """Train the runs of a comparison that are not finished: here one after the other, or
+    as up to ``jobs`` child processes; the planned steps first, an estimate after the first
+    validation (:class:`~emu_dgl.experiments.pace.Pace`)."""
+    pace = Pace([r.config.train.max_steps - r.start_step for r in pending], jobs, say)
     if jobs == 1:
         for run in pending:
-            train_one(run.config, run.run_dir, run.existing, run.label)
+            hooks = (pace.hook(run.start_step),)
+            train_one(run.config, run.run_dir, run.existing, run.label, say, hooks)
             say(done_line(run))
     elif pending:
         say(
             f"training {len(pending)} runs, {min(jobs, len(pending))} at a time "
             f"({_threads(pending[0], jobs)} thread(s) each; logs in {out / 'logs'})"
         )
-        _train_concurrently(pending, jobs, out, say, lock_fd)
+        _train_concurrently(pending, jobs, out, say, pace, lock_fd)
 
 
 if __name__ == "__main__":  # one run of ``--jobs N``: python -m emu_dgl.experiments.jobs SPEC

@@ -339,4 +339,5 @@ def evaluator_from_config(
         protocol=cfg.protocol,  # type: ignore[arg-type]
         num_negatives=cfg.num_negatives,
         seed=cfg.seed,
+        hits_at=tuple(cfg.hits_at),
     )

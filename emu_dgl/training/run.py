@@ -68,6 +68,7 @@ CHECKPOINTS = "checkpoints"
 RESUMABLE: frozenset[str] = frozenset(
     {
         "train.max_steps",
+        "train.max_epochs",  # sets max_steps: the same rules
         "train.lr",
         "train.valid_every",
         "train.checkpoint_every",

@@ -62,6 +62,7 @@ from emu_dgl.training.build import (
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.inverse import model_relations, scorer, with_inverse_triples
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -80,6 +81,7 @@ from emu_dgl.training.run import (
     run_path,
     write_text,
 )
+from emu_dgl.training.rundata import load_run_dataset, record_data_root
 from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
 from emu_dgl.typing import Side
 
@@ -115,17 +117,35 @@ def run_directory(config: Config, out: str | Path | None = None) -> Path:
     return run_path(config.output.dir.format(**values))
 
 
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
+
+
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if config.loss.name == "1vsall" or negatives <= entities:
+        return config, None
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
+
+
 def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
     """One-line warnings for settings that run but waste most of their time."""
-    negatives = config.sampler.num_negatives
-    if config.loss.name != "1vsall" and negatives > kg.num_entities:
-        warnings.warn(
-            f"sampler.num_negatives={negatives} is more than the {kg.num_entities} entities of "
-            f"'{kg.name}': each negative set repeats every entity about {negatives // kg.num_entities} "
-            f"times, at that many times the cost; {kg.num_entities} or fewer carry the same information",
-            EmuDglWarning,
-            stacklevel=3,
-        )
     cores = usable_cores()
     if config.train.threads > cores:
         warnings.warn(
@@ -172,25 +192,30 @@ class Trainer:
                 config.dataset.name, config.dataset.data_dir
             )
             if kg is None:
+                record_data_root(self.config)  # later commands find the data without $EMU_DGL_DATA
                 self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
             else:
                 # The run's config names the graph it trains on, not the config's dataset.
                 self.kg, self._save_graph = kg, True
                 self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
+        # What the model trains on: the data as read, or with inverse triples (2R relations);
+        # self.kg stays the data as read (records, evaluation, prediction).
+        self.train_kg = with_inverse_triples(self.kg) if config.dataset.inverse_triples else self.kg
+        apply_max_epochs(config, len(self.train_kg.train))
         check_memory(
-            config,
+            config,  # as requested: an absurd sampler.num_negatives is named, not fitted
             self.kg.num_entities,
-            self.kg.num_relations,
+            self.train_kg.num_relations,
             self.device,
-            train_triples=len(self.kg.train),
+            train_triples=len(self.train_kg.train),
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
         warn_unseen_in_train(self.kg)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
-        self._train_columns = self.kg.train.to(self.device).t().contiguous()
+        self._train_columns = self.train_kg.train.to(self.device).t().contiguous()
         self.train_triples = self._train_columns.t()
         self._perm_epoch, self._perm = (
             -1,
@@ -209,15 +234,21 @@ class Trainer:
         )
 
         torch.manual_seed(config.train.seed)
-        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(
-            self.device
-        )
+        self.model = model_from_config(
+            config, self.kg.num_entities, self.train_kg.num_relations
+        ).to(self.device)
+        # what evaluation scores: the model, or its heads as tails of the inverse relations
+        self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
+        sampler_config, self._note = fit_negatives(config, self.train_kg)  # said when fit starts
         self.sampler = sampler_from_config(
-            config, self.kg, self.device, announce=config.train.progress
+            sampler_config,
+            self.train_kg,
+            self.device,
+            announce=config.train.progress,
         )
-        self.head_probability = head_probability_from_config(config, self.kg, self.device)
+        self.head_probability = head_probability_from_config(config, self.train_kg, self.device)
         self.batch_size = batch_size_for(config, len(self.train_triples))
         self.step = self._make_step()
         # The step's components, for inspection (the step holds the same objects).
@@ -232,6 +263,7 @@ class Trainer:
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
+        self._pending_losses: list[float] = []  # see _state
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
@@ -325,6 +357,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best": best,
             "train_seconds": self._train_seconds,
+            # losses of the steps since the last log (read at the checkpoint's own sync), so
+            # that a resumed run's first log averages the same full window as an unbroken one
+            "pending_losses": list(self._pending_losses),
             "config": self.config.to_dict(),
             "model_config": model_config(self.config),
             "data_fingerprint": self.kg.fingerprint,
@@ -403,7 +438,7 @@ class Trainer:
         limit = self.config.eval.valid_max_triples
         if limit and not full:
             valid = valid[:limit]
-        metrics = self.evaluator.evaluate(self.model, valid)
+        metrics = self.evaluator.evaluate(self.scorer, valid)
         self._log(
             {
                 "step": step,
@@ -433,6 +468,8 @@ class Trainer:
         """
         from emu_dgl.tracking import open_trackers
 
+        if self._note and self.config.train.progress:
+            print(self._note, file=sys.stderr, flush=True)
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
@@ -489,6 +526,10 @@ class Trainer:
         # Losses of the steps since the last log stay on the device; reading them at
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
+        pending = plan.state.get("pending_losses") if plan is not None and plan.state else None
+        if isinstance(pending, list) and 0 < len(pending) == start % cfg.log_every:
+            losses[: len(pending)] = torch.tensor(pending, device=self.device)
+            since_log = len(pending)
         steps_run = 0
         bar = tqdm(
             total=cfg.max_steps,
@@ -546,7 +587,9 @@ class Trainer:
             if (periodic or validated) and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
+                self._pending_losses = losses[:since_log].tolist()
                 save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
+                self._pending_losses = []
                 tick = time.perf_counter()
             if stopped_early or (stop_after is not None and steps_run >= stop_after):
                 break
@@ -583,7 +626,7 @@ class Trainer:
                     file=sys.stderr,
                     flush=True,
                 )
-            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
+            final[split] = self.evaluator.evaluate(self.scorer, triples, **by_relation)
         result = {
             "valid": final["valid"],
             "test": final["test"],
@@ -667,14 +710,9 @@ class Trainer:
 
 
 def _run_dataset(run_dir: Path, config: Config) -> Any:
-    """The graph of an existing run: its own saved graph (a run trained on a graph from
-    Python, wherever the folder has moved), else the config's dataset."""
-    from emu_dgl.data import KnowledgeGraph, load_dataset
-
-    own = run_dir / GRAPH_FILE
-    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
-        return KnowledgeGraph.load(own)
-    return load_dataset(config.dataset.name, config.dataset.data_dir)
+    """The graph of an existing run, looked for where the run recorded it first (see
+    :func:`~emu_dgl.training.rundata.load_run_dataset`); never downloaded."""
+    return load_run_dataset(run_dir, config)
 
 
 def model_config(config: Config) -> dict[str, Any]:
@@ -739,7 +777,7 @@ def load_run(
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model = model_from_config(config, kg.num_entities, kg.num_relations)
+    model = model_from_config(config, kg.num_entities, model_relations(config, kg.num_relations))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
