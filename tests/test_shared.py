@@ -307,6 +307,7 @@ def test_lookups_and_row_updates_follow_the_shared_draw() -> None:
     assert lookups_per_step(shared) == 2000 + 4 * 256
 
 
+@pytest.mark.filterwarnings("ignore:'small'")  # (its valid and test hold unseen entities)
 def test_a_small_graph_rounds_the_batch_to_whole_chunks(kg, tmp_path) -> None:
     """With fewer training triples than the batch, the batch shrinks to whole chunks."""
     small = KnowledgeGraph(
