@@ -1,7 +1,8 @@
 """``train.compile`` on the CPU: the step's time eager and compiled, and what compiling costs.
 
 For each DistMult paper arm on WN18RR (batch 1000, 256 negatives, d = 100, schedule none)
-and the shared step (``sampler.shared_chunk: 1000``, uniform negatives, EMU), this builds
+and the shared step (``sampler.shared_chunk: 1000``, uniform negatives: DistMult with EMU,
+a matrix-product decoder; RotatE and TransE-L1 with EMU, which broadcast), this builds
 the trainer eagerly and with ``train.compile: true``, runs four steps (both corrupted sides
 compile in them), then times ``--steps`` more. Figures are CPU seconds of this process
 (``time.process_time``), the minimum over the timed steps, so that other jobs on the
@@ -32,6 +33,11 @@ CASES = {
     "uniform-emu": ("uniform-emu", ()),
     "sans-emu": ("sans-emu", ()),
     "shared-emu": ("uniform-emu", ("sampler.shared_chunk=1000", "emu.separate_draws=false")),
+    "shared-rotate": ("uniform-base", ("sampler.shared_chunk=1000", "model.name=rotate")),
+    "shared-transe-l1-emu": (
+        "uniform-emu",
+        ("sampler.shared_chunk=1000", "emu.separate_draws=false", "model.name=transe"),
+    ),
 }
 
 

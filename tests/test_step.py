@@ -194,7 +194,7 @@ def test_compile_auto_compiles_only_long_per_positive_cpu_runs(kg, tmp_path) -> 
     cpu = torch.device("cpu")
     trainer = Trainer(paper_config("distmult", "uniform-emu", cpu), tmp_path / "a", kg=kg)
     step = trainer.step
-    per_step = step.batch_size * (2 + step.draws * step.num_negatives) * 16  # model.dim 16
+    per_step = step.batch_size * (1 + step.draws * step.num_negatives) * 16  # model.dim 16
     long_run = AUTO_COMPILE_WORK // per_step + 1
     assert compile_pays(step, 50, cpu) is None
     assert "per-positive" in compile_pays(step, long_run, cpu)
@@ -204,7 +204,13 @@ def test_compile_auto_compiles_only_long_per_positive_cpu_runs(kg, tmp_path) -> 
         tmp_path / "b",
         kg=kg,
     )
-    assert compile_pays(shared.step, 10**12, cpu) is None
+    assert compile_pays(shared.step, 10**12, cpu) is None  # matrix products: no gain
+    broadcast = Trainer(
+        paper_config("rotate", "uniform-emu", cpu, "sampler.shared_chunk=64"),
+        tmp_path / "c",
+        kg=kg,
+    )
+    assert "shared step that broadcasts" in compile_pays(broadcast.step, 10**12, cpu)
     assert isinstance(trainer._run_step, TrainStep)  # 50 steps: eager
 
 

@@ -489,27 +489,37 @@ def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
 
 
 #: ``train.compile: auto`` compiles a CPU step when the eager run would touch at least this
-#: many entity-row coordinates (steps x rows gathered per step x row width): compiling takes
-#: tens of seconds on a small CPU and saves a fifth of a per-positive step (measured, README
-#: "The training step"), so below about this much work it does not pay.
+#: many entity-row coordinates in broadcast scoring (steps x (positive, negative) pairs x
+#: row width): compiling takes tens of seconds on a small CPU and saves a fifth to two thirds
+#: of such a step (measured, README "The training step"), so below about this much work it
+#: does not pay.
 AUTO_COMPILE_WORK = 3 * 10**10
 
 
 def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str | None:
     """Why ``train.compile: auto`` compiles ``step`` (a reason to print), or ``None``.
 
-    Only a per-positive step on a CPU, whose draw is pure and whose rows are local, and only
-    for a long run: the shared step (negatives per chunk, scored as matrix products) was
-    measured no faster compiled, and on a GPU the step is replayed as a CUDA graph instead."""
+    Only on a CPU, for a pure step whose scoring broadcasts (every per-positive step; a
+    shared step of a decoder without the matrix-product form, such as TransE-L1 or RotatE,
+    where the compiler fuses the ``[C, n, d]`` chain into one loop), and only for a long run.
+    A shared step of a polynomial decoder (matrix products) was measured no faster compiled,
+    and on a GPU the step is replayed as a CUDA graph instead."""
     from emu_dgl.training.shared_step import SharedStep
 
-    if device.type != "cpu" or isinstance(step, SharedStep) or step.capturable is not None:
+    if device.type != "cpu" or step.capturable is not None:
         return None
-    rows = step.batch_size * (2 + step.draws * step.num_negatives)
-    work = max_steps * rows * step.model.entity.weight.shape[1]
-    if work < AUTO_COMPILE_WORK:
+    width = step.model.entity.weight.shape[1]
+    shared = isinstance(step, SharedStep)
+    if shared:
+        decoder = step.model.decoder
+        probe = (torch.zeros(1, width), torch.zeros(1, step.model.relation.weight.shape[1]))
+        if decoder.polynomial(*probe) is not None:
+            return None
+    pairs = step.batch_size * (1 + step.draws * step.num_negatives)
+    if max_steps * pairs * width < AUTO_COMPILE_WORK:
         return None
-    return f"a per-positive step on the CPU, {max_steps:,} steps"
+    kind = "a shared step that broadcasts" if shared else "a per-positive step"
+    return f"{kind}, on the CPU, {max_steps:,} steps"
 
 
 class CompiledStep:
