@@ -173,6 +173,7 @@ def run_pykeen(args: argparse.Namespace) -> None:
 
     from emu_dgl.config import load_config
     from emu_dgl.data import load_dataset
+    from emu_dgl.models import KGEModel
     from emu_dgl.training.build import evaluator_from_config
 
     torch.set_num_threads(args.threads)
@@ -200,6 +201,19 @@ def run_pykeen(args: argparse.Namespace) -> None:
     evaluator = evaluator_from_config(
         load_config(None, []), [kg.train, kg.valid, kg.test], kg.num_relations
     )
+    twin = KGEModel(kg.num_entities, kg.num_relations, decoder=args.model, dim=args.dim)
+
+    def ranked(triples: torch.Tensor) -> dict:
+        copy_weights(model, twin)
+        return evaluator.evaluate(twin, triples)
+
+    with torch.no_grad():  # the twin scores as PyKEEN does, up to a constant (TransE's gamma)
+        copy_weights(model, twin)
+        probe = kg.train[:64]
+        gap = twin.score_hrt(probe) - model.score_hrt(probe).view(-1)
+        if float(gap.max() - gap.min()) > 1e-3:
+            sys.exit("error: emu-dgl's decoder does not score as PyKEEN's model does")
+
     record = {
         "label": args.label or f"PyKEEN {args.model} d={args.dim}",
         "system": "pykeen",
@@ -212,7 +226,7 @@ def run_pykeen(args: argparse.Namespace) -> None:
         "dataset": kg.name,
         "load_average_at_start": list(os.getloadavg()),
     }
-    tracker = Tracker(args.out, record, lambda: evaluator.evaluate(model, kg.valid))
+    tracker = Tracker(args.out, record, lambda: ranked(kg.valid))
     schedule = Schedule(60 * args.minutes, args.every)
     batches = [0]
 
@@ -241,10 +255,27 @@ def run_pykeen(args: argparse.Namespace) -> None:
             )
     except Budget:
         pass
-    _test(record, model, tracker.best_state, lambda: evaluator.evaluate(model, kg.test))
+    _test(record, model, tracker.best_state, lambda: ranked(kg.test))
     record["steps"] = batches[0]
     _write(args.out, record)
     print(json.dumps({k: record[k] for k in ("label", "best", "test")}))
+
+
+@torch.no_grad()
+def copy_weights(model, twin) -> None:
+    """PyKEEN's ComplEx / DistMult / TransE (L1) weights into emu-dgl's decoder of the same
+    name, whose scores are the same functions (ComplEx: ``Re <h, r, conj t>``, complex rows
+    stored as ``[re | im]``; TransE: ``-||h + r - t||_1`` up to emu-dgl's constant
+    ``gamma``, which no ranking sees), so both systems are ranked by one evaluator (PyKEEN's
+    own ``score_t`` of ComplEx broadcasts ``[B, E, d]`` complex numbers: 16 GB on WN18RR)."""
+    for source, target in (
+        (model.entity_representations[0], twin.entity.weight),
+        (model.relation_representations[0], twin.relation.weight),
+    ):
+        rows = source(indices=None)
+        if rows.is_complex():
+            rows = torch.cat([rows.real, rows.imag], dim=-1)
+        target.copy_(rows)
 
 
 def _pykeen_version() -> str:
