@@ -71,7 +71,7 @@ class Schedule:
         return self.now() >= min(self.next_mark, self.budget)
 
     def done(self) -> bool:
-        return self.trained >= self.budget
+        return self.now() >= self.budget
 
     def wall(self) -> float:
         return time.perf_counter() - self.started
@@ -242,17 +242,15 @@ def run_pykeen(args: argparse.Namespace) -> None:
             if schedule.done():
                 raise Budget
 
-    try:
-        for epoch in range(10**9):
-            loop.train(
-                triples_factory=factory,
-                num_epochs=1,
-                batch_size=args.batch,
-                continue_training=epoch > 0,  # (the first call initialises, as PyKEEN does)
-                use_tqdm=False,
-                pin_memory=False,
-                callbacks=[Clock()],
-            )
+    try:  # epochs until the callback ends the budget (PyKEEN's num_epochs is a total)
+        loop.train(
+            triples_factory=factory,
+            num_epochs=10**6,
+            batch_size=args.batch,
+            use_tqdm=False,
+            pin_memory=False,
+            callbacks=[Clock()],
+        )
     except Budget:
         pass
     _test(record, model, tracker.best_state, lambda: ranked(kg.test))
