@@ -128,8 +128,7 @@ def run_emu(args: argparse.Namespace) -> None:
         "train.progress=false",
         "train.valid_every=0",
         "train.checkpoint_every=0",
-        "train.max_steps=100000000",
-    ]
+    ]  # (train.max_steps stays the config's: the budget is time, but train.compile: auto reads it)
     if args.data_dir:
         overrides.append(f"dataset.data_dir={args.data_dir}")
     config = load_config(args.config, overrides, arm=args.arm)
