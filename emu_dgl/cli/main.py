@@ -154,10 +154,10 @@ _DATA_DIR_HELP = (
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
+    default=None,
     help="Processes on this machine training one run, the entity table split between them "
-    "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
+    "(gloo on CPU, NCCL on GPU); default 1, or with --resume as many as the run had (another "
+    "number reshards its checkpoint). Under torchrun the launcher sets the processes instead.",
 )
 @allow_nonempty_option()
 def train(
@@ -167,7 +167,7 @@ def train(
     resume: Path | None,
     arm: str | None,
     data_dir: str | None,
-    nproc: int,
+    nproc: int | None,
     allow_nonempty: bool,
 ) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
@@ -176,6 +176,7 @@ def train(
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
     from emu_dgl.training.run import CONFIG_FILE, check_run_files, open_run
+    from emu_dgl.training.shards import enclosing_run, trained_world_size
     from emu_dgl.training.trainer import Trainer, run_directory
 
     if resume is not None:
@@ -184,6 +185,12 @@ def train(
                 "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
         resume = resume.expanduser()
+        enclosing = enclosing_run(resume)
+        if enclosing is not None:
+            raise EmuDglError(
+                f"'{resume}' is part of the run on several processes '{enclosing}'; resume the "
+                f"run itself: 'emu-dgl train --resume {enclosing}'"
+            )
         if not os.path.lexists(resume / CONFIG_FILE):
             raise EmuDglError(
                 f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
@@ -201,7 +208,11 @@ def train(
     check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
+    # A run trained on several processes resumes on as many unless --nproc says otherwise
+    # (never on one process as if it were a one-process run: its checkpoints are sharded).
+    trained = trained_world_size(run_dir) if resume is not None else None
+    nproc = nproc if nproc is not None else (trained or 1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1 or trained is not None:
         from emu_dgl.distributed import torchrun_train, train_distributed
 
         # The launcher admits the run (lock, folder, resume checks) on the leading process.
