@@ -216,7 +216,11 @@ def train(
         from emu_dgl.distributed import torchrun_train, train_distributed
 
         # The launcher admits the run (lock, folder, resume checks) on the leading process.
-        common = {"resume": resume is not None, "allow_nonempty": allow_nonempty}
+        common = {
+            "resume": resume is not None,
+            "allow_nonempty": allow_nonempty,
+            "announce": lambda text: click.echo(text, err=True),
+        }
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
             metrics = torchrun_train(config, run_dir, **common)
         else:

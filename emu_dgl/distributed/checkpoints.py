@@ -109,15 +109,24 @@ class ShardedCheckpoints:
             verdict: int | str = int(state["step"])
         except EmuDglError as exc:
             verdict = str(exc)
+        except Exception as exc:  # a file of another layout: no rank may go on alone
+            verdict = f"its file is not what emu-dgl wrote ({type(exc).__name__}: {exc})"
         verdicts: list[Any] = [None] * self.world_size
         dist.all_gather_object(verdicts, verdict)
         wrong = [(r, v) for r, v in enumerate(verdicts) if v != entry["step"]]
         if wrong:
             rank, what = wrong[0]
             said = what if isinstance(what, str) else f"it read step {what}"
+            previous = self.manifest.get("previous")
+            kept = (
+                f"; the checkpoint before it (step {previous['step']}) is kept in "
+                f"'{self.folder / previous['folder']}'"
+                if which == "last" and previous
+                else ""
+            )
             raise RunError(
                 f"the processes do not all hold step {entry['step']} of '{self.folder / MANIFEST}' "
-                f"(rank {rank}: {said}); none of them continues"
+                f"(rank {rank}: {said}); none of them continues: restore that file{kept}"
             )
         assert state is not None
         return state

@@ -182,8 +182,9 @@ def _failure(processes: list[Any], reports: Path, first: int) -> EmuDglError:
     if killed:
         rank, proc = min(killed, key=lambda item: item[0] != first)
         name = signal.Signals(-proc.exitcode).name
+        why = " (by someone, or by the system when memory ran out)" if name == "SIGKILL" else ""
         return RankFailure(
-            f"rank {rank} (pid {proc.pid}) was killed by {name}; the other ranks were stopped"
+            f"rank {rank} (pid {proc.pid}) was killed by {name}{why}; the other ranks were stopped"
         )
     if first in records:
         record = records[first]
@@ -365,12 +366,14 @@ def train_distributed(
     kg: Any = None,
     backend: str | None = None,
     allow_nonempty: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train one run on ``nproc`` spawned processes; returns metrics.json's content
     (``{}`` when ``stop_after`` ended the run early, as for :meth:`Trainer.fit`).
 
     ``resume`` continues the run in ``run_dir`` on ``nproc`` processes, whatever number
-    trained it before (the checkpoint is resharded)."""
+    trained it before (the checkpoint is resharded); ``announce`` is given what the
+    resume will do (the step and the config changes)."""
     from emu_dgl.training.run import read_json, run_path
     from emu_dgl.training.trainer import METRICS_FILE
 
@@ -378,6 +381,8 @@ def train_distributed(
     _prepare(config, run_dir, nproc, resume)
     admission = _admit(config, run_dir, nproc, resume=resume, allow_nonempty=allow_nonempty, kg=kg)
     with admission as (plan, config):
+        if plan is not None and announce is not None:
+            announce(plan.describe())
         try:
             run_workers(
                 nproc,
@@ -402,6 +407,7 @@ def torchrun_train(
     resume: bool = False,
     backend: str | None = None,
     allow_nonempty: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """This process's part of a run started by ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR
     set). Every rank joins the group first; rank 0 then admits the run and tells the
@@ -428,6 +434,8 @@ def torchrun_train(
                         )
                     )
                     outcome = [("plan", plan, admitted.to_dict())]
+                    if plan is not None and announce is not None:
+                        announce(plan.describe())
                 except EmuDglError as exc:
                     outcome = [("error", type(exc).__name__, str(exc))]
             dist.broadcast_object_list(outcome, src=0)

@@ -60,7 +60,7 @@ from emu_dgl.evaluation import FilteredEvaluator
 from emu_dgl.training.build import model_from_config
 from emu_dgl.training.run import Admission, ResumePlan
 from emu_dgl.training.step import TrainStep
-from emu_dgl.training.trainer import Trainer
+from emu_dgl.training.trainer import Trainer, all_finite
 from emu_dgl.typing import Side
 
 __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
@@ -188,8 +188,7 @@ class DistributedTrainer(Trainer):
         """As on one process, decided by all ranks together (a rank's block alone may
         hold the non-finite weight, and no rank may stop while the others go on)."""
         self._check_loss(pending.tolist(), step)  # the losses are all-reduced: the same everywhere
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-        flag = finite.to(torch.int32).reshape(1)
+        flag = all_finite(self.model.parameters()).to(torch.int32).reshape(1)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         if not bool(flag):
             self._diverged(step, "a weight is not finite")

@@ -574,7 +574,8 @@ class Trainer:
             if self._improved(metrics[metric_key], best, step):
                 self._save_best(step)
             self._save_last(step, best, final=True)
-        self._load_best()
+        if best["step"] != step:  # (else the weights in memory are the best: no second copy)
+            self._load_best()
         by_relation = {
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
@@ -664,8 +665,7 @@ class Trainer:
     def _check_finite(self, pending: Tensor, step: int) -> None:
         """Before any checkpoint or validation: pending losses and every weight are finite."""
         self._check_loss(pending.tolist(), step)
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-        if not bool(finite):
+        if not bool(all_finite(self.model.parameters())):
             self._diverged(step, "a weight is not finite")
 
     def _diverged(self, step: int, what: str) -> None:
@@ -691,6 +691,16 @@ class Trainer:
             return True
         best["bad"] += 1
         return False
+
+
+def all_finite(tensors: Any) -> Tensor:
+    """A 0-d bool tensor: every value of every tensor is finite. Read from each tensor's
+    minimum and maximum (a NaN shows in both, an infinity in one), so that no temporary
+    as large as the entity table is made (``isfinite`` would make several)."""
+    bounds = [torch.stack(torch.aminmax(t.detach())) for t in tensors if t.numel()]
+    if not bounds:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.cat(bounds)).all()
 
 
 # ---------------------------------------------------------------------- runs on disk
