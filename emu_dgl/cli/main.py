@@ -401,11 +401,13 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
-    last.pt with --checkpoint last.
+    last.pt with --checkpoint last; of a run on several processes, the blocks of every
+    process stitched into one table.
     """
     import numpy as np
 
     from emu_dgl.files import make_dir, write_atomic
+    from emu_dgl.training.shards import trained_world_size
     from emu_dgl.training.trainer import load_run
 
     config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
@@ -422,9 +424,12 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
         write_atomic(out / fname, text, "export file")
     meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
     write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
+    source = run_dir / "checkpoints" / f"{which}.pt"
+    if trained_world_size(run_dir) is not None:
+        source = f"the {which} checkpoint of {run_dir} (every process's rows, stitched)"
     click.echo(
         f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
-        f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
+        f"from {source} to {out}"
     )
 
 
