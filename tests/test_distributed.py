@@ -669,19 +669,32 @@ def test_all_finite_sees_every_nan_and_infinity():
     assert bool(all_finite([torch.empty(0, 4)]))
 
 
-def test_the_data_record_hash_is_the_hash_of_the_sorted_triples(monkeypatch):
-    """The run's data record hashes each split's triples sorted by (h, r, t); the bounded
-    sort and the sliced hashing give that hash exactly (duplicates and huge ids too)."""
+def test_hashes_of_sorted_triples_are_the_lexsort_ones(monkeypatch):
+    """The data record's split hashes and the graph's fingerprint hash triples sorted by
+    (h, r, t); the bounded sort and the sliced hashing give exactly the digests of the
+    sorted copy they replace (duplicates and huge ids too), so stored records still match."""
     import hashlib
 
     import numpy as np
 
+    from emu_dgl.data import triples as triple_module
+    from emu_dgl.data.io import encode_names
     from emu_dgl.training import run
 
-    def reference(triples: torch.Tensor) -> str:
+    def sorted_bytes(triples: torch.Tensor) -> bytes:
         array = triples.numpy()
         order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
-        return hashlib.sha256(np.ascontiguousarray(array[order]).tobytes()).hexdigest()
+        return np.ascontiguousarray(array[order]).tobytes()
+
+    def fingerprint(kg: KnowledgeGraph) -> str:  # the formula before the bounded sort
+        digest = hashlib.sha256(b"emu-dgl-kg-fingerprint-v1")
+        for names in (kg.entity_names, kg.relation_names):
+            digest.update(f"\n{len(names)}\n".encode())
+            digest.update(encode_names(names).tobytes())
+        for split, triples in kg.splits.items():
+            digest.update(f"\n{split}:{len(triples)}\n".encode())
+            digest.update(sorted_bytes(triples))
+        return digest.hexdigest()
 
     gen = torch.Generator().manual_seed(4)
     for rows, entities in ((0, 5), (1, 5), (700, 6), (5000, 100_000)):
@@ -693,8 +706,10 @@ def test_the_data_record_hash_is_the_hash_of_the_sorted_triples(monkeypatch):
             ],
             1,
         )
-        assert run._split_hash(triples) == reference(triples)
+        assert run._split_hash(triples) == hashlib.sha256(sorted_bytes(triples)).hexdigest()
     huge = torch.tensor([[2**40, 3, 2**40 - 5], [1, 2, 3], [2**40, 3, 2], [1, 2, 3]])
-    assert run._split_hash(huge) == reference(huge)
-    monkeypatch.setattr(run, "_HASH_ROWS", 7)  # many slices
-    assert run._split_hash(triples) == reference(triples)
+    assert run._split_hash(huge) == hashlib.sha256(sorted_bytes(huge)).hexdigest()
+    monkeypatch.setattr(triple_module, "HASH_ROWS", 7)  # many slices
+    assert run._split_hash(triples) == hashlib.sha256(sorted_bytes(triples)).hexdigest()
+    kg = tiny_graph()
+    assert kg.fingerprint == fingerprint(kg)

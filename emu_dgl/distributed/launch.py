@@ -417,7 +417,10 @@ def torchrun_train(
 
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     run_dir = run_path(run_dir)
-    dist.init_process_group(backend or _backend_for(config.train.device), init_method="env://")
+    backend = backend or _backend_for(config.train.device)
+    if backend == "nccl":  # this process's GPU, before the first collective uses one
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    dist.init_process_group(backend, init_method="env://")
     try:
         with ExitStack() as stack:
             outcome: list[Any] = [None]
