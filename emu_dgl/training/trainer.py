@@ -9,7 +9,8 @@ checkpoint and log on their schedules. Everything in the step stays on the confi
 device; the only host synchronisation is the loss read-out at logging time (marked in
 ``_fit``).
 
-Determinism: the model is initialised from ``torch.manual_seed(seed)``; the batch
+Determinism: relations are initialised from ``torch.manual_seed(seed)`` and entity
+rows by their ids from ``seed`` (:func:`~emu_dgl.models.init.uniform_rows_`); the batch
 order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e), so
 any step's batch is known without replaying earlier ones; negatives and EMU masks
 come from one device generator whose state is checkpointed; samplers that use DGL's
