@@ -37,6 +37,7 @@ class DatasetConfig:
     data_dir: str | None = (
         None  # data root; default: $EMU_DGL_DATA, ./datasets, then a per-user cache
     )
+    inverse_triples: bool = False  # also train on (t, r_inverse, h) for every training triple, with a relation r_inverse of its own per relation; heads are then ranked as tails of r_inverse (PyKEEN's create_inverse_triples)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SamplerConfig:
     bernoulli: bool = (
         False  # choose head/tail per triple by relation statistics instead of alternating
     )
+    shared_chunk: int = 0  # 0: each positive draws its own negatives (every paper config); C: chunks of C positives share one draw, scored as matrix products (uniform sampler; see README "Shared negatives")
 
 
 @dataclass
@@ -77,6 +79,7 @@ class EMUConfig:
     neg_label: float = 0.53  # soft target (lambda) of each mutated negative
     ce_coef: float = 0.11  # weight c of the one-hot loss on the unmutated negatives
     separate_draws: bool = False  # draw the EMU term's negatives apart from the one-hot term's (published for uniform negatives; costs a second scoring pass)
+    mask_bits: int = 8  # random bits per mask coordinate: p is rounded to a multiple of 2**-bits (8: half the random numbers of 16; the paper configs use 16)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    max_epochs: int = 0  # > 0: train this many epochs (passes over the training triples, floor(N / batch_size) steps each) instead of max_steps
     batch_size: int = 1000  # positive triples per step
     lr: float = 0.1
     optimizer: str = "adagrad"  # adagrad | adam | rowwise_adagrad (one accumulator per entity row)
@@ -118,8 +122,8 @@ class TrainConfig:
     cuda_graph: bool | Literal["auto"] = (
         "auto"  # capture the whole step as a CUDA graph after a few eager steps: auto (on for CUDA) | true | false
     )
-    compile: bool = (
-        False  # run the step's pure parts through torch.compile(fullgraph=True) (any device)
+    compile: bool | Literal["auto"] = (
+        "auto"  # torch.compile(fullgraph=True) of the step's pure parts: auto (a per-positive step on a CPU when the run is long enough to repay compiling; see README "The training step") | true | false
     )
 
 
@@ -129,12 +133,13 @@ class EvalConfig:
     valid_max_triples: int = (
         0  # periodic validation on the first N valid triples (0 = all); final metrics use all
     )
-    metric: Literal["mrr", "hits@1", "hits@3", "hits@10"] = (
-        "mrr"  # model selection metric: mrr | hits@1 | hits@3 | hits@10
-    )
+    metric: str = "mrr"  # model selection metric: mrr | amri | hits@k for a k of hits_at
+    hits_at: list[int] = field(
+        default_factory=lambda: [1, 3, 10]
+    )  # the k of every Hits@k reported, e.g. [1, 3, 10, 100]
     per_relation: bool = False  # final metrics also per relation (metrics.json "per_relation")
     protocol: Literal["full", "sampled"] = (
-        "full"  # full (rank against every entity) | sampled (against num_negatives per side, OGB style)
+        "full"  # full (rank against every entity) | sampled (OGB-style: against num_negatives filtered entities per query and side, drawn from eval.seed; OGB's own fixed negatives are not used)
     )
     num_negatives: int = 500  # sampled protocol: candidate entities per query and side, filtered
     seed: int = (
@@ -248,9 +253,26 @@ class Config:
         need(self.sampler.num_negatives > 0, "sampler.num_negatives", "must be positive")
         need(self.sampler.k_hop > 0, "sampler.k_hop", "must be positive")
         need(self.sampler.walks >= -1, "sampler.walks", "must be >= 0, or -1 for walks on the fly")
+        chunk = self.sampler.shared_chunk
+        need(chunk >= 0, "sampler.shared_chunk", f"must be >= 0 (0 = per-positive), got {chunk}")
+        need(
+            chunk == 0 or self.train.batch_size % chunk == 0,
+            "sampler.shared_chunk",
+            f"({chunk}) must divide train.batch_size ({self.train.batch_size}); e.g. sampler.shared_chunk={self.train.batch_size}",
+        )
+        need(
+            chunk == 0 or self.loss.name != "1vsall",
+            "sampler.shared_chunk",
+            "the 1vsall loss scores every entity and draws no negatives to share; set it to 0",
+        )
 
         need(0.0 < self.emu.p <= 1.0, "emu.p", f"must be in (0, 1], got {self.emu.p}")
         need(0.0 <= self.emu.neg_label <= 1.0, "emu.neg_label", "must be in [0, 1]")
+        need(
+            self.emu.mask_bits in (8, 16),
+            "emu.mask_bits",
+            f"must be 8 or 16, got {shown(self.emu.mask_bits)}",
+        )
         need(self.emu.ce_coef >= 0.0, "emu.ce_coef", "must be >= 0")
         need(
             not (self.emu.enabled and self.loss.name == "1vsall"),
@@ -266,6 +288,24 @@ class Config:
         )
         need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
         need(self.train.max_steps > 0, "train.max_steps", "must be positive")
+        need(self.train.max_epochs >= 0, "train.max_epochs", "must be >= 0 (0 = use max_steps)")
+        hits_at = self.eval.hits_at
+        if isinstance(hits_at, str):  # --set eval.hits_at=1,3,10
+            hits_at = [k.strip() for k in hits_at.split(",") if k.strip()]
+        if isinstance(hits_at, int) and not isinstance(hits_at, bool):
+            hits_at = [hits_at]
+        ks = [_coerce(k, int, "eval.hits_at") for k in hits_at] if isinstance(hits_at, list) else []
+        need(
+            bool(ks) and all(k > 0 for k in ks),
+            "eval.hits_at",
+            f"expected a list of positive integers such as [1, 3, 10, 100], got {shown(self.eval.hits_at)}",
+        )
+        self.eval.hits_at = sorted(set(ks))
+        self.eval.metric = canonical_choice(
+            "eval.metric",
+            self.eval.metric,
+            ["mrr", "amri", *(f"hits@{k}" for k in self.eval.hits_at)],
+        )
         need(self.train.batch_size > 0, "train.batch_size", "must be positive")
         need(
             0 < self.train.lr <= MAX_LR,
@@ -638,6 +678,11 @@ def load_config(
 
 def config_from_dict(data: dict[str, Any], *, validate: bool = True) -> Config:
     """A config from a (possibly partial) nested dict; missing keys take their defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"a config is a mapping of sections, e.g. {{'train': {{'lr': 0.05}}}}, got "
+            f"{type(data).__name__} {shown(data)}"
+        )
     config = Config()
     _merge(config, data)
     return config.validate() if validate else config

@@ -395,6 +395,35 @@ def test_blocks_and_unsupported_settings():
         train_distributed(run_config("train.batch_size=1"), "unused", nproc=2)
 
 
+@pytest.mark.slow
+def test_ranks_write_into_the_folder_as_admitted(tmp_path, monkeypatch):
+    """A run folder named through a link (``runs/current``) that is re-pointed once the
+    launcher has admitted the run: the ranks write into the folder it locked, and the
+    folder the link points to now keeps its own files only."""
+    import emu_dgl.distributed.launch as launch
+
+    runs = tmp_path / "runs"
+    (runs / "new").mkdir(parents=True)
+    (runs / "other").mkdir()
+    (runs / "other" / "notes.txt").write_text("not the run's\n")
+    current = runs / "current"
+    current.symlink_to("new")
+    start_ranks = launch.run_workers
+
+    def re_pointed_then_started(*args, **kwargs):
+        (runs / "current.tmp").symlink_to("other")
+        os.replace(runs / "current.tmp", current)  # as `ln -sfn other current` does
+        start_ranks(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "run_workers", re_pointed_then_started)
+    metrics = train_distributed(run_config("train.max_steps=8"), current, nproc=2)
+    assert metrics["world_size"] == 2 and metrics["steps"] == 8
+    assert sorted(os.listdir(runs / "other")) == ["notes.txt"]
+    new = runs / "new"
+    assert json.loads((new / "checkpoints" / "sharded.json").read_text())["last"]["step"] == 8
+    assert (new / "metrics.json").is_file() and (new / "metrics.jsonl").is_file()
+
+
 def _fake_checkpoint(folder: Path, bounds: list[int], width: int = 3) -> dict:
     """A committed checkpoint of ``len(bounds) - 1`` ranks whose row ``i`` holds
     ``i * width .. i * width + width - 1`` and Adagrad state ten times that."""
@@ -574,8 +603,10 @@ def test_ranks_killed_at_random_moments_resume_exactly(tmp_path):
         if code == 0:
             break  # the run finished before the kill
         kills += landed
-        lines = [line for line in err.strip().splitlines() if not line.startswith("resuming at")]
+        said = err.strip().splitlines()
+        lines = [line for line in said[1:] if not line.startswith("resuming at")]
         if victim == "rank":  # the launcher reports the dead rank in one line
+            assert said[0] == f"run folder: {run}", err  # said once admitted, before the ranks
             assert code == 2 and len(lines) == 1 and "was killed by SIGKILL" in lines[0], err
             assert f"emu-dgl train --resume {run}" in lines[0], err
         args = ["train", "--resume", str(run)]

@@ -34,16 +34,19 @@ def test_registry() -> None:
         EMUMutation(1.5)
 
 
+@pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("p", [0.39, 0.05, 0.5, 0.93])
-def test_mask_mean_is_p(p: float, device: torch.device) -> None:
+def test_mask_mean_is_p(p: float, bits: int, device: torch.device) -> None:
     shape = (64, 128, 50)  # 409,600 Bernoulli draws
-    mask = EMUMutation(p).draw_mask(shape, device=device, generator=gen(device))
+    mutation = EMUMutation(p, bits=bits)
+    mask = mutation.draw_mask(shape, device=device, generator=gen(device))
     assert mask.dtype == torch.bool and mask.shape == shape
-    assert abs(EMUMutation(p).p_effective - p) <= 2**-17
+    assert abs(mutation.p_effective - p) <= 2 ** -(bits + 1)
+    assert mutation.words_needed(shape) == 64 * math.ceil(128 * 50 * bits / 64)
     sd = math.sqrt(p * (1 - p) / mask.numel())
-    assert abs(mask.float().mean().item() - p) < 5 * sd
-    # each of the four 16-bit words of a 64-bit draw is unbiased (no dead sign bit)
-    lanes = mask.reshape(-1, 4).float().mean(0)
+    assert abs(mask.float().mean().item() - mutation.p_effective) < 5 * sd
+    # each lane of a 64-bit draw is unbiased (no dead sign bit)
+    lanes = mask.reshape(-1, 64 // bits).float().mean(0)
     assert (lanes - p).abs().max().item() < 5 * sd * 2
     # coordinates, negatives and batch rows all vary
     assert 0 < mask[0, 0].float().mean() < 1 and 0 < mask[:, 0, 0].float().mean() < 1

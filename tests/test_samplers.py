@@ -361,6 +361,47 @@ def test_dgl_adapter_homogeneous_graph(device: torch.device) -> None:
     )
 
 
+def test_dgl_adapter_corrupts_heads_tails_both_and_in_turn() -> None:
+    """``side``: which end of each edge the negatives replace; the other end is the edge's,
+    the SANS negatives lie near that kept end, and no filtered pair is a known triple."""
+    train = small_kg()
+    g = dgl.graph((train[:, 0], train[:, 2]), num_nodes=E)
+    g.edata["etype"] = train[:, 1]
+    eids = torch.arange(0, 70, 2)
+    heads, tails = train[eids, 0], train[eids, 2]
+    rel = train[eids, 1].repeat_interleave(6)
+    hops = hop_sets(train, 2)
+    truth = {tuple(x) for x in train.tolist()}
+
+    def near(kept: torch.Tensor, drawn: torch.Tensor) -> bool:
+        return all(
+            d in hops[k] or not hops[k] for k, d in zip(kept.tolist(), drawn.tolist(), strict=True)
+        )
+
+    src, dst = DGLNegativeSampler(make("sans", train, n=6, k=2, walks=0), side="head")(g, eids)
+    assert torch.equal(dst, tails.repeat_interleave(6)) and near(dst, src)
+    assert not torch.equal(src, heads.repeat_interleave(6))
+
+    both = DGLNegativeSampler(make("uniform", train, n=6, filter=True), side="both")
+    src, dst = both(g, eids)
+    m = len(eids) * 6
+    assert src.shape == dst.shape == (2 * m,)
+    assert torch.equal(src[:m], heads.repeat_interleave(6))  # tails corrupted first
+    assert torch.equal(dst[m:], tails.repeat_interleave(6))  # then heads
+    triples = zip(src.tolist(), torch.cat([rel, rel]).tolist(), dst.tolist(), strict=True)
+    assert not any(t in truth for t in triples)
+
+    turns = DGLNegativeSampler(make("uniform", train, n=6), side="alternate")
+    kept_ends = []
+    for _ in range(4):
+        src, dst = turns(g, eids)
+        kept_ends.append("src" if torch.equal(src, heads.repeat_interleave(6)) else "dst")
+        assert src.shape == (m,)
+    assert kept_ends == ["src", "dst", "src", "dst"]  # tail, head, tail, head
+    with pytest.raises(ValueError, match="side must be"):
+        DGLNegativeSampler(make("uniform", train), side="sideways")  # type: ignore[arg-type]
+
+
 def test_dgl_adapter_heterograph_maps_relations_by_name() -> None:
     train = small_kg()
     names = ["zeta", "alpha", "mid"]  # deliberately not sorted: DGL sorts edge types

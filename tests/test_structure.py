@@ -17,6 +17,7 @@ PACKAGE = Path(emu_dgl.__file__).parent
 #: above it, nor a sibling package of its own layer.
 LAYERS: list[tuple[str, ...]] = [
     ("emu_dgl.errors", "emu_dgl.typing"),
+    ("emu_dgl.anchors",),  # folders resolved once, reached through their descriptors
     # small shared pieces; files: safe reading and writing for data/ and training/ alike
     ("emu_dgl.registry", "emu_dgl._dgl", "emu_dgl.device", "emu_dgl.files"),
     ("emu_dgl.config",),  # types and ranges of a run's settings
@@ -27,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("emu_dgl.distributed",),
     ("emu_dgl.experiments",),  # compare, tune
     ("emu_dgl.cli",),
-    ("emu_dgl", "emu_dgl.__main__"),  # the public face: lazy re-exports
+    ("emu_dgl", "emu_dgl.__main__", "emu_dgl.dgl"),  # the public face: lazy re-exports
 ]
 
 

@@ -248,6 +248,7 @@ def _wait(processes: list[Any]) -> int | None:
 
 def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> None:
     from emu_dgl.distributed.trainer import check_distributed_config
+    from emu_dgl.files import lexists
 
     check_distributed_config(config, world_size)
     if not resume:
@@ -256,7 +257,7 @@ def _prepare(config: Config, run_dir: Path, world_size: int, resume: bool) -> No
         raise ConfigError(
             f"'{run_dir}' was not trained on several processes ({INFO_FILE} missing); resume it without --nproc"
         )
-    if os.path.lexists(run_dir / "ranks"):
+    if lexists(run_dir / "ranks"):
         raise RunError(
             f"'{run_dir}' was trained by an older emu-dgl (one checkpoint folder per rank, in "
             "ranks/); this version cannot resume it: evaluate, predict and export still read it"
@@ -268,10 +269,12 @@ def _new_run_config(config: Config, run_dir: Path, kg: Any) -> Config:
     a dataset folder named absolutely, or the graph given in Python saved into the run."""
     from emu_dgl.data import canonical_dataset
     from emu_dgl.training.run import GRAPH_FILE
+    from emu_dgl.training.rundata import record_data_root
 
     config = copy.deepcopy(config)
     if kg is None:
         config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+        record_data_root(config)  # later commands find the data without $EMU_DGL_DATA
     else:
         kg.save(run_dir / GRAPH_FILE)
         config.dataset.name = str((run_dir / GRAPH_FILE).absolute())
@@ -296,9 +299,15 @@ def _admit(
     checked against the manifest's, uncommitted checkpoint folders go, and the old
     ``metrics.json`` is removed unless the run has nothing left to do (so a run extended
     and then killed never looks finished)."""
-    from emu_dgl.training.run import CONFIG_FILE, RunLock, check_run_files, open_run, write_text
+    from emu_dgl.training.run import (
+        CONFIG_FILE,
+        RunLock,
+        check_run_files,
+        open_run,
+        remove_final_metrics,
+        write_text,
+    )
     from emu_dgl.training.shards import resume_plan
-    from emu_dgl.training.trainer import METRICS_FILE
 
     with RunLock(run_dir):  # re-entrant: open_run below holds it too
         check_run_files(run_dir)
@@ -311,7 +320,7 @@ def _admit(
                 and plan.step == config.train.max_steps
             )
             if not done:
-                (run_dir / METRICS_FILE).unlink(missing_ok=True)
+                remove_final_metrics(run_dir)
             write_text(
                 run_dir / INFO_FILE, json.dumps({"world_size": world_size}) + "\n", "run record"
             )
@@ -366,29 +375,36 @@ def train_distributed(
     kg: Any = None,
     backend: str | None = None,
     allow_nonempty: bool = False,
-    announce: Callable[[str], None] | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
     """Train one run on ``nproc`` spawned processes; returns metrics.json's content
     (``{}`` when ``stop_after`` ended the run early, as for :meth:`Trainer.fit`).
 
     ``resume`` continues the run in ``run_dir`` on ``nproc`` processes, whatever number
-    trained it before (the checkpoint is resharded); ``announce`` is given what the
-    resume will do (the step and the config changes)."""
+    trained it before (the checkpoint is resharded). ``announce`` (default: stderr) is
+    given ``run folder: <run_dir>`` once the run is admitted, then what a resume will do
+    (the step and the config changes), as :func:`~emu_dgl.training.start.start_run` says them."""
+    from emu_dgl.files import lexists, resolve_path
     from emu_dgl.training.run import read_json, run_path
+    from emu_dgl.training.start import to_stderr
     from emu_dgl.training.trainer import METRICS_FILE
 
+    say = announce if announce is not None else to_stderr
     run_dir = run_path(run_dir)
     _prepare(config, run_dir, nproc, resume)
     admission = _admit(config, run_dir, nproc, resume=resume, allow_nonempty=allow_nonempty, kg=kg)
     with admission as (plan, config):
-        if plan is not None and announce is not None:
-            announce(plan.describe())
+        say(f"run folder: {run_dir}")  # once admitted, before any rank starts
+        if plan is not None:
+            say(plan.describe())
         try:
             run_workers(
                 nproc,
                 _train_worker,
                 config.to_dict(),
-                str(run_dir),
+                # the folder as admitted (and locked): a link re-pointed since cannot send
+                # the ranks' writes elsewhere
+                str(resolve_path(run_dir)),
                 plan,
                 stop_after,
                 kg,
@@ -397,7 +413,7 @@ def train_distributed(
         except RankFailure as exc:
             raise RankFailure(f"{exc}; {_resume_advice(run_dir)}") from None
         path = run_dir / METRICS_FILE
-        return read_json(path, "metrics file") if path.is_file() else {}
+        return read_json(path, "metrics file") if lexists(path) else {}
 
 
 def torchrun_train(
@@ -407,14 +423,18 @@ def torchrun_train(
     resume: bool = False,
     backend: str | None = None,
     allow_nonempty: bool = False,
-    announce: Callable[[str], None] | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
     """This process's part of a run started by ``torchrun`` (RANK, WORLD_SIZE, MASTER_ADDR
     set). Every rank joins the group first; rank 0 then admits the run and tells the
-    others its plan, or the error that refused it (so all of them stop with that line)."""
+    others its plan, or the error that refused it (so all of them stop with that line).
+    ``announce`` (default: stderr) is rank 0's, as for :func:`train_distributed`."""
+    from emu_dgl.files import lexists
     from emu_dgl.training.run import read_json, run_path
+    from emu_dgl.training.start import to_stderr
     from emu_dgl.training.trainer import METRICS_FILE
 
+    say = announce if announce is not None else to_stderr
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     run_dir = run_path(run_dir)
     backend = backend or _backend_for(config.train.device)
@@ -437,8 +457,9 @@ def torchrun_train(
                         )
                     )
                     outcome = [("plan", plan, admitted.to_dict())]
-                    if plan is not None and announce is not None:
-                        announce(plan.describe())
+                    say(f"run folder: {run_dir}")
+                    if plan is not None:
+                        say(plan.describe())
                 except EmuDglError as exc:
                     outcome = [("error", type(exc).__name__, str(exc))]
             dist.broadcast_object_list(outcome, src=0)
@@ -448,6 +469,6 @@ def torchrun_train(
             _train_worker(rank, world_size, config_dict, str(run_dir), plan, None, None)
             dist.barrier()  # rank 0's files are written before any rank reads or leaves
             path = run_dir / METRICS_FILE
-            return read_json(path, "metrics file") if rank == 0 and path.is_file() else {}
+            return read_json(path, "metrics file") if rank == 0 and lexists(path) else {}
     finally:
         dist.destroy_process_group()

@@ -57,6 +57,7 @@ from emu_dgl.distributed.checkpoints import ShardedCheckpoints
 from emu_dgl.distributed.sharded import ShardedEmbedding, ShardedTable, shard_bounds
 from emu_dgl.errors import ConfigError, DivergenceError
 from emu_dgl.evaluation import FilteredEvaluator
+from emu_dgl.evaluation.ranking import removed_counts
 from emu_dgl.training.build import model_from_config
 from emu_dgl.training.run import Admission, ResumePlan
 from emu_dgl.training.step import TrainStep
@@ -101,7 +102,7 @@ class DistributedTrainer(Trainer):
         rows = self.kg.num_entities
         self.bounds = shard_bounds(rows, self.world_size)
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
-        model = model_from_config(self.config, rows, self.kg.num_relations, rows=(lo, hi))
+        model = model_from_config(self.config, rows, self.train_kg.num_relations, rows=(lo, hi))
         model.entity = ShardedEmbedding(model.entity.weight.data, self.bounds, self.rank)
         return model
 
@@ -222,13 +223,19 @@ class ShardedEvaluator(FilteredEvaluator):
 
     @torch.no_grad()
     def ranks(
-        self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0
+        self,
+        scorer: object,
+        triples: Tensor,
+        side: Side,
+        *,
+        estimate_sides: int = 0,
+        table: bool = False,
     ) -> Tensor:
         if self.protocol == "sampled":  # lookups go through the sharded table; every rank agrees
-            return super().ranks(scorer, triples, side, estimate_sides=estimate_sides)
-        table = scorer.entity  # type: ignore[attr-defined]
-        lo, hi = table.bounds[table.rank], table.bounds[table.rank + 1]
-        num_entities = table.num_embeddings
+            return super().ranks(scorer, triples, side, estimate_sides=estimate_sides, table=table)
+        entity = scorer.entity  # type: ignore[attr-defined]
+        lo, hi = entity.bounds[entity.rank], entity.bounds[entity.rank + 1]
+        num_entities = entity.num_embeddings
         index = self._index[side]
         triples = triples.to(index.keys.device)
         score_fn = scorer.score_t if side == "tail" else scorer.score_h  # type: ignore[attr-defined]
@@ -250,8 +257,17 @@ class ShardedEvaluator(FilteredEvaluator):
             scores[rows[owned], target[owned] - lo] = float(
                 "-inf"
             )  # the target is not its own rival
-            # sign(x - s): +1 better, 0 tie, -1 worse or removed; summed over all ranks' blocks.
-            signs = scores.sub_(target_score[:, None]).sign_().sum(1, dtype=torch.float64)
-            dist.all_reduce(signs)
-            out.append(1.0 + (signs + num_entities) / 2.0)
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+            # sign(x - s): +1 better, 0 tie, -1 worse or removed; summed over all ranks' blocks,
+            # with the ties (see evaluation.ranking.rank_table for the algebra).
+            signs = scores.sub_(target_score[:, None]).sign_()
+            sums = torch.stack(
+                [signs.sum(1, dtype=torch.float64), (signs == 0).sum(1).double()], dim=1
+            )
+            dist.all_reduce(sums)
+            total, ties = sums[:, 0], sums[:, 1]
+            better = (total + num_entities - ties) / 2.0
+            removed = removed_counts(filter_rows, filter_cols, target, num_entities)
+            candidates = (num_entities - removed + 1).double()
+            out.append(torch.stack([1.0 + better, 1.0 + better + ties, candidates], dim=1))
+        ranks = torch.cat(out) if out else torch.empty(0, 3, dtype=torch.double)
+        return ranks if table else ranks[:, :2].mean(1)

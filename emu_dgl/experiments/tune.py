@@ -39,7 +39,7 @@ import yaml
 from emu_dgl.config import MAX_SEED, Config, load_config
 from emu_dgl.errors import ConfigError, DivergenceError, shown
 from emu_dgl.training.build import check_components
-from emu_dgl.training.run import check_empty_folder, open_run, run_path, write_text
+from emu_dgl.training.run import check_empty_folder, run_path, write_text
 
 __all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
 
@@ -298,7 +298,7 @@ def run_study(
     end of the study.
     """
     optuna = _require_optuna()
-    from emu_dgl.training.trainer import Trainer
+    from emu_dgl.training.start import start_run
 
     out = run_path(out)
     if not 0 <= seed <= MAX_SEED:
@@ -357,11 +357,9 @@ def run_study(
         config = config_of(params, quiet=True)
         run_dir = _trial_folder(out / "trials", trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
-        with open_run(run_dir, config):
-            trainer = Trainer(config, run_dir)
-            return _train_trial(trainer, trial)
+        return _train_trial(config, run_dir, trial)
 
-    def _train_trial(trainer: Trainer, trial: Any) -> float:
+    def _train_trial(config: Config, run_dir: Path, trial: Any) -> float:
         def report(record: dict[str, Any]) -> None:
             if record.get("split") == "valid":
                 trial.report(float(record[metric]), int(record["step"]))
@@ -370,9 +368,14 @@ def run_study(
                         f"validation {metric} {record[metric]:.4f} at step {record['step']}"
                     )
 
-        trainer.log_hooks.append(report)
-        try:
-            result = trainer.fit()
+        try:  # the trial's run folder is said first, as for every run
+            result = start_run(
+                config,
+                run_dir,
+                say=lambda line: echo(f"trial {trial.number}: {line}"),
+                details=False,
+                hooks=[report],
+            ).metrics
         except DivergenceError as exc:
             # One diverging trial (a learning rate too high, say) is a bad point of the
             # space, not the end of the study: pruned, with the reason kept.

@@ -42,6 +42,7 @@ SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
     from emu_dgl.models.mutation import Mutation
+    from emu_dgl.models.shared import Polynomial
 
 
 DECODERS: Registry[Decoder] = Registry("decoder")
@@ -113,13 +114,21 @@ class Decoder(nn.Module):
         )
 
     # -- one side against many candidates (evaluation) --------------------------------
+    # Both take optional leading batch dims: ``h[..., B, De]`` against ``candidates[..., S,
+    # De]`` gives ``[..., B, S]`` (the chunks of shared negatives, emu_dgl.models.shared).
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
         """``h[B,De], r[B,Dr], candidates[S,De] -> [B,S]``; override for a faster form."""
-        return self(h.unsqueeze(1), r.unsqueeze(1), candidates.unsqueeze(0))
+        return self(h.unsqueeze(-2), r.unsqueeze(-2), candidates.unsqueeze(-3))
 
     def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """``candidates[S,De], r[B,Dr], t[B,De] -> [B,S]``."""
-        return self(candidates.unsqueeze(0), r.unsqueeze(1), t.unsqueeze(1))
+        return self(candidates.unsqueeze(-3), r.unsqueeze(-2), t.unsqueeze(-2))
+
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial | None:
+        """The tail-side terms of ``(h, r, x)`` as a polynomial of degree <= 2 in each
+        coordinate of the candidate ``x`` (see :mod:`emu_dgl.models.shared`), or ``None``.
+        With one, scores against shared negatives are matrix products."""
+        return None
 
     def pair_bytes(self, element_size: int) -> int:
         """Bytes of intermediates per (query, candidate) pair in ``score_tails``/``score_heads``;
@@ -156,8 +165,18 @@ class SeparableDecoder(Decoder):
         return self.finish(terms.sum(-1))
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        side: Side = "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
-        return self.reduce(self.terms(h, r, t, side=side))
+        return self.reduce(self.terms(h, r, t, side=broadcast_side(h, r, t)))
+
+
+def broadcast_side(h: Tensor, r: Tensor, t: Tensor) -> Side:
+    """The entity that is broadcast against the others: ``"tail"`` when ``h`` has the
+    relation's shape (many tails per (h, r): combine ``h`` and ``r`` first), ``"head"``
+    when ``t`` has it; otherwise the larger one."""
+    if h.shape[:-1] == r.shape[:-1] and t.shape[:-1] != r.shape[:-1]:
+        return "tail"
+    if t.shape[:-1] == r.shape[:-1] and h.shape[:-1] != r.shape[:-1]:
+        return "head"
+    return "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -340,6 +359,10 @@ class KGEModel(nn.Module):
         one_group = candidates.dim() == 3
         if mask is not None and isinstance(decoder, SeparableDecoder):
             terms = decoder.terms(a, r, candidates, side="tail")
+            if one_group and mask.dtype != torch.bool and decoder.term_groups == 1:
+                # both sums of the one group in one pass, one gradient tensor back
+                plain, mixed = _SumsAndMaskedSums.apply(terms, mask)
+                return decoder.finish(plain), decoder.finish(mixed)
             first, last = (terms, terms) if one_group else _first_last(terms)
             mixed = mixed_term_sums(last, mask, groups=decoder.term_groups)
             return decoder.reduce(first), decoder.finish(mixed)
@@ -421,6 +444,16 @@ class _MixTowardsFirst(torch.autograd.Function):
         return own, None
 
 
+def _rowwise_dots(x: Tensor, y: Tensor) -> Tensor:
+    """``(x * y).sum(-1)`` for ``[B, C, d]`` operands as one batched product of ``B C``
+    ``[1, d] x [d, 1]`` pairs: no ``[B, C, d]`` temporary (on a CPU a fresh tensor that size
+    costs more in page faults than the products)."""
+    if not (x.is_contiguous() and y.is_contiguous()):
+        return (x * y).sum(-1)
+    rows, width = x.shape[0] * x.shape[1], x.shape[2]
+    return torch.bmm(x.view(rows, 1, width), y.view(rows, width, 1)).view(x.shape[:2])
+
+
 class _MaskedSums(torch.autograd.Function):
     """Sums over the last dim of the mixture ``m * T + (1 - m) * T[:, :1]`` for
     ``T[B, C, d]`` and a 0/1 float mask ``m`` whose column 0 is 0, by batched products::
@@ -435,7 +468,7 @@ class _MaskedSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         first = x[:, :1]  # [B, 1, d]
-        kept = (x * mask).sum(-1)
+        kept = _rowwise_dots(x, mask)
         # (bmm on the CPU loops over the batch unless its operands are contiguous)
         column = first.transpose(1, 2).contiguous()  # [B, d, 1]
         from_first = torch.bmm(mask, column).squeeze(2)  # [B, C]
@@ -452,6 +485,37 @@ class _MaskedSums(torch.autograd.Function):
         g = grad.unsqueeze(1).contiguous()  # [B, 1, C]
         to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
         out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
+        out[:, :1] += to_first
+        return out, None
+
+
+class _SumsAndMaskedSums(torch.autograd.Function):
+    """``(T.sum(-1), mixed)`` for ``T[B, C, d]``, ``mixed`` as :class:`_MaskedSums`: the plain
+    and the mutated scores of one candidate group from one terms tensor. Its backward
+    writes ``dT = g_plain + m * g_mixed`` (plus column 0's share of the positive's
+    coordinates) into the mask's memory in one pass, where two separate sums would leave
+    autograd to materialise and add two ``[B, C, d]`` gradients."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor):  # type: ignore[override]
+        first = x[:, :1]
+        kept = _rowwise_dots(x, mask)
+        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
+        from_first = torch.bmm(mask, column).squeeze(2)
+        ctx.save_for_backward(mask)
+        ctx.consumed = False  # type: ignore[attr-defined]
+        return x.sum(-1), kept + (first.sum(-1) - from_first)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g_plain: Tensor, g_mixed: Tensor):  # type: ignore[override]
+        if ctx.consumed:  # type: ignore[attr-defined]
+            raise RuntimeError("the EMU mask was consumed by a first backward pass")
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        ctx.consumed = True  # type: ignore[attr-defined]
+        g = g_mixed.unsqueeze(1).contiguous()  # [B, 1, C]
+        to_first = g_mixed.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
+        # (two in-place passes: on a CPU faster than one addcmul with broadcast factors)
+        out = mask.mul_(g_mixed.unsqueeze(2)).add_(g_plain.unsqueeze(2))
         out[:, :1] += to_first
         return out, None
 

@@ -159,7 +159,7 @@ class HAKE(SeparableDecoder):
     def _phase_sums(self, query: Tensor, candidates: Tensor) -> Tensor:
         """``[B, S]``: ``sum_k |sin((query_bk - cand_sk) * pi / 2a)|``."""
         s = self._half_radians
-        x = (query * s).unsqueeze(1) - (candidates * s).unsqueeze(0)
+        x = (query * s).unsqueeze(-2) - (candidates * s).unsqueeze(-3)
         if x.requires_grad:
             return x.sin().abs().sum(-1)
         return x.sin_().abs_().sum(-1)
@@ -170,8 +170,8 @@ class HAKE(SeparableDecoder):
         (rounding can leave a tiny negative square, which ``safe_sqrt`` clamps)."""
         square = (
             offset.square().sum(-1, keepdim=True)
-            - 2 * (offset * scale) @ candidates.t()
-            + scale.square() @ candidates.square().t()
+            - 2 * (offset * scale) @ candidates.transpose(-1, -2)
+            + scale.square() @ candidates.square().transpose(-1, -2)
         )
         return safe_sqrt(square)
 

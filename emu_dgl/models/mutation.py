@@ -32,8 +32,9 @@ from emu_dgl.registry import Registry
 
 MUTATIONS: Registry[Mutation] = Registry("mutation")
 
-#: Resolution of the Bernoulli mask: p is rounded to a multiple of 2**-16.
-MASK_BITS = 16
+#: Lane types of the Bernoulli mask by its resolution in bits (p is rounded to a multiple of
+#: 2**-bits): one random 64-bit word gives 8 lanes of 8 bits or 4 of 16.
+LANE_TYPES = {8: torch.int8, 16: torch.int16}
 
 
 class Mutation(nn.Module):
@@ -60,11 +61,32 @@ class Mutation(nn.Module):
         raise NotImplementedError
 
     def group_mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+        self,
+        words: Tensor,
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.bool,
+        out: Tensor | None = None,
     ) -> Tensor | None:
         """The coordinate mask of a group (True or 1 = the candidate's own coordinate,
         column 0 all False), or ``None`` for a mutation that is no coordinate-wise choice.
-        ``dtype`` other than bool gives the mask as 0/1 numbers, written directly."""
+        ``dtype`` other than bool gives the mask as 0/1 numbers, written directly (into
+        ``out`` when given)."""
+        return None
+
+    def chunk_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor | None:
+        """Shared negatives (:mod:`emu_dgl.models.shared`): the coordinate mask ``[K, N, De]``
+        of every chunk's negative slots (True or 1 = the negative's own coordinate), or
+        ``None`` for a mutation that is no coordinate-wise choice."""
+        return None
+
+    def chunk_weights_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype
+    ) -> Tensor | None:
+        """Shared negatives: one mixing weight per chunk and negative slot, ``[K, N]``
+        (``x = w n + (1 - w) t``), or ``None`` for a mutation of another form."""
         return None
 
     def draw_mask(
@@ -95,66 +117,90 @@ class Mutation(nn.Module):
 class EMUMutation(Mutation):
     r"""EMU: per-coordinate Bernoulli(``p``) choice between negative and positive.
 
-    The mask is drawn on the device with the given generator, 16 random bits per
-    coordinate: one 64-bit draw over the full integer range gives four
-    independent uniform 16-bit words, and ``m = word < round(p * 2**16)``. The
-    probability used is therefore ``p_effective = round(p * 2**16) / 2**16``
-    (``|p_effective - p| <= 2**-17``; exact for p = 0 and 1), at a quarter of the
-    generator calls of ``torch.rand(shape) < p`` and without a float tensor.
+    The mask is drawn on the device from uniform 64-bit words, ``bits`` random bits per
+    coordinate: a word splits into ``64 / bits`` independent uniform lanes, and
+    ``m = lane < round(p * 2**bits)``. The probability used is therefore
+    ``p_effective = round(p * 2**bits) / 2**bits`` (``|p_effective - p| <= 2**-(bits+1)``;
+    exact for p = 0 and 1). ``bits = 8`` (``emu.mask_bits``, the default) draws half the
+    random words of ``bits = 16`` and compares bytes, which on a CPU is most of what a
+    per-positive EMU mask costs; the paper configs keep 16 (p = 0.39 is then 0.38999939,
+    with 8 bits 0.390625).
     """
 
-    def __init__(self, p: float = 0.39) -> None:
+    def __init__(self, p: float = 0.39, *, bits: int = 8) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"emu.p is {p} but must lie in [0, 1]; e.g. emu.p=0.39")
-        self.p = float(p)
-        self._level = round(self.p * (1 << MASK_BITS))  # mask = word < level, word uniform
+        if bits not in LANE_TYPES:
+            raise ConfigError(f"emu.mask_bits is {bits} but must be 8 or 16")
+        self.p, self.bits = float(p), int(bits)
+        self._level = round(self.p * (1 << bits))  # mask = lane < level, lane uniform
 
     @property
     def p_effective(self) -> float:
         """The exact Bernoulli probability of the drawn mask."""
-        return self._level / (1 << MASK_BITS)
+        return self._level / (1 << self.bits)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, bits={self.bits}"
 
     def words_needed(self, shape: Sequence[int]) -> int:
-        """Four 16-bit lanes per int64 word, each leading row starting on a new word;
+        """``64 / bits`` lanes per int64 word, each leading row starting on a new word;
         none when p is 0 or 1 (the mask is constant)."""
-        if self._level <= 0 or self._level >= 1 << MASK_BITS:
+        if self._level <= 0 or self._level >= 1 << self.bits:
             return 0
         rows, per_row = _rows(shape)
-        return rows * ((per_row + 3) // 4)
+        lanes = 64 // self.bits
+        return rows * ((per_row + lanes - 1) // lanes)
 
     def mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+        self,
+        words: Tensor,
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.bool,
+        out: Tensor | None = None,
     ) -> Tensor:
         """``lane < level`` over the 16-bit lanes of ``words``, row by leading row (as 0/1
-        numbers of ``dtype`` when it is not bool, written by the comparison itself)."""
+        numbers of ``dtype`` when it is not bool, written by the comparison itself, into
+        ``out`` when given: a buffer the caller reuses from step to step, since on a CPU a
+        fresh tensor of this size costs more in page faults than the comparison)."""
         shape = tuple(shape)
         if self._level <= 0:
             return torch.zeros(shape, dtype=dtype, device=words.device)
-        if self._level >= 1 << MASK_BITS:
+        if self._level >= 1 << self.bits:
             return torch.ones(shape, dtype=dtype, device=words.device)
-        # Read the words as signed int16 v in [-2**15, 2**15); v + 2**15 is uniform on
-        # [0, 2**16), so P(v < level - 2**15) = level / 2**16 exactly. Every 64-bit pattern
-        # being equally likely, each 16-bit quarter is an independent uniform word.
+        # Read the words as signed lanes v in [-2**(bits-1), 2**(bits-1)); v + 2**(bits-1)
+        # is uniform on [0, 2**bits), so P(v < level - 2**(bits-1)) = level / 2**bits
+        # exactly. Every 64-bit pattern being equally likely, each lane is an independent
+        # uniform word.
         rows, per_row = _rows(shape)
-        lanes = words.view(rows, -1).view(torch.int16)
+        lanes = words.view(rows, -1).view(LANE_TYPES[self.bits])
         if lanes.shape[1] != per_row:
             lanes = lanes[:, :per_row]
-        threshold = self._level - (1 << (MASK_BITS - 1))
-        if dtype == torch.bool:
+        threshold = self._level - (1 << (self.bits - 1))
+        if dtype == torch.bool and out is None:
             return lanes.reshape(shape) < threshold
-        out = torch.empty(shape, dtype=dtype, device=words.device)
+        if out is None:
+            out = torch.empty(shape, dtype=dtype, device=words.device)
         return torch.lt(lanes.reshape(shape), threshold, out=out)
 
     def group_mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+        self,
+        words: Tensor,
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.bool,
+        out: Tensor | None = None,
     ) -> Tensor:
-        mask = self.mask_from_words(words, shape, dtype=dtype)
+        mask = self.mask_from_words(words, shape, dtype=dtype, out=out)
         mask.select(1, 0).fill_(0)  # the positive's column keeps its coordinates
         return mask
+
+    def chunk_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor:
+        return self.mask_from_words(words, shape, dtype=dtype)
 
     def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
         return torch.where(self.group_mask_from_words(words, group.shape), group, group[:, :1])
@@ -223,6 +269,11 @@ class MixupMutation(Mutation):
         words.random_(-(2**63), None, generator=generator)
         return self.weights_from_words(words, shape, dtype)
 
+    def chunk_weights_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype
+    ) -> Tensor:
+        return self.weights_from_words(words, shape, dtype)
+
     def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
         weights = self.weights_from_words(words, (*group.shape[:-1], 1), group.dtype)
         weights.select(1, 0).fill_(1.0)  # the positive stays itself: 1 * e + 0 * e
@@ -251,7 +302,7 @@ def _rows(shape: Sequence[int]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def build_mutation(variant: str, *, p: float = 0.39) -> Mutation | None:
+def build_mutation(variant: str, *, p: float = 0.39, bits: int = 8) -> Mutation | None:
     """The mutation for the ``emu.variant`` config key.
 
     ``emu`` -> :class:`EMUMutation` (``p``), ``mixup`` -> :class:`MixupMutation`,
@@ -262,7 +313,7 @@ def build_mutation(variant: str, *, p: float = 0.39) -> Mutation | None:
     if key == "label_smoothing":
         return None
     if key == "emu":
-        return EMUMutation(p)
+        return EMUMutation(p, bits=bits)
     if key in MUTATIONS:
         return MUTATIONS.build(key)
     raise ConfigError(

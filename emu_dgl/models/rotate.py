@@ -8,7 +8,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.models.base import DECODERS, Decoder, SeparableDecoder, Side, safe_sqrt
+from emu_dgl.models.base import (
+    DECODERS,
+    Decoder,
+    SeparableDecoder,
+    Side,
+    broadcast_side,
+    safe_sqrt,
+)
 
 
 @DECODERS.register("rotate")
@@ -41,7 +48,7 @@ class RotatE(Decoder):
         cos, sin = theta.cos(), theta.sin()
         h_re, h_im = h.chunk(2, dim=-1)
         t_re, t_im = t.chunk(2, dim=-1)
-        if h.numel() <= t.numel():  # rotate h forward
+        if broadcast_side(h, r, t) == "tail":  # rotate h forward (the small operand)
             d_re = (h_re * cos - h_im * sin) - t_re
             d_im = (h_re * sin + h_im * cos) - t_im
         else:  # rotate t back by conj(r)

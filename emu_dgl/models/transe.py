@@ -7,6 +7,7 @@ from torch import Tensor
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
+from emu_dgl.models.shared import Polynomial
 
 
 @DECODERS.register("transe")
@@ -35,6 +36,13 @@ class TransE(SeparableDecoder):
 
     def reverse_relation(self, r: Tensor) -> Tensor:
         return -r  # |h + r - t| = |t - r - h|
+
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial | None:
+        """``p = 2``: ``(q - x)^2 = q^2 - 2 q x + x^2`` with ``q = h + r``; ``p = 1`` has none."""
+        if self.p_norm != 2:
+            return None
+        q = h + r
+        return Polynomial(c0=q.square(), c1=-2 * q, c2=1.0)
 
     def finish(self, total: Tensor) -> Tensor:
         return self.gamma - (total if self.p_norm == 1 else safe_sqrt(total))

@@ -120,6 +120,10 @@ def draw_words(shape: tuple[int, ...], *, generator: torch.Generator, device: to
 class UniformSampler:
     """``n`` entity ids per positive, i.i.d. uniform over ``[0, E)``."""
 
+    #: The draw reads neither the positive nor the side, so positives can share it
+    #: (``sampler.shared_chunk``; ``sample_words`` takes words of any leading shape).
+    anchor_free = True
+
     def __init__(self, *, num_entities: int, num_negatives: int) -> None:
         self.num_entities = num_entities
         self.num_negatives = num_negatives

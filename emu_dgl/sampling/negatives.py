@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -385,11 +386,19 @@ class DGLNegativeSampler:
     """Our samplers behind DGL's negative-sampler contract ``(g, eids) -> (src, dst)``.
 
     For the edges ``eids`` of ``g`` (a tensor for a graph with one edge type, or
-    ``{etype: eids}``), returns ``n`` corrupted pairs per edge: ``src`` repeated
-    ``n`` times and ``dst`` = the sampler's tail negatives (anchor = the edge's
-    source), as ``dgl.dataloading.negative_sampler.Uniform`` does; for a dict,
+    ``{etype: eids}``), returns corrupted pairs ``(src, dst)``; for a dict,
     ``{canonical_etype: (src, dst)}``. Pass it as ``negative_sampler=`` of
-    ``dgl.dataloading.as_edge_prediction_sampler``.
+    ``dgl.dataloading.as_edge_prediction_sampler``. ``side`` says which end is corrupted:
+
+    * ``"tail"`` (default, as ``dgl.dataloading.negative_sampler.Uniform``): ``n`` pairs per
+      edge, ``src`` repeated ``n`` times, ``dst`` the sampler's tail negatives (anchor: the
+      edge's source);
+    * ``"head"``: ``n`` pairs per edge, ``src`` the sampler's head negatives, ``dst``
+      repeated (anchor: the edge's destination);
+    * ``"both"``: ``2n`` pairs per edge, the ``n`` tail-corrupted pairs of every edge first,
+      then the ``n`` head-corrupted ones (KGE training corrupts both sides);
+    * ``"alternate"``: tails on the first call, heads on the next, and so on, as
+      ``emu-dgl train`` alternates its steps.
 
     Node ids of ``g`` must be entity ids: a homogeneous graph, or a heterograph
     with a single node type (``KnowledgeGraph.to_dgl()``). The relation of an
@@ -411,7 +420,11 @@ class DGLNegativeSampler:
         relation_names: Sequence[str] | None = None,
         etype_field: str = "etype",
         seed: int = 0,
+        side: Literal["tail", "head", "both", "alternate"] = "tail",
     ) -> None:
+        if side not in ("tail", "head", "both", "alternate"):
+            raise ValueError(f"side must be tail, head, both or alternate, got {side!r}")
+        self.side = side
         self.sampler = sampler
         self.k = sampler.num_negatives
         self.relation_ids: Mapping[str, int] | None = (
@@ -454,11 +467,16 @@ class DGLNegativeSampler:
         eids = eids.long()
         src, dst = g.find_edges(eids, etype=etype)
         pos = torch.stack([src.long(), self._relation(g, eids, etype).long(), dst.long()], dim=1)
-        neg = self.sampler.sample(
-            pos, "tail", generator=self._generator(pos.device), step=self.step
-        )
+        gen = self._generator(pos.device)
+        sides = {"both": ("tail", "head"), "alternate": (("tail", "head")[self.step % 2],)}
+        pairs = []
+        for side in sides.get(self.side, (self.side,)):
+            neg = self.sampler.sample(pos, side, generator=gen, step=self.step)  # type: ignore[arg-type]
+            neg = neg.reshape(-1).to(src.dtype)
+            kept = (src if side == "tail" else dst).repeat_interleave(self.k)
+            pairs.append((kept, neg) if side == "tail" else (neg, kept))
         self.step += 1
-        return src.repeat_interleave(self.k), neg.reshape(-1).to(src.dtype)
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     def __call__(
         self, g: dgl.DGLGraph, eids: torch.Tensor | Mapping[object, torch.Tensor]

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from emu_dgl.training.step import EntityTable, TrainStep
 
 __all__ = [
+    "batch_size_for",
     "check_components",
     "component_names",
     "evaluator_from_config",
@@ -150,7 +151,7 @@ def mutation_from_config(config: Config, device: torch.device) -> Mutation | Non
     if not emu.enabled or emu.variant == NO_MUTATION:
         return None
     factory = MUTATIONS.get(emu.variant)
-    return factory(**_accepted(factory, {"p": emu.p})).to(device)
+    return factory(**_accepted(factory, {"p": emu.p, "bits": emu.mask_bits})).to(device)
 
 
 # --------------------------------------------------------------------------- negatives
@@ -221,11 +222,15 @@ def loss_from_config(config: Config) -> nn.Module:
 
 
 def lookups_per_step(config: Config) -> int:
-    """Entity rows one step looks up: anchor, true entity and every negative of each row."""
+    """Entity rows one step looks up: anchor, true entity and every negative of each row
+    (with shared negatives, every negative of each chunk)."""
+    batch = config.train.batch_size
     if config.loss.name == ONE_VS_ALL:
-        return 2 * config.train.batch_size
+        return 2 * batch
     draws = 2 if config.emu.enabled and config.emu.separate_draws else 1
-    return config.train.batch_size * (2 + draws * config.sampler.num_negatives)
+    chunk = min(config.sampler.shared_chunk, batch)
+    per_draw = batch // chunk if chunk else batch
+    return 2 * batch + per_draw * draws * config.sampler.num_negatives
 
 
 def optimizer_from_config(
@@ -281,13 +286,17 @@ def step_from_config(
     """The pure training step of the config (see :mod:`emu_dgl.training.step`): sampler,
     mutation, loss and regulariser wired together; ``rows`` and ``table`` are the seams
     a data-parallel trainer uses. The trainer sets its ``optimizer``."""
+    from emu_dgl.training.shared_step import SharedStep
     from emu_dgl.training.step import TrainStep
 
     device = model.entity.weight.device
     emu = config.emu
     one_vs_all = config.loss.name == ONE_VS_ALL
-    return TrainStep(
+    chunk = min(config.sampler.shared_chunk, batch_size)
+    shared = {"chunk": chunk} if chunk and not one_vs_all else {}
+    return (SharedStep if shared else TrainStep)(
         model,
+        **shared,
         sampler=sampler,
         mutation=mutation_from_config(config, device),
         loss=loss_from_config(config),
@@ -302,6 +311,14 @@ def step_from_config(
         rows=rows,
         table=table,
     )
+
+
+def batch_size_for(config: Config, num_train: int) -> int:
+    """Positives per step: ``train.batch_size``, at most the training triples; with shared
+    negatives rounded down to whole chunks (a chunk is then at most the batch)."""
+    size = min(config.train.batch_size, num_train)
+    chunk = min(config.sampler.shared_chunk, size)
+    return size - size % chunk if chunk else size
 
 
 def switch_step(config: Config, phase: int) -> int:
@@ -344,4 +361,5 @@ def evaluator_from_config(
         protocol=cfg.protocol,  # type: ignore[arg-type]
         num_negatives=cfg.num_negatives,
         seed=cfg.seed,
+        hits_at=tuple(cfg.hits_at),
     )

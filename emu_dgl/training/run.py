@@ -34,13 +34,25 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emu_dgl.errors import DataError, RunError
-from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic
+from emu_dgl.files import (
+    anchored,
+    describe_kind,
+    lexists,
+    link_count,
+    listdir,
+    make_dir,
+    open_lock_file,
+    read_text,
+    remove,
+    resolve_path,
+    write_atomic,
+)
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
@@ -56,6 +68,7 @@ CHECKPOINTS = "checkpoints"
 RESUMABLE: frozenset[str] = frozenset(
     {
         "train.max_steps",
+        "train.max_epochs",  # sets max_steps: the same rules
         "train.lr",
         "train.valid_every",
         "train.checkpoint_every",
@@ -102,7 +115,7 @@ def listed(key: str, keys: frozenset[str]) -> bool:
 
 # --------------------------------------------------------------------------- lock
 
-_HELD: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth), locks this process holds
+_HELD: dict[Path, tuple[int, int, ExitStack]] = {}  # folder -> (fd, depth, anchor), locks held here
 _PID_WIDTH = 24  # the pid is written padded to this width: the lock file is never truncated
 
 
@@ -113,45 +126,69 @@ class RunLock:
     killed run never leaves a stale lock. Re-entrant within one process. The lock file
     is opened without following links and must be a regular file with one name, so a
     planted ``.lock`` link or hard link is refused, never written through.
+
+    The folder is resolved once, when the lock is taken, and anchored for as long as it
+    is held (:func:`emu_dgl.files.anchored`): every later read or write of a path under
+    it, named as given or resolved, reaches the locked folder through its descriptor, so
+    a link re-pointed mid-run (``runs/current``) cannot carry the run's writes elsewhere.
     """
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder).expanduser().resolve()
+        self.given = Path(folder).expanduser()
+        self.folder = resolve_path(self.given)
         self._created = False
+        self.found_lock = False  # a .lock was there before: emu-dgl ran in this folder
 
     def __enter__(self) -> RunLock:
-        key = self.folder
+        self.folder = key = resolve_path(self.given)
         if key in _HELD:
-            fd, depth = _HELD[key]
-            _HELD[key] = (fd, depth + 1)
+            fd, depth, anchor = _HELD[key]
+            _HELD[key] = (fd, depth + 1, anchor)
+            anchor.enter_context(anchored(self.folder, "run directory", also=self.given))
             return self
         self._created = not self.folder.exists()
         make_dir(self.folder, "run directory")
-        fd = open_lock_file(self.folder / LOCK_FILE)
+        anchor = ExitStack()
+        anchor.enter_context(anchored(self.folder, "run directory", also=self.given))
+        try:
+            self.found_lock = lexists(self.folder / LOCK_FILE)
+            fd = open_lock_file(self.folder / LOCK_FILE)
+        except BaseException:
+            anchor.close()
+            raise
         if not _try_lock(fd):
             text = os.pread(fd, 64, 0).decode(errors="replace").split()
             os.close(fd)
+            anchor.close()
             raise RunError(
                 f"run directory '{self.folder}' is in use by another emu-dgl process "
                 f"(pid {text[0] if text else 'unknown'}); wait for it to finish or choose another --out"
             )
         # Overwrite in place, never truncate: readers take the first word.
         os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode(), 0)
-        _HELD[key] = (fd, 1)
+        _HELD[key] = (fd, 1, anchor)
         return self
 
+    @property
+    def fd(self) -> int:
+        """The lock file's descriptor: a child process given it holds the lock as well."""
+        return _HELD[self.folder][0]
+
     def __exit__(self, *exc: object) -> None:
-        fd, depth = _HELD[self.folder]
+        fd, depth, anchor = _HELD[self.folder]
         if depth > 1:
-            _HELD[self.folder] = (fd, depth - 1)
+            _HELD[self.folder] = (fd, depth - 1, anchor)
             return
         del _HELD[self.folder]
-        if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
-            # The run stopped before writing anything: leave no empty folder behind.
-            os.unlink(self.folder / LOCK_FILE)
-            self.folder.rmdir()
-        _unlock(fd)
-        os.close(fd)
+        try:
+            if self._created and listdir(self.folder) == [LOCK_FILE]:
+                # The run stopped before writing anything: leave no empty folder behind.
+                remove(self.folder / LOCK_FILE, "lock file")
+                os.rmdir(self.folder)
+        finally:
+            _unlock(fd)
+            os.close(fd)
+            anchor.close()
 
 
 def _try_lock(fd: int) -> bool:
@@ -193,8 +230,8 @@ def write_text(path: Path, text: str, what: str, *, durable: bool = True) -> Non
 
 
 def read_json(path: Path, what: str) -> Any:
-    """A JSON file of the run (links refused), or a RunError naming the file."""
-    text = read_text(path, what)
+    """A JSON file of the run (links and hard-linked files refused), or a RunError naming it."""
+    text = read_text(path, what, single_link=True)
     try:
         return json.loads(text)
     except ValueError:
@@ -244,19 +281,23 @@ def run_path(run_dir: str | Path) -> Path:
 
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run (finished, interrupted or just begun)."""
-    return os.path.lexists(run_dir / CONFIG_FILE) or os.path.lexists(run_dir / CHECKPOINTS)
+    return lexists(run_dir / CONFIG_FILE) or lexists(run_dir / CHECKPOINTS)
 
 
-def check_new_run(run_dir: Path, *, allow_nonempty: bool = False) -> None:
+def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bool = False) -> None:
     """Refuse to start a new run in a folder that holds one, or in a non-empty folder that is
-    not a run (its files could carry the names a run writes) unless ``allow_nonempty``."""
+    not a run (its files could carry the names a run writes) unless ``allow_nonempty``.
+    ``found_lock``: the folder had emu-dgl's ``.lock`` before this admission (a run stopped
+    before its ``config.yaml`` may have left the records written before it)."""
     run_dir = Path(run_dir)
     if holds_run(run_dir):
         raise RunError(
             f"'{run_dir}' already holds a run; continue it with 'emu-dgl train --resume {run_dir}' "
             "or choose another --out"
         )
-    check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty)
+    # The same command starts such a run again over the records it left.
+    begun = frozenset({DATA_FILE, GRAPH_FILE, "tracking.json"}) if found_lock else frozenset()
+    check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty, own=begun)
 
 
 #: Files a run writes into its folder besides ``checkpoints/`` (compare's wall time,
@@ -274,9 +315,9 @@ _RUN_FILE_NAMES = (
 
 
 def check_run_files(run_dir: Path) -> None:
-    """Refuse a run folder in which a file the run writes is not a regular file (a planted
-    link, a FIFO), or ``checkpoints/`` is not a real folder, before anything is written."""
-    from emu_dgl.files import describe_kind
+    """Refuse a run folder in which a file the run writes is not a regular file of its own
+    (a planted link, a FIFO, a hard link: read, it would be someone else's file), or
+    ``checkpoints/`` is not a real folder, before anything is read or written."""
 
     def refuse(path: Path, kind: str) -> RunError:
         return RunError(
@@ -288,20 +329,19 @@ def check_run_files(run_dir: Path) -> None:
         kind = describe_kind(run_dir / name)
         if kind not in ("missing", "a regular file"):
             raise refuse(run_dir / name, kind)
-    log = run_dir / METRICS_LOG  # appended to in place: a second name would be written too
-    if describe_kind(log) == "a regular file" and os.lstat(log).st_nlink > 1:
-        raise refuse(log, f"a file with {os.lstat(log).st_nlink} names (hard links)")
+        links = link_count(run_dir / name)
+        if links > 1:
+            raise refuse(run_dir / name, f"a file with {links} names (hard links)")
     for folder in ("ranks", CHECKPOINTS):  # the folders a run writes into
         kind = describe_kind(run_dir / folder)
         if kind not in ("missing", "a folder"):
             raise refuse(run_dir / folder, kind)
     checkpoints = run_dir / CHECKPOINTS
-    kind = describe_kind(checkpoints)
-    if kind == "a folder":
-        for path in checkpoints.glob("*.pt"):
-            kind = describe_kind(path)
-            if kind != "a regular file":
-                raise refuse(path, kind)
+    if describe_kind(checkpoints) == "a folder":
+        for name in listdir(checkpoints):
+            kind = describe_kind(checkpoints / name)
+            if name.endswith(".pt") and kind != "a regular file":
+                raise refuse(checkpoints / name, kind)
 
 
 #: What a run writes into its folder (and what a folder may hold for emu-dgl to call it empty).
@@ -313,9 +353,9 @@ def check_empty_folder(
 ) -> None:
     """Refuse a non-empty ``folder`` (its ``.lock`` and the names in ``own`` aside) unless
     ``allow_nonempty``: the user's files there could be overwritten by the ``what``'s."""
-    if allow_nonempty or not folder.is_dir():
+    if allow_nonempty or describe_kind(folder) not in ("a folder", "a symbolic link"):
         return
-    others = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE and p.name not in own)
+    others = [name for name in listdir(folder) if name != LOCK_FILE and name not in own]
     if not others:
         return
     listed_ = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -383,22 +423,45 @@ def check_changes(
     return changes
 
 
+def check_run_begun(run_dir: Path, *, found_lock: bool | None = None) -> None:
+    """Refuse ``--resume`` of a folder without ``config.yaml`` in one line: a folder that a
+    run was admitted into but stopped before its first record (nothing was trained; the
+    same command with ``--out`` starts it), or a folder that holds no run at all.
+    ``found_lock``: whether emu-dgl's ``.lock`` was there before (default: is it now)."""
+    if lexists(run_dir / CONFIG_FILE):
+        return
+    if found_lock is None:
+        found_lock = lexists(run_dir / LOCK_FILE)
+    if found_lock and not lexists(run_dir / CHECKPOINTS):
+        raise RunError(
+            f"'{run_dir}' holds a run that stopped before it wrote {CONFIG_FILE}, so it trained no "
+            f"step and there is nothing to resume: start it again with the same command and "
+            f"'--out {run_dir}' instead of '--resume'"
+        )
+    raise RunError(
+        f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+    )
+
+
 def check_resume(
     run_dir: Path, requested: dict[str, Any], *, map_location: Any = "cpu"
 ) -> ResumePlan:
     """Load the newest complete state of ``run_dir`` and check ``requested`` against its config.
 
     Raises :class:`RunError` listing every changed key outside :data:`RESUMABLE`, or a
-    ``train.max_steps`` below the step already reached. Nothing is written except the
-    removal of leftover temporary checkpoint files (call it holding the run's lock).
+    ``train.max_steps`` below the step already reached, and a ``CheckpointError`` for a
+    checkpoint that exists but cannot be read (never a silent start from an older state).
+    Once the checks pass, and only then, torn checkpoints are set aside as
+    ``*.unreadable`` and leftover temporary files removed (call it holding the run's lock).
     """
-    from emu_dgl.training.checkpoint import recover_checkpoint, remove_temporaries
+    from emu_dgl.training.checkpoint import (
+        recover_checkpoint,
+        remove_temporaries,
+        set_aside_torn,
+    )
 
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(
-            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
-        )
+    check_run_begun(run_dir, found_lock=False)
     ckpt_dir = run_dir / CHECKPOINTS
     state, source = recover_checkpoint(ckpt_dir, map_location=map_location)
     if state is not None and isinstance(state.get("config"), dict):
@@ -409,6 +472,7 @@ def check_resume(
         run_dir, saved, requested, int(state["step"]) if state is not None else None
     )
     plan = ResumePlan(state=state, source=source, changes=changes)
+    set_aside_torn(ckpt_dir)  # before last.pt is written again below: never rotated over
     if state is not None and source != "last.pt":
         # Make the recovered state last.pt again before the temporary files go.
         from emu_dgl.training.checkpoint import LAST, save_checkpoint
@@ -416,6 +480,17 @@ def check_resume(
         save_checkpoint({k: v for k, v in state.items() if k != "format"}, ckpt_dir / LAST)
     plan.removed = remove_temporaries(ckpt_dir)
     return plan
+
+
+#: The final records of a run: present only while they describe its last step.
+FINAL_RECORDS = (METRICS_FILE, "wall.json")
+
+
+def remove_final_metrics(run_dir: Path) -> list[str]:
+    """Delete the final metrics of a run that is about to train further (an extended run's
+    old ``metrics.json`` and ``wall.json`` would describe a run that no longer exists, and
+    ``compare`` would report them). Call it holding the run's lock; returns what went."""
+    return [name for name in FINAL_RECORDS if remove(Path(run_dir) / name, "final metrics")]
 
 
 # --------------------------------------------------------------------------- admission
@@ -471,7 +546,9 @@ def open_run(
     ``config`` is a :class:`~emu_dgl.config.Config` or its dict.
     """
     path = run_path(run_dir)
-    key = path.resolve()
+    key = resolve_path(
+        path
+    )  # the folder as admitted, if it is (a link re-pointed since: no matter)
     if key in _ADMITTED:
         admitted = _ADMITTED[key]
         if bool(resume) != admitted.resumed:
@@ -481,18 +558,19 @@ def open_run(
         yield admitted
         return
     requested = config if isinstance(config, dict) else config.to_dict()
-    with RunLock(path):
+    with RunLock(path) as lock:
         check_run_files(path)
         if state_dir:
             check_run_files(Path(state_dir))
         if resume:
+            check_run_begun(path, found_lock=lock.found_lock)
             plan = (
                 resume
                 if isinstance(resume, ResumePlan)
                 else check_resume(Path(state_dir) if state_dir else path, requested)
             )
         else:
-            check_new_run(path, allow_nonempty=allow_nonempty)
+            check_new_run(path, allow_nonempty=allow_nonempty, found_lock=lock.found_lock)
             plan = None
         admitted = Admission(path, plan)
         _ADMITTED[key] = admitted
@@ -532,7 +610,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     path = Path(run_dir) / CONFIG_FILE
-    text = read_text(path, "run config", limit=1 << 20)
+    text = read_text(path, "run config", limit=1 << 20, single_link=True)
     try:
         saved = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -60,11 +60,14 @@ if TYPE_CHECKING:  # components are built in training/build.py; the step only wi
     from emu_dgl.models import KGEModel, Mutation
 
 __all__ = [
+    "AUTO_COMPILE_WORK",
+    "CompiledStep",
     "EntityTable",
     "GraphedStep",
     "LocalTable",
     "TrainStep",
     "aten_ops_per_call",
+    "compile_pays",
     "compile_step",
     "forbid_host_sync",
 ]
@@ -199,28 +202,44 @@ class TrainStep:
     # ------------------------------------------------------------------ random words
 
     def _layout(self, width: int, device: torch.device) -> None:
-        """Which block of the step's random words each consumer reads (by batch row)."""
+        """Which block of the step's random words each consumer reads: ``name -> (rows,
+        words per row)``, rows being the batch rows (or the chunks of shared negatives)."""
+        self.blocks: dict[str, slice] = {}
+        self._block_rows: dict[str, int] = {}
+        start = 0
+        for name, (rows, per_row) in self._block_sizes(width).items():
+            self.blocks[name] = slice(start, start + rows * per_row)
+            self._block_rows[name] = rows
+            start += rows * per_row
+        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+
+    def _block_sizes(self, width: int) -> dict[str, tuple[int, int]]:
         B, n = self.batch_size, self.num_negatives
-        blocks: dict[str, int] = {}  # consumer -> words per batch row
+        blocks: dict[str, tuple[int, int]] = {}  # consumer -> (rows, words per row)
         if self._coin_threshold is not None:
-            blocks["side"] = 1
+            blocks["side"] = (B, 1)
         if self.word_sampler:
-            blocks["draws"] = self.draws * self.sampler.words_per_row
+            blocks["draws"] = (B, self.draws * self.sampler.words_per_row)
         if self.mutation is not None and self.draws:
             per_row = self.mutation.words_needed((B, 1 + n, width)) // B
             if per_row:
-                blocks["mutation"] = per_row
-        self.blocks: dict[str, slice] = {}
-        start = 0
-        for name, per_row in blocks.items():
-            self.blocks[name] = slice(start, start + B * per_row)
-            start += B * per_row
-        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+                blocks["mutation"] = (B, per_row)
+        return blocks
 
     def _words(self, words: Tensor, name: str) -> Tensor | None:
-        """The block ``name`` as ``[B, words per row]``, or ``None`` when it has none."""
+        """The block ``name`` as ``[rows, words per row]``, or ``None`` when it has none."""
         block = self.blocks.get(name)
-        return None if block is None else words[block].view(self.batch_size, -1)
+        return None if block is None else words[block].view(self._block_rows[name], -1)
+
+    def _fresh_words(self) -> Tensor:
+        """The step's random words, drawn anew (and the loss targets in the model's dtype)."""
+        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
+        dtype = self.model.entity.weight.dtype
+        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
+            self._targets(self.loss, self.words.device, dtype)
+        if self.words.numel():
+            self.words.random_(-(2**63), None, generator=self.generator)  # every random word
+        return self.words
 
     # ------------------------------------------------------------------ pure parts
 
@@ -305,8 +324,12 @@ class TrainStep:
             if self.model.decoder.separable:
                 # On a CPU the mask as 0/1 numbers feeds batched products (several times
                 # faster there than a broadcasting where); on a GPU it stays bool.
-                dtype = torch.bool if last.device.type == "cuda" else last.dtype
-                mask = self.mutation.group_mask_from_words(mutation_words, last.shape, dtype=dtype)
+                if last.device.type == "cuda":
+                    mask = self.mutation.group_mask_from_words(mutation_words, last.shape)
+                else:
+                    mask = self.mutation.group_mask_from_words(
+                        mutation_words, last.shape, dtype=last.dtype, out=self._mask_buffer(last)
+                    )
             if mask is None:
                 mutated = self.mutation.mutate_group(last, mutation_words)
         scores, last_scores = self.model.score_groups(
@@ -326,17 +349,25 @@ class TrainStep:
         assert loss is not None
         return loss
 
+    def _mask_buffer(self, like: Tensor) -> Tensor | None:
+        """The EMU mask's memory on a CPU, kept from step to step (fixed shape): a fresh
+        tensor of ``B x (1 + n) x De`` floats costs more in page faults than writing the
+        mask. The mask's backward writes the terms' gradient into it, which autograd has
+        let go of by the next step. Not kept when compiled (the compiler plans memory)."""
+        if torch.compiler.is_compiling():
+            return None
+        buffer = self.__dict__.get("_mask_memory")
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = self._mask_memory = torch.empty_like(
+                like, memory_format=torch.contiguous_format
+            )
+        return buffer
+
     # ------------------------------------------------------------------ the step
 
     def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
         """One step on ``batch[B, 3]``; returns the detached loss (this process's share)."""
-        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
-        dtype = self.model.entity.weight.dtype
-        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
-            self._targets(self.loss, self.words.device, dtype)
-        words = self.words
-        if words.numel():
-            words.random_(-(2**63), None, generator=self.generator)  # every random word
+        words = self._fresh_words()
         if self.word_sampler or self.draws == 0:
             kept, candidates, side = self.draw(batch, words, side)
         else:
@@ -357,22 +388,36 @@ class TrainStep:
         # Relations are gathered like entities: a leaf whose gradient is summed into the
         # (small, replicated) table's dense gradient after backward.
         relations = batch[:, 1]
-        relation = self.model.relation.weight
-        with torch.no_grad():
-            r = relation.index_select(0, relations)
-        r = r.view(*shape[:-1], r.shape[-1]).requires_grad_(True)
+        r = self._relation_rows(relations, shape[:-1])
         loss = self.objective(batch, anchor, groups, r, words, side)
+        return self._update(loss, [(kept, anchor), (flat, groups)], relations, r)
+
+    def _update(
+        self, loss: Tensor, leaves: list[tuple[Tensor, Tensor]], relations: Tensor, r: Tensor
+    ) -> Tensor:
+        """Backward from ``loss``; the gradients of the gathered entity rows (``leaves``:
+        ``(ids, rows)``; a leaf without a gradient is skipped: with 1-vs-all the true
+        entities are targets, not rows) and of the relation rows ``r`` go to the optimizer,
+        which steps."""
+        assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=False)
         loss.backward(self._one)  # (a stored 1.0: no fresh tensor per step)
-        parts = [(kept, anchor.grad.view(b, width))]
-        if groups.grad is not None:  # (1-vs-all: the true entities are targets, not rows)
-            parts.append((flat, groups.grad.view(-1, width)))
+        parts = [
+            (ids, rows.grad.view(ids.shape[0], -1)) for ids, rows in leaves if rows.grad is not None
+        ]
         self.table.push(self.optimizer, parts)
-        _add_rows(relation, relations, r.grad.view(relations.shape[0], -1))
+        _add_rows(self.model.relation.weight, relations, r.grad.view(relations.shape[0], -1))
         if self.after_backward is not None:
             self.after_backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _relation_rows(self, relations: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """The relations' rows as a leaf shaped ``[*shape, Dr]`` (the anchors' shape): its
+        gradient is summed into the small, replicated table's dense gradient."""
+        with torch.no_grad():
+            r = self.model.relation.weight.index_select(0, relations)
+        return r.view(*shape, r.shape[-1]).requires_grad_(True)
 
     def _eager_draw(
         self, batch: Tensor, words: Tensor, side: Side | None, step: int
@@ -441,6 +486,74 @@ def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
     config.recompile_limit = max(config.recompile_limit, 64)
     step.draw = torch.compile(step.draw, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
     step.objective = torch.compile(step.objective, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
+
+
+#: ``train.compile: auto`` compiles a CPU step when the eager run would touch at least this
+#: many entity-row coordinates in broadcast scoring (steps x (positive, negative) pairs x
+#: row width): compiling takes tens of seconds on a small CPU and saves a fifth to two thirds
+#: of such a step (measured, README "The training step"), so below about this much work it
+#: does not pay.
+AUTO_COMPILE_WORK = 3 * 10**10
+
+
+def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str | None:
+    """Why ``train.compile: auto`` compiles ``step`` (a reason to print), or ``None``.
+
+    Only on a CPU, for a pure step whose scoring broadcasts (every per-positive step; a
+    shared step of a decoder without the matrix-product form, such as TransE-L1 or RotatE,
+    where the compiler fuses the ``[C, n, d]`` chain into one loop), and only for a long run.
+    A shared step of a polynomial decoder (matrix products) was measured no faster compiled,
+    and on a GPU the step is replayed as a CUDA graph instead."""
+    from emu_dgl.training.shared_step import SharedStep
+
+    if device.type != "cpu" or step.capturable is not None:
+        return None
+    width = step.model.entity.weight.shape[1]
+    shared = isinstance(step, SharedStep)
+    if shared:
+        decoder = step.model.decoder
+        probe = (torch.zeros(1, width), torch.zeros(1, step.model.relation.weight.shape[1]))
+        if decoder.polynomial(*probe) is not None:
+            return None
+    pairs = step.batch_size * (1 + step.draws * step.num_negatives)
+    if max_steps * pairs * width < AUTO_COMPILE_WORK:
+        return None
+    kind = "a shared step that broadcasts" if shared else "a per-positive step"
+    return f"{kind}, on the CPU, {max_steps:,} steps"
+
+
+class CompiledStep:
+    """``train.compile``: the step with its pure parts compiled (:func:`compile_step`), and
+    the eager step when compiling fails (no C++ compiler, an operation the compiler does not
+    take): one line says why, and the failed step runs again eagerly from the same random
+    state. Compiling happens at the first step of each side (and the first backward), before
+    any parameter or optimizer state changes, so the retry is the step an eager run takes."""
+
+    def __init__(self, step: TrainStep) -> None:
+        self.step = step
+        compile_step(step)
+        self.failed = False
+
+    def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
+        if self.failed:
+            return self.step(batch, side, step=step)
+        state = self.step.generator.get_state()
+        try:
+            return self.step(batch, side, step=step)
+        except Exception as exc:  # noqa: BLE001 (any compile failure: run eagerly)
+            from emu_dgl.errors import EmuDglError
+
+            if isinstance(exc, EmuDglError):
+                raise
+            self.failed = True
+            for name in ("draw", "objective"):  # the compiled versions shadow the methods
+                self.step.__dict__.pop(name, None)
+            self.step.generator.set_state(state)
+            notice(
+                f"train.compile: compiling failed ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); continuing with the eager step"
+            )
+            return self.step(batch, side, step=step)
 
 
 def notice(message: str) -> None:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from emu_dgl.config import Config, config_from_dict
+from emu_dgl.data.stats import warn_unseen_in_train
 from emu_dgl.device import resolve_device, resolve_threads, usable_cores
 from emu_dgl.errors import (
     ConfigError,
@@ -48,8 +49,9 @@ from emu_dgl.errors import (
     RunError,
     shown,
 )
-from emu_dgl.files import append_text, path_component
+from emu_dgl.files import append_text, lexists, path_component, remove
 from emu_dgl.training.build import (
+    batch_size_for,
     check_components,
     evaluator_from_config,
     head_probability_from_config,
@@ -61,6 +63,7 @@ from emu_dgl.training.build import (
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.inverse import model_relations, scorer, with_inverse_triples
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -75,10 +78,18 @@ from emu_dgl.training.run import (
     read_data_record,
     read_json,
     read_run_config,
+    remove_final_metrics,
     run_path,
     write_text,
 )
-from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
+from emu_dgl.training.rundata import load_run_dataset, record_data_root
+from emu_dgl.training.step import (
+    CompiledStep,
+    GraphedStep,
+    TrainStep,
+    compile_pays,
+    notice,
+)
 from emu_dgl.typing import Side
 
 __all__ = [
@@ -113,17 +124,35 @@ def run_directory(config: Config, out: str | Path | None = None) -> Path:
     return run_path(config.output.dir.format(**values))
 
 
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
+
+
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if config.loss.name == "1vsall" or negatives <= entities:
+        return config, None
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
+
+
 def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
     """One-line warnings for settings that run but waste most of their time."""
-    negatives = config.sampler.num_negatives
-    if config.loss.name != "1vsall" and negatives > kg.num_entities:
-        warnings.warn(
-            f"sampler.num_negatives={negatives} is more than the {kg.num_entities} entities of "
-            f"'{kg.name}': each negative set repeats every entity about {negatives // kg.num_entities} "
-            f"times, at that many times the cost; {kg.num_entities} or fewer carry the same information",
-            EmuDglWarning,
-            stacklevel=3,
-        )
     cores = usable_cores()
     if config.train.threads > cores:
         warnings.warn(
@@ -161,7 +190,7 @@ class Trainer:
         started = time.perf_counter()
 
         self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
-        if (self.run_dir / CONFIG_FILE).is_file():
+        if lexists(self.run_dir / CONFIG_FILE):
             self.config = config
             self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
             # An existing run (to resume): give the data the ids it was trained with.
@@ -174,24 +203,30 @@ class Trainer:
                 config.dataset.name, config.dataset.data_dir
             )
             if kg is None:
+                record_data_root(self.config)  # later commands find the data without $EMU_DGL_DATA
                 self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
             else:
                 # The run's config names the graph it trains on, not the config's dataset.
                 self.kg, self._save_graph = kg, True
                 self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
         config = self.config
+        # What the model trains on: the data as read, or with inverse triples (2R relations);
+        # self.kg stays the data as read (records, evaluation, prediction).
+        self.train_kg = with_inverse_triples(self.kg) if config.dataset.inverse_triples else self.kg
+        apply_max_epochs(config, len(self.train_kg.train))
         check_memory(
-            config,
+            config,  # as requested: an absurd sampler.num_negatives is named, not fitted
             self.kg.num_entities,
-            self.kg.num_relations,
+            self.train_kg.num_relations,
             self.device,
-            train_triples=len(self.kg.train),
+            train_triples=len(self.train_kg.train),
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
         _warn_wasteful(config, self.kg, self.threads)
+        warn_unseen_in_train(self.kg)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
-        self._train_columns = self.kg.train.to(self.device).t().contiguous()
+        self._train_columns = self.train_kg.train.to(self.device).t().contiguous()
         self.train_triples = self._train_columns.t()
         self._perm_epoch, self._perm = (
             -1,
@@ -211,13 +246,19 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         self.model = self._make_model().to(self.device)
+        # what evaluation scores: the model, or its heads as tails of the inverse relations
+        self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self.one_vs_all = config.loss.name == "1vsall"
+        sampler_config, self._note = fit_negatives(config, self.train_kg)  # said when fit starts
         self.sampler = sampler_from_config(
-            config, self.kg, self.device, announce=config.train.progress
+            sampler_config,
+            self.train_kg,
+            self.device,
+            announce=config.train.progress,
         )
-        self.head_probability = head_probability_from_config(config, self.kg, self.device)
-        self.batch_size = min(config.train.batch_size, len(self.train_triples))
+        self.head_probability = head_probability_from_config(config, self.train_kg, self.device)
+        self.batch_size = batch_size_for(config, len(self.train_triples))
         self.step = self._make_step()
         # The step's components, for inspection (the step holds the same objects).
         self.mutation, self.loss_fn = self.step.mutation, self.step.loss
@@ -231,10 +272,12 @@ class Trainer:
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
+        self._pending_losses: list[float] = []  # see _state
+        self._resumed_losses: Any = None  # the pending losses of the state resumed from
 
     def _make_model(self) -> nn.Module:
         """The model of the config (a data-parallel trainer builds its block of rows only)."""
-        return model_from_config(self.config, self.kg.num_entities, self.kg.num_relations)
+        return model_from_config(self.config, self.kg.num_entities, self.train_kg.num_relations)
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
@@ -264,17 +307,24 @@ class Trainer:
         """The step as configured: eager, compiled (``train.compile``), graphed
         (``train.cuda_graph``). Says in one line why a requested mode is off."""
         cfg = self.config.train
-        if cfg.compile:
-            compile_step(self.step)
+        runner: Callable[..., Tensor] = self.step
+        compiled = cfg.compile is True
+        if cfg.compile == "auto":
+            why = compile_pays(self.step, cfg.max_steps, self.device)
+            if why is not None:
+                notice(f"train.compile: auto compiles the step ({why}); set it to false to skip")
+                compiled = True
+        if compiled:
+            runner = CompiledStep(self.step)
         graphs = cfg.cuda_graph if cfg.cuda_graph != "auto" else self.device.type == "cuda"
         if not graphs:
-            return self.step
+            return runner
         why = self.step.capturable or (
             None if self.device.type == "cuda" else f"the device is {self.device.type}"
         )
         if why is not None:
             notice(f"train.cuda_graph: off ({why}); running the eager step")
-            return self.step
+            return runner
         return GraphedStep(self.step)
 
     # ------------------------------------------------------------------ one step
@@ -328,6 +378,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best": best,
             "train_seconds": self._train_seconds,
+            # losses of the steps since the last log (read at the checkpoint's own sync), so
+            # that a resumed run's first log averages the same full window as an unbroken one
+            "pending_losses": list(self._pending_losses),
             "config": self.config.to_dict(),
             "model_config": model_config(self.config),
             "data_fingerprint": self.kg.fingerprint,
@@ -361,6 +414,7 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._train_seconds = float(state["train_seconds"])
+        self._resumed_losses = state.get("pending_losses")  # the first log's window, see _fit
         cfg = self.config.train
         if "train.lr" in changed:
             # The new rate applies from here on, as if the run had been configured with it.
@@ -390,7 +444,7 @@ class Trainer:
         from emu_dgl.files import read_bytes
 
         path = self.run_dir / METRICS_LOG
-        if not self.leader or not os.path.lexists(path):
+        if not self.leader or not lexists(path):
             return
         kept = []
         for line in read_bytes(path, "metrics log").decode(errors="replace").splitlines():
@@ -408,7 +462,7 @@ class Trainer:
         limit = self.config.eval.valid_max_triples
         if limit and not full:
             valid = valid[:limit]
-        metrics = self.evaluator.evaluate(self.model, valid)
+        metrics = self.evaluator.evaluate(self.scorer, valid)
         self._log(
             {
                 "step": step,
@@ -436,6 +490,8 @@ class Trainer:
         final evaluation, as a killed process would (used to test resuming). The trackers
         named in ``tracking.backends`` receive every logged record and the final metrics.
         """
+        if self._note and self.config.train.progress:
+            print(self._note, file=sys.stderr, flush=True)
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
@@ -478,7 +534,7 @@ class Trainer:
             if plan.state is not None:
                 start, best = self._restore(plan.state, {key for key, _, _ in plan.changes})
                 finished = bool(plan.state.get("final"))
-            if finished and start == cfg.max_steps and os.path.lexists(self.run_dir / METRICS_FILE):
+            if finished and start == cfg.max_steps and lexists(self.run_dir / METRICS_FILE):
                 try:
                     result = read_json(self.run_dir / METRICS_FILE, "metrics file")
                 except EmuDglError:
@@ -487,8 +543,10 @@ class Trainer:
                     self.already_finished = True  # nothing to do: the run's files stay as they are
                     return result
             self._truncate_log(start)
+            if self.leader:  # they describe the run's old end, not its new one
+                remove_final_metrics(self.run_dir)
         elif self.leader:
-            (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
+            remove(self.run_dir / METRICS_LOG, "metrics log")
         self.already_finished = False
         if self.leader:
             if self._save_graph and plan is None:
@@ -500,6 +558,10 @@ class Trainer:
         # Losses of the steps since the last log stay on the device; reading them at
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
+        pending = self._resumed_losses if plan is not None and plan.state else None
+        if isinstance(pending, list) and 0 < len(pending) == start % cfg.log_every:
+            losses[: len(pending)] = torch.tensor(pending, device=self.device)
+            since_log = len(pending)
         steps_run = 0
         bar = tqdm(
             total=cfg.max_steps,
@@ -557,7 +619,9 @@ class Trainer:
             if (periodic or validated) and step < cfg.max_steps:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
+                self._pending_losses = losses[:since_log].tolist()
                 self._save_last(step, best)
+                self._pending_losses = []
                 tick = time.perf_counter()
             if stopped_early or (stop_after is not None and steps_run >= stop_after):
                 break
@@ -591,7 +655,7 @@ class Trainer:
                     file=sys.stderr,
                     flush=True,
                 )
-            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
+            final[split] = self.evaluator.evaluate(self.scorer, triples, **by_relation)
         result = {
             "valid": final["valid"],
             "test": final["test"],
@@ -673,7 +737,7 @@ class Trainer:
         self._log({"step": step, "diverged": what})
         last = self.run_dir / CHECKPOINTS / LAST
         cfg = self.config.train
-        if last.is_file():
+        if lexists(last):
             kept = (
                 f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
             )
@@ -708,14 +772,9 @@ def all_finite(tensors: Any) -> Tensor:
 
 
 def _run_dataset(run_dir: Path, config: Config) -> Any:
-    """The graph of an existing run: its own saved graph (a run trained on a graph from
-    Python, wherever the folder has moved), else the config's dataset."""
-    from emu_dgl.data import KnowledgeGraph, load_dataset
-
-    own = run_dir / GRAPH_FILE
-    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
-        return KnowledgeGraph.load(own)
-    return load_dataset(config.dataset.name, config.dataset.data_dir)
+    """The graph of an existing run, looked for where the run recorded it first (see
+    :func:`~emu_dgl.training.rundata.load_run_dataset`); never downloaded."""
+    return load_run_dataset(run_dir, config)
 
 
 def model_config(config: Config) -> dict[str, Any]:
@@ -787,7 +846,7 @@ def load_run(
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model = model_from_config(config, kg.num_entities, kg.num_relations)
+    model = model_from_config(config, kg.num_entities, model_relations(config, kg.num_relations))
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
