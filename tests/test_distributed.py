@@ -491,6 +491,27 @@ def test_manifest_names_only_checkpoint_folders_and_uncommitted_ones_go(tmp_path
             read_manifest(folder)
 
 
+def test_uncommitted_folders_go_without_following_a_link(tmp_path):
+    """A link planted under a checkpoint folder's name, and links inside an uncommitted
+    folder, are removed themselves: what they point to keeps every file."""
+    from emu_dgl.files import anchored
+    from emu_dgl.training.shards import remove_uncommitted
+
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "rank-0.pt").write_bytes(b"someone's")
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "step-00000003.1").mkdir(parents=True)
+    (folder / "step-00000003.1" / "rank-0.pt").symlink_to(outside / "keep" / "rank-0.pt")
+    (folder / "step-00000003.1" / "sub").symlink_to(outside / "keep", target_is_directory=True)
+    (folder / "best-00000002.1").symlink_to(outside / "keep", target_is_directory=True)
+    with anchored(tmp_path / "run", "run directory"):  # as the run's lock holds it
+        removed = remove_uncommitted(folder, None)
+    assert sorted(p.name for p in removed) == ["best-00000002.1", "step-00000003.1"]
+    assert os.listdir(folder) == []
+    assert (outside / "keep" / "rank-0.pt").read_bytes() == b"someone's"
+
+
 def test_parts_of_a_distributed_run_point_to_the_run(tmp_path):
     """A rank folder (the layout of earlier versions) or a checkpoint folder given to
     --resume or evaluate: one line naming the run folder to use instead."""

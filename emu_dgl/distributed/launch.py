@@ -340,6 +340,7 @@ def _train_worker(
     kg: Any,
 ) -> None:
     from emu_dgl.distributed.trainer import DistributedTrainer
+    from emu_dgl.files import anchored
 
     config = config_from_dict(config_dict)
     device = config.train.device
@@ -349,8 +350,11 @@ def _train_worker(
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
         torch.cuda.set_device(device)
     config.train.device = device
-    trainer = DistributedTrainer(config, Path(run_dir), kg=kg)
-    trainer.fit(resume=plan, stop_after=stop_after)
+    # Every write of this rank reaches the folder through one descriptor (as the launcher's
+    # do): whatever happens to the path's links from here on, the writes stay in the run.
+    with anchored(run_dir, "run directory"):
+        trainer = DistributedTrainer(config, Path(run_dir), kg=kg)
+        trainer.fit(resume=plan, stop_after=stop_after)
 
 
 def _resume_advice(run_dir: Path) -> str:

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from emu_dgl.errors import RunError
+from emu_dgl.errors import FileError, RunError
+from emu_dgl.files import describe_kind, lexists, listdir, remove_tree
 from emu_dgl.training.checkpoint import load_checkpoint, remove_temporaries
 from emu_dgl.training.run import (
     CHECKPOINTS,
@@ -92,7 +92,7 @@ def trained_world_size(run_dir: str | Path) -> int | None:
     """The number of processes the run in ``run_dir`` was last trained on (its
     ``distributed.json``), or ``None`` for a one-process run."""
     info = Path(run_dir).expanduser() / INFO_FILE
-    if not os.path.lexists(info):
+    if not lexists(info):
         return None
     record = read_json(info, "distributed record")
     trained = record.get("world_size") if isinstance(record, dict) else None
@@ -105,10 +105,10 @@ def enclosing_run(path: str | Path) -> Path | None:
     """The run on several processes that ``path`` is a part of (a rank's or a checkpoint's
     folder inside it), or ``None``: what to point a user to who passed the part."""
     path = Path(path).expanduser()
-    if os.path.lexists(path / INFO_FILE):
+    if lexists(path / INFO_FILE):
         return None
     for parent in list(path.absolute().parents)[:3]:
-        if os.path.lexists(parent / INFO_FILE):
+        if lexists(parent / INFO_FILE):
             return parent if path.is_absolute() else Path(os.path.relpath(parent))
     return None
 
@@ -140,7 +140,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a run's ``checkpoints/`` folder, checked; ``None`` when there is none
     (no checkpoint committed yet)."""
     path = Path(folder) / MANIFEST
-    if not os.path.lexists(path):
+    if not lexists(path):
         return None
     record = read_json(path, "checkpoint manifest")
     if (
@@ -163,14 +163,17 @@ def remove_uncommitted(folder: Path, manifest: dict[str, Any] | None) -> list[Pa
     superseded ones) and leftover temporary files; returns what was removed. Call it
     holding the run's lock, or as rank 0 after a commit."""
     folder = Path(folder)
-    if not folder.is_dir() or folder.is_symlink():
+    if describe_kind(folder) != "a folder":
         return []
     named = {manifest[k]["folder"] for k in KINDS if manifest and manifest.get(k)}
     removed = []
-    for path in sorted(folder.iterdir()):
-        if _FOLDER.fullmatch(path.name) and path.name not in named and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    for name in listdir(folder):
+        if _FOLDER.fullmatch(name) and name not in named:
+            try:  # a folder (or a planted link, itself) through the run folder's descriptor
+                remove_tree(folder / name, "checkpoint folder")
+            except FileError:
+                continue  # left behind: never named again, removed by a later commit
+            removed.append(folder / name)
     return removed + remove_temporaries(folder)
 
 
@@ -260,7 +263,7 @@ def run_weights(run_dir: Path, which: str) -> tuple[dict[str, Any], Path]:
     """The ``best`` or ``last`` checkpoint of a run (one process or several) and where it
     is; a run on several processes has its blocks of entity rows stitched into one table."""
     folder = Path(run_dir) / CHECKPOINTS
-    if not os.path.lexists(folder / MANIFEST):
+    if not lexists(folder / MANIFEST):
         path = folder / f"{which}.pt"
         return load_checkpoint(path), path
     manifest = read_manifest(folder)
