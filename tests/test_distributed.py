@@ -424,6 +424,20 @@ def test_ranks_write_into_the_folder_as_admitted(tmp_path, monkeypatch):
     assert (new / "metrics.json").is_file() and (new / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
+def test_the_run_folder_then_the_fitted_negatives_are_said_once(tmp_path, capfd):
+    """What a one-process run says, said once for the whole run: the run folder first (by
+    the launcher, once admitted), then the fitted negatives (rank 0 alone; 64 asked of a
+    graph of 41 entities)."""
+    config = run_config("train.max_steps=4", "sampler.num_negatives=64", "train.progress=true")
+    metrics = train_distributed(config, tmp_path / "run", nproc=2, kg=tiny_graph())
+    assert metrics["world_size"] == 2
+    lines = capfd.readouterr().err.splitlines()
+    assert lines[0] == f"run folder: {tmp_path / 'run'}", lines
+    notes = [line for line in lines if "negatives per positive" in line]
+    assert len(notes) == 1 and "drawing 41 negatives per positive" in notes[0], lines
+
+
 def _fake_checkpoint(folder: Path, bounds: list[int], width: int = 3) -> dict:
     """A committed checkpoint of ``len(bounds) - 1`` ranks whose row ``i`` holds
     ``i * width .. i * width + width - 1`` and Adagrad state ten times that."""

@@ -490,8 +490,6 @@ class Trainer:
         final evaluation, as a killed process would (used to test resuming). The trackers
         named in ``tracking.backends`` receive every logged record and the final metrics.
         """
-        if self._note and self.config.train.progress:
-            print(self._note, file=sys.stderr, flush=True)
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
@@ -500,9 +498,11 @@ class Trainer:
 
     def _fit_tracked(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
         """:meth:`_fit` with the trackers of ``tracking.backends`` (the leader's) receiving
-        its records and final metrics."""
+        its records and final metrics (``fit`` of either trainer, once admitted)."""
         from emu_dgl.tracking import open_trackers
 
+        if self._note and self.config.train.progress:  # fitted negatives: rank 0's line alone
+            print(self._note, file=sys.stderr, flush=True)
         tracker = None
         if self.leader:
             tracker = open_trackers(
