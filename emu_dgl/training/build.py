@@ -102,10 +102,24 @@ def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[s
 # --------------------------------------------------------------------------- model
 
 
-def model_from_config(config: Config, num_entities: int, num_relations: int) -> KGEModel:
-    """Entity and relation tables plus the decoder ``model.name`` (initialised with the
-    global torch generator: seed it first for a reproducible start)."""
+def model_from_config(
+    config: Config,
+    num_entities: int,
+    num_relations: int,
+    *,
+    rows: tuple[int, int] | None = None,
+) -> KGEModel:
+    """Entity and relation tables plus the decoder ``model.name``.
+
+    Relations (and a decoder's own parameters) are initialised from the global torch
+    generator (seed it first for a reproducible start). Entity rows are ``U(-a, a)``
+    drawn per block of rows from ``train.seed`` (:func:`~emu_dgl.models.init.uniform_rows_`),
+    so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
+    only rows ``lo .. hi - 1``, one process's block of a table split over processes
+    (``model.entity`` then holds those rows alone).
+    """
     from emu_dgl.models import DECODERS, KGEModel
+    from emu_dgl.models.init import uniform_rows_
 
     m = config.model
     decoder_cls = DECODERS.get(m.name)
@@ -118,7 +132,15 @@ def model_from_config(config: Config, num_entities: int, num_relations: int) -> 
             "phase_weight": m.phase_weight,
         },
     )
-    return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
+    # No entity rows at first: the relations' draws do not depend on the table's size.
+    model = KGEModel(0, num_relations, decoder=m.name, dim=m.dim, **options)
+    lo, hi = rows if rows is not None else (0, num_entities)
+    if not 0 <= lo <= hi <= num_entities:
+        raise ValueError(f"rows {lo}..{hi} are not rows of a table of {num_entities}")
+    weight = torch.empty(hi - lo, model.decoder.entity_width(m.dim))
+    uniform_rows_(weight, lo, model.decoder.embedding_range, config.train.seed)
+    model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
+    return model
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:

@@ -56,6 +56,19 @@ class RunResult:
         return next(self.model.parameters()).device
 
     @property
+    def source(self) -> str:
+        """Where the weights come from, in words: ``checkpoints/<checkpoint>.pt``, or for a
+        run on several processes its sharded checkpoint, every process's rows stitched."""
+        from emu_dgl.training.shards import trained_world_size
+
+        if trained_world_size(self.run_dir) is not None:
+            return (
+                f"the {self.checkpoint} checkpoint of {self.run_dir} "
+                "(every process's rows, stitched)"
+            )
+        return str(self.run_dir / "checkpoints" / f"{self.checkpoint}.pt")
+
+    @property
     def scorer(self) -> Any:
         """What ranks entities: the model, or, trained with ``dataset.inverse_triples``, the
         model with heads scored as tails of the inverse relations."""
@@ -184,7 +197,10 @@ class RunResult:
     def export(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``entities.npy``, ``relations.npy``, the id-to-name tables ``entities.tsv``
         and ``relations.tsv`` and ``meta.json`` (the column layout of each table) into
-        ``folder`` (created if missing; files of those names are replaced). Returns it."""
+        ``folder`` (created if missing; files of those names are replaced). Returns it.
+
+        The tables are the model's: of a run on several processes, the blocks of every
+        process stitched into one table (see :attr:`source`)."""
         import numpy as np
 
         from emu_dgl.files import anchored, make_dir, write_atomic

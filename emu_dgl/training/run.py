@@ -400,6 +400,29 @@ class ResumePlan:
         return f"resuming at {where}" + (f"; applying {applied}" if applied else "")
 
 
+def check_changes(
+    run_dir: Path, saved: dict[str, Any], requested: dict[str, Any], reached: int | None
+) -> list[tuple[str, Any, Any]]:
+    """The config changes from ``saved`` (the checkpoint's) to ``requested``; a RunError
+    listing every changed key outside :data:`RESUMABLE`, or for a ``train.max_steps``
+    below the step ``reached`` (``None``: no checkpoint)."""
+    changes = config_differences(_with_defaults(saved), requested)
+    fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
+    if fixed:
+        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
+        raise RunError(
+            f"cannot resume '{run_dir}' with changed {shown}: the checkpoint was trained with the old value; "
+            f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
+        )
+    steps = int(requested["train"]["max_steps"])
+    if reached is not None and steps < reached:
+        raise RunError(
+            f"cannot resume '{run_dir}' with train.max_steps={steps}: the run has already reached step "
+            f"{reached}; give at least that"
+        )
+    return changes
+
+
 def check_run_begun(run_dir: Path, *, found_lock: bool | None = None) -> None:
     """Refuse ``--resume`` of a folder without ``config.yaml`` in one line: a folder that a
     run was admitted into but stopped before its first record (nothing was trained; the
@@ -445,20 +468,9 @@ def check_resume(
         saved = state["config"]
     else:
         saved = read_run_config(run_dir)
-    changes = config_differences(_with_defaults(saved), requested)
-    fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
-    if fixed:
-        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
-        raise RunError(
-            f"cannot resume '{run_dir}' with changed {shown}: the checkpoint was trained with the old value; "
-            f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
-        )
-    steps = int(requested["train"]["max_steps"])
-    if state is not None and steps < int(state["step"]):
-        raise RunError(
-            f"cannot resume '{run_dir}' with train.max_steps={steps}: the run has already reached step "
-            f"{state['step']}; give at least that"
-        )
+    changes = check_changes(
+        run_dir, saved, requested, int(state["step"]) if state is not None else None
+    )
     plan = ResumePlan(state=state, source=source, changes=changes)
     set_aside_torn(ckpt_dir)  # before last.pt is written again below: never rotated over
     if state is not None and source != "last.pt":
@@ -572,11 +584,12 @@ def open_run(
 
 
 def _split_hash(triples: Any) -> str:
-    import numpy as np
+    """sha256 of the split's int64 triples sorted by (head, relation, tail)."""
+    from emu_dgl.data.triples import hash_sorted_triples
 
-    array = triples.numpy()
-    order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
-    return hashlib.sha256(np.ascontiguousarray(array[order]).tobytes()).hexdigest()
+    digest = hashlib.sha256()
+    hash_sorted_triples(digest, triples.numpy())
+    return digest.hexdigest()
 
 
 def data_record(kg: Any) -> dict[str, Any]:

@@ -65,6 +65,8 @@ class SharedStep(TrainStep):
         **kwargs: as :class:`TrainStep` (``one_vs_all`` must be off: it has no negatives).
     """
 
+    shares_negatives = True
+
     def __init__(self, model: KGEModel, *, chunk: int, **kwargs: Any) -> None:
         batch_size, sampler = kwargs["batch_size"], kwargs["sampler"]
         if kwargs.get("one_vs_all"):

@@ -133,6 +133,9 @@ class TrainStep:
         table: the entity rows' source (default: the model's table in this process).
     """
 
+    #: Chunks of positives share one draw of negatives (``shared_step.SharedStep``).
+    shares_negatives = False
+
     def __init__(
         self,
         model: KGEModel,
@@ -504,12 +507,10 @@ def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str |
     where the compiler fuses the ``[C, n, d]`` chain into one loop), and only for a long run.
     A shared step of a polynomial decoder (matrix products) was measured no faster compiled,
     and on a GPU the step is replayed as a CUDA graph instead."""
-    from emu_dgl.training.shared_step import SharedStep
-
     if device.type != "cpu" or step.capturable is not None:
         return None
     width = step.model.entity.weight.shape[1]
-    shared = isinstance(step, SharedStep)
+    shared = step.shares_negatives
     if shared:
         decoder = step.model.decoder
         probe = (torch.zeros(1, width), torch.zeros(1, step.model.relation.weight.shape[1]))

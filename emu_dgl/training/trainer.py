@@ -9,7 +9,8 @@ checkpoint and log on their schedules. Everything in the step stays on the confi
 device; the only host synchronisation is the loss read-out at logging time (marked in
 ``_fit``).
 
-Determinism: the model is initialised from ``torch.manual_seed(seed)``; the batch
+Determinism: relations are initialised from ``torch.manual_seed(seed)`` and entity
+rows by their ids from ``seed`` (:func:`~emu_dgl.models.init.uniform_rows_`); the batch
 order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e), so
 any step's batch is known without replaying earlier ones; negatives and EMU masks
 come from one device generator whose state is checkpointed; samplers that use DGL's
@@ -173,6 +174,10 @@ class _OptimState:
 class Trainer:
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
+    #: Whether this process writes the run's own files (metrics log, records, metrics.json);
+    #: of a run on several processes, only rank 0 does.
+    leader = True
+
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
         from emu_dgl.data import canonical_dataset, load_dataset
         from emu_dgl.training.memory import check_memory
@@ -240,9 +245,7 @@ class Trainer:
         )
 
         torch.manual_seed(config.train.seed)
-        self.model = model_from_config(
-            config, self.kg.num_entities, self.train_kg.num_relations
-        ).to(self.device)
+        self.model = self._make_model().to(self.device)
         # what evaluation scores: the model, or its heads as tails of the inverse relations
         self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
@@ -270,6 +273,11 @@ class Trainer:
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
         self._pending_losses: list[float] = []  # see _state
+        self._resumed_losses: Any = None  # the pending losses of the state resumed from
+
+    def _make_model(self) -> nn.Module:
+        """The model of the config (a data-parallel trainer builds its block of rows only)."""
+        return model_from_config(self.config, self.kg.num_entities, self.train_kg.num_relations)
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
@@ -406,6 +414,7 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self._train_seconds = float(state["train_seconds"])
+        self._resumed_losses = state.get("pending_losses")  # the first log's window, see _fit
         cfg = self.config.train
         if "train.lr" in changed:
             # The new rate applies from here on, as if the run had been configured with it.
@@ -423,6 +432,8 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.leader:
+            return
         append_text(self.run_dir / METRICS_LOG, json.dumps(record) + "\n", "metrics log")
         for hook in self.log_hooks:
             hook(record)
@@ -433,7 +444,7 @@ class Trainer:
         from emu_dgl.files import read_bytes
 
         path = self.run_dir / METRICS_LOG
-        if not lexists(path):
+        if not self.leader or not lexists(path):
             return
         kept = []
         for line in read_bytes(path, "metrics log").decode(errors="replace").splitlines():
@@ -479,14 +490,21 @@ class Trainer:
         final evaluation, as a killed process would (used to test resuming). The trackers
         named in ``tracking.backends`` receive every logged record and the final metrics.
         """
-        from emu_dgl.tracking import open_trackers
-
-        if self._note and self.config.train.progress:
-            print(self._note, file=sys.stderr, flush=True)
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
             # Admission first: nothing (a tracker included) writes into the folder before it.
+            return self._fit_tracked(run, stop_after)
+
+    def _fit_tracked(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
+        """:meth:`_fit` with the trackers of ``tracking.backends`` (the leader's) receiving
+        its records and final metrics (``fit`` of either trainer, once admitted)."""
+        from emu_dgl.tracking import open_trackers
+
+        if self._note and self.config.train.progress:  # fitted negatives: rank 0's line alone
+            print(self._note, file=sys.stderr, flush=True)
+        tracker = None
+        if self.leader:
             tracker = open_trackers(
                 self.config.tracking,
                 self.config.to_dict(),
@@ -494,22 +512,21 @@ class Trainer:
                 batch_size=self.config.train.batch_size,
                 resume=run.resumed,
             )
-            if tracker is None:
-                return self._fit(run, stop_after)
-            self.log_hooks.append(tracker)
-            try:
-                result = self._fit(run, stop_after)
-                if not self.already_finished:
-                    tracker.log_final(result)
-                return result
-            finally:
-                self.log_hooks.remove(tracker)
-                tracker.close()
+        if tracker is None:
+            return self._fit(run, stop_after)
+        self.log_hooks.append(tracker)
+        try:
+            result = self._fit(run, stop_after)
+            if not self.already_finished:
+                tracker.log_final(result)
+            return result
+        finally:
+            self.log_hooks.remove(tracker)
+            tracker.close()
 
     def _fit(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
         plan = run.plan
         cfg = self.config.train
-        ckpt_dir = self.run_dir / CHECKPOINTS
         self._train_seconds = 0.0
         best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
         start, finished = 0, False
@@ -526,20 +543,22 @@ class Trainer:
                     self.already_finished = True  # nothing to do: the run's files stay as they are
                     return result
             self._truncate_log(start)
-            remove_final_metrics(self.run_dir)  # they describe the run's old end, not its new one
-        else:
+            if self.leader:  # they describe the run's old end, not its new one
+                remove_final_metrics(self.run_dir)
+        elif self.leader:
             remove(self.run_dir / METRICS_LOG, "metrics log")
         self.already_finished = False
-        if self._save_graph and plan is None:
-            self.kg.save(self.run_dir / GRAPH_FILE)
-        run.write_record(self.kg, self.config.to_yaml())
+        if self.leader:
+            if self._save_graph and plan is None:
+                self.kg.save(self.run_dir / GRAPH_FILE)
+            run.write_record(self.kg, self.config.to_yaml())
         resumed_seconds = self._train_seconds
 
         metric_key = self.config.eval.metric
         # Losses of the steps since the last log stay on the device; reading them at
         # logging time is the loop's one host synchronisation.
         losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
-        pending = plan.state.get("pending_losses") if plan is not None and plan.state else None
+        pending = self._resumed_losses if plan is not None and plan.state else None
         if isinstance(pending, list) and 0 < len(pending) == start % cfg.log_every:
             losses[: len(pending)] = torch.tensor(pending, device=self.device)
             since_log = len(pending)
@@ -588,7 +607,7 @@ class Trainer:
                 metrics = self._validate(step)
                 validated = True
                 if self._improved(metrics[metric_key], best, step):
-                    save_checkpoint(self._best_state(step), ckpt_dir / BEST)
+                    self._save_best(step)
                 elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
                     stopped_early = True
                 tick = time.perf_counter()
@@ -601,7 +620,7 @@ class Trainer:
                 self._train_seconds += time.perf_counter() - tick
                 self._check_finite(losses[:since_log], step)
                 self._pending_losses = losses[:since_log].tolist()
-                save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
+                self._save_last(step, best)
                 self._pending_losses = []
                 tick = time.perf_counter()
             if stopped_early or (stop_after is not None and steps_run >= stop_after):
@@ -618,13 +637,10 @@ class Trainer:
             # Final validation decides whether the last weights beat the best seen.
             metrics = self._validate(step)
             if self._improved(metrics[metric_key], best, step):
-                save_checkpoint(self._best_state(step), ckpt_dir / BEST)
-            save_checkpoint(
-                {**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True
-            )
-        self.model.load_state_dict(
-            load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
-        )
+                self._save_best(step)
+            self._save_last(step, best, final=True)
+        if best["step"] != step:  # (else the weights in memory are the best: no second copy)
+            self._load_best()
         by_relation = {
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
@@ -653,8 +669,32 @@ class Trainer:
             "device": str(self.device),
             "eval_protocol": self.config.eval.protocol,
         }
-        write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
+        result.update(self._run_facts())
+        if self.leader:
+            write_text(
+                self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file"
+            )
         return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_best(self, step: int) -> None:
+        """The weights of ``step``, the best validation so far."""
+        save_checkpoint(self._best_state(step), self.run_dir / CHECKPOINTS / BEST)
+
+    def _save_last(self, step: int, best: dict[str, Any], *, final: bool = False) -> None:
+        """The training state of ``step`` (``final``: after the last step's validation)."""
+        state = {**self._state(step, best), "final": True} if final else self._state(step, best)
+        save_checkpoint(state, self.run_dir / CHECKPOINTS / LAST, keep_previous=True)
+
+    def _load_best(self) -> None:
+        """The model takes the best step's weights (for the final evaluation)."""
+        path = self.run_dir / CHECKPOINTS / BEST
+        self.model.load_state_dict(load_checkpoint(path, map_location=self.device)["model"])
+
+    def _run_facts(self) -> dict[str, Any]:
+        """Entries of metrics.json besides the metrics (a distributed run adds its layout)."""
+        return {}
 
     def _protocol_words(self) -> str:
         ev = self.config.eval
@@ -690,8 +730,7 @@ class Trainer:
     def _check_finite(self, pending: Tensor, step: int) -> None:
         """Before any checkpoint or validation: pending losses and every weight are finite."""
         self._check_loss(pending.tolist(), step)
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-        if not bool(finite):
+        if not bool(all_finite(self.model.parameters())):
             self._diverged(step, "a weight is not finite")
 
     def _diverged(self, step: int, what: str) -> None:
@@ -717,6 +756,16 @@ class Trainer:
             return True
         best["bad"] += 1
         return False
+
+
+def all_finite(tensors: Any) -> Tensor:
+    """A 0-d bool tensor: every value of every tensor is finite. Read from each tensor's
+    minimum and maximum (a NaN shows in both, an infinity in one), so that no temporary
+    as large as the entity table is made (``isfinite`` would make several)."""
+    bounds = [torch.stack(torch.aminmax(t.detach())) for t in tensors if t.numel()]
+    if not bounds:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.cat(bounds)).all()
 
 
 # ---------------------------------------------------------------------- runs on disk
@@ -769,8 +818,16 @@ def load_run(
     trained on a graph given in Python) and given the ids the run was trained with
     (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
     """
+    from emu_dgl.training.shards import enclosing_run, run_weights
+
     run_dir = Path(run_dir).expanduser()
     config_path = run_dir / CONFIG_FILE
+    enclosing = enclosing_run(run_dir)
+    if enclosing is not None:
+        raise RunError(
+            f"'{run_dir}' is part of the run on several processes '{enclosing}'; pass the run "
+            f"itself ('{enclosing}'): its weights are read from every process's part"
+        )
     if not os.path.lexists(config_path):
         raise RunError(
             f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
@@ -779,8 +836,7 @@ def load_run(
     config = config_from_dict(read_run_config(run_dir))
     check_components(config)
     target = resolve_device(device, key="--device")
-    path = run_dir / CHECKPOINTS / f"{which}.pt"
-    state = load_checkpoint(path)
+    state, path = run_weights(run_dir, which)
     check_model_config(state, config, path)
     if data_dir is not None:
         config.dataset.data_dir = data_dir
