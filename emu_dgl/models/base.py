@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.registry import Registry
+from emu_dgl.registry import DECODERS, Option
 from emu_dgl.typing import Side
 
 #: A static side for the whole batch, or a bool tensor ``[B]``: True corrupts the head.
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from emu_dgl.models.mutation import Mutation
     from emu_dgl.models.shared import Polynomial
 
-
-DECODERS: Registry[Decoder] = Registry("decoder")
 
 #: Memory budget (bytes of intermediates) for one entity slice of ``score_t``/``score_h``.
 SLICE_BUDGET_BYTES = 256 * 2**20
@@ -57,7 +55,23 @@ class Decoder(nn.Module):
     Subclasses set the embedding widths (in real numbers) for a model width ``dim``,
     their initialisation, and the score. The default init is the uniform range of
     Sun et al. (2019): ``U(-a, a)`` with ``a = (gamma + 2) / dim``.
+
+    A decoder is a component (:mod:`emu_dgl.registry`): it declares its ``options``
+    (config keys of the ``model`` section, here ``gamma``; a subclass adds its own) and is
+    built as ``Decoder(dim, **options)``. What a new decoder implements: ``forward``,
+    ``reverse_relation`` (or ``tail_relation``), and where its table widths differ from
+    ``dim``, ``entity_factor``/``relation_factor`` (or ``table_widths``). Its learnt
+    parameters (a scalar weight, a core tensor) are ``nn.Parameter`` attributes: they
+    train, checkpoint and export with the tables.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "gamma": Option(
+            12.0,
+            "margin of the distance decoders; for every decoder the initial embedding range "
+            "(gamma + 2) / dim",
+        ),
+    }
 
     separable: ClassVar[bool] = False
     #: True when entity rows are complex numbers stored as ``[re | im]``.
@@ -88,6 +102,13 @@ class Decoder(nn.Module):
     def relation_width(cls, dim: int) -> int:
         return cls.relation_factor * dim
 
+    @classmethod
+    def table_widths(cls, dim: int, **options: object) -> tuple[int, int]:
+        """``(entity width, relation width)`` of a model of width ``dim`` with these options,
+        without building the decoder (the memory check sizes a run from it). A decoder
+        whose widths depend on an option overrides this and its width methods."""
+        return cls.entity_width(dim), cls.relation_width(dim)
+
     @property
     def embedding_range(self) -> float:
         return (self.gamma + 2.0) / self.dim
@@ -112,6 +133,21 @@ class Decoder(nn.Module):
             f"{type(self).__name__} has no reverse_relation(r): give it one such that "
             "forward(h, r, t) == forward(t, reverse_relation(r), h)"
         )
+
+    def tail_relation(self, r: Tensor, side: SideSpec) -> Tensor:
+        """Relation rows ``r[B, ..., Dr]`` in tail form for ``side`` (``"tail"``, ``"head"``,
+        or a bool tensor ``[B]``, True where the head is corrupted): ``r`` itself where the
+        tail is corrupted, :meth:`reverse_relation` where the head is. A decoder whose
+        reversed rows cannot have the stored rows' form (TuckER's shared core is not
+        symmetric) overrides this to give both sides one form its ``forward`` reads."""
+        if isinstance(side, Tensor):
+            head = side.view(-1, *([1] * (r.dim() - 1)))
+            return torch.where(head, self.reverse_relation(r), r)
+        if side == "tail":
+            return r
+        if side == "head":
+            return self.reverse_relation(r)
+        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
 
     # -- one side against many candidates (evaluation) --------------------------------
     # Both take optional leading batch dims: ``h[..., B, De]`` against ``candidates[..., S,
@@ -312,15 +348,8 @@ class KGEModel(nn.Module):
 
     def tail_form(self, r: Tensor, side: SideSpec) -> Tensor:
         """Relation rows ``r[B, ..., Dr]`` in tail form for ``side``: reversed where the
-        head is corrupted (see :meth:`Decoder.reverse_relation`)."""
-        if isinstance(side, Tensor):
-            head = side.view(-1, *([1] * (r.dim() - 1)))
-            return torch.where(head, self.decoder.reverse_relation(r), r)
-        if side == "tail":
-            return r
-        if side == "head":
-            return self.decoder.reverse_relation(r)
-        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+        head is corrupted (see :meth:`Decoder.tail_relation`)."""
+        return self.decoder.tail_relation(r, side)
 
     def score_groups(
         self,

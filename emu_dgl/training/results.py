@@ -183,8 +183,10 @@ class RunResult:
     # ------------------------------------------------------------------ export
     def export(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``entities.npy``, ``relations.npy``, the id-to-name tables ``entities.tsv``
-        and ``relations.tsv`` and ``meta.json`` (the column layout of each table) into
-        ``folder`` (created if missing; files of those names are replaced). Returns it."""
+        and ``relations.tsv``, ``meta.json`` (the column layout of each table, the decoder's
+        learnt scalars) and a ``decoder.<name>.npy`` for each learnt tensor of the decoder
+        (TuckER's core) into ``folder`` (created if missing; files of those names are
+        replaced). Returns it."""
         import numpy as np
 
         from emu_dgl.files import anchored, make_dir, write_atomic
@@ -198,9 +200,15 @@ class RunResult:
             else self.kg.relation_names
         )  # a row of relations.npy each
         with anchored(out, "export folder"):  # every file lands in the folder resolved here
+            arrays = [
+                (decoder_array_file(n), p)
+                for n, p in self.model.decoder.named_parameters()
+                if p.numel() != 1
+            ]
             for fname, weight in (
                 ("entities.npy", self.model.entity.weight),
                 ("relations.npy", self.model.relation.weight),
+                *arrays,
             ):
                 array = weight.detach().cpu().numpy()
                 write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
@@ -245,8 +253,8 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
 
     def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
         rows, width = table.weight.shape
-        if len(names) * dim != width:  # a decoder that does not describe its blocks
-            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
+        if not names or width % len(names):  # a decoder that does not describe its blocks
+            names = (f"columns 0..{width - 1}",)
         size = width // len(names)
         return {
             "file": file,
@@ -271,7 +279,19 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
     scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
     if scalars:
         meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
+    arrays = {
+        n: {"file": decoder_array_file(n), "shape": list(p.shape)}
+        for n, p in decoder.named_parameters()
+        if p.numel() != 1
+    }
+    if arrays:  # learnt tensors of the decoder (a shared core tensor), one .npy file each
+        meta["decoder_arrays"] = arrays
     return meta
+
+
+def decoder_array_file(name: str) -> str:
+    """The file ``export`` writes a non-scalar decoder parameter into."""
+    return f"decoder.{name}.npy"
 
 
 def final_metrics(run_dir: Path) -> dict[str, Any] | None:

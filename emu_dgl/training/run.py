@@ -56,6 +56,8 @@ from emu_dgl.files import (
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
+#: The components the run used and where each came from (:mod:`emu_dgl.training.components`).
+COMPONENTS_FILE = "components.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
 #: A run trained on a graph given in Python keeps that graph here (``KnowledgeGraph.save``).
@@ -296,7 +298,11 @@ def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bo
             "or choose another --out"
         )
     # The same command starts such a run again over the records it left.
-    begun = frozenset({DATA_FILE, GRAPH_FILE, "tracking.json"}) if found_lock else frozenset()
+    begun = (
+        frozenset({DATA_FILE, COMPONENTS_FILE, GRAPH_FILE, "tracking.json"})
+        if found_lock
+        else frozenset()
+    )
     check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty, own=begun)
 
 
@@ -305,6 +311,7 @@ def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bo
 _RUN_FILE_NAMES = (
     CONFIG_FILE,
     DATA_FILE,
+    COMPONENTS_FILE,
     METRICS_LOG,
     METRICS_FILE,
     GRAPH_FILE,
@@ -501,9 +508,12 @@ class Admission:
             return kg
         return match_data(kg, read_data_record(self.run_dir), self.run_dir)
 
-    def write_record(self, kg: Any, config_yaml: str) -> None:
-        """``data.json`` and ``config.yaml``: what evaluation and ``--resume`` read back."""
+    def write_record(self, kg: Any, config_yaml: str, components: str | None = None) -> None:
+        """``data.json``, ``components.json`` and ``config.yaml`` (last: its presence means the
+        run has begun): what evaluation and ``--resume`` read back."""
         write_text(self.run_dir / DATA_FILE, json.dumps(data_record(kg)) + "\n", "data record")
+        if components is not None:
+            write_text(self.run_dir / COMPONENTS_FILE, components, "components record")
         write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")
 
 

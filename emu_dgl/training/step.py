@@ -44,15 +44,8 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from emu_dgl.losses.base import BlockLoss
 from emu_dgl.sampling.base import anchors, draws_from_words
-from emu_dgl.training.losses import (
-    EMULoss,
-    SoftmaxLoss,
-    emu_target_weights,
-    n3_regularizer,
-    pairwise_from_scores,
-    whole_table_l3,
-)
 from emu_dgl.training.sparse import push_rows
 from emu_dgl.typing import Side
 
@@ -118,10 +111,11 @@ class TrainStep:
         model: the entity and relation tables and the decoder.
         sampler: the negative sampler (``None`` for the 1-vs-all loss).
         mutation: the EMU mutation (``None``: EMU off, or label smoothing only).
-        loss: the pairwise loss, :class:`~emu_dgl.training.losses.EMULoss`, or the
-            1-vs-all loss (``one_vs_all``).
+        loss: the pairwise loss, :class:`~emu_dgl.losses.EMULoss`, or a loss of every
+            entity's score (``one_vs_all``). Its arithmetic is
+            :class:`~emu_dgl.losses.base.BlockLoss`'s, the public API's too.
         separate_draws: the mutated negatives get a draw of their own.
-        regularizer, reg_weight: ``none``, ``n3`` or ``l3_table`` and its weight.
+        regularizer: a regulariser component (``n3``, ``l3_table``, ...) or ``None``.
         head_probability: per-relation probability of corrupting the head
             (``sampler.bernoulli``), else ``None``.
         batch_size: ``B``, the rows of every batch (static).
@@ -140,8 +134,7 @@ class TrainStep:
         emu: bool,
         separate_draws: bool,
         one_vs_all: bool,
-        regularizer: str,
-        reg_weight: float,
+        regularizer: Any,
         head_probability: Tensor | None,
         batch_size: int,
         generator: torch.Generator,
@@ -151,7 +144,7 @@ class TrainStep:
         self.model, self.sampler, self.mutation, self.loss = model, sampler, mutation, loss
         self.emu, self.one_vs_all = emu, one_vs_all
         self.draws = 0 if one_vs_all else (2 if separate_draws else 1)
-        self.regularizer, self.reg_weight = regularizer, reg_weight
+        self.regularizer = regularizer
         self.batch_size, self.generator = batch_size, generator
         self.rows = rows if rows is not None else (0, batch_size)
         self.share = (self.rows[1] - self.rows[0]) / batch_size
@@ -170,31 +163,22 @@ class TrainStep:
         self._layout(model.entity.weight.shape[1], device)
 
     def _targets(self, loss: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-        """Constant target weights, so that a softmax cross-entropy term of the trained
-        rows is one dot product: ``-sum_b sum_j y_j log p_bj / B``, with ``y`` repeated
-        over the rows (the whole batch's ``B``: a slice's terms sum to the batch mean)."""
-        rows, n = self.rows[1] - self.rows[0], self.num_negatives
-
-        def repeated(y: list[float]) -> Tensor:
-            scaled = torch.tensor([-v / self.batch_size for v in y], dtype=dtype, device=device)
-            return scaled.repeat(rows)
-
+        """The loss of the score blocks (:class:`~emu_dgl.losses.base.BlockLoss`: constant
+        target weights, so that a softmax cross-entropy term of the trained rows is one dot
+        product) and the regulariser's constants, in the model's dtype on its device."""
         self._target_dtype = dtype
-        # whole-table L3: each process adds its block's part and its share of the relations'
-        weight = self.reg_weight if self.regularizer == "l3_table" else 0.0
         self._one = torch.ones((), dtype=dtype, device=device)
-        scales = (weight, weight * self.share)
-        self._l3_scales = tuple(torch.tensor(v, dtype=dtype, device=device) for v in scales)
-        self._l3_slopes = tuple(torch.tensor(3 * v, dtype=dtype, device=device) for v in scales)
-        base = loss.base if isinstance(loss, EMULoss) else loss
-        coef = loss.ce_coef if isinstance(loss, EMULoss) else 1.0
-        self._emu_targets = (
-            repeated(emu_target_weights(n, loss.neg_label)) if isinstance(loss, EMULoss) else None
-        )
-        self._ce_targets = None
-        if type(base) is SoftmaxLoss and coef and not self.one_vs_all:
-            self._ce_targets = repeated([coef] + [0.0] * n)  # one-hot on the positive
-        self._base, self._base_coef = base, coef
+        if not self.one_vs_all:
+            self._blocks = BlockLoss(
+                loss,
+                num_negatives=self.num_negatives,
+                rows=self.rows[1] - self.rows[0],
+                batch_size=self.batch_size,
+                dtype=dtype,
+                device=device,
+            )
+        if self.regularizer is not None:  # its terms add up over the processes' shares
+            self.regularizer.prepare(share=self.share, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ random words
 
@@ -293,18 +277,9 @@ class TrainStep:
             loss = loss * self.share
         else:
             loss = self._sampled_loss(anchor, rel, groups, words)
-        if self.regularizer == "n3" and self.reg_weight > 0:
-            complex_parts = model.decoder.complex_entities
-            loss = loss + self.share * n3_regularizer(
-                anchor.reshape(b, width),
-                r.reshape(b, -1),
-                true,
-                weight=self.reg_weight,
-                complex_parts=complex_parts,
-            )
-        if self.regularizer == "l3_table" and self.reg_weight > 0:
-            loss = loss + whole_table_l3(
-                model.entity.weight, model.relation.weight, *self._l3_scales, *self._l3_slopes
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(
+                model, anchor.reshape(b, width), r.reshape(b, -1), true.reshape(b, -1)
             )
         return loss
 
@@ -332,19 +307,7 @@ class TrainStep:
         scores, last_scores = self.model.score_groups(
             anchor, rel, groups, mask=mask, mutated=mutated
         )
-        loss: Tensor | None = None
-        if self._emu_targets is not None:  # EMU: soft targets on the last group
-            log_p = torch.log_softmax(last_scores, dim=1)
-            loss = torch.dot(log_p.view(-1), self._emu_targets)
-        if self._ce_targets is not None:  # one-hot softmax cross-entropy on group 0
-            log_p = torch.log_softmax(scores, dim=1)
-            term = torch.dot(log_p.view(-1), self._ce_targets)
-            loss = term if loss is None else loss + term
-        elif self._base_coef:  # any other pairwise loss, as a mean over the rows
-            term = pairwise_from_scores(self._base, scores) * (self._base_coef * self.share)
-            loss = term if loss is None else loss + term
-        assert loss is not None
-        return loss
+        return self._blocks(scores, last_scores)
 
     def _mask_buffer(self, like: Tensor) -> Tensor | None:
         """The EMU mask's memory on a CPU, kept from step to step (fixed shape): a fresh

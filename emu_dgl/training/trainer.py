@@ -50,6 +50,7 @@ from emu_dgl.errors import (
 )
 from emu_dgl.files import append_text, lexists, path_component, remove
 from emu_dgl.training.build import (
+    EVALUATION_KINDS,
     batch_size_for,
     check_components,
     evaluator_from_config,
@@ -58,10 +59,12 @@ from emu_dgl.training.build import (
     optimizer_from_config,
     sampler_from_config,
     scheduler_from_config,
+    scores_all_entities,
     step_from_config,
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.components import check_run_components, record_text
 from emu_dgl.training.inverse import model_relations, scorer, with_inverse_triples
 from emu_dgl.training.run import (
     CHECKPOINTS,
@@ -133,7 +136,7 @@ def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
     times the cost, and carry no more information). The run's own config keeps the value it
     was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
     negatives, entities = config.sampler.num_negatives, kg.num_entities
-    if config.loss.name == "1vsall" or negatives <= entities:
+    if scores_all_entities(config) or negatives <= entities:
         return config, None
     fitted = copy.deepcopy(config)
     fitted.sampler.num_negatives = entities
@@ -171,8 +174,11 @@ class Trainer:
         from emu_dgl.data import canonical_dataset, load_dataset
         from emu_dgl.training.memory import check_memory
 
-        check_components(config)
         self.run_dir = run_path(run_dir)
+        if lexists(self.run_dir / CONFIG_FILE):  # a run to resume: its plugins are named
+            check_run_components(config, self.run_dir)
+        else:
+            check_components(config)
         self.device = resolve_device(config.train.device)
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
         torch.set_num_threads(self.threads)
@@ -240,7 +246,7 @@ class Trainer:
         # what evaluation scores: the model, or its heads as tails of the inverse relations
         self.scorer = scorer(config, self.model, self.kg.num_relations)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
-        self.one_vs_all = config.loss.name == "1vsall"
+        self.one_vs_all = scores_all_entities(config)
         sampler_config, self._note = fit_negatives(config, self.train_kg)  # said when fit starts
         self.sampler = sampler_from_config(
             sampler_config,
@@ -519,7 +525,7 @@ class Trainer:
         self.already_finished = False
         if self._save_graph and plan is None:
             self.kg.save(self.run_dir / GRAPH_FILE)
-        run.write_record(self.kg, self.config.to_yaml())
+        run.write_record(self.kg, self.config.to_yaml(), record_text(self.config))
         resumed_seconds = self._train_seconds
 
         metric_key = self.config.eval.metric
@@ -764,7 +770,7 @@ def load_run(
         )
     check_run_files(run_dir)  # a planted link or FIFO is refused before anything is read
     config = config_from_dict(read_run_config(run_dir))
-    check_components(config)
+    check_run_components(config, run_dir, kinds=EVALUATION_KINDS)
     target = resolve_device(device, key="--device")
     path = run_dir / CHECKPOINTS / f"{which}.pt"
     state = load_checkpoint(path)
