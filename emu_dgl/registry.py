@@ -162,10 +162,14 @@ class Registry(Generic[T]):
             its options are keys of the same section.
         package: the module that registers the built-in components (imported on first use).
         group: the entry-point group of third-party components.
+        prefix: put before each option's name to make its config key, where two kinds of
+            component share a section (``encoder_`` for the encoders of ``model``).
     """
 
-    def __init__(self, kind: str, *, section: str, key: str, package: str, group: str) -> None:
-        self.kind, self.section, self.key = kind, section, key
+    def __init__(
+        self, kind: str, *, section: str, key: str, package: str, group: str, prefix: str = ""
+    ) -> None:
+        self.kind, self.section, self.key, self.prefix = kind, section, key, prefix
         self.package, self.group = package, group
         self._entries: dict[str, Callable[..., T]] = {}
         self._origins: dict[str, dict[str, str]] = {}
@@ -270,13 +274,14 @@ class Registry(Generic[T]):
 
     def vocabulary(self) -> dict[str, Option]:
         """Every option some loaded component of this kind declares (the first declaration
-        by name order): the keys a config section may hold for this kind. Plugins count
-        once loaded (when a config names them), so an unrelated plugin is never imported."""
+        by name order), by its config key (``prefix`` + name): the keys a config section may
+        hold for this kind. Plugins count once loaded (when a config names them), so an
+        unrelated plugin is never imported."""
         self._load()
         merged: dict[str, Option] = {}
         for key in sorted(self._entries):
             for name, option in declared_options(self._entries[key]).items():
-                merged.setdefault(name, option)
+                merged.setdefault(self.prefix + name, option)
         return merged
 
     def options(self, name: str) -> dict[str, Option]:

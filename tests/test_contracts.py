@@ -82,7 +82,7 @@ def test_declared_options_agree_with_the_builder_and_their_ranges(kind: str, nam
     fields = set(getattr(config, registry.section).__dataclass_fields__)
     for key, option in declared_options(component).items():
         assert key.isidentifier() and not key.startswith("_"), key
-        assert key not in fields, f"{kind} {name}: option '{key}' is a field of the section"
+        assert registry.prefix + key not in fields, f"{kind} {name}: '{key}' is a field's key"
         assert option.problem(option.default) is None, (kind, name, key)
         if key in params and params[key].default is not inspect.Parameter.empty:
             assert params[key].default == option.default, (kind, name, key)
@@ -98,7 +98,7 @@ def test_options_of_one_config_section_mean_one_thing(section: str) -> None:
             continue
         for name in registry.names():
             for key, option in registry.options(name).items():
-                first = seen.setdefault(key, (option.kind, option.default, name))
+                first = seen.setdefault(registry.prefix + key, (option.kind, option.default, name))
                 assert first[:2] == (option.kind, option.default), (key, first[2], name)
 
 
@@ -110,12 +110,13 @@ def test_every_option_is_a_config_key_of_its_section(kind: str, name: str) -> No
     select = f"{registry.config_key}={name}"
     options = registry.options(name)
     given = {k: o.default for k, o in options.items()}
-    config = load_config(None, [select, *overrides(registry.section, given)], validate=False)
+    keyed = {registry.prefix + k: v for k, v in given.items()}
+    config = load_config(None, [select, *overrides(registry.section, keyed)], validate=False)
     part = getattr(config, registry.section)
     part.check_options()
     assert config.options_for(registry.config_key) == given
     written = config.to_dict()[registry.section]
-    assert set(options) <= set(written)
+    assert set(keyed) <= set(written)
     with pytest.raises(ConfigError, match=f"unknown config key '{registry.section}.not_an_option"):
         load_config(None, [select, f"{registry.section}.not_an_option=1"])
 

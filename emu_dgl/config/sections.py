@@ -102,36 +102,37 @@ class Section:
         :func:`~emu_dgl.training.build.check_components` reports)."""
         return [(r, r.lookup(getattr(self, r.key))) for r in self.registries()]
 
-    def option(self, name: str) -> Option | None:
-        """The declaration of option ``name``: the selected components' first, else any
-        known component's of this section's kinds."""
-        for _, component in self.components():
+    def option(self, key: str) -> Option | None:
+        """The declaration behind config key ``key``: the selected components' first, else
+        any known component's of this section's kinds."""
+        for registry, component in self.components():
             if component is not None:
-                declared = declared_options(component)
-                if name in declared:
-                    return declared[name]
+                declared = _keyed(registry, component)
+                if key in declared:
+                    return declared[key]
         for registry in self.registries():
             declared = registry.vocabulary()
-            if name in declared:
-                return declared[name]
+            if key in declared:
+                return declared[key]
         return None
 
     def options_of(self, registry: Registry[Any]) -> dict[str, Any]:
         """The option values of the component this section names in ``registry`` (its
-        declared options, as given or their defaults): what the component is built with."""
+        declared options, as given or their defaults, by option name): what the component
+        is built with."""
         component = registry.lookup(getattr(self, registry.key))
         if component is None:
             return {}
         return {
-            name: copy.deepcopy(self._options.get(name, option.default))
+            name: copy.deepcopy(self._options.get(registry.prefix + name, option.default))
             for name, option in declared_options(component).items()
         }
 
     def valid_keys(self) -> list[str]:
         keys = list(_field_names(type(self)))
-        for _, component in self.components():
+        for registry, component in self.components():
             if component is not None:
-                keys += [k for k in declared_options(component) if k not in keys]
+                keys += [k for k in _keyed(registry, component) if k not in keys]
         for registry in self.registries():
             keys += [k for k in registry.vocabulary() if k not in keys]
         return keys
@@ -169,10 +170,16 @@ class Section:
             if component is None:
                 unresolved = True
                 continue
-            data.update({k: v for k, v in self.options_of(registry).items() if k not in data})
+            for name, value in self.options_of(registry).items():
+                data.setdefault(registry.prefix + name, value)
         if unresolved:  # keep what was given for a component unknown here
             data.update({k: copy.deepcopy(v) for k, v in self._options.items() if k not in data})
         return data
+
+
+def _keyed(registry: Registry[Any], component: Any) -> dict[str, Option]:
+    """A component's declared options by config key (the registry's prefix + name)."""
+    return {registry.prefix + k: v for k, v in declared_options(component).items()}
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
