@@ -29,7 +29,7 @@ What changes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -63,6 +63,8 @@ class SharedStep(TrainStep):
             data-parallel slice).
         **kwargs: as :class:`TrainStep` (``one_vs_all`` must be off: it has no negatives).
     """
+
+    shares_negatives: ClassVar[bool] = True
 
     def __init__(self, model: KGEModel, *, chunk: int, **kwargs: Any) -> None:
         batch_size, sampler = kwargs["batch_size"], kwargs["sampler"]
