@@ -16,7 +16,8 @@ from emu_dgl.distributed import gather_rows, run_workers, shard_bounds, train_di
 from emu_dgl.distributed.trainer import DistributedTrainer, ShardedEvaluator
 from emu_dgl.errors import ConfigError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.trainer import Trainer, load_run
+from emu_dgl.training.results import load_run
+from emu_dgl.training.trainer import Trainer
 
 STEPS = 4
 

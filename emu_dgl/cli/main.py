@@ -189,7 +189,7 @@ def train(
     from emu_dgl.training.build import check_components
     from emu_dgl.training.components import check_run_components
     from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files
-    from emu_dgl.training.trainer import run_directory
+    from emu_dgl.training.start import run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None or allow_nonempty:

@@ -55,10 +55,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVALUATION_KINDS",
+    "apply_max_epochs",
     "batch_size_for",
     "check_components",
     "component_names",
     "evaluator_from_config",
+    "fit_negatives",
     "head_probability_from_config",
     "lookups_per_step",
     "loss_from_config",
@@ -339,6 +341,35 @@ def step_from_config(
         rows=rows,
         table=table,
     )
+
+
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
+
+
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
+    import copy
+
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if scores_all_entities(config) or negatives <= entities:
+        return config, None
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
 
 
 def batch_size_for(config: Config, num_train: int) -> int:
