@@ -15,8 +15,9 @@ itself:
   (``num_entities``, ``train``, ``device``, ... see :meth:`Registry.build`).
 
 The registries are defined here, below everything else, so that the config (which may not
-import the components) can ask them for options. Each knows the package that registers its
-built-in components and imports it on first use; third-party packages add components
+import the components) can ask them for options. Each knows the package that holds its
+built-in components and imports every module of it on first use (a new component is one
+new file: nothing else names it); third-party packages add components
 through Python entry points (group ``emu_dgl.decoders``, ``emu_dgl.samplers``, ...: the name
 of the entry point is the component's name), loaded only when that name is used. A
 registry says where each component came from (:meth:`Registry.origin`), which a run
@@ -33,6 +34,7 @@ import difflib
 import importlib
 import inspect
 import math
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -209,12 +211,17 @@ class Registry(Generic[T]):
         self._origins.pop(key, None)
 
     def _load(self) -> None:
-        """Import the built-in components and list the plugins' entry points, once."""
+        """Import the built-in components (every module of the package, so that a new
+        component is one new file) and list the plugins' entry points, once."""
         if self._loaded or self._loading:
             return
         self._loading = True
         try:
-            importlib.import_module(self.package)
+            package = importlib.import_module(self.package)
+            for module in pkgutil.iter_modules(
+                getattr(package, "__path__", []), f"{self.package}."
+            ):
+                importlib.import_module(module.name)
             for point in _entry_points(self.group):
                 key = registry_key(point.name)
                 if key not in self._entries:  # a built-in name is never replaced

@@ -48,7 +48,11 @@ def components(kind: str | None, as_json: bool) -> None:
     for kind_name, info in listing.items():
         click.echo(f"{kind_name} ({info['config_key']})")
         for name, entry in info["components"].items():  # type: ignore[union-attr]
-            click.echo(f"  {name:<18} {describe_origin(entry['origin'])}")
+            origin = entry["origin"]
+            where = ("plugin " if origin.get("source") == "plugin" else "") + describe_origin(
+                origin
+            )
+            click.echo(f"  {name:<18} {where}")
             for key, option in entry["options"].items():
                 section = str(info["config_key"]).split(".")[0]
                 rule = "" if option["range"] == "is invalid" else f"; {option['range']}"
