@@ -139,8 +139,9 @@ class Decoder(nn.Module):
         """Relation rows ``r[B, ..., Dr]`` in tail form for ``side`` (``"tail"``, ``"head"``,
         or a bool tensor ``[B]``, True where the head is corrupted): ``r`` itself where the
         tail is corrupted, :meth:`reverse_relation` where the head is. A decoder whose
-        reversed rows cannot have the stored rows' form (TuckER's shared core is not
-        symmetric) overrides this to give both sides one form its ``forward`` reads."""
+        reversed rows cannot have the stored rows' form (a core tensor shared by every
+        relation and not symmetric in its entity modes) overrides this to give both sides
+        one form its ``forward`` reads."""
         if isinstance(side, Tensor):
             head = side.view(-1, *([1] * (r.dim() - 1)))
             return torch.where(head, self.reverse_relation(r), r)

@@ -186,8 +186,8 @@ class RunResult:
         """Write ``entities.npy``, ``relations.npy``, the id-to-name tables ``entities.tsv``
         and ``relations.tsv``, ``meta.json`` (the column layout of each table, the decoder's
         learnt scalars) and a ``decoder.<name>.npy`` for each learnt tensor of the decoder
-        (TuckER's core) into ``folder`` (created if missing; files of those names are
-        replaced). Returns it."""
+        (a shared core tensor, say) into ``folder`` (created if missing; files of those
+        names are replaced). Returns it."""
         import numpy as np
 
         from emu_dgl.files import anchored, make_dir, write_atomic
