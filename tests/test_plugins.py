@@ -120,6 +120,22 @@ def test_evaluation_never_needs_the_sampler(site: Path, tmp_path: Path) -> None:
     assert "sampler 'in_batch' of the plugin 'emu-dgl-example' 0.1.0" in line
 
 
+def test_a_plugin_encoder_trains_under_a_decoder(site: Path, tmp_path: Path) -> None:
+    """The example's graph encoder (entry point group ``emu_dgl.encoders``) runs over the
+    training graph under a built-in decoder, and the run reopens in a new process."""
+    import importlib.util
+
+    if importlib.util.find_spec("emu_dgl.encoders") is None:
+        pytest.skip("this emu-dgl has no encoders (model.encoder) yet")
+    run = tmp_path / "run"
+    train(run, "model.name=distmult", "model.encoder=mean_neighbours", site=site)
+    used = json.loads((run / "components.json").read_text())["components"]
+    assert used["encoder"]["plugin"] == "emu-dgl-example"
+    assert "mrr" in json.loads(emu("evaluate", run, "--json", site=site).stdout)["test"]
+    line = one_line_error(emu("evaluate", run, code=2))
+    assert "'mean_neighbours' of the plugin 'emu-dgl-example' 0.1.0" in line
+
+
 def test_a_component_registered_in_python_is_named_by_its_module(tmp_path: Path) -> None:
     """A sampler registered by a script (not installed) trains in that process; a later
     process evaluates the run without it, and refuses to resume it in one line naming the
