@@ -137,7 +137,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
 
     A folder holding a run of other settings is refused rather than reported as new.
     """
-    from emu_dgl.training.run import differing_keys, holds_run
+    from emu_dgl.training.run import differing_keys, holds_run, with_defaults
 
     if not holds_run(run_dir):
         return False
@@ -146,7 +146,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
     except EmuDglError:
         saved = None
     differs = (
-        differing_keys(saved, config.to_dict())
+        differing_keys(with_defaults(saved), config.to_dict())
         if isinstance(saved, dict)
         else ["config.yaml unreadable"]
     )

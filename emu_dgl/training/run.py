@@ -271,9 +271,11 @@ def check_empty_folder(
     )
 
 
-def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with keys added since it was written set to their defaults (which keep
-    the old behaviour), so a newer version resumes an older run."""
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as this version resolves it: keys added since it was written set to
+    their defaults (which keep the old behaviour), options of components it does not use
+    left out (an older config.yaml held every decoder's options), so a newer version
+    resumes, or ``compare`` reuses, an older run."""
     from emu_dgl.config import config_from_dict
     from emu_dgl.errors import ConfigError
 
@@ -351,7 +353,7 @@ def check_resume(
         saved = state["config"]
     else:
         saved = read_run_config(run_dir)
-    changes = config_differences(_with_defaults(saved), requested)
+    changes = config_differences(with_defaults(saved), requested)
     fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
     if fixed:
         shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
