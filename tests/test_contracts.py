@@ -319,3 +319,21 @@ def test_every_sampler_trains_a_step_through_the_config(kg, tmp_path, name, opti
     trainer = Trainer(copy.deepcopy(config), tmp_path, kg=kg)
     losses = [float(trainer.train_step(s)) for s in range(4)]
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_the_components_command_lists_every_component_with_its_options() -> None:
+    from click.testing import CliRunner
+
+    from emu_dgl.cli import main
+
+    listing = json.loads(CliRunner().invoke(main, ["components", "--json"]).output)
+    assert set(listing) == set(KINDS)
+    for kind, registry in KINDS.items():
+        assert listing[kind]["config_key"] == registry.config_key
+        assert set(listing[kind]["components"]) == set(registry.names())
+        for name, entry in listing[kind]["components"].items():
+            assert set(entry["options"]) == set(registry.options(name))
+    text = CliRunner().invoke(main, ["components", "sampler"]).output
+    assert "sampler.k_hop = 3" in text and "decoder" not in text
+    bad = CliRunner().invoke(main, ["components", "decoders"])
+    assert bad.exit_code == 2 and "unknown kind 'decoders'" in bad.output

@@ -106,6 +106,7 @@ class L3TableRegularizer:
         self.slopes = tuple(torch.tensor(3 * v, dtype=dtype, device=device) for v in scales)
 
     def __call__(self, model: Any, anchor: Tensor, relation: Tensor, true: Tensor) -> Tensor:
+        """The penalty of the whole tables (the rows a step trains are not read)."""
         return whole_table_l3(
             model.entity.weight, model.relation.weight, *self.scales, *self.slopes
         )

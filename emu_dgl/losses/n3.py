@@ -65,8 +65,8 @@ class N3Regularizer:
         self.share = share
 
     def __call__(self, model: Any, anchor: Tensor, relation: Tensor, true: Tensor) -> Tensor:
-        """The penalty of the rows ``[b, width]`` a step trains."""
+        """The penalty of the rows a step trains (each ``[b, ..., width]``: one row per
+        positive, viewed as ``[b, width]``)."""
+        rows = [x if x.dim() == 2 else x.reshape(x.shape[0], -1) for x in (anchor, relation, true)]
         complex_parts = model.decoder.complex_entities
-        return self.share * n3_regularizer(
-            anchor, relation, true, weight=self.weight, complex_parts=complex_parts
-        )
+        return self.share * n3_regularizer(*rows, weight=self.weight, complex_parts=complex_parts)

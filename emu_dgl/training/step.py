@@ -281,10 +281,8 @@ class TrainStep:
             loss = loss * self.share
         else:
             loss = self._sampled_loss(anchor, rel, groups, words)
-        if self.regularizer is not None:
-            loss = loss + self.regularizer(
-                model, anchor.reshape(b, width), r.reshape(b, -1), true.reshape(b, -1)
-            )
+        if self.regularizer is not None:  # (rows of any leading shape: it flattens what it reads)
+            loss = loss + self.regularizer(model, anchor, r, true)
         return loss
 
     def _sampled_loss(self, anchor: Tensor, rel: Tensor, groups: Tensor, words: Tensor) -> Tensor:
