@@ -27,8 +27,9 @@ from emu_dgl.distributed.launch import _free_port
 from emu_dgl.distributed.trainer import DistributedTrainer, ShardedEvaluator
 from emu_dgl.errors import ConfigError, EmuDglError, RunError
 from emu_dgl.evaluation import FilteredEvaluator
+from emu_dgl.training.results import load_run
 from emu_dgl.training.shards import read_rows, run_weights
-from emu_dgl.training.trainer import Trainer, load_run
+from emu_dgl.training.trainer import Trainer
 from tests.run_helpers import assert_one_line, snapshot
 
 STEPS = 4
@@ -745,7 +746,7 @@ def test_hashes_of_sorted_triples_are_the_lexsort_ones(monkeypatch):
 
     from emu_dgl.data import triples as triple_module
     from emu_dgl.data.io import encode_names
-    from emu_dgl.training import run
+    from emu_dgl.training import records as run
 
     def sorted_bytes(triples: torch.Tensor) -> bytes:
         array = triples.numpy()

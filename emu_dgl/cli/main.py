@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from emu_dgl.cli.components import components
 from emu_dgl.cli.datasets import datasets
 from emu_dgl.cli.options import (
     allow_nonempty_option,
@@ -186,9 +187,10 @@ def train(
 
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
+    from emu_dgl.training.components import check_run_components
     from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files
     from emu_dgl.training.shards import enclosing_run, trained_world_size
-    from emu_dgl.training.trainer import run_directory
+    from emu_dgl.training.start import run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None or allow_nonempty:
@@ -213,7 +215,10 @@ def train(
         run_dir = run_directory(config, out)
     if data_dir is not None:
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
-    check_components(config)
+    if resume is not None:
+        check_run_components(config, resume)  # a plugin the run used and this process lacks: named
+    else:
+        check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
 
     # A run trained on several processes resumes on as many unless --nproc says otherwise
@@ -452,3 +457,4 @@ def compare(
 
 main.add_command(datasets)
 main.add_command(tune)
+main.add_command(components)
