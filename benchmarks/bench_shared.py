@@ -15,15 +15,23 @@ generator at 160 families: about 2,000 entities; ComplEx and DistMult, batch 512
 negatives), where the per-positive EMU step's cost against the base step is the figure
 of interest.
 
+With ``--pykeen`` (PyKEEN installed in the same environment), PyKEEN's own sLCWA training
+loop is timed too, for the decoders it has under the same name (same data, width, batch,
+negatives; Adagrad; its "basic" uniform negative sampler), batch by batch from its
+``post_batch`` callback, after two warm-up batches: ``shared_over_pykeen`` is emu-dgl's
+shared step against it (target: at least 20x).
+
 Prints one JSON object.
 
     python benchmarks/bench_shared.py --data-dir ../shared/datasets [--threads 2]
     python benchmarks/bench_shared.py --graph small
+    python benchmarks/bench_shared.py --data-dir ../shared/datasets --pykeen --decoders transe_l2
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -47,7 +55,9 @@ DECODERS = {
 }
 
 
-def runner(kg, options, *, emu: bool, chunk: int, batch: int, negatives: int, threads: int):
+def runner(
+    kg, options, *, emu: bool, chunk: int, batch: int, negatives: int, threads: int, compile: str
+):
     config = load_config(
         None,
         [
@@ -61,11 +71,72 @@ def runner(kg, options, *, emu: bool, chunk: int, batch: int, negatives: int, th
             "train.device=cpu",
             f"train.threads={threads}",
             "train.progress=false",
+            f"train.compile={compile}",
         ],
     )
     folder = tempfile.mkdtemp(prefix="emu-dgl-bench-")
     trainer = Trainer(config, run_dir=f"{folder}/run", kg=kg)
     return trainer.train_step
+
+
+#: PyKEEN's model and options for the decoders it has under the same name.
+PYKEEN_MODELS = {
+    "distmult": ("DistMult", {}),
+    "complex": ("ComplEx", {}),
+    "transe_l2": ("TransE", {"scoring_fct_norm": 2}),
+    "transe_l1": ("TransE", {"scoring_fct_norm": 1}),
+    "rotate": ("RotatE", {}),
+}
+
+
+def pykeen_seconds_per_batch(
+    kg, name: str, *, batch: int, negatives: int, batches: int, clock
+) -> float:
+    """Median seconds per batch of PyKEEN's sLCWA training loop (d = 100, Adagrad)."""
+    import pykeen.models
+    from pykeen.training import SLCWATrainingLoop, TrainingCallback
+    from pykeen.triples import TriplesFactory
+
+    factory = TriplesFactory(
+        mapped_triples=kg.train,
+        entity_to_id={n: i for i, n in enumerate(kg.entity_names)},
+        relation_to_id={n: i for i, n in enumerate(kg.relation_names)},
+    )
+    model_name, options = PYKEEN_MODELS[name]
+    model = getattr(pykeen.models, model_name)(
+        triples_factory=factory, embedding_dim=100, random_seed=0, **options
+    )
+    loop = SLCWATrainingLoop(
+        model=model,
+        triples_factory=factory,
+        optimizer=torch.optim.Adagrad(model.parameters(), lr=0.1),
+        negative_sampler="basic",
+        negative_sampler_kwargs={"num_negs_per_pos": negatives},
+    )
+    marks: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    class Timer(TrainingCallback):
+        def post_batch(self, epoch: int, batch, **kwargs) -> None:  # type: ignore[override]
+            marks.append(clock())
+            if len(marks) > batches + 2:
+                raise Enough
+
+    try:
+        loop.train(
+            triples_factory=factory,
+            num_epochs=10**6,
+            batch_size=batch,
+            use_tqdm=False,
+            pin_memory=False,
+            callbacks=[Timer()],
+        )
+    except Enough:
+        pass
+    gaps = [b - a for a, b in itertools.pairwise(marks[2:])]  # after two warm-up batches
+    return statistics.median(gaps)
 
 
 def interleaved(steps_a, steps_b, *, steps: int, rounds: int, clock) -> tuple[float, float]:
@@ -102,6 +173,16 @@ def main() -> None:
         help="wall: seconds per step (a quiet machine); cpu: this process's CPU seconds per "
         "step, divided by the threads (less disturbed by other jobs on a busy machine)",
     )
+    parser.add_argument(
+        "--compile",
+        choices=["false", "true"],
+        default="false",
+        help="train.compile of both steps (default false: the step forms themselves; "
+        "train.compile: auto would compile some and not others)",
+    )
+    parser.add_argument(
+        "--pykeen", action="store_true", help="also time PyKEEN's sLCWA loop (see above)"
+    )
     args = parser.parse_args()
     clock = (
         time.perf_counter if args.clock == "wall" else (lambda: time.process_time() / args.threads)
@@ -120,6 +201,7 @@ def main() -> None:
         "dim": 100,
         "threads": args.threads,
         "clock": args.clock,
+        "compile": args.compile,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.processor() or platform.machine(),
         "positives_per_second": {},
@@ -129,7 +211,13 @@ def main() -> None:
     for name in args.decoders:
         rates = {}
         for emu in (False, True):
-            make = dict(batch=batch, negatives=negatives, threads=args.threads, emu=emu)
+            make = dict(
+                batch=batch,
+                negatives=negatives,
+                threads=args.threads,
+                emu=emu,
+                compile=args.compile,
+            )
             per = runner(kg, DECODERS[name], chunk=0, **make)
             shared = runner(kg, DECODERS[name], chunk=batch, **make)
             t_per, t_shared = interleaved(
@@ -146,6 +234,14 @@ def main() -> None:
         out["per_positive_emu_over_base_time"][name] = round(
             rates["per_positive_base"] / rates["per_positive_emu"], 2
         )
+        if args.pykeen and name in PYKEEN_MODELS:
+            seconds = pykeen_seconds_per_batch(
+                kg, name, batch=batch, negatives=negatives, batches=2 * args.steps, clock=clock
+            )
+            out.setdefault("pykeen_positives_per_second", {})[name] = round(batch / seconds, 1)
+            out.setdefault("shared_over_pykeen", {})[name] = {
+                arm: round(rates[f"shared_{arm}"] * seconds / batch, 1) for arm in ("base", "emu")
+            }
     print(json.dumps(out, indent=2))
 
 
