@@ -50,6 +50,28 @@ class ModelConfig:
     phase_weight: float = (
         0.5  # hake: initial weight of the phase distance, times (gamma + 2) / dim (learnt)
     )
+    encoder: str = "table"  # table (entity id -> row) | rgcn | compgcn: GNNs over the training graph whose output the decoder scores (README "Encoders")
+    encoder_mode: Literal["full", "sampled"] = (
+        "full"  # full: the encoder passes over the whole training graph every step | sampled: over DGL's neighbour samples around the step's entities
+    )
+    encoder_fanouts: list[int] = field(
+        default_factory=list
+    )  # sampled: neighbours per node for each layer, bottom first, -1 = all (empty: all, every layer)
+    encoder_width: int | None = (
+        None  # width of the entity table and the hidden layers (empty: the decoder's entity width)
+    )
+    encoder_layers: int | None = (
+        None  # message-passing layers (empty: the encoder's default, rgcn 2, compgcn 1)
+    )
+    encoder_decomposition: str | None = None  # rgcn: bdd (block-diagonal, the default) | basis
+    encoder_bases: int | None = (
+        None  # rgcn: blocks (bdd) or bases (basis); empty or 0: 5 x 5 blocks, 4 bases
+    )
+    encoder_composition: str | None = None  # compgcn: sub | mult (the default) | corr
+    encoder_dropout: float | None = None  # dropout after each layer (empty: rgcn 0.2, compgcn 0.1)
+    encoder_self_loop: bool | None = (
+        None  # rgcn: a node's own vector passes through a weight of its own (empty: true)
+    )
 
 
 @dataclass
@@ -245,6 +267,13 @@ class Config:
                 f"must be in [0, {MAX_SEED}] (the range every random generator of a run accepts), got {shown(seed)}",
             )
         need(self.model.dim > 0, "model.dim", f"must be positive, got {self.model.dim}")
+        fanouts = _int_list(self.model.encoder_fanouts, "model.encoder_fanouts")
+        need(
+            fanouts is not None and all(f > 0 or f == -1 for f in fanouts),
+            "model.encoder_fanouts",
+            f"expected a list of positive numbers of neighbours or -1 (all), one per layer, such as [10, 10], got {shown(self.model.encoder_fanouts)}",
+        )
+        self.model.encoder_fanouts = fanouts or []
         need(
             self.model.p_norm in (1, 2), "model.p_norm", f"must be 1 or 2, got {self.model.p_norm}"
         )
@@ -289,12 +318,7 @@ class Config:
         need(0.0 <= self.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
         need(self.train.max_steps > 0, "train.max_steps", "must be positive")
         need(self.train.max_epochs >= 0, "train.max_epochs", "must be >= 0 (0 = use max_steps)")
-        hits_at = self.eval.hits_at
-        if isinstance(hits_at, str):  # --set eval.hits_at=1,3,10
-            hits_at = [k.strip() for k in hits_at.split(",") if k.strip()]
-        if isinstance(hits_at, int) and not isinstance(hits_at, bool):
-            hits_at = [hits_at]
-        ks = [_coerce(k, int, "eval.hits_at") for k in hits_at] if isinstance(hits_at, list) else []
+        ks = _int_list(self.eval.hits_at, "eval.hits_at") or []
         need(
             bool(ks) and all(k > 0 for k in ks),
             "eval.hits_at",
@@ -336,7 +360,14 @@ class Config:
 
 #: Keys whose value names a registered component (checked by the registries, see
 #: :func:`emu_dgl.training.build.check_components`).
-COMPONENT_KEYS = ("model.name", "sampler.name", "emu.variant", "loss.name", "train.optimizer")
+COMPONENT_KEYS = (
+    "model.name",
+    "model.encoder",
+    "sampler.name",
+    "emu.variant",
+    "loss.name",
+    "train.optimizer",
+)
 
 
 #: The largest learning rate: above it Adam's first update overflows float32 (no run
@@ -348,6 +379,19 @@ MAX_SEED = 2**31 - 1
 
 #: placeholders that ``output.dir`` may use.
 OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
+
+
+def _int_list(value: Any, key: str) -> list[int] | None:
+    """A list of integers from a list, one integer, or a comma-separated string (``--set
+    eval.hits_at=1,3,10``); ``None`` for anything else; a ConfigError names ``key`` when an
+    item is not an integer."""
+    if isinstance(value, str):
+        value = [k.strip() for k in value.split(",") if k.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        return None
+    return [_coerce(k, int, key) for k in value]
 
 
 def canonical_choice(key: str, value: str, valid: list[str]) -> str:

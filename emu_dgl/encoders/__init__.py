@@ -6,6 +6,8 @@ See :mod:`emu_dgl.encoders.base` for the contract. Registered: ``table`` (the de
 from __future__ import annotations
 
 from emu_dgl.encoders.base import ENCODERS, Encoder
+from emu_dgl.encoders.compgcn import CompGCNEncoder
+from emu_dgl.encoders.rgcn import RGCNEncoder
 from emu_dgl.encoders.table import TableEncoder
 
-__all__ = ["ENCODERS", "Encoder", "TableEncoder"]
+__all__ = ["ENCODERS", "CompGCNEncoder", "Encoder", "RGCNEncoder", "TableEncoder"]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
+from emu_dgl.encoders import Encoder, TableEncoder
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import Registry
 from emu_dgl.typing import Side
@@ -41,6 +42,8 @@ from emu_dgl.typing import Side
 SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
+    from dgl import DGLGraph
+
     from emu_dgl.models.mutation import Mutation
     from emu_dgl.models.shared import Polynomial
 
@@ -199,7 +202,8 @@ class NegativeScores:
 
 
 class KGEModel(nn.Module):
-    """Entity and relation tables plus a decoder.
+    """An encoder followed by a decoder: the entity table, the encoder that maps it (and the
+    training graph) to entity vectors, the relation table and the decoder that scores them.
 
     Args:
         num_entities, num_relations: table sizes.
@@ -207,6 +211,11 @@ class KGEModel(nn.Module):
             ``protate``, ``transd``, ``hake``) or a :class:`Decoder` instance.
         dim: model width; the decoder decides the table widths (e.g. ``2 * dim``
             for complex entities).
+        encoder: an :class:`~emu_dgl.encoders.Encoder` whose ``out_width`` is the decoder's
+            entity width (the table of rows ``in_width`` wide is made here); ``None``: the
+            table itself (:class:`~emu_dgl.encoders.TableEncoder`).
+        graph: the training graph a graph encoder passes messages over
+            (:func:`~emu_dgl.encoders.graph.message_graph`); not part of the weights.
         **decoder_kwargs: passed to the decoder (e.g. ``gamma``, ``p_norm``).
     """
 
@@ -217,6 +226,8 @@ class KGEModel(nn.Module):
         *,
         decoder: str | Decoder = "transe",
         dim: int = 100,
+        encoder: Encoder | None = None,
+        graph: DGLGraph | None = None,
         **decoder_kwargs: object,
     ) -> None:
         super().__init__()
@@ -230,7 +241,23 @@ class KGEModel(nn.Module):
         else:
             decoder = DECODERS.build(decoder, dim=dim, **decoder_kwargs)
         self.decoder = decoder
-        self.entity = nn.Embedding(num_entities, decoder.entity_width(dim))
+        width = decoder.entity_width(dim)
+        if encoder is None:
+            encoder = TableEncoder(in_width=width, out_width=width)
+        if encoder.out_width != width:
+            raise ConfigError(
+                f"the encoder's output width ({encoder.out_width}) must be the decoder's entity "
+                f"width ({width}: {type(decoder).__name__} at model.dim={dim})"
+            )
+        if encoder.uses_graph and graph is None:
+            raise ConfigError(
+                f"model.encoder={type(encoder).__name__} passes messages over the training "
+                "graph: give KGEModel graph=message_graph(train, num_entities, num_relations)"
+            )
+        self.encoder = encoder
+        self.graph = graph if encoder.uses_graph else None
+        self._cached: tuple[tuple[object, ...], Tensor] | None = None
+        self.entity = nn.Embedding(num_entities, encoder.in_width)
         self.relation = nn.Embedding(num_relations, decoder.relation_width(dim))
         self.reset_parameters()
 
@@ -242,35 +269,92 @@ class KGEModel(nn.Module):
     def num_relations(self) -> int:
         return self.relation.num_embeddings
 
+    @property
+    def entity_width(self) -> int:
+        """Width of the entity vectors the decoder scores (the encoder's output)."""
+        return self.encoder.out_width
+
     def reset_parameters(self) -> None:
         self.decoder.reset_parameters(self.entity.weight, self.relation.weight)
+
+    # -- the encoder -------------------------------------------------------------------
+    def message_graph(self, device: torch.device) -> DGLGraph:
+        """The training graph on ``device`` (moved there once, on first use)."""
+        assert self.graph is not None, "the table encoder reads no graph"
+        if self.graph.device != device:
+            self.graph = self.graph.to(device)
+        return self.graph
+
+    def encode_all(self) -> Tensor:
+        """Every entity's vector ``[E, De]``, with autograd: the table itself, or the encoder
+        over the whole training graph."""
+        weight = self.entity.weight
+        if not self.encoder.uses_graph:
+            return weight
+        from emu_dgl.encoders.graph import full_blocks
+
+        blocks = full_blocks(self.message_graph(weight.device), self.encoder.num_layers)
+        return self.encoder(blocks, weight)
+
+    def entity_vectors(self) -> Tensor:
+        """:meth:`encode_all`; in eval mode without autograd (evaluation, prediction, export)
+        computed once and reused until a weight changes (their version counters, which every
+        in-place update and ``load_state_dict`` advance)."""
+        if not self.encoder.uses_graph:
+            return self.entity.weight
+        if self.training or torch.is_grad_enabled():
+            return self.encode_all()
+        params = [self.entity.weight, *self.encoder.parameters()]
+        key = tuple((id(p), p._version, p.device, p.dtype) for p in params)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = None  # the old vectors' memory goes before the new are made
+            self._cached = (key, self.encode_all())
+        return self._cached[1]
+
+    def entity_rows(self, ids: Tensor) -> Tensor:
+        """The vectors of the entities ``ids`` (any shape) ``[*ids.shape, De]``."""
+        if not self.encoder.uses_graph:
+            return self.entity(ids)
+        vectors = self.entity_vectors()
+        return vectors.index_select(0, ids.reshape(-1)).view(*ids.shape, vectors.shape[-1])
 
     # -- triples -----------------------------------------------------------------------
     def score_hrt(self, hrt: Tensor) -> Tensor:
         """``hrt[B,3] -> [B]``."""
-        h, t = self.entity(hrt[:, [0, 2]]).unbind(1)
+        h, t = self.entity_rows(hrt[:, [0, 2]]).unbind(1)
         return self.decoder(h, self.relation(hrt[:, 1]), t)
 
     # -- one side against all entities ---------------------------------------------------
     def score_t(self, hr: Tensor, *, slice_size: int | None = None) -> Tensor:
         """``hr[B,2] -> [B,E]``: every entity as tail, in entity slices."""
-        h, r = self.entity(hr[:, 0]), self.relation(hr[:, 1])
+        h, r = self.entity_rows(hr[:, 0]), self.relation(hr[:, 1])
         return self._all_entities(
             lambda cand: self.decoder.score_tails(h, r, cand), hr.shape[0], slice_size
         )
 
     def score_h(self, rt: Tensor, *, slice_size: int | None = None) -> Tensor:
         """``rt[B,2] -> [B,E]``: every entity as head, in entity slices."""
-        r, t = self.relation(rt[:, 0]), self.entity(rt[:, 1])
+        r, t = self.relation(rt[:, 0]), self.entity_rows(rt[:, 1])
         return self._all_entities(
             lambda cand: self.decoder.score_heads(cand, r, t), rt.shape[0], slice_size
         )
 
-    def all_tails(self, anchor: Tensor, rel: Tensor, *, slice_size: int | None = None) -> Tensor:
+    def all_tails(
+        self,
+        anchor: Tensor,
+        rel: Tensor,
+        *,
+        slice_size: int | None = None,
+        vectors: Tensor | None = None,
+    ) -> Tensor:
         """``[B, E]``: every entity as the tail of ``(anchor[B, De], rel[B, Dr])`` (``rel``
-        in tail form, see :meth:`relation_rows`), in entity slices, with autograd."""
+        in tail form, see :meth:`relation_rows`), in entity slices, with autograd; the
+        entities' ``vectors[E, De]`` when given (the training step's), else the model's."""
         return self._all_entities(
-            lambda cand: self.decoder.score_tails(anchor, rel, cand), anchor.shape[0], slice_size
+            lambda cand: self.decoder.score_tails(anchor, rel, cand),
+            anchor.shape[0],
+            slice_size,
+            vectors,
         )
 
     def score_candidates(self, query: Tensor, candidates: Tensor, side: Side) -> Tensor:
@@ -279,13 +363,13 @@ class KGEModel(nn.Module):
         ``query = [r, t]`` (``side="head"``), scored as :meth:`score_t` / :meth:`score_h`
         score all entities, in candidate slices under the same memory budget."""
         if side == "tail":
-            h, r = self.entity(query[:, 0]), self.relation(query[:, 1])
+            h, r = self.entity_rows(query[:, 0]), self.relation(query[:, 1])
             score: Callable[[Tensor], Tensor] = lambda c: self.decoder.score_tails(h, r, c)  # noqa: E731
         else:
-            r, t = self.relation(query[:, 0]), self.entity(query[:, 1])
+            r, t = self.relation(query[:, 0]), self.entity_rows(query[:, 1])
             score = lambda c: self.decoder.score_heads(c, r, t)  # noqa: E731
         step = self.default_slice_size(query.shape[0])
-        return torch.cat([score(self.entity(ids)) for ids in candidates.split(step)], dim=1)
+        return torch.cat([score(self.entity_rows(ids)) for ids in candidates.split(step)], dim=1)
 
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""
@@ -293,9 +377,13 @@ class KGEModel(nn.Module):
         return max(1, SLICE_BUDGET_BYTES // max(1, batch_size * per_pair))
 
     def _all_entities(
-        self, score: Callable[[Tensor], Tensor], batch_size: int, slice_size: int | None
+        self,
+        score: Callable[[Tensor], Tensor],
+        batch_size: int,
+        slice_size: int | None,
+        vectors: Tensor | None = None,
     ) -> Tensor:
-        weight = self.entity.weight
+        weight = self.entity_vectors() if vectors is None else vectors
         step = slice_size if slice_size is not None else self.default_slice_size(batch_size)
         if step < 1:
             raise ValueError(f"slice_size must be positive, got {step}")
@@ -397,7 +485,7 @@ class KGEModel(nn.Module):
         if side not in ("head", "tail"):
             raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
         kept, true = (pos[:, 0], pos[:, 2]) if side == "tail" else (pos[:, 2], pos[:, 0])
-        rows = self.entity(torch.cat([kept.unsqueeze(1), true.unsqueeze(1), neg_ids], dim=1))
+        rows = self.entity_rows(torch.cat([kept.unsqueeze(1), true.unsqueeze(1), neg_ids], dim=1))
         anchor, group = rows[:, 0], rows[:, 1:]
         r, rel = self.relation_rows(pos[:, 1], side)
         mask = mutated = None

@@ -8,6 +8,7 @@ component kind has one registry, and that registry is the one list of valid name
 config key         registry                                    module
 =================  ==========================================  ======================
 ``model.name``     :data:`~emu_dgl.models.DECODERS`            :mod:`emu_dgl.models`
+``model.encoder``  :data:`~emu_dgl.encoders.ENCODERS`          :mod:`emu_dgl.encoders`
 ``sampler.name``   :data:`~emu_dgl.sampling.SAMPLERS`          :mod:`emu_dgl.sampling`
 ``emu.variant``    :data:`~emu_dgl.models.MUTATIONS`           :mod:`emu_dgl.models.mutation`
                    (plus ``label_smoothing``: no mutation)
@@ -33,9 +34,11 @@ import torch
 from torch import nn
 
 from emu_dgl.config import Config, canonical_choice
+from emu_dgl.errors import ConfigError
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
+    from emu_dgl.encoders import Encoder
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.models import KGEModel, Mutation
     from emu_dgl.sampling import NegativeSampler
@@ -45,6 +48,7 @@ __all__ = [
     "batch_size_for",
     "check_components",
     "component_names",
+    "encoder_from_config",
     "evaluator_from_config",
     "head_probability_from_config",
     "lookups_per_step",
@@ -65,6 +69,7 @@ ONE_VS_ALL = "1vsall"
 
 def component_names() -> dict[str, list[str]]:
     """Valid values of every config key that names a component (see the module doc)."""
+    from emu_dgl.encoders import ENCODERS
     from emu_dgl.models import DECODERS, MUTATIONS
     from emu_dgl.sampling import SAMPLERS
     from emu_dgl.tracking import BACKENDS
@@ -73,6 +78,7 @@ def component_names() -> dict[str, list[str]]:
 
     return {
         "model.name": DECODERS.names(),
+        "model.encoder": ENCODERS.names(),
         "sampler.name": SAMPLERS.names(),
         "emu.variant": [*MUTATIONS.names(), NO_MUTATION],
         "loss.name": [*LOSSES.names(), ONE_VS_ALL],
@@ -102,9 +108,13 @@ def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[s
 # --------------------------------------------------------------------------- model
 
 
-def model_from_config(config: Config, num_entities: int, num_relations: int) -> KGEModel:
-    """Entity and relation tables plus the decoder ``model.name`` (initialised with the
-    global torch generator: seed it first for a reproducible start)."""
+def model_from_config(
+    config: Config, num_entities: int, num_relations: int, *, kg: KnowledgeGraph | None = None
+) -> KGEModel:
+    """The model of the ``model`` section: the encoder ``model.encoder`` (the table by
+    default; a graph encoder passes messages over ``kg``'s training triples, the data as
+    read) and the decoder ``model.name`` (initialised with the global torch generator: seed
+    it first for a reproducible start)."""
     from emu_dgl.models import DECODERS, KGEModel
 
     m = config.model
@@ -118,7 +128,61 @@ def model_from_config(config: Config, num_entities: int, num_relations: int) -> 
             "phase_weight": m.phase_weight,
         },
     )
-    return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
+    decoder = decoder_cls(dim=m.dim, **options)
+    encoder = encoder_from_config(
+        config,
+        out_width=decoder.entity_width(m.dim),
+        num_relations=2 * (kg.num_relations if kg is not None else num_relations),
+    )
+    graph = None
+    if encoder.uses_graph:
+        from emu_dgl.encoders.graph import message_graph
+
+        if kg is None:
+            raise ValueError(f"model.encoder={m.encoder} needs the training graph: pass kg=")
+        graph = message_graph(kg.train, kg.num_entities, kg.num_relations)
+    return KGEModel(num_entities, num_relations, decoder=decoder, encoder=encoder, graph=graph)
+
+
+#: Encoder options of the ``model`` section: ``model.encoder_<option>`` -> the encoder's
+#: keyword ``<option>`` (unset: the encoder's own default).
+ENCODER_OPTIONS = ("layers", "decomposition", "bases", "composition", "dropout", "self_loop")
+
+
+def encoder_from_config(config: Config, *, out_width: int, num_relations: int) -> Encoder:
+    """The encoder ``model.encoder`` with the ``model.encoder_*`` options it takes: one line
+    naming an option it does not take, or a mode it cannot run in."""
+    from emu_dgl.encoders import ENCODERS
+
+    m = config.model
+    factory = ENCODERS.get(m.encoder)
+    takes = inspect.signature(factory).parameters
+    given = {k: getattr(m, f"encoder_{k}") for k in ENCODER_OPTIONS}
+    given = {k: v for k, v in given.items() if v is not None}
+    for key in given:
+        if key not in takes:
+            own = [f"model.encoder_{k}" for k in ENCODER_OPTIONS if k in takes]
+            raise ConfigError(
+                f"model.encoder_{key} is not an option of model.encoder={m.encoder} "
+                f"(its options: {', '.join(own) or 'none'}); remove it"
+            )
+    encoder = factory(
+        in_width=m.encoder_width or out_width,
+        out_width=out_width,
+        num_relations=num_relations,
+        **given,
+    )
+    if not encoder.uses_graph and m.encoder_mode != "full":
+        raise ConfigError(
+            f"model.encoder_mode={m.encoder_mode} samples graph neighbourhoods, but "
+            f"model.encoder={m.encoder} reads no graph; use model.encoder=rgcn or compgcn"
+        )
+    if m.encoder_fanouts and m.encoder_mode != "sampled":
+        raise ConfigError(
+            "model.encoder_fanouts is read in model.encoder_mode=sampled only; set that mode "
+            "or remove the fanouts"
+        )
+    return encoder
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:
@@ -237,6 +301,17 @@ def optimizer_from_config(
     cfg = config.train
     name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
     loss = config.loss
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and encoder.uses_graph:
+        # The encoder's backward reaches the whole table (full mode: every row the graph
+        # touches) and its layer weights are dense: the update is dense.
+        if cfg.sparse is True:
+            raise ConfigError(
+                f"train.sparse=true updates entity rows one by one, but model.encoder="
+                f"{config.model.encoder} gives the table and its layers dense gradients; "
+                "set train.sparse=auto or false"
+            )
+        return build_optimizer(model, name, lr=lr, sparse=False), False
     sparse_rows = use_sparse_rows(
         cfg.sparse,
         name,
@@ -270,6 +345,8 @@ def step_from_config(
     device = model.entity.weight.device
     emu = config.emu
     one_vs_all = config.loss.name == ONE_VS_ALL
+    if table is None and model.encoder.uses_graph:
+        table = encoded_table_from_config(config, model, generator)
     chunk = min(config.sampler.shared_chunk, batch_size)
     shared = {"chunk": chunk} if chunk and not one_vs_all else {}
     return (SharedStep if shared else TrainStep)(
@@ -288,6 +365,27 @@ def step_from_config(
         generator=generator,
         rows=rows,
         table=table,
+    )
+
+
+def encoded_table_from_config(
+    config: Config, model: KGEModel, generator: torch.Generator
+) -> EntityTable:
+    """The step's entity rows from the model's graph encoder, in ``model.encoder_mode``."""
+    from emu_dgl.training.encoded import EncodedTable
+
+    m = config.model
+    if m.encoder_mode == "sampled" and config.loss.name == ONE_VS_ALL:
+        raise ConfigError(
+            "model.encoder_mode=sampled encodes the step's entities only, but loss.name=1vsall "
+            "scores every entity; use model.encoder_mode=full"
+        )
+    return EncodedTable(
+        model,
+        mode=m.encoder_mode,
+        fanouts=m.encoder_fanouts,
+        generator=generator,
+        seed=config.train.seed,
     )
 
 

@@ -235,7 +235,7 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         self.model = model_from_config(
-            config, self.kg.num_entities, self.train_kg.num_relations
+            config, self.kg.num_entities, self.train_kg.num_relations, kg=self.kg
         ).to(self.device)
         # what evaluation scores: the model, or its heads as tails of the inverse relations
         self.scorer = scorer(config, self.model, self.kg.num_relations)
@@ -777,7 +777,9 @@ def load_run(
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model = model_from_config(config, kg.num_entities, model_relations(config, kg.num_relations))
+    model = model_from_config(
+        config, kg.num_entities, model_relations(config, kg.num_relations), kg=kg
+    )
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
