@@ -61,6 +61,12 @@ __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
 
 def check_distributed_config(config: Config, world_size: int) -> None:
     """One-line errors for settings a multi-process run cannot honour."""
+    if config.model.encoder != "table":
+        raise ConfigError(
+            f"model.encoder={config.model.encoder} is not supported on {world_size} processes "
+            "(a graph encoder passes over the whole graph, which one process holds); train on "
+            "one process"
+        )
     if config.loss.name == "1vsall":
         raise ConfigError(
             f"loss.name=1vsall is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"

@@ -26,6 +26,7 @@ mask or second scoring pass.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -256,7 +257,7 @@ class KGEModel(nn.Module):
             )
         self.encoder = encoder
         self.graph = graph if encoder.uses_graph else None
-        self._cached: tuple[tuple[object, ...], Tensor] | None = None
+        self._frozen: Tensor | None = None  # see encoded_once
         self.entity = nn.Embedding(num_entities, encoder.in_width)
         self.relation = nn.Embedding(num_relations, decoder.relation_width(dim))
         self.reset_parameters()
@@ -297,19 +298,25 @@ class KGEModel(nn.Module):
         return self.encoder(blocks, weight)
 
     def entity_vectors(self) -> Tensor:
-        """:meth:`encode_all`; in eval mode without autograd (evaluation, prediction, export)
-        computed once and reused until a weight changes (their version counters, which every
-        in-place update and ``load_state_dict`` advance)."""
-        if not self.encoder.uses_graph:
-            return self.entity.weight
-        if self.training or torch.is_grad_enabled():
-            return self.encode_all()
-        params = [self.entity.weight, *self.encoder.parameters()]
-        key = tuple((id(p), p._version, p.device, p.dtype) for p in params)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = None  # the old vectors' memory goes before the new are made
-            self._cached = (key, self.encode_all())
-        return self._cached[1]
+        """:meth:`encode_all`, or inside :meth:`encoded_once` the vectors it computed."""
+        if self._frozen is not None:
+            return self._frozen
+        return self.encode_all()
+
+    @contextlib.contextmanager
+    def encoded_once(self) -> Iterator[None]:
+        """Within it, every entity's vector is computed once (without autograd, in the
+        model's current mode) and reused: what one evaluation or prediction pass scores.
+        Nothing to do for the table."""
+        if not self.encoder.uses_graph or self._frozen is not None:
+            yield
+            return
+        with torch.no_grad():
+            self._frozen = self.encode_all()
+        try:
+            yield
+        finally:
+            self._frozen = None
 
     def entity_rows(self, ids: Tensor) -> Tensor:
         """The vectors of the entities ``ids`` (any shape) ``[*ids.shape, De]``."""

@@ -22,9 +22,10 @@ Two modes (``model.encoder_mode``):
   the step's ``capturable``. It fits graphs too large for a pass per step, with batches
   whose entities are a small part of the graph (few or shared negatives).
 
-DGL's sampler draws from DGL's own generator, seeded every step from one draw of the run's
-generator (checkpointed), so a resumed run samples what an uninterrupted one does (as
-DGL's per-thread engines allow: the same thread count).
+DGL's sampler draws from DGL's own generator, seeded every step from the state of the run's
+generator (checkpointed; read, not drawn from, so both modes consume the same random
+numbers), so a resumed run samples what an uninterrupted one does (as DGL's per-thread
+engines allow: the same thread count).
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ class EncodedTable:
         from emu_dgl.encoders.graph import sampled_blocks
 
         assert self.generator is not None
-        draw = torch.randint(0, 2**31 - 1, (1,), generator=self.generator, device=seeds.device)
-        dgl.seed(_mix_seed(self.seed, int(draw)))
+        # the generator's state (the step's random words were drawn from it just before)
+        state = self.generator.get_state().numpy().tobytes()
+        dgl.seed(_mix_seed(self.seed, state))
         model = self.model
         graph = model.message_graph(seeds.device)
         blocks = sampled_blocks(graph, seeds, self.fanouts)
@@ -121,7 +123,7 @@ class EncodedTable:
         torch.autograd.backward(output, grad)
 
 
-def _mix_seed(*parts: int) -> int:
-    """A 31-bit seed for ``dgl.seed`` mixed from integers (stable across processes)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+def _mix_seed(seed: int, state: bytes) -> int:
+    """A 31-bit seed for ``dgl.seed`` mixed from the run's seed and a generator state."""
+    digest = hashlib.sha256(str(seed).encode() + b":" + state).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

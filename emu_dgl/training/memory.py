@@ -8,6 +8,8 @@ of its device:
 
 * the embedding tables, their gradients, and the optimizer state (Adagrad: one
   accumulator per weight; Adam: two), all float32;
+* with a graph encoder, its layers' node vectors over the whole graph and their
+  gradients (``model.encoder_layers x E`` rows of the encoder's width);
 * one step's gathered embeddings: ``B * (n + 2)`` entity rows (positives' both sides
   and ``n`` negatives each), twice when EMU mutates them, and their gradients;
 * one evaluation batch scored against every entity: ``eval.batch_size * E`` floats.
@@ -46,7 +48,8 @@ def estimate_bytes(
     decoder = DECODERS.get(config.model.name)
     dim = config.model.dim
     entity_width, relation_width = decoder.entity_width(dim), decoder.relation_width(dim)
-    weights = (num_entities * entity_width + num_relations * relation_width) * _FLOAT
+    table_width = config.model.encoder_width or entity_width
+    weights = (num_entities * table_width + num_relations * relation_width) * _FLOAT
     optimizer_copies = (
         2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
     )
@@ -60,11 +63,18 @@ def estimate_bytes(
         if one_vs_all
         else "sampler.num_negatives, train.batch_size, model.dim"
     )
-    return {
+    parts = {
         "embedding tables and optimizer state": (weights * (2 + optimizer_copies), "model.dim"),
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
         "one evaluation batch": (eval_batch * num_entities * _FLOAT, "eval.batch_size"),
     }
+    if config.model.encoder != "table":
+        layers = config.model.encoder_layers or 1
+        parts["the encoder's layers"] = (
+            2 * layers * num_entities * max(table_width, entity_width) * _FLOAT,
+            "model.encoder_width, model.encoder_layers",
+        )
+    return parts
 
 
 def device_memory(device: torch.device) -> int | None:
