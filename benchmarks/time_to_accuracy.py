@@ -229,12 +229,12 @@ def run_pykeen(args: argparse.Namespace) -> None:
                 raise Budget
 
     try:
-        while True:
+        for epoch in range(10**9):
             loop.train(
                 triples_factory=factory,
                 num_epochs=1,
                 batch_size=args.batch,
-                continue_training=True,
+                continue_training=epoch > 0,  # (the first call initialises, as PyKEEN does)
                 use_tqdm=False,
                 pin_memory=False,
                 callbacks=[Clock()],

@@ -144,8 +144,8 @@ class TrainConfig:
     cuda_graph: bool | Literal["auto"] = (
         "auto"  # capture the whole step as a CUDA graph after a few eager steps: auto (on for CUDA) | true | false
     )
-    compile: bool = (
-        False  # run the step's pure parts through torch.compile(fullgraph=True) (any device)
+    compile: bool | Literal["auto"] = (
+        "auto"  # torch.compile(fullgraph=True) of the step's pure parts: auto (a per-positive step on a CPU when the run is long enough to repay compiling; see README "The training step") | true | false
     )
 
 

@@ -349,6 +349,8 @@ def test_the_shared_step_makes_the_host_wait_nowhere(kg, tmp_path, extra) -> Non
             marks=pytest.mark.slow,
         ),
         pytest.param(("model.name=hake", "emu.variant=mixup"), marks=pytest.mark.slow),
+        pytest.param(("model.name=rotate",), marks=pytest.mark.slow),
+        pytest.param(("model.name=transe", "loss.name=margin"), marks=pytest.mark.slow),
     ],
 )
 def test_the_shared_step_compiles_as_one_graph_and_equals_the_eager_step(

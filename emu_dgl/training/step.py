@@ -60,11 +60,14 @@ if TYPE_CHECKING:  # components are built in training/build.py; the step only wi
     from emu_dgl.models import KGEModel, Mutation
 
 __all__ = [
+    "AUTO_COMPILE_WORK",
+    "CompiledStep",
     "EntityTable",
     "GraphedStep",
     "LocalTable",
     "TrainStep",
     "aten_ops_per_call",
+    "compile_pays",
     "compile_step",
     "forbid_host_sync",
 ]
@@ -508,6 +511,74 @@ def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
     config.recompile_limit = max(config.recompile_limit, 64)
     step.draw = torch.compile(step.draw, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
     step.objective = torch.compile(step.objective, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
+
+
+#: ``train.compile: auto`` compiles a CPU step when the eager run would touch at least this
+#: many entity-row coordinates in broadcast scoring (steps x (positive, negative) pairs x
+#: row width): compiling takes tens of seconds on a small CPU and saves a fifth to two thirds
+#: of such a step (measured, README "The training step"), so below about this much work it
+#: does not pay.
+AUTO_COMPILE_WORK = 3 * 10**10
+
+
+def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str | None:
+    """Why ``train.compile: auto`` compiles ``step`` (a reason to print), or ``None``.
+
+    Only on a CPU, for a pure step whose scoring broadcasts (every per-positive step; a
+    shared step of a decoder without the matrix-product form, such as TransE-L1 or RotatE,
+    where the compiler fuses the ``[C, n, d]`` chain into one loop), and only for a long run.
+    A shared step of a polynomial decoder (matrix products) was measured no faster compiled,
+    and on a GPU the step is replayed as a CUDA graph instead."""
+    from emu_dgl.training.shared_step import SharedStep
+
+    if device.type != "cpu" or step.capturable is not None:
+        return None
+    width = step.model.entity.weight.shape[1]
+    shared = isinstance(step, SharedStep)
+    if shared:
+        decoder = step.model.decoder
+        probe = (torch.zeros(1, width), torch.zeros(1, step.model.relation.weight.shape[1]))
+        if decoder.polynomial(*probe) is not None:
+            return None
+    pairs = step.batch_size * (1 + step.draws * step.num_negatives)
+    if max_steps * pairs * width < AUTO_COMPILE_WORK:
+        return None
+    kind = "a shared step that broadcasts" if shared else "a per-positive step"
+    return f"{kind}, on the CPU, {max_steps:,} steps"
+
+
+class CompiledStep:
+    """``train.compile``: the step with its pure parts compiled (:func:`compile_step`), and
+    the eager step when compiling fails (no C++ compiler, an operation the compiler does not
+    take): one line says why, and the failed step runs again eagerly from the same random
+    state. Compiling happens at the first step of each side (and the first backward), before
+    any parameter or optimizer state changes, so the retry is the step an eager run takes."""
+
+    def __init__(self, step: TrainStep) -> None:
+        self.step = step
+        compile_step(step)
+        self.failed = False
+
+    def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
+        if self.failed:
+            return self.step(batch, side, step=step)
+        state = self.step.generator.get_state()
+        try:
+            return self.step(batch, side, step=step)
+        except Exception as exc:  # noqa: BLE001 (any compile failure: run eagerly)
+            from emu_dgl.errors import EmuDglError
+
+            if isinstance(exc, EmuDglError):
+                raise
+            self.failed = True
+            for name in ("draw", "objective"):  # the compiled versions shadow the methods
+                self.step.__dict__.pop(name, None)
+            self.step.generator.set_state(state)
+            notice(
+                f"train.compile: compiling failed ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); continuing with the eager step"
+            )
+            return self.step(batch, side, step=step)
 
 
 def notice(message: str) -> None:

@@ -82,7 +82,13 @@ from emu_dgl.training.run import (
     write_text,
 )
 from emu_dgl.training.rundata import load_run_dataset, record_data_root
-from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
+from emu_dgl.training.step import (
+    CompiledStep,
+    GraphedStep,
+    TrainStep,
+    compile_pays,
+    notice,
+)
 from emu_dgl.typing import Side
 
 __all__ = [
@@ -293,17 +299,24 @@ class Trainer:
         """The step as configured: eager, compiled (``train.compile``), graphed
         (``train.cuda_graph``). Says in one line why a requested mode is off."""
         cfg = self.config.train
-        if cfg.compile:
-            compile_step(self.step)
+        runner: Callable[..., Tensor] = self.step
+        compiled = cfg.compile is True
+        if cfg.compile == "auto":
+            why = compile_pays(self.step, cfg.max_steps, self.device)
+            if why is not None:
+                notice(f"train.compile: auto compiles the step ({why}); set it to false to skip")
+                compiled = True
+        if compiled:
+            runner = CompiledStep(self.step)
         graphs = cfg.cuda_graph if cfg.cuda_graph != "auto" else self.device.type == "cuda"
         if not graphs:
-            return self.step
+            return runner
         why = self.step.capturable or (
             None if self.device.type == "cuda" else f"the device is {self.device.type}"
         )
         if why is not None:
             notice(f"train.cuda_graph: off ({why}); running the eager step")
-            return self.step
+            return runner
         return GraphedStep(self.step)
 
     # ------------------------------------------------------------------ one step
