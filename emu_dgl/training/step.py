@@ -533,7 +533,7 @@ def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str |
 
     if device.type != "cpu" or step.capturable is not None:
         return None
-    width = step.model.entity.weight.shape[1]
+    width = step.model.entity_width
     shared = isinstance(step, SharedStep)
     if shared:
         decoder = step.model.decoder
