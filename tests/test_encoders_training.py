@@ -318,3 +318,41 @@ def test_the_cli_trains_resumes_evaluates_predicts_and_exports_an_encoder_run(tm
     assert predicted.exit_code == 0 and "rank" in predicted.output
     assert invoke("export", run, "--out", tmp_path / "export").exit_code == 0
     assert json.loads((tmp_path / "export" / "meta.json").read_text())["encoder"] == "rgcn"
+
+
+@pytest.mark.slow
+def test_compare_and_tune_run_an_encoder_with_a_tracker(tmp_path) -> None:
+    from tests.run_helpers import invoke
+
+    settings = [*TINY, "model.encoder=rgcn", "train.max_steps=10", "train.valid_every=5"]
+    settings.append("tracking.backends=tensorboard")
+    args = [arg for item in settings for arg in ("--set", item)]
+    compared = invoke("compare", *args, "--out", tmp_path / "compare")
+    assert compared.exit_code == 0, compared.output
+    results = json.loads((tmp_path / "compare" / "results.json").read_text())
+    assert {"base", "emu"} <= set(json.dumps(results).replace('"', " ").split())
+    for arm in ("base", "emu"):
+        state = torch.load(
+            next((tmp_path / "compare" / arm).rglob("best.pt")), weights_only=True
+        )
+        assert any(key.startswith("encoder.layers") for key in state["model"])
+    tuned = invoke("tune", *args, "--trials", "1", "--out", tmp_path / "tune")
+    assert tuned.exit_code == 0, tuned.output
+    assert "rgcn" in (tmp_path / "tune" / "best.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "preset", ["fb15k-237-rgcn-distmult.yaml", "fb15k-237-rgcn-distmult-emu.yaml"]
+)
+def test_the_fb15k237_encoder_presets_build_and_step(kg, tmp_path, preset) -> None:
+    """The presets as written (on the built-in graph, a few steps): sampled R-GCN blocks,
+    shared negatives, EMU in the variant only."""
+    cfg = load_config(
+        REPO / "configs" / "encoders" / preset,
+        ["dataset.name=synthetic", "train.max_steps=3", "train.progress=false"],
+    )
+    trainer = Trainer(cfg, tmp_path, kg=kg)
+    assert trainer.step.table.mode == "sampled" and trainer.model.encoder.num_layers == 1
+    assert (trainer.mutation is not None) == preset.endswith("-emu.yaml")
+    losses = [float(trainer.train_step(step)) for step in range(3)]
+    assert all(np.isfinite(losses))
