@@ -332,9 +332,7 @@ def test_compare_and_tune_run_an_encoder_with_a_tracker(tmp_path) -> None:
     results = json.loads((tmp_path / "compare" / "results.json").read_text())
     assert {"base", "emu"} <= set(json.dumps(results).replace('"', " ").split())
     for arm in ("base", "emu"):
-        state = torch.load(
-            next((tmp_path / "compare" / arm).rglob("best.pt")), weights_only=True
-        )
+        state = torch.load(next((tmp_path / "compare" / arm).rglob("best.pt")), weights_only=True)
         assert any(key.startswith("encoder.layers") for key in state["model"])
     tuned = invoke("tune", *args, "--trials", "1", "--out", tmp_path / "tune")
     assert tuned.exit_code == 0, tuned.output
