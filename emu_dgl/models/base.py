@@ -283,7 +283,15 @@ class KGEModel(nn.Module):
         """The training graph on ``device`` (moved there once, on first use)."""
         assert self.graph is not None, "the table encoder reads no graph"
         if self.graph.device != device:
-            self.graph = self.graph.to(device)
+            try:
+                self.graph = self.graph.to(device)
+            except Exception as exc:  # DGL built without this device's support
+                why = " ".join(str(exc).split())[:120]
+                raise ConfigError(
+                    f"model.encoder={type(self.encoder).__name__} cannot pass messages on "
+                    f"{device}: DGL could not move the graph there ({why}); "
+                    "install a DGL build for that device, or use train.device=cpu"
+                ) from None
         return self.graph
 
     def encode_all(self) -> Tensor:
