@@ -1,4 +1,6 @@
-r"""Decoder base classes and :class:`KGEModel`, which owns the embedding tables.
+r"""Decoder base classes and :class:`KGEModel`: the entity table, an encoder (the table
+itself by default, or a GNN over the training graph, :mod:`emu_dgl.encoders`), the relation
+table and a decoder.
 
 Score convention everywhere: **higher = more plausible**.
 
