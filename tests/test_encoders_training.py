@@ -354,3 +354,30 @@ def test_the_fb15k237_encoder_presets_build_and_step(kg, tmp_path, preset) -> No
     assert (trainer.mutation is not None) == preset.endswith("-emu.yaml")
     losses = [float(trainer.train_step(step)) for step in range(3)]
     assert all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        *(
+            pytest.param((f"model.name={name}",), id=name, marks=pytest.mark.slow)
+            for name in ("transe", "complex", "rotate", "protate", "transd", "hake")
+        ),
+        pytest.param(("loss.name=self_adversarial",), id="self_adversarial"),
+        pytest.param(("loss.name=margin", "emu.enabled=false"), id="margin"),
+        pytest.param(("loss.name=1vsall", "emu.enabled=false"), id="1vsall"),
+        pytest.param(("emu.variant=label_smoothing", "sampler.name=sans"), id="sans-ls"),
+        pytest.param(("emu.separate_draws=true", "loss.regularizer=n3", "loss.reg_weight=1e-3"), id="two-draws-n3"),
+        pytest.param(("sampler.shared_chunk=16", "model.encoder_mode=sampled"), id="shared-sampled"),
+    ],
+)  # fmt: skip
+def test_an_encoder_trains_under_every_decoder_loss_and_sampler(kg, tmp_path, extra) -> None:
+    """Two steps through an R-GCN: finite losses, and the table, the layers and the
+    relations all move."""
+    trainer = Trainer(config("model.encoder=rgcn", "sampler.walks=20", *extra), tmp_path, kg=kg)
+    before = weights(trainer)
+    losses = [float(trainer.train_step(step)) for step in range(2)]
+    assert all(np.isfinite(losses)), losses
+    after = weights(trainer)
+    for name in ("entity.weight", "relation.weight", "encoder.layers.1.conv.loop_weight"):
+        assert not torch.equal(before[name], after[name]), name
