@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,7 @@ __all__ = [
     "read_bytes",
     "read_text",
     "remove",
+    "remove_tree",
     "resolve_path",
     "temporary_beside",
     "write_atomic",
@@ -355,6 +357,21 @@ def remove(path: str | os.PathLike[str], what: str = "file") -> bool:
     try:
         with at(path) as (dir_fd, name):
             os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise write_error(exc, Path(path), what) from None
+    return True
+
+
+def remove_tree(path: str | os.PathLike[str], what: str = "folder") -> bool:
+    """Delete the folder ``path`` with everything in it, no link followed (a link at ``path``
+    is removed itself, never what it points to); False if missing."""
+    if describe_kind(path) != "a folder":
+        return remove(path, what) if lexists(path) else False
+    try:
+        with at(path) as (dir_fd, name):
+            shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based: links inside are unlinked
     except FileNotFoundError:
         return False
     except OSError as exc:

@@ -6,16 +6,17 @@ import pytest
 import torch
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.models import KGEModel
+from emu_dgl.models import DECODERS, KGEModel
 from emu_dgl.models.mutation import (
     MUTATIONS,
     EMUMutation,
     MixupMutation,
     build_mutation,
 )
+from tests.components import cases
 
-DECODERS = ["transe", "transe_l2", "distmult", "complex", "protate", "rotate", "transd", "hake"]
-SEPARABLE = {"transe", "transe_l2", "distmult", "complex", "protate", "hake"}
+#: Every registered decoder, with each named value of its options (TransE's p_norm 1, 2).
+DECODER_CASES = cases(DECODERS)
 
 
 def gen(device: torch.device, seed: int = 0) -> torch.Generator:
@@ -23,7 +24,7 @@ def gen(device: torch.device, seed: int = 0) -> torch.Generator:
 
 
 def test_registry() -> None:
-    assert MUTATIONS.names() == ["emu", "mixup"]
+    assert MUTATIONS.names() == ["emu", "label_smoothing", "mixup"]
     assert isinstance(build_mutation("emu", p=0.2), EMUMutation)
     assert build_mutation("emu", p=0.2).p == 0.2  # type: ignore[union-attr]
     assert isinstance(build_mutation("mixup"), MixupMutation)
@@ -122,11 +123,9 @@ def test_mixup_weights_and_values(device: torch.device) -> None:
     torch.testing.assert_close(pos.grad, (1 - w).sum(1, keepdim=True).expand(B, 1, D))
 
 
-def make_model(name: str, device: torch.device) -> KGEModel:
-    kwargs: dict[str, object] = {"gamma": 3.0}
-    if name.endswith("_l2"):
-        name, kwargs["p_norm"] = name[:-3], 2
+def make_model(name: str, device: torch.device, options: dict | None = None) -> KGEModel:
     torch.manual_seed(0)
+    kwargs = {"gamma": 3.0, **(options or {})}
     return KGEModel(23, 4, decoder=name, dim=7, **kwargs).to(device=device, dtype=torch.float64)
 
 
@@ -146,12 +145,14 @@ def direct_mutated_scores(
     return model.decoder(neg, r, t), model.decoder(mutated, r, t)
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize(("name", "options"), DECODER_CASES)
 @pytest.mark.parametrize("side", ["head", "tail"])
-def test_score_negatives_mutated_equals_direct(name: str, side: str, device: torch.device) -> None:
+def test_score_negatives_mutated_equals_direct(
+    name: str, options: dict, side: str, device: torch.device
+) -> None:
     """Fast path (separable decoders) and embedding mutation (others) both equal the
     direct formula, in value and in gradient, for the same seeded mask."""
-    model = make_model(name, device)
+    model = make_model(name, device, options)
     g = torch.Generator().manual_seed(4)
     B, n = 6, 11
     pos = torch.stack(

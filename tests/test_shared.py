@@ -20,9 +20,11 @@ from emu_dgl.training.build import lookups_per_step, loss_from_config, mutation_
 from emu_dgl.training.shared_step import SharedStep
 from emu_dgl.training.step import compile_step, forbid_host_sync
 from emu_dgl.training.trainer import Trainer
+from tests.components import cases
 
-#: Every registered decoder, TransE with both norms (p = 2 has the matrix-product form).
-DECODER_CASES = [(name, {}) for name in DECODERS.names()] + [("transe", {"p_norm": 2})]
+#: Every registered decoder with each named value of its options (TransE with both norms:
+#: p = 2 has the matrix-product form).
+DECODER_CASES = cases(DECODERS)
 
 TINY = [
     "dataset.name=synthetic", "model.dim=16", "sampler.num_negatives=16", "train.batch_size=64",

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from emu_dgl.cli.components import components
 from emu_dgl.cli.datasets import datasets
 from emu_dgl.cli.options import (
     allow_nonempty_option,
@@ -165,10 +166,10 @@ _DATA_DIR_HELP = (
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
+    default=None,
     help="Processes on this machine training one run, the entity table split between them "
-    "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
+    "(gloo on CPU, NCCL on GPU); default 1, or with --resume as many as the run had (another "
+    "number reshards its checkpoint). Under torchrun the launcher sets the processes instead.",
 )
 @allow_nonempty_option()
 def train(
@@ -178,7 +179,7 @@ def train(
     resume: Path | None,
     arm: str | None,
     data_dir: str | None,
-    nproc: int,
+    nproc: int | None,
     allow_nonempty: bool,
 ) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
@@ -186,8 +187,10 @@ def train(
 
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
+    from emu_dgl.training.components import check_run_components
     from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files
-    from emu_dgl.training.trainer import run_directory
+    from emu_dgl.training.shards import enclosing_run, trained_world_size
+    from emu_dgl.training.start import run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None or allow_nonempty:
@@ -195,6 +198,12 @@ def train(
                 "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
         resume = resume.expanduser()
+        enclosing = enclosing_run(resume)
+        if enclosing is not None:
+            raise EmuDglError(
+                f"'{resume}' is part of the run on several processes '{enclosing}'; resume the "
+                f"run itself: 'emu-dgl train --resume {enclosing}'"
+            )
         check_run_begun(resume)  # config.yaml is there, or one line says why not
         check_run_files(resume)  # a planted link is refused before its target is read
         config = load_config(resume / CONFIG_FILE, overrides)
@@ -206,17 +215,26 @@ def train(
         run_dir = run_directory(config, out)
     if data_dir is not None:
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
-    check_components(config)
+    if resume is not None:
+        check_run_components(config, resume)  # a plugin the run used and this process lacks: named
+    else:
+        check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
+    # A run trained on several processes resumes on as many unless --nproc says otherwise
+    # (never on one process as if it were a one-process run: its checkpoints are sharded).
+    trained = trained_world_size(run_dir) if resume is not None else None
+    nproc = nproc if nproc is not None else (trained or 1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1 or trained is not None:
         from emu_dgl.distributed import torchrun_train, train_distributed
-        from emu_dgl.training.rundata import record_data_root
 
-        if resume is None:
-            record_data_root(config)  # later commands find the data without $EMU_DGL_DATA
-        # The launcher admits the run (lock, folder, resume checks) on the leading process.
-        common = {"resume": resume is not None, "allow_nonempty": allow_nonempty}
+        # The launcher admits the run (lock, folder, resume checks) on the leading process,
+        # and records a new run's data root as a one-process run does.
+        common = {
+            "resume": resume is not None,
+            "allow_nonempty": allow_nonempty,
+            "announce": lambda text: click.echo(text, err=True),
+        }
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
             metrics = torchrun_train(config, run_dir, **common)
         else:
@@ -348,7 +366,8 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
-    last.pt with --checkpoint last.
+    last.pt with --checkpoint last; of a run on several processes, the blocks of every
+    process stitched into one table.
     """
     from emu_dgl.training.results import load_run
 
@@ -356,7 +375,7 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     run.export(out)
     click.echo(
         f"wrote {run.kg.num_entities} entity and {run.kg.num_relations} relation embeddings "
-        f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
+        f"from {run.source} to {out}"
     )
 
 
@@ -438,3 +457,4 @@ def compare(
 
 main.add_command(datasets)
 main.add_command(tune)
+main.add_command(components)

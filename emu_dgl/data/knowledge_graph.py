@@ -44,7 +44,12 @@ import torch
 
 from emu_dgl.data.dgl_io import MASK_NAMES, NODE_TYPE, names_to_tensor
 from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
-from emu_dgl.data.triples import SPLIT_NAMES, drop_duplicate_triples, triple_keys
+from emu_dgl.data.triples import (
+    SPLIT_NAMES,
+    drop_duplicate_triples,
+    hash_sorted_triples,
+    triple_keys,
+)
 from emu_dgl.errors import DataError
 
 if TYPE_CHECKING:
@@ -126,10 +131,8 @@ class KnowledgeGraph:
             digest.update(f"\n{len(names)}\n".encode())
             digest.update(encode_names(names).tobytes())
         for split, triples in self.splits.items():
-            array = triples.numpy()
-            order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
-            digest.update(f"\n{split}:{len(array)}\n".encode())
-            digest.update(np.ascontiguousarray(array[order]).tobytes())
+            digest.update(f"\n{split}:{len(triples)}\n".encode())
+            hash_sorted_triples(digest, triples.numpy())  # in bounded memory
         return digest.hexdigest()
 
     def __repr__(self) -> str:

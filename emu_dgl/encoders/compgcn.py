@@ -21,14 +21,15 @@ only). The decoder keeps its own relation table: the ``z_r`` shape the messages 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders.base import ENCODERS, Encoder, check_positive
+from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_positive
 from emu_dgl.encoders.graph import ETYPE, NORM
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import Option
 
 if TYPE_CHECKING:
     from dgl import DGLGraph
@@ -108,6 +109,16 @@ class CompGCNEncoder(Encoder):
         composition: ``sub``, ``mult`` or ``corr``.
         dropout: after every layer.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "layers": LAYERS,
+        "composition": Option(
+            "mult",
+            "how a neighbour's vector meets its relation's: sub | mult | corr",
+            type=Literal["sub", "mult", "corr"],
+        ),
+        "dropout": DROPOUT,
+    }
 
     def __init__(
         self,

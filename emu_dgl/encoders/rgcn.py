@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders.base import ENCODERS, Encoder, check_positive
+from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_positive
 from emu_dgl.encoders.graph import ETYPE, NORM
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import Option
 
 if TYPE_CHECKING:
     from dgl import DGLGraph
@@ -113,6 +114,23 @@ class RGCNEncoder(Encoder):
         dropout: after every layer.
         self_loop: each node's own vector passes through ``W_0``.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "layers": LAYERS,
+        "decomposition": Option(
+            "bdd",
+            "bdd (block-diagonal weights) | basis (shared bases)",
+            type=Literal["bdd", "basis"],
+        ),
+        "bases": Option(
+            0,
+            "blocks (bdd) or bases (basis); 0: blocks of about 5 x 5, 4 bases",
+            low=0,
+            note="must be >= 0 (0 = automatic)",
+        ),
+        "dropout": DROPOUT,
+        "self_loop": Option(True, "a node's own vector passes through a weight of its own"),
+    }
 
     def __init__(
         self,

@@ -137,7 +137,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
 
     A folder holding a run of other settings is refused rather than reported as new.
     """
-    from emu_dgl.training.run import differing_keys, holds_run
+    from emu_dgl.training.run import differing_keys, holds_run, with_defaults
 
     if not holds_run(run_dir):
         return False
@@ -146,7 +146,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
     except EmuDglError:
         saved = None
     differs = (
-        differing_keys(saved, config.to_dict())
+        differing_keys(with_defaults(saved), config.to_dict())
         if isinstance(saved, dict)
         else ["config.yaml unreadable"]
     )
@@ -218,47 +218,15 @@ def run_comparison(
     in this process). ``say`` receives one line per run (reused, finished or failed) and
     the aggregate throughput. The returned dict also holds ``throughput`` (not saved).
     """
-    from emu_dgl.training.build import check_components
-
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    for arm in arms:
-        path_component(arm.name, "arm name")
-    if len({arm.name for arm in arms}) != len(arms):
-        raise ConfigError("two --arm options share a name; give each arm its own name")
     seeds = check_seeds(list(seeds))
+    configs = _arm_configs(config_path, overrides, arms, seeds)  # every one before training
     out = run_path(out)
-    # Validate every arm's config before any training starts.
-    configs: dict[tuple[str, int], Config] = {}
-    for arm in arms:
-        for seed in seeds:
-            configs[arm.name, seed] = load_config(
-                config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
-            )
-            check_components(configs[arm.name, seed])
     _check_out(out, allow_nonempty)
-    graphs: dict[tuple[str, str], Any] = {}
-    runs: list[dict[str, Any]] = []
     with RunLock(out) as lock:  # one comparison at a time writes results.json and table.md here
-        plan: list[Run] = []
-        for arm in arms:
-            for seed in seeds:
-                run_dir = out / arm.name / f"seed{seed}"
-                config = configs[arm.name, seed]
-                config.dataset.name = canonical_dataset(
-                    config.dataset.name, config.dataset.data_dir
-                )
-                existing = _existing_run(run_dir, config)
-                reused = existing and finished(run_dir, config) is not None
-                if reused:
-                    _check_same_data(run_dir, config, graphs)
-                plan.append(Run(arm.name, seed, run_dir, config, existing, reused))
+        plan = _plan(arms, seeds, out, configs, say)
         pending = [run for run in plan if not run.reused]
-        for run in plan:
-            if run.reused:
-                say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
-            elif run.existing:
-                run.start_step = checkpoint_step(run.run_dir)
         started = time.perf_counter()
         try:
             with sigterm_interrupts():
@@ -266,23 +234,7 @@ def run_comparison(
         except KeyboardInterrupt:
             raise Interrupted(interrupted_advice(plan, out)) from None
         elapsed = time.perf_counter() - started
-        runs: list[dict[str, Any]] = []
-        positives = 0
-        for run in plan:
-            metrics, wall = results_of(run)
-            if not run.reused:
-                positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
-            runs.append(
-                {
-                    "arm": run.arm,
-                    "seed": run.seed,
-                    "wall_seconds": wall,
-                    "valid": metrics["valid"],
-                    "test": metrics["test"],
-                    "best_step": metrics["best_step"],
-                    "curve": _valid_curve(run.run_dir),
-                }
-            )
+        runs, positives = _collect(plan)
         throughput = {
             "runs_trained": len(pending),
             "jobs": jobs,
@@ -312,6 +264,77 @@ def run_comparison(
         # the throughput is that of this invocation
         plotted = plot_curves(result, out / "valid_mrr.png")
         return {**result, "plotted": plotted, "throughput": throughput}
+
+
+def _arm_configs(
+    config_path: str | Path | None, overrides: list[str], arms: list[Arm], seeds: list[int]
+) -> dict[tuple[str, int], Config]:
+    """The validated config of every arm and seed, its components checked (before any work)."""
+    from emu_dgl.training.build import check_components
+
+    for arm in arms:
+        path_component(arm.name, "arm name")
+    if len({arm.name for arm in arms}) != len(arms):
+        raise ConfigError("two --arm options share a name; give each arm its own name")
+    configs: dict[tuple[str, int], Config] = {}
+    for arm in arms:
+        for seed in seeds:
+            configs[arm.name, seed] = load_config(
+                config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
+            )
+            check_components(configs[arm.name, seed])
+    return configs
+
+
+def _plan(
+    arms: list[Arm],
+    seeds: list[int],
+    out: Path,
+    configs: dict[tuple[str, int], Config],
+    say: Callable[[str], None],
+) -> list[Run]:
+    """Every run of the comparison: reused (finished with the same config, on the same
+    data), continued from its checkpoint, or new."""
+    graphs: dict[tuple[str, str], Any] = {}
+    plan: list[Run] = []
+    for arm in arms:
+        for seed in seeds:
+            run_dir = out / arm.name / f"seed{seed}"
+            config = configs[arm.name, seed]
+            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+            existing = _existing_run(run_dir, config)
+            reused = existing and finished(run_dir, config) is not None
+            if reused:
+                _check_same_data(run_dir, config, graphs)
+            plan.append(Run(arm.name, seed, run_dir, config, existing, reused))
+    for run in plan:
+        if run.reused:
+            say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
+        elif run.existing:
+            run.start_step = checkpoint_step(run.run_dir)
+    return plan
+
+
+def _collect(plan: list[Run]) -> tuple[list[dict[str, Any]], int]:
+    """The results of every run, and the positives trained by this invocation."""
+    runs: list[dict[str, Any]] = []
+    positives = 0
+    for run in plan:
+        metrics, wall = results_of(run)
+        if not run.reused:
+            positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
+        runs.append(
+            {
+                "arm": run.arm,
+                "seed": run.seed,
+                "wall_seconds": wall,
+                "valid": metrics["valid"],
+                "test": metrics["test"],
+                "best_step": metrics["best_step"],
+                "curve": _valid_curve(run.run_dir),
+            }
+        )
+    return runs, positives
 
 
 def _columns(result: dict[str, Any]) -> tuple[str, ...]:

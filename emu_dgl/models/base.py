@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders import Encoder, TableEncoder
+from emu_dgl.encoders import BaseEncoder, TableEncoder
 from emu_dgl.errors import ConfigError
-from emu_dgl.registry import Registry
+from emu_dgl.models.mixing import _SumsAndMaskedSums, mix_towards_first, mixed_term_sums
+from emu_dgl.registry import DECODERS, Option
 from emu_dgl.typing import Side
 
 #: A static side for the whole batch, or a bool tensor ``[B]``: True corrupts the head.
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
     from emu_dgl.models.shared import Polynomial
 
 
-DECODERS: Registry[Decoder] = Registry("decoder")
-
 #: Memory budget (bytes of intermediates) for one entity slice of ``score_t``/``score_h``.
 SLICE_BUDGET_BYTES = 256 * 2**20
 
@@ -63,7 +62,23 @@ class Decoder(nn.Module):
     Subclasses set the embedding widths (in real numbers) for a model width ``dim``,
     their initialisation, and the score. The default init is the uniform range of
     Sun et al. (2019): ``U(-a, a)`` with ``a = (gamma + 2) / dim``.
+
+    A decoder is a component (:mod:`emu_dgl.registry`): it declares its ``options``
+    (config keys of the ``model`` section, here ``gamma``; a subclass adds its own) and is
+    built as ``Decoder(dim, **options)``. What a new decoder implements: ``forward``,
+    ``reverse_relation`` (or ``tail_relation``), and where its table widths differ from
+    ``dim``, ``entity_factor``/``relation_factor`` (or ``table_widths``). Its learnt
+    parameters (a scalar weight, a core tensor) are ``nn.Parameter`` attributes: they
+    train, checkpoint and export with the tables.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "gamma": Option(
+            12.0,
+            "margin of the distance decoders; for every decoder the initial embedding range "
+            "(gamma + 2) / dim",
+        ),
+    }
 
     separable: ClassVar[bool] = False
     #: True when entity rows are complex numbers stored as ``[re | im]``.
@@ -94,6 +109,13 @@ class Decoder(nn.Module):
     def relation_width(cls, dim: int) -> int:
         return cls.relation_factor * dim
 
+    @classmethod
+    def table_widths(cls, dim: int, **options: object) -> tuple[int, int]:
+        """``(entity width, relation width)`` of a model of width ``dim`` with these options,
+        without building the decoder (the memory check sizes a run from it). A decoder
+        whose widths depend on an option overrides this and its width methods."""
+        return cls.entity_width(dim), cls.relation_width(dim)
+
     @property
     def embedding_range(self) -> float:
         return (self.gamma + 2.0) / self.dim
@@ -118,6 +140,22 @@ class Decoder(nn.Module):
             f"{type(self).__name__} has no reverse_relation(r): give it one such that "
             "forward(h, r, t) == forward(t, reverse_relation(r), h)"
         )
+
+    def tail_relation(self, r: Tensor, side: SideSpec) -> Tensor:
+        """Relation rows ``r[B, ..., Dr]`` in tail form for ``side`` (``"tail"``, ``"head"``,
+        or a bool tensor ``[B]``, True where the head is corrupted): ``r`` itself where the
+        tail is corrupted, :meth:`reverse_relation` where the head is. A decoder whose
+        reversed rows cannot have the stored rows' form (a core tensor shared by every
+        relation and not symmetric in its entity modes) overrides this to give both sides
+        one form its ``forward`` reads."""
+        if isinstance(side, Tensor):
+            head = side.view(-1, *([1] * (r.dim() - 1)))
+            return torch.where(head, self.reverse_relation(r), r)
+        if side == "tail":
+            return r
+        if side == "head":
+            return self.reverse_relation(r)
+        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
 
     # -- one side against many candidates (evaluation) --------------------------------
     # Both take optional leading batch dims: ``h[..., B, De]`` against ``candidates[..., S,
@@ -214,7 +252,7 @@ class KGEModel(nn.Module):
             ``protate``, ``transd``, ``hake``) or a :class:`Decoder` instance.
         dim: model width; the decoder decides the table widths (e.g. ``2 * dim``
             for complex entities).
-        encoder: an :class:`~emu_dgl.encoders.Encoder` whose ``out_width`` is the decoder's
+        encoder: an :class:`~emu_dgl.encoders.base.BaseEncoder` whose ``out_width`` is the decoder's
             entity width (the table of rows ``in_width`` wide is made here); ``None``: the
             table itself (:class:`~emu_dgl.encoders.TableEncoder`).
         graph: the training graph a graph encoder passes messages over
@@ -229,7 +267,7 @@ class KGEModel(nn.Module):
         *,
         decoder: str | Decoder = "transe",
         dim: int = 100,
-        encoder: Encoder | None = None,
+        encoder: BaseEncoder | None = None,
         graph: DGLGraph | None = None,
         **decoder_kwargs: object,
     ) -> None:
@@ -417,15 +455,8 @@ class KGEModel(nn.Module):
 
     def tail_form(self, r: Tensor, side: SideSpec) -> Tensor:
         """Relation rows ``r[B, ..., Dr]`` in tail form for ``side``: reversed where the
-        head is corrupted (see :meth:`Decoder.reverse_relation`)."""
-        if isinstance(side, Tensor):
-            head = side.view(-1, *([1] * (r.dim() - 1)))
-            return torch.where(head, self.decoder.reverse_relation(r), r)
-        if side == "tail":
-            return r
-        if side == "head":
-            return self.decoder.reverse_relation(r)
-        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+        head is corrupted (see :meth:`Decoder.tail_relation`)."""
+        return self.decoder.tail_relation(r, side)
 
     def score_groups(
         self,
@@ -529,126 +560,6 @@ def _first_last(x: Tensor) -> tuple[Tensor, Tensor]:
     stack, not a zero-filled gradient per view)."""
     groups = x.unbind(1)
     return groups[0], groups[-1]
-
-
-class _MixTowardsFirst(torch.autograd.Function):
-    """``where(mask, x, x[:, :1])`` with a lean backward (no zero-filled copy of ``x``):
-    the gradient of each coordinate goes to ``x`` itself where the mask keeps it, and is
-    summed into column 0 (the positive) where the mask takes the positive's."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mask)
-        return torch.where(mask, x, x[:, :1])
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        own = grad.masked_fill(~mask, 0.0)
-        own[:, :1] += (grad - own).sum(1, keepdim=True)
-        return own, None
-
-
-def _rowwise_dots(x: Tensor, y: Tensor) -> Tensor:
-    """``(x * y).sum(-1)`` for ``[B, C, d]`` operands as one batched product of ``B C``
-    ``[1, d] x [d, 1]`` pairs: no ``[B, C, d]`` temporary (on a CPU a fresh tensor that size
-    costs more in page faults than the products)."""
-    if not (x.is_contiguous() and y.is_contiguous()):
-        return (x * y).sum(-1)
-    rows, width = x.shape[0] * x.shape[1], x.shape[2]
-    return torch.bmm(x.view(rows, 1, width), y.view(rows, width, 1)).view(x.shape[:2])
-
-
-class _MaskedSums(torch.autograd.Function):
-    """Sums over the last dim of the mixture ``m * T + (1 - m) * T[:, :1]`` for
-    ``T[B, C, d]`` and a 0/1 float mask ``m`` whose column 0 is 0, by batched products::
-
-        out_j = sum_k m_jk T_jk + sum_k T_0k - sum_k m_jk T_0k
-
-    The backward is ``dT_jk = m_jk g_j`` plus, in column 0, ``sum_j g_j (1 - m_jk)``
-    (one batched product); it writes ``dT`` into the mask's memory (on the CPU a fresh
-    tensor of that size costs more than the arithmetic), so the graph is traversed once.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        first = x[:, :1]  # [B, 1, d]
-        kept = _rowwise_dots(x, mask)
-        # (bmm on the CPU loops over the batch unless its operands are contiguous)
-        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
-        from_first = torch.bmm(mask, column).squeeze(2)  # [B, C]
-        ctx.save_for_backward(mask)
-        ctx.consumed = False  # type: ignore[attr-defined]
-        return kept + (first.sum(-1) - from_first)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        if ctx.consumed:  # type: ignore[attr-defined]
-            raise RuntimeError("the EMU mask was consumed by a first backward pass")
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        ctx.consumed = True  # type: ignore[attr-defined]
-        g = grad.unsqueeze(1).contiguous()  # [B, 1, C]
-        to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
-        out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
-        out[:, :1] += to_first
-        return out, None
-
-
-class _SumsAndMaskedSums(torch.autograd.Function):
-    """``(T.sum(-1), mixed)`` for ``T[B, C, d]``, ``mixed`` as :class:`_MaskedSums`: the plain
-    and the mutated scores of one candidate group from one terms tensor. Its backward
-    writes ``dT = g_plain + m * g_mixed`` (plus column 0's share of the positive's
-    coordinates) into the mask's memory in one pass, where two separate sums would leave
-    autograd to materialise and add two ``[B, C, d]`` gradients."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor):  # type: ignore[override]
-        first = x[:, :1]
-        kept = _rowwise_dots(x, mask)
-        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
-        from_first = torch.bmm(mask, column).squeeze(2)
-        ctx.save_for_backward(mask)
-        ctx.consumed = False  # type: ignore[attr-defined]
-        return x.sum(-1), kept + (first.sum(-1) - from_first)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, g_plain: Tensor, g_mixed: Tensor):  # type: ignore[override]
-        if ctx.consumed:  # type: ignore[attr-defined]
-            raise RuntimeError("the EMU mask was consumed by a first backward pass")
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        ctx.consumed = True  # type: ignore[attr-defined]
-        g = g_mixed.unsqueeze(1).contiguous()  # [B, 1, C]
-        to_first = g_mixed.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
-        # (two in-place passes: on a CPU faster than one addcmul with broadcast factors)
-        out = mask.mul_(g_mixed.unsqueeze(2)).add_(g_plain.unsqueeze(2))
-        out[:, :1] += to_first
-        return out, None
-
-
-def mixed_term_sums(terms: Tensor, mask: Tensor, *, groups: int = 1) -> Tensor:
-    """``where(mask, T, T[:, :1])`` summed over the last dim (``groups`` equal blocks of it
-    summed apart, HAKE's phase and modulus): ``[B, C]`` (or ``[B, C, groups]``).
-
-    ``mask`` bool: one ``where`` and a sum (the GPU's form: one fused pass). ``mask`` 0/1
-    float (a fresh tensor the caller gives up: its memory holds the gradient afterwards):
-    batched products, several times faster on a CPU than ``where`` with a broadcast.
-    """
-    if mask.dtype == torch.bool:
-        mixed = mix_towards_first(terms, mask)
-        if groups > 1:
-            return mixed.unflatten(-1, (groups, -1)).sum(-1)
-        return mixed.sum(-1)
-    if groups > 1:  # each block on its own (its own copy of its part of the mask)
-        parts = zip(terms.chunk(groups, -1), mask.chunk(groups, -1), strict=True)
-        return torch.stack([_MaskedSums.apply(t, m.contiguous()) for t, m in parts], dim=-1)
-    return _MaskedSums.apply(terms, mask)
-
-
-def mix_towards_first(x: Tensor, mask: Tensor) -> Tensor:
-    """``x[B, C, ...]`` with each coordinate where ``mask`` is False replaced by column 0's:
-    the EMU mutation of a candidate group towards its positive (column 0's mask is all
-    False, so the positive stays itself)."""
-    return _MixTowardsFirst.apply(x, mask)
 
 
 def _chunks(weight: Tensor, step: int) -> Iterator[Tensor]:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
+from emu_dgl.registry import Option
 
 
 @DECODERS.register("hake")
@@ -50,6 +51,12 @@ class HAKE(SeparableDecoder):
     entity_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus")
     relation_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus", "bias")
     phase_blocks: ClassVar[tuple[str, ...]] = ("phase",)
+    options: ClassVar[dict[str, Option]] = {
+        "modulus_weight": Option(1.0, "initial weight of the modulus distance (learnt)", low=0),
+        "phase_weight": Option(
+            0.5, "initial weight of the phase distance, times (gamma + 2) / dim (learnt)", low=0
+        ),
+    }
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from emu_dgl.registry import SAMPLERS
 from emu_dgl.typing import Side
 
 __all__ = [
@@ -117,6 +118,7 @@ def draw_words(shape: tuple[int, ...], *, generator: torch.Generator, device: to
     return words.random_(-(2**63), None, generator=generator)
 
 
+@SAMPLERS.register("uniform")
 class UniformSampler:
     """``n`` entity ids per positive, i.i.d. uniform over ``[0, E)``."""
 

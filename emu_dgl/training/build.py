@@ -1,32 +1,33 @@
 """Every component of a run, built from a :class:`~emu_dgl.config.Config` in one place.
 
 The config says *what* (names and numbers, checked for types and ranges by
-:mod:`emu_dgl.config`); this module knows *which classes* those names mean. Each
-component kind has one registry, and that registry is the one list of valid names:
+:mod:`emu_dgl.config`, options included, from the components' own declarations); the
+registries of :mod:`emu_dgl.registry` know *which classes* those names mean and how each
+builds itself. This module wires them together and names no component:
 
-=================  ==========================================  ======================
-config key         registry                                    module
-=================  ==========================================  ======================
-``model.name``     :data:`~emu_dgl.models.DECODERS`            :mod:`emu_dgl.models`
-``model.encoder``  :data:`~emu_dgl.encoders.ENCODERS`          :mod:`emu_dgl.encoders`
-``sampler.name``   :data:`~emu_dgl.sampling.SAMPLERS`          :mod:`emu_dgl.sampling`
-``emu.variant``    :data:`~emu_dgl.models.MUTATIONS`           :mod:`emu_dgl.models.mutation`
-                   (plus ``label_smoothing``: no mutation)
-``loss.name``      :data:`~emu_dgl.training.losses.LOSSES`     :mod:`emu_dgl.training.losses`
-                   (plus ``1vsall``: every entity scored)
-``train.optimizer`` :data:`~emu_dgl.training.sparse.OPTIMIZERS` :mod:`emu_dgl.training.sparse`
-``tracking.backends`` :data:`~emu_dgl.tracking.BACKENDS`       :mod:`emu_dgl.tracking`
-=================  ==========================================  ======================
+=====================  ===================================  =================================
+config key             registry                             built-in components in
+=====================  ===================================  =================================
+``model.name``         :data:`~emu_dgl.registry.DECODERS`    :mod:`emu_dgl.models`
+``model.encoder``      :data:`~emu_dgl.registry.ENCODERS`    :mod:`emu_dgl.encoders`
+``sampler.name``       :data:`~emu_dgl.registry.SAMPLERS`    :mod:`emu_dgl.sampling`
+``emu.variant``        :data:`~emu_dgl.registry.MUTATIONS`   :mod:`emu_dgl.models`
+``loss.name``          :data:`~emu_dgl.registry.LOSSES`      :mod:`emu_dgl.losses`
+``loss.regularizer``   :data:`~emu_dgl.registry.REGULARIZERS` :mod:`emu_dgl.losses`
+``train.optimizer``    :data:`~emu_dgl.registry.OPTIMIZERS`  :mod:`emu_dgl.training.optimizers`
+``tracking.backends``  :data:`~emu_dgl.tracking.BACKENDS`    :mod:`emu_dgl.tracking`
+=====================  ===================================  =================================
 
 :func:`check_components` checks a config's names against them (the trainer, ``compare``
 and ``tune`` call it before any work), and the ``*_from_config`` functions build the
-pieces the trainer wires together.
+pieces the trainer wires together. What a component can do that changes the wiring is a
+property of its class, not of its name: a loss that ``scores_all_entities`` needs no
+sampler, a regulariser that ``touches_every_row`` makes the entity gradient dense.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,104 +36,156 @@ from torch import nn
 
 from emu_dgl.config import Config, canonical_choice
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import (
+    DECODERS,
+    ENCODERS,
+    KINDS,
+    LOSSES,
+    MUTATIONS,
+    REGULARIZERS,
+    SAMPLERS,
+    Registry,
+    describe_origin,
+)
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
-    from emu_dgl.encoders import Encoder
+    from emu_dgl.encoders import BaseEncoder
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.models import KGEModel, Mutation
     from emu_dgl.sampling import NegativeSampler
     from emu_dgl.training.step import EntityTable, TrainStep
 
 __all__ = [
+    "EVALUATION_KINDS",
+    "apply_max_epochs",
     "batch_size_for",
     "check_components",
     "component_names",
+    "check_sharded_encoder",
     "encoder_from_config",
     "evaluator_from_config",
+    "fit_negatives",
     "head_probability_from_config",
     "lookups_per_step",
     "loss_from_config",
     "model_from_config",
     "mutation_from_config",
     "optimizer_from_config",
+    "regularizer_from_config",
     "sampler_from_config",
     "scheduler_from_config",
+    "scores_all_entities",
     "step_from_config",
     "switch_step",
 ]
 
-#: Values of ``emu.variant`` and ``loss.name`` that are not registered components.
-NO_MUTATION = "label_smoothing"
-ONE_VS_ALL = "1vsall"
+#: The kinds of component evaluating, predicting and exporting a run needs: its model.
+#: (A run's sampler, loss and optimizer are for training only: a run trained with a
+#: sampler that is not installed here still opens for evaluation.)
+EVALUATION_KINDS: tuple[str, ...] = ("decoder", "encoder")
 
 
 def component_names() -> dict[str, list[str]]:
     """Valid values of every config key that names a component (see the module doc)."""
-    from emu_dgl.encoders import ENCODERS
-    from emu_dgl.models import DECODERS, MUTATIONS
-    from emu_dgl.sampling import SAMPLERS
     from emu_dgl.tracking import BACKENDS
-    from emu_dgl.training.losses import LOSSES
-    from emu_dgl.training.sparse import OPTIMIZERS
 
     return {
-        "model.name": DECODERS.names(),
-        "model.encoder": ENCODERS.names(),
-        "sampler.name": SAMPLERS.names(),
-        "emu.variant": [*MUTATIONS.names(), NO_MUTATION],
-        "loss.name": [*LOSSES.names(), ONE_VS_ALL],
-        "train.optimizer": OPTIMIZERS.names(),
+        **{r.config_key: r.names() for r in KINDS.values()},
         "tracking.backends": list(BACKENDS),
     }
 
 
-def check_components(config: Config) -> None:
+def check_components(
+    config: Config,
+    *,
+    kinds: Iterable[str] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> None:
     """A :class:`ConfigError` naming the key, the nearest valid name and the valid ones, for
-    the first component name that no registry knows. Reads the config, never changes it."""
-    for key, valid in component_names().items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        for item in value if isinstance(value, list) else [value]:
-            if item not in valid:
-                canonical_choice(key, item, valid)  # raises with the hint
+    the first component name that no registry knows (or whose plugin fails to load).
+
+    ``kinds`` limits the check to those kinds of component (``EVALUATION_KINDS`` for a run
+    opened to evaluate); ``record`` is what a run recorded about the components it used
+    (:func:`emu_dgl.training.components.read_components`): a component missing here that came
+    from a plugin is then named with that plugin and its version. Reads the config, never
+    changes it.
+    """
+    wanted = set(kinds) if kinds is not None else None
+    for registry in KINDS.values():
+        if wanted is not None and registry.kind not in wanted:
+            continue
+        name = getattr(getattr(config, registry.section), registry.key)
+        _check_name(registry, name, (record or {}).get(registry.kind))
+    if wanted is None:
+        from emu_dgl.tracking import BACKENDS
+
+        for item in config.tracking.backends:
+            if item not in BACKENDS:
+                canonical_choice("tracking.backends", item, list(BACKENDS))  # raises
 
 
-def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``candidates`` that ``factory`` takes by name (decoder- or
-    loss-specific options such as ``p_norm`` or ``alpha``)."""
-    params = inspect.signature(factory).parameters
-    return {k: v for k, v in candidates.items() if k in params}
+def _check_name(registry: Registry[Any], name: str, used: Mapping[str, Any] | None) -> None:
+    valid = registry.names()
+    if name not in valid:
+        if isinstance(used, Mapping) and used.get("name") == name:
+            origin = used
+            if origin.get("source") == "plugin":
+                install = f"{origin.get('plugin')}=={origin.get('version')}"
+                raise ConfigError(
+                    f"{registry.config_key}: the run used the {registry.kind} '{name}' of the "
+                    f"plugin {describe_origin(origin)}, which is not installed here; "
+                    f"install it (pip install {install}) and try again"
+                )
+            if origin.get("source") == "python":
+                raise ConfigError(
+                    f"{registry.config_key}: the run used the {registry.kind} '{name}' "
+                    f"{describe_origin(origin)}, which this process has not imported; import "
+                    f"that module first (emu-dgl never imports a module a run folder names), "
+                    f"or make it a plugin (README, 'Extending emu-dgl')"
+                )
+        canonical_choice(registry.config_key, name, valid)  # raises with the hint
+    registry.get(name)  # a plugin that fails to load says so here, before any work
+
+
+def scores_all_entities(config: Config) -> bool:
+    """Whether the configured loss scores every entity (1-vs-all): no sampler, no EMU."""
+    return bool(getattr(LOSSES.get(config.loss.name), "scores_all_entities", False))
 
 
 # --------------------------------------------------------------------------- model
 
 
 def model_from_config(
-    config: Config, num_entities: int, num_relations: int, *, kg: KnowledgeGraph | None = None
+    config: Config,
+    num_entities: int,
+    num_relations: int,
+    *,
+    rows: tuple[int, int] | None = None,
+    kg: KnowledgeGraph | None = None,
 ) -> KGEModel:
     """The model of the ``model`` section: the encoder ``model.encoder`` (the table by
     default; a graph encoder passes messages over ``kg``'s training triples, the data as
-    read) and the decoder ``model.name`` (initialised with the global torch generator: seed
-    it first for a reproducible start)."""
-    from emu_dgl.models import DECODERS, KGEModel
+    read) and the decoder ``model.name``, each with its options.
+
+    Relations (and a decoder's or encoder's own parameters) are initialised from the global
+    torch generator (seed it first for a reproducible start). Entity rows are ``U(-a, a)``
+    drawn per block of rows from ``train.seed`` (:func:`~emu_dgl.models.init.uniform_rows_`),
+    so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
+    only rows ``lo .. hi - 1``, one process's block of a table split over processes
+    (``model.entity`` then holds those rows alone; an encoder that passes messages between
+    rows cannot run so, see :func:`encoder_from_config`).
+    """
+    from emu_dgl.models import KGEModel
+    from emu_dgl.models.init import uniform_rows_
 
     m = config.model
-    decoder_cls = DECODERS.get(m.name)
-    options = _accepted(
-        decoder_cls,
-        {
-            "gamma": m.gamma,
-            "p_norm": m.p_norm,
-            "modulus_weight": m.modulus_weight,
-            "phase_weight": m.phase_weight,
-        },
-    )
-    decoder = decoder_cls(dim=m.dim, **options)
+    decoder = DECODERS.build(m.name, dim=m.dim, **config.options_for(DECODERS.config_key))
     encoder = encoder_from_config(
         config,
         out_width=decoder.entity_width(m.dim),
         num_relations=2 * (kg.num_relations if kg is not None else num_relations),
+        sharded=rows is not None and rows != (0, num_entities),
     )
     graph = None
     if encoder.uses_graph:
@@ -141,59 +194,54 @@ def model_from_config(
         if kg is None:
             raise ValueError(f"model.encoder={m.encoder} needs the training graph: pass kg=")
         graph = message_graph(kg.train, kg.num_entities, kg.num_relations)
-    return KGEModel(num_entities, num_relations, decoder=decoder, encoder=encoder, graph=graph)
+    # No entity rows at first: the relations' draws do not depend on the table's size.
+    model = KGEModel(0, num_relations, decoder=decoder, encoder=encoder, graph=graph)
+    lo, hi = rows if rows is not None else (0, num_entities)
+    if not 0 <= lo <= hi <= num_entities:
+        raise ValueError(f"rows {lo}..{hi} are not rows of a table of {num_entities}")
+    weight = torch.empty(hi - lo, encoder.in_width)
+    uniform_rows_(weight, lo, decoder.embedding_range, config.train.seed)
+    model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
+    return model
 
 
-#: Encoder options of the ``model`` section: ``model.encoder_<option>`` -> the encoder's
-#: keyword ``<option>`` (unset: the encoder's own default).
-ENCODER_OPTIONS = ("layers", "decomposition", "bases", "composition", "dropout", "self_loop")
-
-
-def encoder_from_config(config: Config, *, out_width: int, num_relations: int) -> Encoder:
-    """The encoder ``model.encoder`` with the ``model.encoder_*`` options it takes: one line
-    naming an option it does not take, or a mode it cannot run in."""
-    from emu_dgl.encoders import ENCODERS
-
-    m = config.model
-    factory = ENCODERS.get(m.encoder)
-    takes = inspect.signature(factory).parameters
-    given = {k: getattr(m, f"encoder_{k}") for k in ENCODER_OPTIONS}
-    given = {k: v for k, v in given.items() if v is not None}
-    for key in given:
-        if key not in takes:
-            own = [f"model.encoder_{k}" for k in ENCODER_OPTIONS if k in takes]
-            raise ConfigError(
-                f"model.encoder_{key} is not an option of model.encoder={m.encoder} "
-                f"(its options: {', '.join(own) or 'none'}); remove it"
-            )
-    encoder = factory(
-        in_width=m.encoder_width or out_width,
+def encoder_from_config(
+    config: Config, *, out_width: int, num_relations: int, sharded: bool = False
+) -> BaseEncoder:
+    """The encoder ``model.encoder`` with its options (``model.encoder_*``), mapping a table
+    of ``model.encoder_width`` (default: ``out_width``) to ``out_width``-wide vectors over
+    ``num_relations`` message types; ``sharded``: for one block of a table split over
+    processes, which only an encoder that ``runs_sharded`` accepts (one line otherwise)."""
+    if sharded:
+        check_sharded_encoder(config, "several processes")
+    return ENCODERS.build(
+        config.model.encoder,
         out_width=out_width,
         num_relations=num_relations,
-        **given,
+        **config.options_for(ENCODERS.config_key),
     )
-    if not encoder.uses_graph and m.encoder_mode != "full":
+
+
+def check_sharded_encoder(config: Config, where: str) -> None:
+    """A one-line :class:`ConfigError` when ``model.encoder`` cannot run on an entity table
+    split over processes (``where`` says how many): message passing reads neighbours' rows,
+    which other processes hold."""
+    name = config.model.encoder
+    if not getattr(ENCODERS.get(name), "runs_sharded", False):
         raise ConfigError(
-            f"model.encoder_mode={m.encoder_mode} samples graph neighbourhoods, but "
-            f"model.encoder={m.encoder} reads no graph; use model.encoder=rgcn or compgcn"
+            f"model.encoder={name} is not supported on {where} (a graph encoder passes "
+            "messages between entity rows, which a run on several processes splits between "
+            "them); train on one process or use model.encoder=table"
         )
-    if m.encoder_fanouts and m.encoder_mode != "sampled":
-        raise ConfigError(
-            "model.encoder_fanouts is read in model.encoder_mode=sampled only; set that mode "
-            "or remove the fanouts"
-        )
-    return encoder
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:
-    """The EMU mutation of ``emu.variant``, or ``None`` (EMU off, or label smoothing only)."""
-    from emu_dgl.models import MUTATIONS
-
-    emu = config.emu
-    if not emu.enabled or emu.variant == NO_MUTATION:
+    """The EMU mutation of ``emu.variant`` with its options, or ``None`` (EMU off, or a
+    variant that mutates nothing: label smoothing only)."""
+    if not config.emu.enabled:
         return None
-    factory = MUTATIONS.get(emu.variant)
-    return factory(**_accepted(factory, {"p": emu.p, "bits": emu.mask_bits})).to(device)
+    mutation = MUTATIONS.build(config.emu.variant, **config.options_for(MUTATIONS.config_key))
+    return None if mutation is None else mutation.to(device)
 
 
 # --------------------------------------------------------------------------- negatives
@@ -207,30 +255,29 @@ def sampler_from_config(
     cache_dir: Path | None = None,
     announce: bool = False,
 ) -> NegativeSampler | None:
-    """The negative sampler of the ``sampler`` section on ``device``, filtered against the
-    training triples when ``sampler.filter``; ``None`` for the 1-vs-all loss (no negatives).
-    SANS neighbourhoods are cached in ``cache_dir`` (default: the cache root's
-    ``neighbourhoods/``); ``announce`` says on stderr when one is built."""
+    """The negative sampler of the ``sampler`` section (with its options) on ``device``,
+    filtered against the training triples when ``sampler.filter``; ``None`` for a loss that
+    scores every entity (no negatives). Precomputed neighbourhoods are cached in
+    ``cache_dir`` (default: the cache root's ``neighbourhoods/``); ``announce`` says on
+    stderr when one is built."""
     from emu_dgl.sampling import build_sampler
 
-    if config.loss.name == ONE_VS_ALL:
+    if scores_all_entities(config):
         return None
     s = config.sampler
     return build_sampler(
         s.name,
         train=kg.train,
         num_entities=kg.num_entities,
+        num_relations=kg.num_relations,
         num_negatives=s.num_negatives,
-        k_hop=s.k_hop,
-        walks=s.walks,
-        walk_mode=s.walk_mode,
-        weighted=s.weighted,
         seed=config.train.seed,
         cache_dir=cache_dir,
         announce=announce,
         filter=s.filter,
         known=kg.train,
         device=device,
+        **config.options_for(SAMPLERS.config_key),
     )
 
 
@@ -250,29 +297,41 @@ def head_probability_from_config(
 
 
 def loss_from_config(config: Config) -> nn.Module:
-    """``loss.name`` (1-vs-all cross entropy for ``1vsall``), wrapped in the EMU loss when
-    ``emu.enabled`` (the named loss then scores the unmutated negatives)."""
-    from emu_dgl.training.losses import LOSSES, EMULoss, OneVsAllLoss
+    """``loss.name`` with its options, wrapped in the EMU loss when ``emu.enabled`` (the
+    named loss then scores the unmutated negatives)."""
+    from emu_dgl.losses import EMULoss
 
-    cfg = config.loss
-    if cfg.name == ONE_VS_ALL:
-        return OneVsAllLoss(label_smoothing=cfg.label_smoothing)
-    factory = LOSSES.get(cfg.name)
-    base = factory(**_accepted(factory, {"alpha": cfg.alpha, "margin": cfg.margin}))
+    base = LOSSES.build(config.loss.name, **config.options_for(LOSSES.config_key))
     emu = config.emu
-    return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
+    if not emu.enabled or scores_all_entities(config):
+        return base
+    return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef)
+
+
+def regularizer_from_config(config: Config) -> Any:
+    """The regulariser of ``loss.regularizer`` with its options (``None``: none)."""
+    return REGULARIZERS.build(
+        config.loss.regularizer, **config.options_for(REGULARIZERS.config_key)
+    )
 
 
 def lookups_per_step(config: Config) -> int:
     """Entity rows one step looks up: anchor, true entity and every negative of each row
     (with shared negatives, every negative of each chunk)."""
     batch = config.train.batch_size
-    if config.loss.name == ONE_VS_ALL:
+    if scores_all_entities(config):
         return 2 * batch
     draws = 2 if config.emu.enabled and config.emu.separate_draws else 1
     chunk = min(config.sampler.shared_chunk, batch)
     per_draw = batch // chunk if chunk else batch
     return 2 * batch + per_draw * draws * config.sampler.num_negatives
+
+
+def dense_entity_gradient(config: Config) -> bool:
+    """Whether the entity table's gradient reaches every row: a loss that scores every
+    entity, or a regulariser of the whole table."""
+    regularizer = REGULARIZERS.get(config.loss.regularizer)
+    return scores_all_entities(config) or bool(getattr(regularizer, "touches_every_row", False))
 
 
 def optimizer_from_config(
@@ -299,10 +358,10 @@ def optimizer_from_config(
     from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 
     cfg = config.train
-    name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
-    loss = config.loss
-    encoder = getattr(model, "encoder", None)
-    if encoder is not None and encoder.uses_graph:
+    name, lr = (
+        (cfg.optimizer, cfg.lr) if phase == 0 else (SWITCH_OPTIMIZER, cfg.lr * cfg.lr_decay**phase)
+    )
+    if getattr(getattr(model, "encoder", None), "uses_graph", False):
         # The encoder's backward reaches the whole table (full mode: every row the graph
         # touches) and its layer weights are dense: the update is dense.
         if cfg.sparse is True:
@@ -315,14 +374,17 @@ def optimizer_from_config(
     sparse_rows = use_sparse_rows(
         cfg.sparse,
         name,
-        loss=loss.name,
-        regularizer=loss.regularizer,
+        dense_gradient=dense_entity_gradient(config),
         num_entities=model.entity.num_embeddings,  # type: ignore[union-attr]  (all blocks)
         lookups=lookups_per_step(config),
     )
     if phase > 0 and cfg.schedule == "reference":
         sparse_rows = False  # the published switch: dense Adam over every row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
+
+
+#: The optimizer the reference schedule switches to (the published scripts' Adam).
+SWITCH_OPTIMIZER = "adam"
 
 
 def step_from_config(
@@ -344,7 +406,7 @@ def step_from_config(
 
     device = model.entity.weight.device
     emu = config.emu
-    one_vs_all = config.loss.name == ONE_VS_ALL
+    one_vs_all = scores_all_entities(config)
     if table is None and model.encoder.uses_graph:
         table = encoded_table_from_config(config, model, generator)
     chunk = min(config.sampler.shared_chunk, batch_size)
@@ -358,8 +420,7 @@ def step_from_config(
         emu=emu.enabled and not one_vs_all,
         separate_draws=emu.enabled and emu.separate_draws and not one_vs_all,
         one_vs_all=one_vs_all,
-        regularizer=config.loss.regularizer,
-        reg_weight=config.loss.reg_weight,
+        regularizer=regularizer_from_config(config),
         head_probability=head_probability,
         batch_size=batch_size,
         generator=generator,
@@ -368,22 +429,46 @@ def step_from_config(
     )
 
 
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
+
+
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
+    import copy
+
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if scores_all_entities(config) or negatives <= entities:
+        return config, None
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
+
+
 def encoded_table_from_config(
     config: Config, model: KGEModel, generator: torch.Generator
 ) -> EntityTable:
     """The step's entity rows from the model's graph encoder, in ``model.encoder_mode``."""
     from emu_dgl.training.encoded import EncodedTable
 
-    m = config.model
-    if m.encoder_mode == "sampled" and config.loss.name == ONE_VS_ALL:
-        raise ConfigError(
-            "model.encoder_mode=sampled encodes the step's entities only, but loss.name=1vsall "
-            "scores every entity; use model.encoder_mode=full"
-        )
+    options = config.options_for(ENCODERS.config_key)
     return EncodedTable(
         model,
-        mode=m.encoder_mode,
-        fanouts=m.encoder_fanouts,
+        mode=options["mode"],
+        fanouts=options["fanouts"],
         generator=generator,
         seed=config.train.seed,
     )

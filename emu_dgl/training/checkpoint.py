@@ -149,8 +149,20 @@ def _short_reason(exc: BaseException) -> str:
     return text
 
 
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error."""
+def _mapped(handle: Any) -> str | None:
+    """A path naming the open file itself (not what its name points to now), for
+    ``torch.load(mmap=True)``, which maps files by path; ``None`` where there is none."""
+    path = f"/proc/self/fd/{handle.fileno()}"
+    return path if os.path.exists(path) else None
+
+
+def load_checkpoint(
+    path: Path, *, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error.
+
+    ``mmap``: tensors are mapped from the file rather than read (pages are read when
+    used, and the page cache can drop them again), where the system allows it."""
     kind = describe_kind(path)
     if kind == "missing":
         other = path.with_name(LAST)
@@ -162,7 +174,10 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         raise CheckpointError(f"no checkpoint at '{path}'{hint}")
     try:
         with open_read(path, "checkpoint") as handle:
-            state = torch.load(handle, map_location=map_location, weights_only=True)
+            mapped = _mapped(handle) if mmap else None
+            state = torch.load(
+                mapped or handle, map_location=map_location, weights_only=True, mmap=bool(mapped)
+            )
     except EmuDglError as exc:  # a link, a FIFO, unreadable
         raise CheckpointError(str(exc)) from None
     except Exception as exc:  # truncated zip, foreign pickle, random bytes ...

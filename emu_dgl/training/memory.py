@@ -43,17 +43,24 @@ def estimate_bytes(
     """Lower bounds, in bytes, of the parts listed in the module docstring, each with the
     config keys that set it. ``train_triples`` and ``eval_triples`` (when known) cap the
     batch sizes, as the trainer and the evaluator cap them."""
-    from emu_dgl.models import DECODERS
+    from emu_dgl.registry import DECODERS, ENCODERS, OPTIMIZERS
+    from emu_dgl.training.build import SWITCH_OPTIMIZER, scores_all_entities
 
     decoder = DECODERS.get(config.model.name)
     dim = config.model.dim
-    entity_width, relation_width = decoder.entity_width(dim), decoder.relation_width(dim)
-    table_width = config.model.encoder_width or entity_width
-    weights = (num_entities * table_width + num_relations * relation_width) * _FLOAT
-    optimizer_copies = (
-        2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
+    entity_width, relation_width = decoder.table_widths(
+        dim, **config.options_for(DECODERS.config_key)
     )
-    one_vs_all = config.loss.name == "1vsall"
+    encoder = config.options_for(ENCODERS.config_key)
+    table_width = encoder.get("width") or entity_width
+    weights = (num_entities * table_width + num_relations * relation_width) * _FLOAT
+    optimizers = [config.train.optimizer]
+    if config.train.schedule == "reference":
+        optimizers.append(SWITCH_OPTIMIZER)
+    optimizer_copies = max(
+        1, *(getattr(OPTIMIZERS.get(name), "state_per_weight", 1) for name in optimizers)
+    )
+    one_vs_all = scores_all_entities(config)
     batch = min(config.train.batch_size, train_triples or config.train.batch_size)
     eval_batch = min(config.eval.batch_size, eval_triples or config.eval.batch_size)
     rows = batch * (num_entities if one_vs_all else config.sampler.num_negatives + 2)
@@ -68,8 +75,8 @@ def estimate_bytes(
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
         "one evaluation batch": (eval_batch * num_entities * _FLOAT, "eval.batch_size"),
     }
-    if config.model.encoder != "table":
-        layers = config.model.encoder_layers or 1
+    if getattr(ENCODERS.lookup(config.model.encoder), "uses_graph", False):
+        layers = encoder.get("layers") or 1
         parts["the encoder's layers"] = (
             2 * layers * num_entities * max(table_width, entity_width) * _FLOAT,
             "model.encoder_width, model.encoder_layers",

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from emu_dgl.errors import ConfigError, EmuDglError
-from emu_dgl.training.run import METRICS_FILE, read_json
+from emu_dgl.errors import ConfigError, EmuDglError, RunError
+from emu_dgl.training.run import CONFIG_FILE, METRICS_FILE, read_json
+from emu_dgl.training.state import model_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
     from emu_dgl.models import KGEModel
 
-__all__ = ["RunResult", "export_meta", "load_run", "lookup"]
+__all__ = ["RunResult", "check_model_config", "export_meta", "load_run", "lookup"]
 
 
 @dataclass
@@ -54,6 +55,19 @@ class RunResult:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def source(self) -> str:
+        """Where the weights come from, in words: ``checkpoints/<checkpoint>.pt``, or for a
+        run on several processes its sharded checkpoint, every process's rows stitched."""
+        from emu_dgl.training.shards import trained_world_size
+
+        if trained_world_size(self.run_dir) is not None:
+            return (
+                f"the {self.checkpoint} checkpoint of {self.run_dir} "
+                "(every process's rows, stitched)"
+            )
+        return str(self.run_dir / "checkpoints" / f"{self.checkpoint}.pt")
 
     @property
     def scorer(self) -> Any:
@@ -183,8 +197,13 @@ class RunResult:
     # ------------------------------------------------------------------ export
     def export(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``entities.npy``, ``relations.npy``, the id-to-name tables ``entities.tsv``
-        and ``relations.tsv`` and ``meta.json`` (the column layout of each table) into
-        ``folder`` (created if missing; files of those names are replaced). Returns it."""
+        and ``relations.tsv``, ``meta.json`` (the column layout of each table, the decoder's
+        learnt scalars) and a ``decoder.<name>.npy`` for each learnt tensor of the decoder
+        (a shared core tensor, say) into ``folder`` (created if missing; files of those
+        names are replaced). Returns it.
+
+        The tables are the model's: of a run on several processes, the blocks of every
+        process stitched into one table (see :attr:`source`)."""
         import numpy as np
 
         from emu_dgl.files import anchored, make_dir, write_atomic
@@ -200,9 +219,15 @@ class RunResult:
         with anchored(out, "export folder"):  # every file lands in the folder resolved here
             with torch.no_grad():  # a graph encoder's output: what the decoder scores
                 vectors = self.model.entity_vectors()
+            arrays = [
+                (decoder_array_file(n), p)
+                for n, p in self.model.decoder.named_parameters()
+                if p.numel() != 1
+            ]
             for fname, weight in (
                 ("entities.npy", vectors),
                 ("relations.npy", self.model.relation.weight),
+                *arrays,
             ):
                 array = weight.detach().cpu().numpy()
                 write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
@@ -247,8 +272,8 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
 
     def layout(shape: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
         rows, width = shape
-        if len(names) * dim != width:  # a decoder that does not describe its blocks
-            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
+        if not names or width % len(names):  # a decoder that does not describe its blocks
+            names = (f"columns 0..{width - 1}",)
         size = width // len(names)
         return {
             "file": file,
@@ -281,7 +306,19 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
     scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
     if scalars:
         meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
+    arrays = {
+        n: {"file": decoder_array_file(n), "shape": list(p.shape)}
+        for n, p in decoder.named_parameters()
+        if p.numel() != 1
+    }
+    if arrays:  # learnt tensors of the decoder (a shared core tensor), one .npy file each
+        meta["decoder_arrays"] = arrays
     return meta
+
+
+def decoder_array_file(name: str) -> str:
+    """The file ``export`` writes a non-scalar decoder parameter into."""
+    return f"decoder.{name}.npy"
 
 
 def final_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -307,11 +344,91 @@ def load_run(
     The data is looked for where the run recorded it first (``dataset.data_dir`` of its
     ``config.yaml``), then where a new run would look; ``data_dir`` is tried before both.
     Data found nowhere, or whose content changed, is one clear error; nothing is downloaded.
+    The graph is given the ids the run was trained with (a dataset whose content changed is
+    refused, see :func:`~emu_dgl.training.records.match_data`). Only the components the
+    model needs are looked up (:data:`~emu_dgl.training.build.EVALUATION_KINDS`): a run
+    trained with a sampler or loss this process lacks still opens; a missing decoder that
+    came from a plugin is named with the plugin (``components.json``).
     """
-    from emu_dgl.training.trainer import load_run as load_parts
+    from emu_dgl.config import config_from_dict
+    from emu_dgl.device import resolve_device
+    from emu_dgl.errors import DataError, shown
+    from emu_dgl.training.build import EVALUATION_KINDS, model_from_config
+    from emu_dgl.training.components import check_run_components
+    from emu_dgl.training.inverse import model_relations
+    from emu_dgl.training.run import (
+        check_run_files,
+        match_data,
+        read_data_record,
+        read_run_config,
+    )
+    from emu_dgl.training.rundata import load_run_dataset
+    from emu_dgl.training.shards import enclosing_run, run_weights
 
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
-    path = Path(run_dir).expanduser()
-    config, kg, model = load_parts(path, device=device, which=which, data_dir=data_dir)
-    return RunResult(config, kg, model, path, final_metrics(path), which)
+    run_dir = Path(run_dir).expanduser()
+    config_path = run_dir / CONFIG_FILE
+    enclosing = enclosing_run(run_dir)
+    if enclosing is not None:
+        raise RunError(
+            f"'{run_dir}' is part of the run on several processes '{enclosing}'; pass the run "
+            f"itself ('{enclosing}'): its weights are read from every process's part"
+        )
+    if not os.path.lexists(config_path):
+        raise RunError(
+            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+        )
+    check_run_files(run_dir)  # a planted link or FIFO is refused before anything is read
+    config = config_from_dict(read_run_config(run_dir))
+    check_run_components(config, run_dir, kinds=EVALUATION_KINDS)
+    target = resolve_device(device, key="--device")
+    state, path = run_weights(run_dir, which)
+    check_model_config(state, config, path)
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
+    kg = match_data(load_run_dataset(run_dir, config), read_data_record(run_dir), run_dir)
+    saved_fp = state.get("data_fingerprint")
+    if saved_fp is not None and saved_fp != kg.fingerprint:
+        raise DataError(
+            f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
+        )
+    model = model_from_config(
+        config, kg.num_entities, model_relations(config, kg.num_relations), kg=kg
+    )
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = str(exc).strip().splitlines()
+        reason = detail[-1].strip() if detail else type(exc).__name__
+        raise RunError(
+            f"the weights in '{path}' do not fit the model '{config_path}' describes "
+            f"({shown(reason, 160)}); restore config.yaml (a new model needs a new run)"
+        ) from None
+    model = model.to(target).eval()
+    return RunResult(config, kg, model, run_dir, final_metrics(run_dir), which)
+
+
+def check_model_config(state: dict[str, Any], config: Config, path: Path) -> None:
+    """Refuse weights saved for another model than ``config`` describes, in one line.
+
+    Checkpoints written before ``model_config`` existed are checked against the config they
+    carry (``last.pt``), else only by the shapes of their tensors when they are loaded.
+    """
+    saved = state.get("model_config")
+    if not isinstance(saved, dict):
+        saved = (
+            state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
+        )
+    if not isinstance(saved, dict):
+        return
+    now = model_config(config)
+    differ = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
+    if differ:
+        shown_ = ", ".join(
+            f"model.{k} {a!r} in the checkpoint, {b!r} in config.yaml" for k, a, b in differ
+        )
+        raise RunError(
+            f"'{path}' was trained as another model than '{path.parent.parent / CONFIG_FILE}' describes "
+            f"({shown_}); restore config.yaml (a new model needs a new run)"
+        )

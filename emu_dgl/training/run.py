@@ -17,50 +17,78 @@ that live here, in one place:
   not a run, unless the user says so), a run folder to resume, never ``/``; every file
   of the run is written through :mod:`emu_dgl.files` (no links followed, temporary
   files from ``mkstemp``, atomic replacement);
-* :class:`RunLock`: an OS file lock held for the life of a run; a second writer gets a
-  one-line error instead of interleaving its files with the first one's.
+* :class:`~emu_dgl.training.lock.RunLock`: an OS file lock held for the life of a run; a
+  second writer gets a one-line error instead of interleaving its files with the first one's.
 * :data:`RESUMABLE`: the config keys a resumed run may change. Every other key (model,
   widths, dataset, sampler, EMU, loss, optimizer, seed...) is fixed by the checkpoint,
   and :func:`check_resume` refuses a change with the list of offending keys.
-* :func:`data_record` / :func:`match_data`: the entity and relation names (in id
-  order) and a fingerprint of the splits are stored with the run; evaluation,
-  prediction, export and resume map the current files onto those ids by name and
-  refuse data whose content changed.
+* :func:`~emu_dgl.training.records.data_record` / :func:`~emu_dgl.training.records.match_data`:
+  the entity and relation names (in id order) and a fingerprint of the splits are stored
+  with the run; evaluation, prediction, export and resume map the current files onto those
+  ids by name and refuse data whose content changed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu_dgl.errors import DataError, RunError
+from emu_dgl.errors import RunError
 from emu_dgl.files import (
-    anchored,
     describe_kind,
     lexists,
     link_count,
     listdir,
-    make_dir,
-    open_lock_file,
     read_text,
     remove,
     resolve_path,
-    write_atomic,
+)
+from emu_dgl.training.lock import LOCK_FILE, RunLock
+from emu_dgl.training.records import (
+    DATA_FILE,
+    data_record,
+    match_data,
+    read_data_record,
+    read_json,
+    write_text,
 )
 
+__all__ = [  # the lock and the records live in their own modules; here for the callers
+    "CHECKPOINTS",
+    "COMPONENTS_FILE",
+    "CONFIG_FILE",
+    "DATA_FILE",
+    "GRAPH_FILE",
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "METRICS_LOG",
+    "RESUMABLE",
+    "Admission",
+    "ResumePlan",
+    "RunLock",
+    "check_resume",
+    "data_record",
+    "match_data",
+    "open_run",
+    "read_data_record",
+    "read_json",
+    "read_run_config",
+    "run_path",
+    "write_text",
+]
+
 CONFIG_FILE = "config.yaml"
-DATA_FILE = "data.json"
+#: The components the run used and where each came from (:mod:`emu_dgl.training.components`).
+COMPONENTS_FILE = "components.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
 #: A run trained on a graph given in Python keeps that graph here (``KnowledgeGraph.save``).
 GRAPH_FILE = "graph.npz"
-LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 
 #: Config keys a resumed run may change; they are applied from the resumed step on.
@@ -111,133 +139,6 @@ NO_EFFECT: frozenset[str] = frozenset(
 def listed(key: str, keys: frozenset[str]) -> bool:
     """Whether ``section.key`` is in ``keys``, itself or through a ``section.*`` entry."""
     return key in keys or f"{key.split('.', 1)[0]}.*" in keys
-
-
-# --------------------------------------------------------------------------- lock
-
-_HELD: dict[Path, tuple[int, int, ExitStack]] = {}  # folder -> (fd, depth, anchor), locks held here
-_PID_WIDTH = 24  # the pid is written padded to this width: the lock file is never truncated
-
-
-class RunLock:
-    """Exclusive lock on a run directory for as long as the ``with`` block runs.
-
-    ``fcntl.flock`` on ``<run>/.lock``: the OS drops it when the process dies, so a
-    killed run never leaves a stale lock. Re-entrant within one process. The lock file
-    is opened without following links and must be a regular file with one name, so a
-    planted ``.lock`` link or hard link is refused, never written through.
-
-    The folder is resolved once, when the lock is taken, and anchored for as long as it
-    is held (:func:`emu_dgl.files.anchored`): every later read or write of a path under
-    it, named as given or resolved, reaches the locked folder through its descriptor, so
-    a link re-pointed mid-run (``runs/current``) cannot carry the run's writes elsewhere.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.given = Path(folder).expanduser()
-        self.folder = resolve_path(self.given)
-        self._created = False
-        self.found_lock = False  # a .lock was there before: emu-dgl ran in this folder
-
-    def __enter__(self) -> RunLock:
-        self.folder = key = resolve_path(self.given)
-        if key in _HELD:
-            fd, depth, anchor = _HELD[key]
-            _HELD[key] = (fd, depth + 1, anchor)
-            anchor.enter_context(anchored(self.folder, "run directory", also=self.given))
-            return self
-        self._created = not self.folder.exists()
-        make_dir(self.folder, "run directory")
-        anchor = ExitStack()
-        anchor.enter_context(anchored(self.folder, "run directory", also=self.given))
-        try:
-            self.found_lock = lexists(self.folder / LOCK_FILE)
-            fd = open_lock_file(self.folder / LOCK_FILE)
-        except BaseException:
-            anchor.close()
-            raise
-        if not _try_lock(fd):
-            text = os.pread(fd, 64, 0).decode(errors="replace").split()
-            os.close(fd)
-            anchor.close()
-            raise RunError(
-                f"run directory '{self.folder}' is in use by another emu-dgl process "
-                f"(pid {text[0] if text else 'unknown'}); wait for it to finish or choose another --out"
-            )
-        # Overwrite in place, never truncate: readers take the first word.
-        os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode(), 0)
-        _HELD[key] = (fd, 1, anchor)
-        return self
-
-    @property
-    def fd(self) -> int:
-        """The lock file's descriptor: a child process given it holds the lock as well."""
-        return _HELD[self.folder][0]
-
-    def __exit__(self, *exc: object) -> None:
-        fd, depth, anchor = _HELD[self.folder]
-        if depth > 1:
-            _HELD[self.folder] = (fd, depth - 1, anchor)
-            return
-        del _HELD[self.folder]
-        try:
-            if self._created and listdir(self.folder) == [LOCK_FILE]:
-                # The run stopped before writing anything: leave no empty folder behind.
-                remove(self.folder / LOCK_FILE, "lock file")
-                os.rmdir(self.folder)
-        finally:
-            _unlock(fd)
-            os.close(fd)
-            anchor.close()
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# --------------------------------------------------------------------------- disk
-
-
-def write_text(path: Path, text: str, what: str, *, durable: bool = True) -> None:
-    """Atomically replace ``path`` with UTF-8 ``text`` (see :mod:`emu_dgl.files`)."""
-    write_atomic(path, text, what, durable=durable)
-
-
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file of the run (links and hard-linked files refused), or a RunError naming it."""
-    text = read_text(path, what, single_link=True)
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise RunError(
-            f"the {what} '{path}' is not valid JSON (cut short or edited); it is not the file emu-dgl wrote"
-        ) from None
 
 
 # --------------------------------------------------------------------------- configs
@@ -296,7 +197,11 @@ def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bo
             "or choose another --out"
         )
     # The same command starts such a run again over the records it left.
-    begun = frozenset({DATA_FILE, GRAPH_FILE, "tracking.json"}) if found_lock else frozenset()
+    begun = (
+        frozenset({DATA_FILE, COMPONENTS_FILE, GRAPH_FILE, "tracking.json"})
+        if found_lock
+        else frozenset()
+    )
     check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty, own=begun)
 
 
@@ -305,6 +210,7 @@ def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bo
 _RUN_FILE_NAMES = (
     CONFIG_FILE,
     DATA_FILE,
+    COMPONENTS_FILE,
     METRICS_LOG,
     METRICS_FILE,
     GRAPH_FILE,
@@ -365,9 +271,11 @@ def check_empty_folder(
     )
 
 
-def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with keys added since it was written set to their defaults (which keep
-    the old behaviour), so a newer version resumes an older run."""
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as this version resolves it: keys added since it was written set to
+    their defaults (which keep the old behaviour), options of components it does not use
+    left out (an older config.yaml held every decoder's options), so a newer version
+    resumes, or ``compare`` reuses, an older run."""
     from emu_dgl.config import config_from_dict
     from emu_dgl.errors import ConfigError
 
@@ -398,6 +306,29 @@ class ResumePlan:
         )
         applied = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in self.changes)
         return f"resuming at {where}" + (f"; applying {applied}" if applied else "")
+
+
+def check_changes(
+    run_dir: Path, saved: dict[str, Any], requested: dict[str, Any], reached: int | None
+) -> list[tuple[str, Any, Any]]:
+    """The config changes from ``saved`` (the checkpoint's) to ``requested``; a RunError
+    listing every changed key outside :data:`RESUMABLE`, or for a ``train.max_steps``
+    below the step ``reached`` (``None``: no checkpoint)."""
+    changes = config_differences(with_defaults(saved), requested)
+    fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
+    if fixed:
+        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
+        raise RunError(
+            f"cannot resume '{run_dir}' with changed {shown}: the checkpoint was trained with the old value; "
+            f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
+        )
+    steps = int(requested["train"]["max_steps"])
+    if reached is not None and steps < reached:
+        raise RunError(
+            f"cannot resume '{run_dir}' with train.max_steps={steps}: the run has already reached step "
+            f"{reached}; give at least that"
+        )
+    return changes
 
 
 def check_run_begun(run_dir: Path, *, found_lock: bool | None = None) -> None:
@@ -445,20 +376,9 @@ def check_resume(
         saved = state["config"]
     else:
         saved = read_run_config(run_dir)
-    changes = config_differences(_with_defaults(saved), requested)
-    fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
-    if fixed:
-        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
-        raise RunError(
-            f"cannot resume '{run_dir}' with changed {shown}: the checkpoint was trained with the old value; "
-            f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
-        )
-    steps = int(requested["train"]["max_steps"])
-    if state is not None and steps < int(state["step"]):
-        raise RunError(
-            f"cannot resume '{run_dir}' with train.max_steps={steps}: the run has already reached step "
-            f"{state['step']}; give at least that"
-        )
+    changes = check_changes(
+        run_dir, saved, requested, int(state["step"]) if state is not None else None
+    )
     plan = ResumePlan(state=state, source=source, changes=changes)
     set_aside_torn(ckpt_dir)  # before last.pt is written again below: never rotated over
     if state is not None and source != "last.pt":
@@ -501,9 +421,12 @@ class Admission:
             return kg
         return match_data(kg, read_data_record(self.run_dir), self.run_dir)
 
-    def write_record(self, kg: Any, config_yaml: str) -> None:
-        """``data.json`` and ``config.yaml``: what evaluation and ``--resume`` read back."""
+    def write_record(self, kg: Any, config_yaml: str, components: str | None = None) -> None:
+        """``data.json``, ``components.json`` and ``config.yaml`` (last: its presence means the
+        run has begun): what evaluation and ``--resume`` read back."""
         write_text(self.run_dir / DATA_FILE, json.dumps(data_record(kg)) + "\n", "data record")
+        if components is not None:
+            write_text(self.run_dir / COMPONENTS_FILE, components, "components record")
         write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")
 
 
@@ -571,27 +494,6 @@ def open_run(
 # --------------------------------------------------------------------------- data
 
 
-def _split_hash(triples: Any) -> str:
-    import numpy as np
-
-    array = triples.numpy()
-    order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
-    return hashlib.sha256(np.ascontiguousarray(array[order]).tobytes()).hexdigest()
-
-
-def data_record(kg: Any) -> dict[str, Any]:
-    """What a run stores about its data: names in id order, split sizes and hashes, fingerprint."""
-    return {
-        "dataset": kg.name,
-        "fingerprint": kg.fingerprint,
-        "entities": list(kg.entity_names),
-        "relations": list(kg.relation_names),
-        "splits": {
-            split: {"triples": len(t), "sha256": _split_hash(t)} for split, t in kg.splits.items()
-        },
-    }
-
-
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's saved ``config.yaml`` as a dict (links refused), or a one-line RunError."""
     import yaml
@@ -607,69 +509,3 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
             f"'{path}' is not an emu-dgl run config (not a YAML mapping); restore the file emu-dgl wrote"
         )
     return saved
-
-
-def read_data_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``data.json`` (None for runs saved before it existed), its types checked."""
-    path = Path(run_dir) / DATA_FILE
-    if not os.path.lexists(path):
-        return None
-    record = read_json(path, "data record")
-    names_ok = isinstance(record, dict) and all(
-        isinstance(record.get(key), list) and all(isinstance(n, str) for n in record[key])
-        for key in ("entities", "relations")
-    )
-    splits = record.get("splits", {}) if isinstance(record, dict) else None
-    if (
-        not names_ok
-        or not isinstance(record.get("fingerprint"), str)
-        or not isinstance(splits, dict)
-        or not all(
-            isinstance(info, dict)
-            and isinstance(info.get("triples"), int)
-            and isinstance(info.get("sha256"), str)
-            for info in splits.values()
-        )
-    ):
-        raise RunError(
-            f"'{path}' is not an emu-dgl data record (a field is missing or of the wrong type); "
-            "restore the file emu-dgl wrote, the run's vocabulary is in it"
-        )
-    return record
-
-
-def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
-    """``kg`` with the ids the run was trained with, or a DataError if its content changed.
-
-    Ids come from the order of lines in the files, so a reordered but otherwise equal
-    file gives other ids: the graph is then re-indexed by name onto the run's
-    vocabulary. Different names or different triples are refused.
-    """
-    if record is None or kg.fingerprint == record["fingerprint"]:
-        return kg
-    what = f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on"
-    entities, relations = record["entities"], record["relations"]
-    for kind, now, then in (
-        ("entity", kg.entity_names, entities),
-        ("relation", kg.relation_names, relations),
-    ):
-        if set(now) != set(then):
-            extra = sorted(set(now) - set(then))[:2]
-            missing = sorted(set(then) - set(now))[:2]
-            detail = (
-                f"new {kind} names such as {extra}"
-                if extra
-                else f"{kind} names such as {missing} are gone"
-            )
-            raise DataError(f"{what}: {detail}; evaluate with the files it was trained on")
-    remapped = kg.reindexed(entities, relations)
-    if remapped.fingerprint == record["fingerprint"]:
-        return remapped
-    changed = [
-        f"{split} ({info['triples']} triples then, {len(remapped.splits[split])} now)"
-        for split, info in record.get("splits", {}).items()
-        if split in remapped.splits and _split_hash(remapped.splits[split]) != info["sha256"]
-    ]
-    raise DataError(
-        f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"
-    )

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emu_dgl.errors import DataError
-from emu_dgl.training.run import GRAPH_FILE, match_data, read_data_record
+from emu_dgl.training.run import CONFIG_FILE, GRAPH_FILE, match_data, read_data_record
 
 if TYPE_CHECKING:
     from emu_dgl.config import Config
     from emu_dgl.data import KnowledgeGraph
 
-__all__ = ["is_plain_name", "load_run_dataset", "record_data_root"]
+__all__ = ["is_plain_name", "load_run_dataset", "open_run_data", "record_data_root"]
 
 
 def is_plain_name(name: str) -> bool:
@@ -119,3 +119,31 @@ def _missing(run_dir: Path, name: str, tried: list[str], record: dict[str, Any] 
         f"{looked}; pass --data-dir DIR (in Python: data_dir=DIR), {where}, with the files the "
         f"run was trained on{match}"
     )
+
+
+def open_run_data(
+    config: Config, run_dir: Path, kg: KnowledgeGraph | None
+) -> tuple[Config, KnowledgeGraph, bool]:
+    """``(the run's config, its graph, whether to save the graph into the run)``.
+
+    An existing run (to resume) keeps its config and gets its data with the ids it was
+    trained with. A new run gets its own copy of ``config`` (the caller's is not touched)
+    that names a dataset folder given by a relative path absolutely and records the data
+    root (so the run loads from anywhere, without ``$EMU_DGL_DATA``); a graph given in
+    Python (``kg``) is saved into the run (``graph.npz``) and named by the run's config.
+    """
+    import copy
+
+    from emu_dgl.data import canonical_dataset, load_dataset
+    from emu_dgl.files import lexists
+
+    if lexists(run_dir / CONFIG_FILE):
+        graph = kg if kg is not None else load_run_dataset(run_dir, config)
+        return config, match_data(graph, read_data_record(run_dir), run_dir), False
+    own = copy.deepcopy(config)
+    own.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+    if kg is not None:  # the run's config names the graph it trains on, not the dataset
+        own.dataset.name = str((run_dir / GRAPH_FILE).absolute())
+        return own, kg, True
+    record_data_root(own)  # later commands find the data without $EMU_DGL_DATA
+    return own, load_dataset(own.dataset.name, config.dataset.data_dir), False

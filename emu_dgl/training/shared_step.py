@@ -29,7 +29,7 @@ What changes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,7 +37,6 @@ from torch import Tensor
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.shared import score_shared
 from emu_dgl.sampling.filtering import FilteredSampler
-from emu_dgl.training.losses import n3_regularizer, pairwise_from_scores, whole_table_l3
 from emu_dgl.training.step import TrainStep, _columns
 from emu_dgl.typing import Side
 
@@ -64,6 +63,8 @@ class SharedStep(TrainStep):
             data-parallel slice).
         **kwargs: as :class:`TrainStep` (``one_vs_all`` must be off: it has no negatives).
     """
+
+    shares_negatives: ClassVar[bool] = True
 
     def __init__(self, model: KGEModel, *, chunk: int, **kwargs: Any) -> None:
         batch_size, sampler = kwargs["batch_size"], kwargs["sampler"]
@@ -174,14 +175,8 @@ class SharedStep(TrainStep):
         mutated = scores.mutated if scores.mutated is not None else scores.neg
         pos = scores.pos.reshape(b, 1)
         loss = self._shared_loss(pos, plain.reshape(b, -1), mutated.reshape(b, -1), known)
-        if self.regularizer == "n3" and self.reg_weight > 0:
-            loss = loss + self.share * n3_regularizer(
-                anchor, r, true, weight=self.reg_weight, complex_parts=decoder.complex_entities
-            )
-        if self.regularizer == "l3_table" and self.reg_weight > 0:
-            loss = loss + whole_table_l3(
-                model.entity.weight, model.relation.weight, *self._l3_scales, *self._l3_slopes
-            )
+        if self.regularizer is not None:
+            loss = loss + self.regularizer(model, anchor, r, true)
         return loss
 
     def _mutation(
@@ -202,33 +197,27 @@ class SharedStep(TrainStep):
     def _shared_loss(
         self, pos: Tensor, plain: Tensor, mutated: Tensor, known: Tensor | None
     ) -> Tensor:
-        """The loss terms of :class:`TrainStep` over ``[positive | negatives]`` blocks, the
-        known negatives masked out: logit ``-inf`` (no share of the softmax, no gradient)
-        and log-probability 0 (no target weight)."""
+        """The loss of :class:`TrainStep` (:class:`~emu_dgl.losses.base.BlockLoss`) over
+        ``[positive | negatives]`` blocks, the known negatives masked out: logit ``-inf``
+        (no share of the softmax, no gradient) and log-probability 0 (no target weight)."""
 
-        def log_probs(negatives: Tensor, group: int) -> Tensor:
-            scores = torch.cat([pos, negatives], dim=1)
+        def log_probs(block: Tensor, group: int) -> Tensor:
             if known is None:
-                return torch.log_softmax(scores, dim=1)
+                return torch.log_softmax(block, dim=1)
             drop = known[:, group]
-            return torch.log_softmax(scores.masked_fill(drop, -torch.inf), dim=1).masked_fill(
+            return torch.log_softmax(block.masked_fill(drop, -torch.inf), dim=1).masked_fill(
                 drop, 0.0
             )
 
-        loss: Tensor | None = None
-        if self._emu_targets is not None:  # EMU: soft targets on the (mutated) last draw
-            loss = torch.dot(log_probs(mutated, self.draws - 1).view(-1), self._emu_targets)
-        if self._ce_targets is not None:  # one-hot softmax cross-entropy on the first draw
-            term = torch.dot(log_probs(plain, 0).view(-1), self._ce_targets)
-            loss = term if loss is None else loss + term
-        elif self._base_coef:  # any other pairwise loss, as a mean over the rows
-            scores = torch.cat([pos, plain], dim=1)
-            if known is not None:
-                scores = scores.masked_fill(known[:, 0], -torch.inf)
-            term = pairwise_from_scores(self._base, scores) * (self._base_coef * self.share)
-            loss = term if loss is None else loss + term
-        assert loss is not None
-        return loss
+        def masked(block: Tensor) -> Tensor:
+            return block if known is None else block.masked_fill(known[:, 0], -torch.inf)
+
+        return self._blocks(
+            torch.cat([pos, plain], dim=1),
+            torch.cat([pos, mutated], dim=1) if self._blocks.emu is not None else None,
+            log_probs=lambda block, group: log_probs(block, group % self.draws),
+            mask=masked,
+        )
 
     # ------------------------------------------------------------------ the step
 

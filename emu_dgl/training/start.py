@@ -21,7 +21,28 @@ from emu_dgl.errors import ConfigError
 from emu_dgl.training.results import RunResult
 from emu_dgl.training.run import open_run, run_path
 
-__all__ = ["resolve_config", "start_run", "to_stderr", "train"]
+__all__ = ["resolve_config", "run_directory", "start_run", "to_stderr", "train"]
+
+
+def run_directory(config: Config, out: str | Path | None = None) -> Path:
+    """``--out`` wins; otherwise ``output.dir`` with {dataset}, {model}, {time} filled in.
+
+    ``~`` is expanded; each filled-in name must be one safe folder name (a dataset called
+    ``..`` cannot lead the run out of ``output.dir``), and the result is never ``/``.
+    """
+    from datetime import datetime
+
+    from emu_dgl.files import path_component
+
+    if out is not None:
+        return run_path(out)
+    name = Path(config.dataset.name.rstrip("/")).name or config.dataset.name
+    values = {
+        "dataset": path_component(name, "the dataset name for {dataset} in output.dir"),
+        "model": path_component(config.model.name, "the model name for {model} in output.dir"),
+        "time": datetime.now().strftime("%Y%m%d-%H%M%S"),
+    }
+    return run_path(config.output.dir.format(**values))
 
 
 def to_stderr(line: str) -> None:
@@ -145,7 +166,6 @@ def train(
     lines about the run (default: stderr).
     """
     from emu_dgl.training.run import holds_run, read_run_config
-    from emu_dgl.training.trainer import run_directory
 
     resolved = resolve_config(config, overrides, arm=arm)
     if resume and out is None:

@@ -36,23 +36,14 @@ exchanges them between processes), ``after_backward`` sums replicated gradients.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from emu_dgl.losses.base import BlockLoss
 from emu_dgl.sampling.base import anchors, draws_from_words
-from emu_dgl.training.losses import (
-    EMULoss,
-    SoftmaxLoss,
-    emu_target_weights,
-    n3_regularizer,
-    pairwise_from_scores,
-    whole_table_l3,
-)
 from emu_dgl.training.sparse import push_rows
 from emu_dgl.typing import Side
 
@@ -121,10 +112,11 @@ class TrainStep:
         model: the entity and relation tables and the decoder.
         sampler: the negative sampler (``None`` for the 1-vs-all loss).
         mutation: the EMU mutation (``None``: EMU off, or label smoothing only).
-        loss: the pairwise loss, :class:`~emu_dgl.training.losses.EMULoss`, or the
-            1-vs-all loss (``one_vs_all``).
+        loss: the pairwise loss, :class:`~emu_dgl.losses.EMULoss`, or a loss of every
+            entity's score (``one_vs_all``). Its arithmetic is
+            :class:`~emu_dgl.losses.base.BlockLoss`'s, the public API's too.
         separate_draws: the mutated negatives get a draw of their own.
-        regularizer, reg_weight: ``none``, ``n3`` or ``l3_table`` and its weight.
+        regularizer: a regulariser component (``n3``, ``l3_table``, ...) or ``None``.
         head_probability: per-relation probability of corrupting the head
             (``sampler.bernoulli``), else ``None``.
         batch_size: ``B``, the rows of every batch (static).
@@ -132,6 +124,9 @@ class TrainStep:
         rows: ``(lo, hi)``: train these batch rows of the whole batch's draws.
         table: the entity rows' source (default: the model's table in this process).
     """
+
+    #: Whether chunks of positives share their negatives (:class:`~emu_dgl.training.shared_step.SharedStep`).
+    shares_negatives: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -143,8 +138,7 @@ class TrainStep:
         emu: bool,
         separate_draws: bool,
         one_vs_all: bool,
-        regularizer: str,
-        reg_weight: float,
+        regularizer: Any,
         head_probability: Tensor | None,
         batch_size: int,
         generator: torch.Generator,
@@ -154,7 +148,7 @@ class TrainStep:
         self.model, self.sampler, self.mutation, self.loss = model, sampler, mutation, loss
         self.emu, self.one_vs_all = emu, one_vs_all
         self.draws = 0 if one_vs_all else (2 if separate_draws else 1)
-        self.regularizer, self.reg_weight = regularizer, reg_weight
+        self.regularizer = regularizer
         self.batch_size, self.generator = batch_size, generator
         self.rows = rows if rows is not None else (0, batch_size)
         self.share = (self.rows[1] - self.rows[0]) / batch_size
@@ -179,31 +173,22 @@ class TrainStep:
         )
 
     def _targets(self, loss: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-        """Constant target weights, so that a softmax cross-entropy term of the trained
-        rows is one dot product: ``-sum_b sum_j y_j log p_bj / B``, with ``y`` repeated
-        over the rows (the whole batch's ``B``: a slice's terms sum to the batch mean)."""
-        rows, n = self.rows[1] - self.rows[0], self.num_negatives
-
-        def repeated(y: list[float]) -> Tensor:
-            scaled = torch.tensor([-v / self.batch_size for v in y], dtype=dtype, device=device)
-            return scaled.repeat(rows)
-
+        """The loss of the score blocks (:class:`~emu_dgl.losses.base.BlockLoss`: constant
+        target weights, so that a softmax cross-entropy term of the trained rows is one dot
+        product) and the regulariser's constants, in the model's dtype on its device."""
         self._target_dtype = dtype
-        # whole-table L3: each process adds its block's part and its share of the relations'
-        weight = self.reg_weight if self.regularizer == "l3_table" else 0.0
         self._one = torch.ones((), dtype=dtype, device=device)
-        scales = (weight, weight * self.share)
-        self._l3_scales = tuple(torch.tensor(v, dtype=dtype, device=device) for v in scales)
-        self._l3_slopes = tuple(torch.tensor(3 * v, dtype=dtype, device=device) for v in scales)
-        base = loss.base if isinstance(loss, EMULoss) else loss
-        coef = loss.ce_coef if isinstance(loss, EMULoss) else 1.0
-        self._emu_targets = (
-            repeated(emu_target_weights(n, loss.neg_label)) if isinstance(loss, EMULoss) else None
-        )
-        self._ce_targets = None
-        if type(base) is SoftmaxLoss and coef and not self.one_vs_all:
-            self._ce_targets = repeated([coef] + [0.0] * n)  # one-hot on the positive
-        self._base, self._base_coef = base, coef
+        if not self.one_vs_all:
+            self._blocks = BlockLoss(
+                loss,
+                num_negatives=self.num_negatives,
+                rows=self.rows[1] - self.rows[0],
+                batch_size=self.batch_size,
+                dtype=dtype,
+                device=device,
+            )
+        if self.regularizer is not None:  # its terms add up over the processes' shares
+            self.regularizer.prepare(share=self.share, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ random words
 
@@ -304,19 +289,8 @@ class TrainStep:
             loss = loss * self.share
         else:
             loss = self._sampled_loss(anchor, rel, groups, words)
-        if self.regularizer == "n3" and self.reg_weight > 0:
-            complex_parts = model.decoder.complex_entities
-            loss = loss + self.share * n3_regularizer(
-                anchor.reshape(b, width),
-                r.reshape(b, -1),
-                true,
-                weight=self.reg_weight,
-                complex_parts=complex_parts,
-            )
-        if self.regularizer == "l3_table" and self.reg_weight > 0:
-            loss = loss + whole_table_l3(
-                model.entity.weight, model.relation.weight, *self._l3_scales, *self._l3_slopes
-            )
+        if self.regularizer is not None:  # (rows of any leading shape: it flattens what it reads)
+            loss = loss + self.regularizer(model, anchor, r, true)
         return loss
 
     def _sampled_loss(self, anchor: Tensor, rel: Tensor, groups: Tensor, words: Tensor) -> Tensor:
@@ -343,19 +317,7 @@ class TrainStep:
         scores, last_scores = self.model.score_groups(
             anchor, rel, groups, mask=mask, mutated=mutated
         )
-        loss: Tensor | None = None
-        if self._emu_targets is not None:  # EMU: soft targets on the last group
-            log_p = torch.log_softmax(last_scores, dim=1)
-            loss = torch.dot(log_p.view(-1), self._emu_targets)
-        if self._ce_targets is not None:  # one-hot softmax cross-entropy on group 0
-            log_p = torch.log_softmax(scores, dim=1)
-            term = torch.dot(log_p.view(-1), self._ce_targets)
-            loss = term if loss is None else loss + term
-        elif self._base_coef:  # any other pairwise loss, as a mean over the rows
-            term = pairwise_from_scores(self._base, scores) * (self._base_coef * self.share)
-            loss = term if loss is None else loss + term
-        assert loss is not None
-        return loss
+        return self._blocks(scores, last_scores)
 
     def _mask_buffer(self, like: Tensor) -> Tensor | None:
         """The EMU mask's memory on a CPU, kept from step to step (fixed shape): a fresh
@@ -493,238 +455,14 @@ def _other(side: Any) -> Any:
     return "head" if side == "tail" else "tail"
 
 
-# ---------------------------------------------------------------------- compiled, graphed
-
-
-def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
-    """``train.compile``: run ``draw`` and ``objective`` through ``torch.compile`` with
-    ``fullgraph=True`` (a graph break is an error, not a silent fallback). The first call
-    compiles one graph per static side.
-
-    Every step object and side is its own specialisation of the same functions, so a
-    process that builds many trainers (``tune``, ``compare``) raises dynamo's limit on
-    recompilations of one function (8 by default) to at least 64.
-    """
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, 64)
-    step.draw = torch.compile(step.draw, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
-    step.objective = torch.compile(step.objective, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
-
-
-#: ``train.compile: auto`` compiles a CPU step when the eager run would touch at least this
-#: many entity-row coordinates in broadcast scoring (steps x (positive, negative) pairs x
-#: row width): compiling takes tens of seconds on a small CPU and saves a fifth to two thirds
-#: of such a step (measured, README "The training step"), so below about this much work it
-#: does not pay.
-AUTO_COMPILE_WORK = 3 * 10**10
-
-
-def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str | None:
-    """Why ``train.compile: auto`` compiles ``step`` (a reason to print), or ``None``.
-
-    Only on a CPU, for a pure step whose scoring broadcasts (every per-positive step; a
-    shared step of a decoder without the matrix-product form, such as TransE-L1 or RotatE,
-    where the compiler fuses the ``[C, n, d]`` chain into one loop), and only for a long run.
-    A shared step of a polynomial decoder (matrix products) was measured no faster compiled,
-    and on a GPU the step is replayed as a CUDA graph instead."""
-    from emu_dgl.training.shared_step import SharedStep
-
-    if device.type != "cpu" or step.capturable is not None:
-        return None
-    width = step.model.entity_width
-    shared = isinstance(step, SharedStep)
-    if shared:
-        decoder = step.model.decoder
-        probe = (torch.zeros(1, width), torch.zeros(1, step.model.relation.weight.shape[1]))
-        if decoder.polynomial(*probe) is not None:
-            return None
-    pairs = step.batch_size * (1 + step.draws * step.num_negatives)
-    if max_steps * pairs * width < AUTO_COMPILE_WORK:
-        return None
-    kind = "a shared step that broadcasts" if shared else "a per-positive step"
-    return f"{kind}, on the CPU, {max_steps:,} steps"
-
-
-class CompiledStep:
-    """``train.compile``: the step with its pure parts compiled (:func:`compile_step`), and
-    the eager step when compiling fails (no C++ compiler, an operation the compiler does not
-    take): one line says why, and the failed step runs again eagerly from the same random
-    state. Compiling happens at the first step of each side (and the first backward), before
-    any parameter or optimizer state changes, so the retry is the step an eager run takes."""
-
-    def __init__(self, step: TrainStep) -> None:
-        self.step = step
-        compile_step(step)
-        self.failed = False
-
-    def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
-        if self.failed:
-            return self.step(batch, side, step=step)
-        state = self.step.generator.get_state()
-        try:
-            return self.step(batch, side, step=step)
-        except Exception as exc:  # noqa: BLE001 (any compile failure: run eagerly)
-            from emu_dgl.errors import EmuDglError
-
-            if isinstance(exc, EmuDglError):
-                raise
-            self.failed = True
-            for name in ("draw", "objective"):  # the compiled versions shadow the methods
-                self.step.__dict__.pop(name, None)
-            self.step.generator.set_state(state)
-            notice(
-                f"train.compile: compiling failed ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); continuing with the eager step"
-            )
-            return self.step(batch, side, step=step)
-
-
-def notice(message: str) -> None:
-    """A one-line notice on stderr (the run goes on)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class GraphedStep:
-    """``train.cuda_graph``: the whole step captured once per static side, then replayed.
-
-    The first ``warmup`` calls run the eager step on a side stream (they are real steps:
-    they initialise the optimizer state, cuBLAS handles and autotuning). Then the step is
-    captured with :class:`torch.cuda.CUDAGraph`: the batch is copied into a static
-    tensor, the run's generator is registered with the graph
-    (``register_generator_state``), and every later call is one ``replay``.
-
-    Randomness and resume: a registered generator's Philox offset advances on every
-    replay by the amount the captured kernels consume, and they consume what the eager
-    step does, so after ``k`` replays ``generator.get_state()`` is the state ``k`` eager
-    steps would leave. The checkpointed state therefore resumes exactly, and a resumed run
-    (eager warm-up, then a new capture) draws what an uninterrupted one does.
-
-    Recapture: the learning rate (a Python float baked into the captured update) and the
-    optimizer object are part of a graph's key; a scheduler step or the reference
-    schedule's switch captures a new graph. A failed capture prints one line and the run
-    goes on with the eager step.
-    """
-
-    def __init__(self, step: TrainStep, *, warmup: int = 3) -> None:
-        self.step, self.warmup = step, warmup
-        self.graphs: dict[Any, tuple[Any, Tensor]] = {}
-        self.static_batch: Tensor | None = None
-        self.eager_steps = 0
-        self.failed = False
-        self.stream: Any = None  # the warm-up's side stream, made on first use
-
-    def _key(self, side: Side | None) -> tuple[Any, ...]:
-        optimizer = self.step.optimizer
-        assert optimizer is not None
-        return (side, id(optimizer), tuple(float(g["lr"]) for g in optimizer.param_groups))
-
-    def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
-        if self.failed:
-            return self.step(batch, side, step=step)
-        key = self._key(side)
-        if key not in self.graphs and self.eager_steps < self.warmup:
-            self.eager_steps += 1
-            return self._on_side_stream(lambda: self.step(batch, side, step=step))
-        if key not in self.graphs:
-            if self.graphs and key[1:] != next(iter(self.graphs))[1:]:
-                self.graphs.clear()  # a new optimizer or rate: the old graphs are stale
-            try:
-                self.graphs[key] = self._capture(batch, side, step)
-            except Exception as exc:  # noqa: BLE001 (any capture failure: run eagerly)
-                self.failed = True
-                self.graphs.clear()
-                notice(
-                    f"train.cuda_graph: capture failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); continuing with the eager step"
-                )
-                return self.step(batch, side, step=step)
-        graph, loss = self.graphs[key]
-        assert self.static_batch is not None
-        self.static_batch.copy_(batch)
-        graph.replay()
-        return loss.clone()
-
-    def _on_side_stream(self, run: Callable[[], Tensor]) -> Tensor:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(device=self.step.words.device)
-        current = torch.cuda.current_stream(self.stream.device)
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
-            out = run()
-        current.wait_stream(self.stream)
-        return out
-
-    def _capture(self, batch: Tensor, side: Side | None, step: int) -> tuple[Any, Tensor]:
-        if self.static_batch is None:
-            self.static_batch = batch.clone()
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.step.generator)
-        torch.cuda.synchronize(self.step.words.device)
-        with torch.cuda.graph(graph):
-            loss = self.step(self.static_batch, side, step=step)
-        return graph, loss
-
-
-def aten_ops_per_call(call: Callable[[], object], *, calls: int = 2, warmup: int = 2) -> float:
-    """ATen operations per call of ``call``, counted by ``torch.profiler`` on the CPU: every
-    ``aten::`` event, nested ones included (on a GPU most of them are kernel launches, the
-    cost of a launch-bound step). ``warmup`` calls first, outside the count."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(warmup):
-        call()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(calls):
-            call()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")) / calls
-
-
-#: Operations whose result the host must wait for: a scalar read, or an output whose shape
-#: depends on the data (boolean indexing is checked separately, by its index's dtype).
-_SYNCING = (
-    "_local_scalar_dense",  # .item(), float(t), bool(t), .tolist()
-    "nonzero",
-    "masked_select",
-    "unique",
-    "_unique",
-    "_unique2",
-    "unique_consecutive",
-    "unique_dim",
-    "is_nonzero",
-    "equal",
+# How the step runs (eager, compiled, graphed) and the checks of a step (host sync, op
+# counts) live in emu_dgl.training.runners; their names stay importable from here.
+from emu_dgl.training.runners import (  # noqa: E402
+    AUTO_COMPILE_WORK,
+    CompiledStep,
+    GraphedStep,
+    aten_ops_per_call,
+    compile_pays,
+    compile_step,
+    forbid_host_sync,
 )
-
-
-class forbid_host_sync(TorchDispatchMode):  # noqa: N801 (used as a context manager)
-    """Raise at the first operation that would make the host wait for the device.
-
-    A CUDA graph cannot contain such an operation, and on a GPU each one stalls the
-    launch queue. This checks the rule on any device (CPU included): scalar reads
-    (``.item()``, ``bool(t)``, ``.tolist()``), ``nonzero``, ``unique``, ``masked_select``,
-    boolean-mask indexing, and copies of a tensor to another device. Operations that a
-    kernel calls internally (such as the CPU fused Adagrad reading its CPU step count)
-    are below this check, as they are below a CUDA graph.
-    """
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        if name in _SYNCING:
-            raise RuntimeError(f"host synchronisation in the step: aten.{name}")
-        if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            for index in indices or ():
-                if isinstance(index, Tensor) and index.dtype in (torch.bool, torch.uint8):
-                    raise RuntimeError(
-                        f"host synchronisation in the step: boolean-mask indexing (aten.{name})"
-                    )
-        if name in ("_to_copy", "copy_") and args and isinstance(args[0], Tensor):
-            source = args[1] if name == "copy_" else args[0]
-            target = args[0].device if name == "copy_" else kwargs.get("device")
-            if target is not None and torch.device(target) != source.device:
-                raise RuntimeError(
-                    f"host synchronisation in the step: a copy from {source.device} to {target}"
-                )
-        return func(*args, **kwargs)
