@@ -51,6 +51,8 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 #: Losses (float.hex) of 6 steps and a hash of the weights after them, recorded with the code
 #: before encoders existed (commit d89d037, torch 2.13.0 CPU, one thread) on paper configs
 #: at the TINY budget of tests/test_step.py: the default encoder must give the same bits.
+#: SANS reads exact k-hop neighbourhoods (sampler.walks=0): DGL's random walks are not
+#: bit-exact across thread counts, and the session's neighbourhood cache may hold either.
 BEFORE_ENCODERS = {
     ("distmult", "uniform-emu", ()): (
         ["0x1.de5ec80000000p+1", "0x1.b642cc0000000p+1", "0x1.9c29340000000p+1",
@@ -58,9 +60,9 @@ BEFORE_ENCODERS = {
         "1933820fdb618798",
     ),
     ("rotate", "sans-emu", ("sampler.bernoulli=true", "train.sparse=true")): (
-        ["0x1.c2e0260000000p+1", "0x1.c450860000000p+1", "0x1.cf19e40000000p+1",
-         "0x1.acff4c0000000p+1", "0x1.c5d3180000000p+1", "0x1.cfc2120000000p+1"],
-        "401bdb76b9998d1a",
+        ["0x1.c74f5c0000000p+1", "0x1.c5443c0000000p+1", "0x1.c5dde80000000p+1",
+         "0x1.cf61fc0000000p+1", "0x1.bddd900000000p+1", "0x1.c28bc80000000p+1"],
+        "45632aa22c3e0c42",
     ),
     ("complex", "uniform-base", ("loss.name=1vsall", "emu.enabled=false")): (
         ["0x1.3d27a60000000p+4", "0x1.3168d60000000p+4", "0x1.fab2de0000000p+3",
@@ -78,7 +80,7 @@ BEFORE_ENCODERS = {
 @pytest.mark.parametrize("case", list(BEFORE_ENCODERS), ids=lambda c: "-".join(c[:2]))
 def test_the_table_encoder_trains_bit_for_bit_as_before_encoders(kg, tmp_path, case) -> None:
     decoder, arm, extra = case
-    overrides = [t for t in TINY if not t.startswith("model.name")] + ["sampler.walks=20", *extra]
+    overrides = [t for t in TINY if not t.startswith("model.name")] + ["sampler.walks=0", *extra]
     cfg = load_config(PAPER / f"{decoder}.yaml", overrides, arm=arm)
     trainer = Trainer(cfg, tmp_path, kg=kg)
     torch.set_num_threads(1)

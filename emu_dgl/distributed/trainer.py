@@ -58,7 +58,8 @@ from emu_dgl.distributed.sharded import ShardedEmbedding, ShardedTable, shard_bo
 from emu_dgl.errors import ConfigError, DivergenceError
 from emu_dgl.evaluation import FilteredEvaluator
 from emu_dgl.evaluation.ranking import removed_counts
-from emu_dgl.training.build import check_sharded_encoder, model_from_config
+from emu_dgl.training.build import model_from_config
+from emu_dgl.training.encoded import check_sharded_encoder
 from emu_dgl.training.run import Admission, ResumePlan
 from emu_dgl.training.step import TrainStep
 from emu_dgl.training.trainer import Trainer, all_finite

@@ -1,6 +1,5 @@
-r"""Decoder base classes and :class:`KGEModel`: the entity table, an encoder (the table
-itself by default, or a GNN over the training graph, :mod:`emu_dgl.encoders`), the relation
-table and a decoder.
+r"""Decoder base classes and :class:`KGEModel`: tables, an encoder (:mod:`emu_dgl.encoders`,
+:mod:`emu_dgl.models.encoded`) and a decoder.
 
 Score convention everywhere: **higher = more plausible**.
 
@@ -28,7 +27,6 @@ mask or second scoring pass.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -36,8 +34,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders import BaseEncoder, TableEncoder
 from emu_dgl.errors import ConfigError
+from emu_dgl.models.encoded import EncodedEntities
 from emu_dgl.models.mixing import _SumsAndMaskedSums, mix_towards_first, mixed_term_sums
 from emu_dgl.registry import DECODERS, Option
 from emu_dgl.typing import Side
@@ -48,6 +46,7 @@ SideSpec = Side | Tensor
 if TYPE_CHECKING:
     from dgl import DGLGraph
 
+    from emu_dgl.encoders import BaseEncoder
     from emu_dgl.models.mutation import Mutation
     from emu_dgl.models.shared import Polynomial
 
@@ -242,9 +241,9 @@ class NegativeScores:
     embeddings: tuple[Tensor, Tensor, Tensor]
 
 
-class KGEModel(nn.Module):
-    """An encoder followed by a decoder: the entity table, the encoder that maps it (and the
-    training graph) to entity vectors, the relation table and the decoder that scores them.
+class KGEModel(EncodedEntities, nn.Module):
+    """An encoder followed by a decoder: the entity table, the encoder that maps it (and
+    the training graph) to entity vectors, the relation table and the decoder.
 
     Args:
         num_entities, num_relations: table sizes.
@@ -252,11 +251,9 @@ class KGEModel(nn.Module):
             ``protate``, ``transd``, ``hake``) or a :class:`Decoder` instance.
         dim: model width; the decoder decides the table widths (e.g. ``2 * dim``
             for complex entities).
-        encoder: an :class:`~emu_dgl.encoders.base.BaseEncoder` whose ``out_width`` is the decoder's
-            entity width (the table of rows ``in_width`` wide is made here); ``None``: the
-            table itself (:class:`~emu_dgl.encoders.TableEncoder`).
-        graph: the training graph a graph encoder passes messages over
-            (:func:`~emu_dgl.encoders.graph.message_graph`); not part of the weights.
+        encoder: an encoder whose ``out_width`` is the decoder's entity width (the table
+            is ``in_width`` wide); ``None``: the table itself (``TableEncoder``).
+        graph: the training graph a graph encoder reads (``message_graph``), not a weight.
         **decoder_kwargs: passed to the decoder (e.g. ``gamma``, ``p_norm``).
     """
 
@@ -282,22 +279,7 @@ class KGEModel(nn.Module):
         else:
             decoder = DECODERS.build(decoder, dim=dim, **decoder_kwargs)
         self.decoder = decoder
-        width = decoder.entity_width(dim)
-        if encoder is None:
-            encoder = TableEncoder(in_width=width, out_width=width)
-        if encoder.out_width != width:
-            raise ConfigError(
-                f"the encoder's output width ({encoder.out_width}) must be the decoder's entity "
-                f"width ({width}: {type(decoder).__name__} at model.dim={dim})"
-            )
-        if encoder.uses_graph and graph is None:
-            raise ConfigError(
-                f"model.encoder={type(encoder).__name__} passes messages over the training "
-                "graph: give KGEModel graph=message_graph(train, num_entities, num_relations)"
-            )
-        self.encoder = encoder
-        self.graph = graph if encoder.uses_graph else None
-        self._frozen: Tensor | None = None  # see encoded_once
+        encoder = self._set_encoder(encoder, graph, decoder.entity_width(dim), dim)
         self.entity = nn.Embedding(num_entities, encoder.in_width)
         self.relation = nn.Embedding(num_relations, decoder.relation_width(dim))
         self.reset_parameters()
@@ -310,68 +292,8 @@ class KGEModel(nn.Module):
     def num_relations(self) -> int:
         return self.relation.num_embeddings
 
-    @property
-    def entity_width(self) -> int:
-        """Width of the entity vectors the decoder scores (the encoder's output)."""
-        return self.encoder.out_width
-
     def reset_parameters(self) -> None:
         self.decoder.reset_parameters(self.entity.weight, self.relation.weight)
-
-    # -- the encoder -------------------------------------------------------------------
-    def message_graph(self, device: torch.device) -> DGLGraph:
-        """The training graph on ``device`` (moved there once, on first use)."""
-        assert self.graph is not None, "the table encoder reads no graph"
-        if self.graph.device != device:
-            try:
-                self.graph = self.graph.to(device)
-            except Exception as exc:  # DGL built without this device's support
-                why = " ".join(str(exc).split())[:120]
-                raise ConfigError(
-                    f"model.encoder={type(self.encoder).__name__} cannot pass messages on "
-                    f"{device}: DGL could not move the graph there ({why}); "
-                    "install a DGL build for that device, or use train.device=cpu"
-                ) from None
-        return self.graph
-
-    def encode_all(self) -> Tensor:
-        """Every entity's vector ``[E, De]``, with autograd: the table itself, or the encoder
-        over the whole training graph."""
-        weight = self.entity.weight
-        if not self.encoder.uses_graph:
-            return weight
-        from emu_dgl.encoders.graph import full_blocks
-
-        blocks = full_blocks(self.message_graph(weight.device), self.encoder.num_layers)
-        return self.encoder(blocks, weight)
-
-    def entity_vectors(self) -> Tensor:
-        """:meth:`encode_all`, or inside :meth:`encoded_once` the vectors it computed."""
-        if self._frozen is not None:
-            return self._frozen
-        return self.encode_all()
-
-    @contextlib.contextmanager
-    def encoded_once(self) -> Iterator[None]:
-        """Within it, every entity's vector is computed once (without autograd, in the
-        model's current mode) and reused: what one evaluation or prediction pass scores.
-        Nothing to do for the table."""
-        if not self.encoder.uses_graph or self._frozen is not None:
-            yield
-            return
-        with torch.no_grad():
-            self._frozen = self.encode_all()
-        try:
-            yield
-        finally:
-            self._frozen = None
-
-    def entity_rows(self, ids: Tensor) -> Tensor:
-        """The vectors of the entities ``ids`` (any shape) ``[*ids.shape, De]``."""
-        if not self.encoder.uses_graph:
-            return self.entity(ids)
-        vectors = self.entity_vectors()
-        return vectors.index_select(0, ids.reshape(-1)).view(*ids.shape, vectors.shape[-1])
 
     # -- triples -----------------------------------------------------------------------
     def score_hrt(self, hrt: Tensor) -> Tensor:
@@ -406,10 +328,7 @@ class KGEModel(nn.Module):
         in tail form, see :meth:`relation_rows`), in entity slices, with autograd; the
         entities' ``vectors[E, De]`` when given (the training step's), else the model's."""
         return self._all_entities(
-            lambda cand: self.decoder.score_tails(anchor, rel, cand),
-            anchor.shape[0],
-            slice_size,
-            vectors,
+            lambda c: self.decoder.score_tails(anchor, rel, c), anchor.shape[0], slice_size, vectors
         )
 
     def score_candidates(self, query: Tensor, candidates: Tensor, side: Side) -> Tensor:

@@ -38,7 +38,6 @@ from emu_dgl.config import Config, canonical_choice
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import (
     DECODERS,
-    ENCODERS,
     KINDS,
     LOSSES,
     MUTATIONS,
@@ -47,10 +46,14 @@ from emu_dgl.registry import (
     Registry,
     describe_origin,
 )
+from emu_dgl.training.encoded import (
+    check_sharded_encoder,
+    encoded_table_from_config,
+    encoder_from_config,
+)
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
-    from emu_dgl.encoders import BaseEncoder
     from emu_dgl.evaluation import FilteredEvaluator
     from emu_dgl.models import KGEModel, Mutation
     from emu_dgl.sampling import NegativeSampler
@@ -63,6 +66,7 @@ __all__ = [
     "check_components",
     "component_names",
     "check_sharded_encoder",
+    "encoded_table_from_config",
     "encoder_from_config",
     "evaluator_from_config",
     "fit_negatives",
@@ -174,7 +178,7 @@ def model_from_config(
     so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
     only rows ``lo .. hi - 1``, one process's block of a table split over processes
     (``model.entity`` then holds those rows alone; an encoder that passes messages between
-    rows cannot run so, see :func:`encoder_from_config`).
+    rows cannot run so, see :func:`~emu_dgl.training.encoded.encoder_from_config`).
     """
     from emu_dgl.models import KGEModel
     from emu_dgl.models.init import uniform_rows_
@@ -203,36 +207,6 @@ def model_from_config(
     uniform_rows_(weight, lo, decoder.embedding_range, config.train.seed)
     model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
     return model
-
-
-def encoder_from_config(
-    config: Config, *, out_width: int, num_relations: int, sharded: bool = False
-) -> BaseEncoder:
-    """The encoder ``model.encoder`` with its options (``model.encoder_*``), mapping a table
-    of ``model.encoder_width`` (default: ``out_width``) to ``out_width``-wide vectors over
-    ``num_relations`` message types; ``sharded``: for one block of a table split over
-    processes, which only an encoder that ``runs_sharded`` accepts (one line otherwise)."""
-    if sharded:
-        check_sharded_encoder(config, "several processes")
-    return ENCODERS.build(
-        config.model.encoder,
-        out_width=out_width,
-        num_relations=num_relations,
-        **config.options_for(ENCODERS.config_key),
-    )
-
-
-def check_sharded_encoder(config: Config, where: str) -> None:
-    """A one-line :class:`ConfigError` when ``model.encoder`` cannot run on an entity table
-    split over processes (``where`` says how many): message passing reads neighbours' rows,
-    which other processes hold."""
-    name = config.model.encoder
-    if not getattr(ENCODERS.get(name), "runs_sharded", False):
-        raise ConfigError(
-            f"model.encoder={name} is not supported on {where} (a graph encoder passes "
-            "messages between entity rows, which a run on several processes splits between "
-            "them); train on one process or use model.encoder=table"
-        )
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:
@@ -456,22 +430,6 @@ def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
         f"drawing {entities} negatives per positive (more would only repeat entities)"
     )
     return fitted, note
-
-
-def encoded_table_from_config(
-    config: Config, model: KGEModel, generator: torch.Generator
-) -> EntityTable:
-    """The step's entity rows from the model's graph encoder, in ``model.encoder_mode``."""
-    from emu_dgl.training.encoded import EncodedTable
-
-    options = config.options_for(ENCODERS.config_key)
-    return EncodedTable(
-        model,
-        mode=options["mode"],
-        fanouts=options["fanouts"],
-        generator=generator,
-        seed=config.train.seed,
-    )
 
 
 def batch_size_for(config: Config, num_train: int) -> int:

@@ -38,11 +38,20 @@ import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.registry import ENCODERS
 
 if TYPE_CHECKING:
+    from emu_dgl.config import Config
+    from emu_dgl.encoders import BaseEncoder
     from emu_dgl.models import KGEModel
 
-__all__ = ["ENCODER_MODES", "EncodedTable"]
+__all__ = [
+    "ENCODER_MODES",
+    "EncodedTable",
+    "check_sharded_encoder",
+    "encoded_table_from_config",
+    "encoder_from_config",
+]
 
 ENCODER_MODES = ("full", "sampled")
 
@@ -121,6 +130,53 @@ class EncodedTable:
             where = ids if self.mode == "full" else torch.searchsorted(self._seeds, ids)
             grad.index_add_(0, where, grads.view(ids.shape[0], -1).to(grad.dtype))
         torch.autograd.backward(output, grad)
+
+
+# --------------------------------------------------------------------------- from a config
+
+
+def encoder_from_config(
+    config: Config, *, out_width: int, num_relations: int, sharded: bool = False
+) -> BaseEncoder:
+    """The encoder ``model.encoder`` with its options (``model.encoder_*``), mapping a table
+    of ``model.encoder_width`` (default: ``out_width``) to ``out_width``-wide vectors over
+    ``num_relations`` message types; ``sharded``: for one block of a table split over
+    processes, which only an encoder that ``runs_sharded`` accepts (one line otherwise)."""
+    if sharded:
+        check_sharded_encoder(config, "several processes")
+    return ENCODERS.build(
+        config.model.encoder,
+        out_width=out_width,
+        num_relations=num_relations,
+        **config.options_for(ENCODERS.config_key),
+    )
+
+
+def check_sharded_encoder(config: Config, where: str) -> None:
+    """A one-line :class:`ConfigError` when ``model.encoder`` cannot run on an entity table
+    split over processes (``where`` says how many): message passing reads neighbours' rows,
+    which other processes hold."""
+    name = config.model.encoder
+    if not getattr(ENCODERS.get(name), "runs_sharded", False):
+        raise ConfigError(
+            f"model.encoder={name} is not supported on {where} (a graph encoder passes "
+            "messages between entity rows, which a run on several processes splits between "
+            "them); train on one process or use model.encoder=table"
+        )
+
+
+def encoded_table_from_config(
+    config: Config, model: KGEModel, generator: torch.Generator
+) -> EncodedTable:
+    """The step's entity rows from the model's graph encoder, in ``model.encoder_mode``."""
+    options = config.options_for(ENCODERS.config_key)
+    return EncodedTable(
+        model,
+        mode=options["mode"],
+        fanouts=options["fanouts"],
+        generator=generator,
+        seed=config.train.seed,
+    )
 
 
 def _mix_seed(seed: int, state: bytes) -> int:
