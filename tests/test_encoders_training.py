@@ -261,7 +261,7 @@ def test_checkpoints_carry_the_encoder_and_evaluate_predict_export_reopen_them(
         (["model.encoder=gcn"], "unknown value 'gcn'"),
         (["model.encoder=rgcn", "model.encoder_layer=2"], "did you mean 'model.encoder_layers'"),
         (["model.encoder=rgcn", "model.encoder_bases=7"], "model.encoder_bases=7: block-diagonal"),
-        (["model.encoder=rgcn", "model.encoder_decomposition=tucker"], "model.encoder_decomposition: unknown"),
+        (["model.encoder=rgcn", "model.encoder_decomposition=cp"], "model.encoder_decomposition: unknown"),
         (["model.encoder=compgcn", "model.encoder_composition=add"], "model.encoder_composition: unknown"),
         (["model.encoder=rgcn", "model.encoder_layers=0"], "model.encoder_layers: must be a positive integer"),
         (["model.encoder=rgcn", "model.encoder_dropout=1.5"], "model.encoder_dropout: must be in [0, 1)"),
