@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 __all__ = [
     "DECODERS",
+    "ENCODERS",
     "KINDS",
     "LOSSES",
     "MUTATIONS",
@@ -375,6 +376,14 @@ def describe_origin(origin: Mapping[str, Any]) -> str:
 DECODERS: Registry[Any] = Registry(
     "decoder", section="model", key="name", package="emu_dgl.models", group="emu_dgl.decoders"
 )
+ENCODERS: Registry[Any] = Registry(
+    "encoder",
+    section="model",
+    key="encoder",
+    package="emu_dgl.encoders",
+    group="emu_dgl.encoders",
+    prefix="encoder_",
+)
 SAMPLERS: Registry[Any] = Registry(
     "sampler", section="sampler", key="name", package="emu_dgl.sampling", group="emu_dgl.samplers"
 )
@@ -401,7 +410,7 @@ OPTIMIZERS: Registry[Any] = Registry(
 
 #: Every registry by kind, in the order a run builds its components.
 KINDS: dict[str, Registry[Any]] = {
-    r.kind: r for r in (DECODERS, SAMPLERS, MUTATIONS, LOSSES, REGULARIZERS, OPTIMIZERS)
+    r.kind: r for r in (DECODERS, ENCODERS, SAMPLERS, MUTATIONS, LOSSES, REGULARIZERS, OPTIMIZERS)
 }
 
 

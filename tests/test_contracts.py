@@ -62,8 +62,10 @@ def kg():
 
 
 def overrides(section: str, options: dict) -> list[str]:
+    """``--set`` strings of ``options`` (flags and an empty value, ``None``, spelt as YAML)."""
     return [
-        f"{section}.{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in options.items()
+        f"{section}.{k}={json.dumps(v) if isinstance(v, bool) or v is None else v}"
+        for k, v in options.items()
     ]
 
 
@@ -335,5 +337,7 @@ def test_the_components_command_lists_every_component_with_its_options() -> None
             assert set(entry["options"]) == set(registry.options(name))
     text = CliRunner().invoke(main, ["components", "sampler"]).output
     assert "sampler.k_hop = 3" in text and "decoder" not in text
+    text = CliRunner().invoke(main, ["components", "encoder"]).output
+    assert "model.encoder_layers = None" in text and "model.layers" not in text
     bad = CliRunner().invoke(main, ["components", "decoders"])
     assert bad.exit_code == 2 and "unknown kind 'decoders'" in bad.output

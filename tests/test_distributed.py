@@ -394,6 +394,9 @@ def test_blocks_and_unsupported_settings():
         train_distributed(run_config("loss.name=1vsall", "emu.enabled=false"), "unused", nproc=2)
     with pytest.raises(ConfigError, match="batch_size"):
         train_distributed(run_config("train.batch_size=1"), "unused", nproc=2)
+    # message passing reads rows other processes hold: refused before any process starts
+    with pytest.raises(ConfigError, match="model.encoder=rgcn is not supported on 2 processes"):
+        train_distributed(run_config("model.encoder=rgcn"), "unused", nproc=2)
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Plugins: components of another package, registered through entry points, used by name.
 
-The example package of ``examples/plugin`` (a decoder and a negative sampler, each a
-class in a module of its own, announced in its ``pyproject.toml``) is installed, offline,
-into a temporary folder (``pip install --no-deps --no-build-isolation --target``), and
+The example package of ``examples/plugin`` (a decoder, a negative sampler and a graph
+encoder, each a class in a module of its own, announced in its ``pyproject.toml``) is
+installed, offline, into a temporary folder (``pip install --no-deps --no-build-isolation
+--target``), and
 every command runs in a process of its own with that folder on its path, or without it:
 a run records the plugin and its version, a later process with the plugin reopens the run
 (``evaluate``, ``predict``, ``export``, ``--resume``), one without it gets one line naming

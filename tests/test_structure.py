@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("emu_dgl.registry", "emu_dgl._dgl", "emu_dgl.device", "emu_dgl.files"),
     ("emu_dgl.config",),  # types and ranges of a run's settings
     ("emu_dgl.data",),  # knowledge graphs, files, catalogue
+    ("emu_dgl.encoders",),  # entity table or GNN over the training graph -> entity vectors
     # decoders and mutations, losses and regularisers, neighbourhoods, ranks, trackers
     ("emu_dgl.graph", "emu_dgl.models", "emu_dgl.losses", "emu_dgl.evaluation", "emu_dgl.tracking"),
     ("emu_dgl.sampling",),  # negatives: builds on graph neighbourhoods

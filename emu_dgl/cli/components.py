@@ -13,11 +13,11 @@ __all__ = ["components"]
 @click.argument("kind", required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def components(kind: str | None, as_json: bool) -> None:
-    """List the components a config can name (decoders, samplers, losses, ...), built in or
+    """List the components a config can name (decoders, encoders, samplers, losses, ...), built in or
     added by installed plugins, with each one's options (config keys, defaults, ranges).
 
-    KIND limits the list to one kind: decoder, sampler, mutation, loss, regularizer,
-    optimizer (and any kind a newer emu-dgl adds)."""
+    KIND limits the list to one kind: decoder, encoder, sampler, mutation, loss,
+    regularizer, optimizer (and any kind a newer emu-dgl adds)."""
     from emu_dgl.errors import ConfigError
     from emu_dgl.registry import KINDS, describe_origin
 
@@ -41,7 +41,11 @@ def components(kind: str | None, as_json: bool) -> None:
                     for key, option in registry.options(name).items()
                 },
             }
-        listing[registry.kind] = {"config_key": registry.config_key, "components": entries}
+        listing[registry.kind] = {
+            "config_key": registry.config_key,
+            "prefix": registry.prefix,  # before each option's name in its config key
+            "components": entries,
+        }
     if as_json:
         click.echo(json.dumps(listing, indent=2, default=str))
         return
@@ -53,7 +57,8 @@ def components(kind: str | None, as_json: bool) -> None:
                 origin
             )
             click.echo(f"  {name:<18} {where}")
-            for key, option in entry["options"].items():
+            for option_name, option in entry["options"].items():
                 section = str(info["config_key"]).split(".")[0]
+                key = f"{info['prefix']}{option_name}"  # its config key
                 rule = "" if option["range"] == "is invalid" else f"; {option['range']}"
                 click.echo(f"      {section}.{key} = {option['default']!r}: {option['help']}{rule}")

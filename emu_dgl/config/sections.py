@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from emu_dgl.config.options import Section
-from emu_dgl.config.values import canonical_choice, check_output_dir, coerce
+from emu_dgl.config.values import canonical_choice, check_output_dir, int_list
 from emu_dgl.errors import ConfigError, shown
 from emu_dgl.files import write_atomic
 from emu_dgl.registry import KINDS, registry_key
@@ -56,10 +56,13 @@ class DatasetConfig(Section):
 
 @dataclass(eq=False)
 class ModelConfig(Section):
-    """The decoder (``name``) and its options: ``emu-dgl components decoder`` lists them."""
+    """The decoder (``name``) and the encoder (``encoder``), each with its options
+    (``emu-dgl components decoder``, ``emu-dgl components encoder`` list them; the
+    encoder's keys are ``encoder_<option>``)."""
 
     section: ClassVar[str] = "model"
     name: str = "transe"  # the decoder (a registered name: emu-dgl components decoder)
+    encoder: str = "table"  # what the decoder scores: table (entity id -> row) | rgcn | compgcn: GNNs over the training graph (README "Encoders"; emu-dgl components encoder)
     dim: int = (
         100  # embedding width d (a decoder may store more reals per row: complex entities hold 2d)
     )
@@ -323,12 +326,7 @@ class Config:
         _need(cfg.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)")
 
     def _check_eval(self) -> None:
-        hits_at = self.eval.hits_at
-        if isinstance(hits_at, str):  # --set eval.hits_at=1,3,10
-            hits_at = [k.strip() for k in hits_at.split(",") if k.strip()]
-        if isinstance(hits_at, int) and not isinstance(hits_at, bool):
-            hits_at = [hits_at]
-        ks = [coerce(k, int, "eval.hits_at") for k in hits_at] if isinstance(hits_at, list) else []
+        ks = int_list(self.eval.hits_at, "eval.hits_at") or []  # --set eval.hits_at=1,3,10
         _need(
             bool(ks) and all(k > 0 for k in ks),
             "eval.hits_at",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from emu_dgl.errors import ConfigError, shown
 
-__all__ = ["OUTPUT_PLACEHOLDERS", "canonical_choice", "check_output_dir", "coerce"]
+__all__ = ["OUTPUT_PLACEHOLDERS", "canonical_choice", "check_output_dir", "coerce", "int_list"]
 
 #: placeholders that ``output.dir`` may use.
 OUTPUT_PLACEHOLDERS = ("dataset", "model", "time")
@@ -114,3 +114,16 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     else:
         return value
     raise ConfigError(f"{key}: expected {_expected(annotation)}, got {shown_typed(value)}")
+
+
+def int_list(value: Any, key: str) -> list[int] | None:
+    """A list of integers from a list, one integer, or a comma-separated string (``--set
+    eval.hits_at=1,3,10``); ``None`` for anything else; a ConfigError names ``key`` when an
+    item is not an integer."""
+    if isinstance(value, str):
+        value = [k.strip() for k in value.split(",") if k.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        return None
+    return [coerce(k, int, key) for k in value]

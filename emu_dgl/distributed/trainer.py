@@ -59,6 +59,7 @@ from emu_dgl.errors import ConfigError, DivergenceError
 from emu_dgl.evaluation import FilteredEvaluator
 from emu_dgl.evaluation.ranking import removed_counts
 from emu_dgl.training.build import model_from_config
+from emu_dgl.training.encoded import check_sharded_encoder
 from emu_dgl.training.run import Admission, ResumePlan
 from emu_dgl.training.step import TrainStep
 from emu_dgl.training.trainer import Trainer, all_finite
@@ -69,6 +70,7 @@ __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
 
 def check_distributed_config(config: Config, world_size: int) -> None:
     """One-line errors for settings a multi-process run cannot honour."""
+    check_sharded_encoder(config, f"{world_size} processes")
     if config.loss.name == "1vsall":
         raise ConfigError(
             f"loss.name=1vsall is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"

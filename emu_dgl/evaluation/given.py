@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from emu_dgl.evaluation.ranking import HITS_AT, metrics_from_ranks
+from emu_dgl.evaluation.ranking import HITS_AT, encoded_once, metrics_from_ranks
 from emu_dgl.typing import Side
 
 __all__ = ["evaluate_given", "given_rank_table"]
@@ -70,8 +70,9 @@ def evaluate_given(
     if hasattr(scorer, "eval"):
         scorer.eval()  # type: ignore[attr-defined]
     try:
-        head = _side_table(scorer, triples, head_negatives.to(triples.device), "head", chunk)
-        tail = _side_table(scorer, triples, tail_negatives.to(triples.device), "tail", chunk)
+        with encoded_once(scorer):  # a graph encoder's vectors, computed once
+            head = _side_table(scorer, triples, head_negatives.to(triples.device), "head", chunk)
+            tail = _side_table(scorer, triples, tail_negatives.to(triples.device), "tail", chunk)
     finally:
         if was_training:
             scorer.train()  # type: ignore[attr-defined]

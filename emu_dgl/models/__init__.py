@@ -1,5 +1,5 @@
-"""Decoders (one small class each), :class:`KGEModel`, which owns the embeddings, and the
-EMU mutation that sits between the embedding lookup and the decoder."""
+"""Decoders (one small class each), :class:`KGEModel` (an encoder followed by a decoder: it
+owns the tables), and the EMU mutation that sits between the entity vectors and the decoder."""
 
 from __future__ import annotations
 

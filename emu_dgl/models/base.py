@@ -1,4 +1,5 @@
-r"""Decoder base classes and :class:`KGEModel`, which owns the embedding tables.
+r"""Decoder base classes and :class:`KGEModel`: tables, an encoder (:mod:`emu_dgl.encoders`,
+:mod:`emu_dgl.models.encoded`) and a decoder.
 
 Score convention everywhere: **higher = more plausible**.
 
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
+from emu_dgl.models.encoded import EncodedEntities
 from emu_dgl.models.mixing import _SumsAndMaskedSums, mix_towards_first, mixed_term_sums
 from emu_dgl.registry import DECODERS, Option
 from emu_dgl.typing import Side
@@ -42,6 +44,9 @@ from emu_dgl.typing import Side
 SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
+    from dgl import DGLGraph
+
+    from emu_dgl.encoders import BaseEncoder
     from emu_dgl.models.mutation import Mutation
     from emu_dgl.models.shared import Polynomial
 
@@ -236,8 +241,9 @@ class NegativeScores:
     embeddings: tuple[Tensor, Tensor, Tensor]
 
 
-class KGEModel(nn.Module):
-    """Entity and relation tables plus a decoder.
+class KGEModel(EncodedEntities, nn.Module):
+    """An encoder followed by a decoder: the entity table, the encoder that maps it (and
+    the training graph) to entity vectors, the relation table and the decoder.
 
     Args:
         num_entities, num_relations: table sizes.
@@ -245,6 +251,9 @@ class KGEModel(nn.Module):
             ``protate``, ``transd``, ``hake``) or a :class:`Decoder` instance.
         dim: model width; the decoder decides the table widths (e.g. ``2 * dim``
             for complex entities).
+        encoder: an encoder whose ``out_width`` is the decoder's entity width (the table
+            is ``in_width`` wide); ``None``: the table itself (``TableEncoder``).
+        graph: the training graph a graph encoder reads (``message_graph``), not a weight.
         **decoder_kwargs: passed to the decoder (e.g. ``gamma``, ``p_norm``).
     """
 
@@ -255,6 +264,8 @@ class KGEModel(nn.Module):
         *,
         decoder: str | Decoder = "transe",
         dim: int = 100,
+        encoder: BaseEncoder | None = None,
+        graph: DGLGraph | None = None,
         **decoder_kwargs: object,
     ) -> None:
         super().__init__()
@@ -268,7 +279,8 @@ class KGEModel(nn.Module):
         else:
             decoder = DECODERS.build(decoder, dim=dim, **decoder_kwargs)
         self.decoder = decoder
-        self.entity = nn.Embedding(num_entities, decoder.entity_width(dim))
+        encoder = self._set_encoder(encoder, graph, decoder.entity_width(dim), dim)
+        self.entity = nn.Embedding(num_entities, encoder.in_width)
         self.relation = nn.Embedding(num_relations, decoder.relation_width(dim))
         self.reset_parameters()
 
@@ -286,29 +298,37 @@ class KGEModel(nn.Module):
     # -- triples -----------------------------------------------------------------------
     def score_hrt(self, hrt: Tensor) -> Tensor:
         """``hrt[B,3] -> [B]``."""
-        h, t = self.entity(hrt[:, [0, 2]]).unbind(1)
+        h, t = self.entity_rows(hrt[:, [0, 2]]).unbind(1)
         return self.decoder(h, self.relation(hrt[:, 1]), t)
 
     # -- one side against all entities ---------------------------------------------------
     def score_t(self, hr: Tensor, *, slice_size: int | None = None) -> Tensor:
         """``hr[B,2] -> [B,E]``: every entity as tail, in entity slices."""
-        h, r = self.entity(hr[:, 0]), self.relation(hr[:, 1])
+        h, r = self.entity_rows(hr[:, 0]), self.relation(hr[:, 1])
         return self._all_entities(
             lambda cand: self.decoder.score_tails(h, r, cand), hr.shape[0], slice_size
         )
 
     def score_h(self, rt: Tensor, *, slice_size: int | None = None) -> Tensor:
         """``rt[B,2] -> [B,E]``: every entity as head, in entity slices."""
-        r, t = self.relation(rt[:, 0]), self.entity(rt[:, 1])
+        r, t = self.relation(rt[:, 0]), self.entity_rows(rt[:, 1])
         return self._all_entities(
             lambda cand: self.decoder.score_heads(cand, r, t), rt.shape[0], slice_size
         )
 
-    def all_tails(self, anchor: Tensor, rel: Tensor, *, slice_size: int | None = None) -> Tensor:
+    def all_tails(
+        self,
+        anchor: Tensor,
+        rel: Tensor,
+        *,
+        slice_size: int | None = None,
+        vectors: Tensor | None = None,
+    ) -> Tensor:
         """``[B, E]``: every entity as the tail of ``(anchor[B, De], rel[B, Dr])`` (``rel``
-        in tail form, see :meth:`relation_rows`), in entity slices, with autograd."""
+        in tail form, see :meth:`relation_rows`), in entity slices, with autograd; the
+        entities' ``vectors[E, De]`` when given (the training step's), else the model's."""
         return self._all_entities(
-            lambda cand: self.decoder.score_tails(anchor, rel, cand), anchor.shape[0], slice_size
+            lambda c: self.decoder.score_tails(anchor, rel, c), anchor.shape[0], slice_size, vectors
         )
 
     def score_candidates(self, query: Tensor, candidates: Tensor, side: Side) -> Tensor:
@@ -317,13 +337,13 @@ class KGEModel(nn.Module):
         ``query = [r, t]`` (``side="head"``), scored as :meth:`score_t` / :meth:`score_h`
         score all entities, in candidate slices under the same memory budget."""
         if side == "tail":
-            h, r = self.entity(query[:, 0]), self.relation(query[:, 1])
+            h, r = self.entity_rows(query[:, 0]), self.relation(query[:, 1])
             score: Callable[[Tensor], Tensor] = lambda c: self.decoder.score_tails(h, r, c)  # noqa: E731
         else:
-            r, t = self.relation(query[:, 0]), self.entity(query[:, 1])
+            r, t = self.relation(query[:, 0]), self.entity_rows(query[:, 1])
             score = lambda c: self.decoder.score_heads(c, r, t)  # noqa: E731
         step = self.default_slice_size(query.shape[0])
-        return torch.cat([score(self.entity(ids)) for ids in candidates.split(step)], dim=1)
+        return torch.cat([score(self.entity_rows(ids)) for ids in candidates.split(step)], dim=1)
 
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""
@@ -331,9 +351,13 @@ class KGEModel(nn.Module):
         return max(1, SLICE_BUDGET_BYTES // max(1, batch_size * per_pair))
 
     def _all_entities(
-        self, score: Callable[[Tensor], Tensor], batch_size: int, slice_size: int | None
+        self,
+        score: Callable[[Tensor], Tensor],
+        batch_size: int,
+        slice_size: int | None,
+        vectors: Tensor | None = None,
     ) -> Tensor:
-        weight = self.entity.weight
+        weight = self.entity_vectors() if vectors is None else vectors
         step = slice_size if slice_size is not None else self.default_slice_size(batch_size)
         if step < 1:
             raise ValueError(f"slice_size must be positive, got {step}")
@@ -428,7 +452,7 @@ class KGEModel(nn.Module):
         if side not in ("head", "tail"):
             raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
         kept, true = (pos[:, 0], pos[:, 2]) if side == "tail" else (pos[:, 2], pos[:, 0])
-        rows = self.entity(torch.cat([kept.unsqueeze(1), true.unsqueeze(1), neg_ids], dim=1))
+        rows = self.entity_rows(torch.cat([kept.unsqueeze(1), true.unsqueeze(1), neg_ids], dim=1))
         anchor, group = rows[:, 0], rows[:, 1:]
         r, rel = self.relation_rows(pos[:, 1], side)
         mask = mutated = None

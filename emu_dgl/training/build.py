@@ -9,6 +9,7 @@ builds itself. This module wires them together and names no component:
 config key             registry                             built-in components in
 =====================  ===================================  =================================
 ``model.name``         :data:`~emu_dgl.registry.DECODERS`    :mod:`emu_dgl.models`
+``model.encoder``      :data:`~emu_dgl.registry.ENCODERS`    :mod:`emu_dgl.encoders`
 ``sampler.name``       :data:`~emu_dgl.registry.SAMPLERS`    :mod:`emu_dgl.sampling`
 ``emu.variant``        :data:`~emu_dgl.registry.MUTATIONS`   :mod:`emu_dgl.models`
 ``loss.name``          :data:`~emu_dgl.registry.LOSSES`      :mod:`emu_dgl.losses`
@@ -45,6 +46,11 @@ from emu_dgl.registry import (
     Registry,
     describe_origin,
 )
+from emu_dgl.training.encoded import (
+    check_sharded_encoder,
+    encoded_table_from_config,
+    encoder_from_config,
+)
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
@@ -59,6 +65,9 @@ __all__ = [
     "batch_size_for",
     "check_components",
     "component_names",
+    "check_sharded_encoder",
+    "encoded_table_from_config",
+    "encoder_from_config",
     "evaluator_from_config",
     "fit_negatives",
     "head_probability_from_config",
@@ -78,7 +87,7 @@ __all__ = [
 #: The kinds of component evaluating, predicting and exporting a run needs: its model.
 #: (A run's sampler, loss and optimizer are for training only: a run trained with a
 #: sampler that is not installed here still opens for evaluation.)
-EVALUATION_KINDS: tuple[str, ...] = ("decoder",)
+EVALUATION_KINDS: tuple[str, ...] = ("decoder", "encoder")
 
 
 def component_names() -> dict[str, list[str]]:
@@ -157,28 +166,45 @@ def model_from_config(
     num_relations: int,
     *,
     rows: tuple[int, int] | None = None,
+    kg: KnowledgeGraph | None = None,
 ) -> KGEModel:
-    """Entity and relation tables plus the decoder ``model.name`` with its options.
+    """The model of the ``model`` section: the encoder ``model.encoder`` (the table by
+    default; a graph encoder passes messages over ``kg``'s training triples, the data as
+    read) and the decoder ``model.name``, each with its options.
 
-    Relations (and a decoder's own parameters) are initialised from the global torch
-    generator (seed it first for a reproducible start). Entity rows are ``U(-a, a)``
+    Relations (and a decoder's or encoder's own parameters) are initialised from the global
+    torch generator (seed it first for a reproducible start). Entity rows are ``U(-a, a)``
     drawn per block of rows from ``train.seed`` (:func:`~emu_dgl.models.init.uniform_rows_`),
     so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
     only rows ``lo .. hi - 1``, one process's block of a table split over processes
-    (``model.entity`` then holds those rows alone).
+    (``model.entity`` then holds those rows alone; an encoder that passes messages between
+    rows cannot run so, see :func:`~emu_dgl.training.encoded.encoder_from_config`).
     """
     from emu_dgl.models import KGEModel
     from emu_dgl.models.init import uniform_rows_
 
     m = config.model
-    options = config.options_for(DECODERS.config_key)
+    decoder = DECODERS.build(m.name, dim=m.dim, **config.options_for(DECODERS.config_key))
+    encoder = encoder_from_config(
+        config,
+        out_width=decoder.entity_width(m.dim),
+        num_relations=2 * (kg.num_relations if kg is not None else num_relations),
+        sharded=rows is not None and rows != (0, num_entities),
+    )
+    graph = None
+    if encoder.uses_graph:
+        from emu_dgl.encoders.graph import message_graph
+
+        if kg is None:
+            raise ValueError(f"model.encoder={m.encoder} needs the training graph: pass kg=")
+        graph = message_graph(kg.train, kg.num_entities, kg.num_relations)
     # No entity rows at first: the relations' draws do not depend on the table's size.
-    model = KGEModel(0, num_relations, decoder=m.name, dim=m.dim, **options)
+    model = KGEModel(0, num_relations, decoder=decoder, encoder=encoder, graph=graph)
     lo, hi = rows if rows is not None else (0, num_entities)
     if not 0 <= lo <= hi <= num_entities:
         raise ValueError(f"rows {lo}..{hi} are not rows of a table of {num_entities}")
-    weight = torch.empty(hi - lo, model.decoder.entity_width(m.dim))
-    uniform_rows_(weight, lo, model.decoder.embedding_range, config.train.seed)
+    weight = torch.empty(hi - lo, encoder.in_width)
+    uniform_rows_(weight, lo, decoder.embedding_range, config.train.seed)
     model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
     return model
 
@@ -309,6 +335,16 @@ def optimizer_from_config(
     name, lr = (
         (cfg.optimizer, cfg.lr) if phase == 0 else (SWITCH_OPTIMIZER, cfg.lr * cfg.lr_decay**phase)
     )
+    if getattr(getattr(model, "encoder", None), "uses_graph", False):
+        # The encoder's backward reaches the whole table (full mode: every row the graph
+        # touches) and its layer weights are dense: the update is dense.
+        if cfg.sparse is True:
+            raise ConfigError(
+                f"train.sparse=true updates entity rows one by one, but model.encoder="
+                f"{config.model.encoder} gives the table and its layers dense gradients; "
+                "set train.sparse=auto or false"
+            )
+        return build_optimizer(model, name, lr=lr, sparse=False), False
     sparse_rows = use_sparse_rows(
         cfg.sparse,
         name,
@@ -345,6 +381,8 @@ def step_from_config(
     device = model.entity.weight.device
     emu = config.emu
     one_vs_all = scores_all_entities(config)
+    if table is None and model.encoder.uses_graph:
+        table = encoded_table_from_config(config, model, generator)
     chunk = min(config.sampler.shared_chunk, batch_size)
     shared = {"chunk": chunk} if chunk and not one_vs_all else {}
     return (SharedStep if shared else TrainStep)(

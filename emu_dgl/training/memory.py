@@ -8,6 +8,8 @@ of its device:
 
 * the embedding tables, their gradients, and the optimizer state (Adagrad: one
   accumulator per weight; Adam: two), all float32;
+* with a graph encoder, its layers' node vectors over the whole graph and their
+  gradients (``model.encoder_layers x E`` rows of the encoder's width);
 * one step's gathered embeddings: ``B * (n + 2)`` entity rows (positives' both sides
   and ``n`` negatives each), twice when EMU mutates them, and their gradients;
 * one evaluation batch scored against every entity: ``eval.batch_size * E`` floats.
@@ -41,7 +43,7 @@ def estimate_bytes(
     """Lower bounds, in bytes, of the parts listed in the module docstring, each with the
     config keys that set it. ``train_triples`` and ``eval_triples`` (when known) cap the
     batch sizes, as the trainer and the evaluator cap them."""
-    from emu_dgl.registry import DECODERS, OPTIMIZERS
+    from emu_dgl.registry import DECODERS, ENCODERS, OPTIMIZERS
     from emu_dgl.training.build import SWITCH_OPTIMIZER, scores_all_entities
 
     decoder = DECODERS.get(config.model.name)
@@ -49,7 +51,9 @@ def estimate_bytes(
     entity_width, relation_width = decoder.table_widths(
         dim, **config.options_for(DECODERS.config_key)
     )
-    weights = (num_entities * entity_width + num_relations * relation_width) * _FLOAT
+    encoder = config.options_for(ENCODERS.config_key)
+    table_width = encoder.get("width") or entity_width
+    weights = (num_entities * table_width + num_relations * relation_width) * _FLOAT
     optimizers = [config.train.optimizer]
     if config.train.schedule == "reference":
         optimizers.append(SWITCH_OPTIMIZER)
@@ -66,11 +70,18 @@ def estimate_bytes(
         if one_vs_all
         else "sampler.num_negatives, train.batch_size, model.dim"
     )
-    return {
+    parts = {
         "embedding tables and optimizer state": (weights * (2 + optimizer_copies), "model.dim"),
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
         "one evaluation batch": (eval_batch * num_entities * _FLOAT, "eval.batch_size"),
     }
+    if getattr(ENCODERS.lookup(config.model.encoder), "uses_graph", False):
+        layers = encoder.get("layers") or 1
+        parts["the encoder's layers"] = (
+            2 * layers * num_entities * max(table_width, entity_width) * _FLOAT,
+            "model.encoder_width, model.encoder_layers",
+        )
+    return parts
 
 
 def device_memory(device: torch.device) -> int | None:

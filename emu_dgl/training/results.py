@@ -217,13 +217,15 @@ class RunResult:
             else self.kg.relation_names
         )  # a row of relations.npy each
         with anchored(out, "export folder"):  # every file lands in the folder resolved here
+            with torch.no_grad():  # a graph encoder's output: what the decoder scores
+                vectors = self.model.entity_vectors()
             arrays = [
                 (decoder_array_file(n), p)
                 for n, p in self.model.decoder.named_parameters()
                 if p.numel() != 1
             ]
             for fname, weight in (
-                ("entities.npy", self.model.entity.weight),
+                ("entities.npy", vectors),
                 ("relations.npy", self.model.relation.weight),
                 *arrays,
             ):
@@ -268,8 +270,8 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
     decoder = model.decoder
     dim = decoder.dim
 
-    def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
-        rows, width = table.weight.shape
+    def layout(shape: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
+        rows, width = shape
         if not names or width % len(names):  # a decoder that does not describe its blocks
             names = (f"columns 0..{width - 1}",)
         size = width // len(names)
@@ -284,11 +286,19 @@ def export_meta(config: Config, model: Any, which: str) -> dict[str, Any]:
         "dim": dim,
         "gamma": decoder.gamma,
         "checkpoint": f"{which}.pt",
-        "entities": layout(model.entity, decoder.entity_blocks, "entities.npy"),
-        "relations": layout(model.relation, decoder.relation_blocks, "relations.npy"),
+        "entities": layout(
+            (model.num_entities, model.entity_width), decoder.entity_blocks, "entities.npy"
+        ),
+        "relations": layout(model.relation.weight.shape, decoder.relation_blocks, "relations.npy"),
         "names": {"entities": "entities.tsv", "relations": "relations.tsv"},
         "blocks_note": "blocks: name -> [first column, end column) of each row",
     }
+    if model.encoder.uses_graph:
+        meta["encoder"] = config.model.encoder
+        meta["encoder_note"] = (
+            "entities.npy holds the encoder's output over the training graph (what the decoder "
+            "scores), not the table it reads"
+        )
     if decoder.phase_blocks:
         meta["phase_blocks"] = list(decoder.phase_blocks)
         meta["phase_radians_per_unit"] = math.pi / decoder.embedding_range
@@ -383,7 +393,9 @@ def load_run(
         raise DataError(
             f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
         )
-    model = model_from_config(config, kg.num_entities, model_relations(config, kg.num_relations))
+    model = model_from_config(
+        config, kg.num_entities, model_relations(config, kg.num_relations), kg=kg
+    )
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:

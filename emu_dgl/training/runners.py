@@ -75,7 +75,7 @@ def compile_pays(step: TrainStep, max_steps: int, device: torch.device) -> str |
     and on a GPU the step is replayed as a CUDA graph instead."""
     if device.type != "cpu" or step.capturable is not None:
         return None
-    width = step.model.entity.weight.shape[1]
+    width = step.model.entity_width
     shared = step.shares_negatives
     if shared:
         decoder = step.model.decoder

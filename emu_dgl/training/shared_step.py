@@ -247,5 +247,7 @@ class SharedStep(TrainStep):
     @property
     def capturable(self) -> str | None:
         if not self.table.pure:
-            return "entity rows are exchanged between processes"
+            return (
+                getattr(self.table, "reason", None) or "entity rows are exchanged between processes"
+            )
         return None

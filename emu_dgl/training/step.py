@@ -152,7 +152,7 @@ class TrainStep:
         self.batch_size, self.generator = batch_size, generator
         self.rows = rows if rows is not None else (0, batch_size)
         self.share = (self.rows[1] - self.rows[0]) / batch_size
-        self.table: EntityTable = table if table is not None else LocalTable(model.entity.weight)
+        self.table: EntityTable = table if table is not None else default_table(model)
         self.optimizer: torch.optim.Optimizer | None = None  # set by the trainer
         self.after_backward: Callable[[], None] | None = None
         self.num_negatives = 0 if one_vs_all else sampler.num_negatives
@@ -164,7 +164,13 @@ class TrainStep:
             if head_probability is None
             else (head_probability.double() * (1 << COIN_BITS)).round().long().to(device)
         )
-        self._layout(model.entity.weight.shape[1], device)
+        self._layout(model.entity_width, device)
+        # 1-vs-all through a graph encoder: every entity's vector is a row of the step
+        self._all_ids = (
+            torch.arange(model.num_entities, device=device)
+            if one_vs_all and model.encoder.uses_graph
+            else None
+        )
 
     def _targets(self, loss: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         """The loss of the score blocks (:class:`~emu_dgl.losses.base.BlockLoss`: constant
@@ -264,11 +270,13 @@ class TrainStep:
         r: Tensor,
         words: Tensor,
         side: Any,
+        vectors: Tensor | None = None,
     ) -> Tensor:
         """The loss of the trained rows: ``batch[b, 3]``, their entity rows as drawn (the
         anchors ``[b, 1, De]`` and the candidate groups ``[b, 1 + n, De]``, or ``[b, 1, 1,
         De]`` and ``[b, G, 1 + n, De]`` with two draws), relation rows shaped as the
-        anchors, the step's words and the side (static, or a bool ``[b]``). Its terms are
+        anchors, the step's words and the side (static, or a bool ``[b]``); with 1-vs-all
+        through a graph encoder, every entity's vector ``vectors[E, De]``. Its terms are
         divided by the whole batch's ``B``, so the processes' losses of a data-parallel
         step add up to the batch's loss."""
         model = self.model
@@ -276,7 +284,7 @@ class TrainStep:
         b, width = anchor.shape[0], anchor.shape[-1]
         true = groups[:, 0] if groups.dim() == 3 else groups[:, 0, 0]
         if self.one_vs_all:
-            tails = model.all_tails(anchor.reshape(b, width), rel.reshape(b, -1))
+            tails = model.all_tails(anchor.reshape(b, width), rel.reshape(b, -1), vectors=vectors)
             loss = self.loss(tails, anchors(batch, _other(side)))
             loss = loss * self.share
         else:
@@ -342,17 +350,23 @@ class TrainStep:
         # Every entity row of the step in one gather, as two leaves (anchors, candidates):
         # their gradients are the lookups' gradients, handed to the optimizer as they are.
         flat = candidates.view(-1) if candidates.is_contiguous() else candidates.reshape(-1)
-        anchor_rows, candidate_rows = self.table.gather([kept, flat])
+        ids = [kept, flat] if self._all_ids is None else [kept, flat, self._all_ids]
+        anchor_rows, candidate_rows, *everything = self.table.gather(ids)
         b, width = batch.shape[0], anchor_rows.shape[-1]
         shape = (b, *([1] * (candidates.dim() - 1)), width)  # broadcast against the groups
         anchor = anchor_rows.view(shape).requires_grad_(True)
         groups = candidate_rows.view(*candidates.shape, width).requires_grad_(True)
+        leaves = [(kept, anchor), (flat, groups)]
+        vectors = None
+        if everything:
+            vectors = everything[0].requires_grad_(True)
+            leaves.append((ids[2], vectors))
         # Relations are gathered like entities: a leaf whose gradient is summed into the
         # (small, replicated) table's dense gradient after backward.
         relations = batch[:, 1]
         r = self._relation_rows(relations, shape[:-1])
-        loss = self.objective(batch, anchor, groups, r, words, side)
-        return self._update(loss, [(kept, anchor), (flat, groups)], relations, r)
+        loss = self.objective(batch, anchor, groups, r, words, side, vectors)
+        return self._update(loss, leaves, relations, r)
 
     def _update(
         self, loss: Tensor, leaves: list[tuple[Tensor, Tensor]], relations: Tensor, r: Tensor
@@ -404,8 +418,19 @@ class TrainStep:
         if self.draws and not self.word_sampler:
             return f"the sampler ({type(self.sampler).__name__}) draws on the host"
         if not self.table.pure:
-            return "entity rows are exchanged between processes"
+            return (
+                getattr(self.table, "reason", None) or "entity rows are exchanged between processes"
+            )
         return None
+
+
+def default_table(model: KGEModel) -> EntityTable:
+    """The model's own entity rows: its table, or its graph encoder over the whole graph."""
+    if model.encoder.uses_graph:
+        from emu_dgl.training.encoded import EncodedTable
+
+        return EncodedTable(model)
+    return LocalTable(model.entity.weight)
 
 
 def _add_rows(param: Tensor, ids: Tensor, grads: Tensor) -> None:

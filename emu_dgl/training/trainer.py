@@ -186,7 +186,9 @@ class Trainer(CheckpointState, RunGuards):
 
     def _make_model(self) -> torch.nn.Module:
         """The model of the config (a data-parallel trainer builds its block of rows only)."""
-        return model_from_config(self.config, self.kg.num_entities, self.train_kg.num_relations)
+        return model_from_config(
+            self.config, self.kg.num_entities, self.train_kg.num_relations, kg=self.kg
+        )
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""

@@ -1,8 +1,9 @@
 """A graph encoder: one round of mean aggregation over the training graph."""
 
 import dgl.function as fn
-from emu_dgl.encoders import Encoder
 from torch import nn
+
+from emu_dgl.encoders import Encoder
 
 
 class MeanNeighbours(Encoder):
