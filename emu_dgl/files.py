@@ -22,6 +22,7 @@ go through :func:`path_component`: one rule, a single safe component.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import stat
 import tempfile
@@ -37,6 +38,7 @@ __all__ = [
     "describe_kind",
     "fsync_dir",
     "make_dir",
+    "map_read",
     "open_lock_file",
     "open_read",
     "path_component",
@@ -143,6 +145,23 @@ def open_read(path: str | os.PathLike[str], what: str, *, follow: bool = False) 
     path = Path(path)
     fd = _open(path, os.O_RDONLY, what, follow=follow, single_link=False, writing=False)
     return os.fdopen(fd, "rb")
+
+
+def map_read(path: str | os.PathLike[str], what: str) -> mmap.mmap:
+    """A private, copy-on-write memory map of a regular file (never a link, a FIFO or a
+    device: opened non-blocking and checked with ``fstat`` first). Pages are read on first
+    touch and shared with every process mapping the same file; a write to the map stays
+    in this process. An empty file gives a FileError (it cannot be mapped)."""
+    path = Path(path)
+    fd = _open(path, os.O_RDONLY, what, follow=False, single_link=False, writing=False)
+    try:
+        if os.fstat(fd).st_size == 0:
+            raise FileError(f"the {what} '{path}' is empty")
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+    except OSError as exc:
+        raise FileError(f"cannot map the {what} '{path}' ({exc.strerror})") from None
+    finally:
+        os.close(fd)
 
 
 def read_bytes(

@@ -285,9 +285,7 @@ def evaluate(
     if protocol is not None:
         config.eval.protocol = protocol
     dev = next(model.parameters()).device
-    evaluator = evaluator_from_config(
-        config, [s.to(dev) for s in (kg.train, kg.valid, kg.test)], kg.num_relations
-    )
+    evaluator = evaluator_from_config(config, kg, kg.num_relations, device=dev)
     metrics = {
         split: evaluator.evaluate(
             model, getattr(kg, split), per_relation=per_relation, relation_names=kg.relation_names

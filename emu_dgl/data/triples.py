@@ -1,4 +1,5 @@
-"""Triples as NumPy arrays: the split names, one int64 key per triple, duplicate removal.
+"""Triples as NumPy arrays: the split names, one int64 key per triple, duplicate removal,
+and the sorted key indexes that filtering and ranking search.
 
 The bottom of :mod:`emu_dgl.data`: the graph class, the file readers and the networkx
 conversion all build on these, and this module imports none of them.
@@ -8,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPLIT_NAMES", "drop_duplicate_triples", "triple_keys"]
+__all__ = [
+    "SPLIT_NAMES",
+    "answer_keys",
+    "distinct_sorted",
+    "drop_duplicate_triples",
+    "hash_sorted_triples",
+    "sorted_keys",
+    "triple_keys",
+]
 
 #: The splits of every knowledge graph, in this order.
 SPLIT_NAMES: tuple[str, str, str] = ("train", "valid", "test")
@@ -34,3 +43,53 @@ def drop_duplicate_triples(
         return triples, 0
     first.sort()
     return triples[first], len(triples) - len(first)
+
+
+# ---------------------------------------------------------------------------- indexes
+#: Rows per chunk when sorted keys are turned back into triples for hashing.
+_ROWS = 1 << 20
+
+
+def sorted_keys(triples: np.ndarray, num_entities: int, num_relations: int) -> np.ndarray:
+    """The triples' keys (:func:`triple_keys`), sorted: the triples in (head, relation,
+    tail) order, since a key orders triples exactly as that lexicographic order does."""
+    keys = triple_keys(triples, num_entities, num_relations)
+    keys.sort()
+    return keys
+
+
+def hash_sorted_triples(
+    keys: np.ndarray, num_entities: int, num_relations: int, *digests: object
+) -> None:
+    """Feed the ``[N, 3]`` int64 rows of sorted ``keys`` to each hashlib ``digest``, in
+    chunks (the bytes of ``np.lexsort``-ordered triples, without holding them all)."""
+    for start in range(0, len(keys), _ROWS):
+        k = keys[start : start + _ROWS]
+        rows = np.empty((len(k), 3), dtype=np.int64)
+        rows[:, 0] = k // (num_relations * num_entities)
+        rows[:, 1] = k // num_entities % num_relations
+        rows[:, 2] = k % num_entities
+        for digest in digests:
+            digest.update(rows.tobytes())  # type: ignore[attr-defined]
+
+
+def answer_keys(
+    triples: np.ndarray, num_entities: int, num_relations: int, side: str
+) -> np.ndarray:
+    """The filter index of one side of filtered ranking: sorted distinct keys
+    ``(anchor * R + relation) * E + answer``, anchor the head for ``"tail"`` queries
+    (``(h, r, ?)``) and the tail for ``"head"`` queries. The known answers of a query
+    ``(a, r)`` are the keys in ``[(a R + r) E, (a R + r + 1) E)``, found by two binary
+    searches."""
+    triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    flipped = triples[:, ::-1] if side == "head" else triples
+    keys = triple_keys(flipped, num_entities, num_relations)
+    keys.sort()
+    return distinct_sorted(keys)
+
+
+def distinct_sorted(keys: np.ndarray) -> np.ndarray:
+    """Sorted ``keys`` without repeats."""
+    if len(keys) < 2 or not (keys[1:] == keys[:-1]).any():
+        return keys
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])]

@@ -146,11 +146,16 @@ def sampler_from_config(
     training triples when ``sampler.filter``; ``None`` for the 1-vs-all loss (no negatives).
     SANS neighbourhoods are cached in ``cache_dir`` (default: the cache root's
     ``neighbourhoods/``); ``announce`` says on stderr when one is built."""
-    from emu_dgl.sampling import build_sampler
+    from emu_dgl.sampling import KnownTriples, build_sampler
 
     if config.loss.name == ONE_VS_ALL:
         return None
     s = config.sampler
+    # The filter's index: the training triples' sorted keys, memory-mapped from a dataset
+    # cache (shared by every process) or sorted once here.
+    known = KnownTriples.from_sorted_keys(
+        kg.filter_keys().to(device), num_entities=kg.num_entities, num_relations=kg.num_relations
+    )
     return build_sampler(
         s.name,
         train=kg.train,
@@ -164,7 +169,7 @@ def sampler_from_config(
         cache_dir=cache_dir,
         announce=announce,
         filter=s.filter,
-        known=kg.train,
+        known=known,
         device=device,
     )
 
@@ -306,20 +311,31 @@ def scheduler_from_config(
 
 
 def evaluator_from_config(
-    config: Config, known: Iterable[torch.Tensor] | torch.Tensor, num_relations: int
+    config: Config,
+    known: Iterable[torch.Tensor] | torch.Tensor | KnowledgeGraph,
+    num_relations: int,
+    *,
+    device: torch.device | None = None,
 ) -> FilteredEvaluator:
     """The filtered evaluator of the ``eval`` section; ``known`` are every split's triples
-    (concatenated here when given as a sequence), which the filtered setting removes."""
+    (concatenated here when given as a sequence), which the filtered setting removes, or
+    the graph itself, whose filter index (memory-mapped from a dataset cache) is used
+    as it is, on ``device``."""
     from emu_dgl.evaluation import FilteredEvaluator
 
-    if not isinstance(known, torch.Tensor):
-        known = torch.cat(list(known))
     cfg = config.eval
-    return FilteredEvaluator(
-        known,
-        num_relations,
-        batch_size=cfg.batch_size,
-        protocol=cfg.protocol,  # type: ignore[arg-type]
-        num_negatives=cfg.num_negatives,
-        seed=cfg.seed,
-    )
+    options: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "protocol": cfg.protocol,
+        "num_negatives": cfg.num_negatives,
+        "seed": cfg.seed,
+    }
+    if hasattr(known, "answer_keys"):
+        kg: Any = known
+        keys = {side: [k.to(device) for k in kg.answer_keys(side)] for side in ("head", "tail")}
+        return FilteredEvaluator(
+            None, num_relations, answer_keys=keys, num_entities=kg.num_entities, **options
+        )
+    if not isinstance(known, torch.Tensor):
+        known = torch.cat(list(known))  # type: ignore[arg-type]
+    return FilteredEvaluator(known, num_relations, **options)

@@ -199,9 +199,8 @@ class Trainer:
                 f"dataset '{self.kg.name}' has no validation triples, which choosing the best checkpoint needs; "
                 "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
             )
-        known = [self.kg.train, self.kg.valid, self.kg.test]
         self.evaluator = evaluator_from_config(
-            config, [k.to(self.device) for k in known], self.kg.num_relations
+            config, self.kg, self.kg.num_relations, device=self.device
         )
 
         torch.manual_seed(config.train.seed)
