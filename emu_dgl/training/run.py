@@ -30,7 +30,6 @@ that live here, in one place:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -493,14 +492,6 @@ def open_run(
 # --------------------------------------------------------------------------- data
 
 
-def _split_hash(triples: Any) -> str:
-    import numpy as np
-
-    array = triples.numpy()
-    order = np.lexsort((array[:, 2], array[:, 1], array[:, 0]))
-    return hashlib.sha256(np.ascontiguousarray(array[order]).tobytes()).hexdigest()
-
-
 def data_record(kg: Any) -> dict[str, Any]:
     """What a run stores about its data: names in id order, split sizes and hashes, fingerprint."""
     return {
@@ -508,8 +499,10 @@ def data_record(kg: Any) -> dict[str, Any]:
         "fingerprint": kg.fingerprint,
         "entities": list(kg.entity_names),
         "relations": list(kg.relation_names),
+        # (a graph's split_sha256 is this hash, kept by a dataset cache: no sort of the triples)
         "splits": {
-            split: {"triples": len(t), "sha256": _split_hash(t)} for split, t in kg.splits.items()
+            split: {"triples": len(t), "sha256": kg.split_sha256(split)}
+            for split, t in kg.splits.items()
         },
     }
 
@@ -590,7 +583,7 @@ def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
     changed = [
         f"{split} ({info['triples']} triples then, {len(remapped.splits[split])} now)"
         for split, info in record.get("splits", {}).items()
-        if split in remapped.splits and _split_hash(remapped.splits[split]) != info["sha256"]
+        if split in remapped.splits and remapped.split_sha256(split) != info["sha256"]
     ]
     raise DataError(
         f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"
