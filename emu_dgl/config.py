@@ -49,6 +49,9 @@ class ModelConfig:
     phase_weight: float = (
         0.5  # hake: initial weight of the phase distance, times (gamma + 2) / dim (learnt)
     )
+    dtype: Literal["float32", "bfloat16"] = (
+        "float32"  # storage of the entity table: bfloat16 halves it (arithmetic stays float32; needs row-wise updates)
+    )
 
 
 @dataclass

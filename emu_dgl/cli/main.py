@@ -387,6 +387,7 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     last.pt with --checkpoint last.
     """
     import numpy as np
+    import torch
 
     from emu_dgl.files import make_dir, write_atomic
     from emu_dgl.training.trainer import load_run
@@ -397,7 +398,8 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
         ("entities.npy", model.entity.weight),
         ("relations.npy", model.relation.weight),
     ):
-        array = weight.detach().cpu().numpy()
+        tensor = weight.detach().cpu()
+        array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
         write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
     for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
         # UTF-8 whatever the locale: names are often not ASCII

@@ -83,12 +83,15 @@ def component_names() -> dict[str, list[str]]:
 def check_components(config: Config) -> None:
     """A :class:`ConfigError` naming the key, the nearest valid name and the valid ones, for
     the first component name that no registry knows. Reads the config, never changes it."""
+    from emu_dgl.training.precision import check_table_dtype
+
     for key, valid in component_names().items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         for item in value if isinstance(value, list) else [value]:
             if item not in valid:
                 canonical_choice(key, item, valid)  # raises with the hint
+    check_table_dtype(config)  # a bfloat16 table needs row-wise updates
 
 
 def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +106,8 @@ def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[s
 
 def model_from_config(config: Config, num_entities: int, num_relations: int) -> KGEModel:
     """Entity and relation tables plus the decoder ``model.name`` (initialised with the
-    global torch generator: seed it first for a reproducible start)."""
+    global torch generator: seed it first for a reproducible start). With ``model.dtype:
+    bfloat16`` the entity table is stored in bfloat16 (see :mod:`emu_dgl.training.precision`)."""
     from emu_dgl.models import DECODERS, KGEModel
 
     m = config.model
@@ -117,7 +121,17 @@ def model_from_config(config: Config, num_entities: int, num_relations: int) -> 
             "phase_weight": m.phase_weight,
         },
     )
-    return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
+    if m.dtype == "float32":
+        return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
+    # A table stored in low precision is allocated and initialised in that dtype (a float32
+    # copy first would need the memory the smaller table saves).
+    from emu_dgl.training.precision import TABLE_DTYPES, stored_entity_table
+
+    model = KGEModel(1, num_relations, decoder=m.name, dim=m.dim, **options)
+    width = model.decoder.entity_width(m.dim)
+    model.entity = stored_entity_table(num_entities, width, TABLE_DTYPES[m.dtype])
+    model.reset_parameters()
+    return model
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:
@@ -247,6 +261,8 @@ def optimizer_from_config(
     )
     if phase > 0 and cfg.schedule == "reference":
         sparse_rows = False  # the published switch: dense Adam over every row
+    if config.model.dtype != "float32":
+        sparse_rows = True  # a low-precision table is only updated row by row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
 
 

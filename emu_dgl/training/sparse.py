@@ -73,6 +73,16 @@ __all__ = [
     "use_sparse_rows",
 ]
 
+#: Parameter dtypes stored in low precision: their optimizer state is float32, and a row
+#: update is computed in float32 and written back rounded once (see
+#: :mod:`emu_dgl.training.precision`).
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _state_dtype(param: Tensor) -> torch.dtype:
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
 #: Regularisers whose gradient reaches every row of the entity table.
 WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 
@@ -224,7 +234,8 @@ class _RowOptimizer(torch.optim.Optimizer):
                         rows[0],
                         rows[1],
                         param.shape[0],
-                        repeat_first=self.repeat_first,
+                        # a low-precision row is written back whole: no padding rows
+                        repeat_first=self.repeat_first or param.dtype in LOW_PRECISION,
                         buffer=self._buffer,
                     )
                     self._update_rows(param, slots, summed, group, state)
@@ -236,7 +247,10 @@ class _RowOptimizer(torch.optim.Optimizer):
         return loss
 
     def _gather(self, name: str, table: Tensor, rows: Tensor) -> Tensor:
-        """``table[rows]`` into the work buffer ``name``."""
+        """``table[rows]`` into the work buffer ``name`` (float32 rows of a low-precision
+        table: the update is computed in float32, written back rounded once)."""
+        if table.dtype in LOW_PRECISION:
+            return table.index_select(0, rows).float()
         out = self._buffer(name, (rows.shape[0], *table.shape[1:]), table)
         return torch.index_select(table, 0, rows, out=out)
 
@@ -263,7 +277,7 @@ class RowAdagrad(_RowOptimizer):
         super().__init__(params, {"lr": lr, "eps": eps})
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["sum"] = torch.zeros_like(param, dtype=_state_dtype(param))
 
     def _update_rows(
         self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
@@ -274,7 +288,7 @@ class RowAdagrad(_RowOptimizer):
         state["sum"].index_copy_(0, rows, total)
         std = total.sqrt_().add_(group["eps"])
         weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
-        param.index_copy_(0, rows, weights)
+        param.index_copy_(0, rows, weights.to(param.dtype))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
@@ -295,7 +309,7 @@ class RowwiseAdagrad(_RowOptimizer):
         super().__init__(params, {"lr": lr, "eps": eps})
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros(param.shape[:1], dtype=param.dtype, device=param.device)
+        state["sum"] = torch.zeros(param.shape[:1], dtype=_state_dtype(param), device=param.device)
 
     @staticmethod
     def _mean_square(grad: Tensor) -> Tensor:
@@ -312,6 +326,12 @@ class RowwiseAdagrad(_RowOptimizer):
         squares = torch.mul(grad, grad, out=work)
         mean_square = squares.flatten(1).mean(1) if grad.dim() > 1 else squares.clone()
         total = state["sum"].index_select(0, rows).add_(mean_square)
+        if param.dtype in LOW_PRECISION:  # rows written back whole (unused slots: slot 0 again)
+            state["sum"].index_copy_(0, rows, total)
+            std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
+            weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
+            param.index_copy_(0, rows, weights.to(param.dtype))
+            return
         state["sum"].index_add_(0, rows, mean_square)  # (unused slots: row 0 plus zero)
         std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
         param.index_add_(0, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
@@ -344,8 +364,8 @@ class RowAdam(_RowOptimizer):
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float64, device=param.device)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = torch.zeros_like(param, dtype=_state_dtype(param))
+        state["exp_avg_sq"] = torch.zeros_like(param, dtype=_state_dtype(param))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -383,7 +403,7 @@ class RowAdam(_RowOptimizer):
         denom = torch.sqrt(v, out=self._buffer("denom", tuple(v.shape), v))
         denom.div_(correction).add_(group["eps"])
         step = torch.div(m, denom, out=denom).mul_(scale)
-        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step))
+        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step).to(param.dtype))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list

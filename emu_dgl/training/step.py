@@ -53,6 +53,7 @@ from emu_dgl.training.losses import (
     pairwise_from_scores,
     whole_table_l3,
 )
+from emu_dgl.training.precision import compute_rows
 from emu_dgl.training.sparse import push_rows
 from emu_dgl.typing import Side
 
@@ -96,8 +97,9 @@ class LocalTable:
 
     @torch.no_grad()
     def gather(self, ids: list[Tensor]) -> list[Tensor]:
-        """The rows of each id tensor (1-d), without autograd."""
-        return [self.weight.index_select(0, part) for part in ids]
+        """The rows of each id tensor (1-d), without autograd (float32 rows of a bfloat16
+        table: the step computes in float32, see :mod:`emu_dgl.training.precision`)."""
+        return [compute_rows(self.weight.index_select(0, part)) for part in ids]
 
     def push(self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]) -> None:
         """The gradients of the gathered rows, in parts ``(ids, grads)`` (the anchors' and
@@ -161,7 +163,7 @@ class TrainStep:
         self.num_negatives = 0 if one_vs_all else sampler.num_negatives
         self.word_sampler = self.draws > 0 and draws_from_words(sampler)
         device = model.entity.weight.device
-        self._targets(loss, device, model.entity.weight.dtype)
+        self._targets(loss, device, compute_rows(model.entity.weight[:0]).dtype)
         self._coin_threshold = (
             None
             if head_probability is None
@@ -331,7 +333,7 @@ class TrainStep:
     def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
         """One step on ``batch[B, 3]``; returns the detached loss (this process's share)."""
         assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
-        dtype = self.model.entity.weight.dtype
+        dtype = compute_rows(self.model.entity.weight[:0]).dtype
         if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
             self._targets(self.loss, self.words.device, dtype)
         words = self.words
