@@ -203,3 +203,20 @@ def test_names_behave_as_a_list() -> None:
     assert lazy != names[:4] and Names(*names_blob([])) == []
     with pytest.raises(IndexError):
         lazy[5]
+
+
+def test_the_data_record_is_streamed_with_the_bytes_json_dumps_gives(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from emu_dgl.training.run import data_record, dump_data_record
+
+    folder = _dataset(tmp_path / "kg", 3, long=True, crlf=False, blanks=False)
+    load_directory(folder, cache_dir=tmp_path / "cache")
+    for kg in (
+        load_directory(folder, cache_dir=tmp_path / "cache"),
+        load_directory(folder, cache=False),
+    ):
+        out = io.BytesIO()
+        dump_data_record(kg, out)
+        assert out.getvalue() == (json.dumps(data_record(kg)) + "\n").encode()

@@ -35,8 +35,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from emu_dgl.errors import DataError, RunError
 from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic
@@ -427,7 +428,7 @@ class Admission:
 
     def write_record(self, kg: Any, config_yaml: str) -> None:
         """``data.json`` and ``config.yaml``: what evaluation and ``--resume`` read back."""
-        write_text(self.run_dir / DATA_FILE, json.dumps(data_record(kg)) + "\n", "data record")
+        write_atomic(self.run_dir / DATA_FILE, partial(dump_data_record, kg), "data record")
         write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")
 
 
@@ -492,19 +493,47 @@ def open_run(
 # --------------------------------------------------------------------------- data
 
 
-def data_record(kg: Any) -> dict[str, Any]:
-    """What a run stores about its data: names in id order, split sizes and hashes, fingerprint."""
+def data_record(kg: Any, *, names: bool = True) -> dict[str, Any]:
+    """What a run stores about its data: names in id order, split sizes and hashes,
+    fingerprint (without the names when ``names`` is False: see :func:`dump_data_record`)."""
     return {
         "dataset": kg.name,
         "fingerprint": kg.fingerprint,
-        "entities": list(kg.entity_names),
-        "relations": list(kg.relation_names),
+        "entities": list(kg.entity_names) if names else None,
+        "relations": list(kg.relation_names) if names else None,
         # (a graph's split_sha256 is this hash, kept by a dataset cache: no sort of the triples)
         "splits": {
             split: {"triples": len(t), "sha256": kg.split_sha256(split)}
             for split, t in kg.splits.items()
         },
     }
+
+
+def dump_data_record(kg: Any, handle: IO[bytes]) -> None:
+    """``json.dumps(data_record(kg)) + "\\n"``, written name chunk by name chunk: the names
+    of a graph of millions of entities are never all Python strings at once."""
+    record = data_record(kg, names=False)
+
+    def member(key: str) -> bytes:
+        return f"{json.dumps(key)}: {json.dumps(record[key])}".encode()
+
+    def names(values: Any) -> None:
+        handle.write(b"[")
+        for start in range(0, len(values), _NAME_CHUNK):
+            chunk = values[start : start + _NAME_CHUNK]
+            handle.write(
+                (", " if start else "").encode() + ", ".join(map(json.dumps, chunk)).encode()
+            )
+        handle.write(b"]")
+
+    handle.write(b"{" + member("dataset") + b", " + member("fingerprint") + b', "entities": ')
+    names(kg.entity_names)
+    handle.write(b', "relations": ')
+    names(kg.relation_names)
+    handle.write(b", " + member("splits") + b"}\n")
+
+
+_NAME_CHUNK = 1 << 16
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:

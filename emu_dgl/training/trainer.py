@@ -146,9 +146,10 @@ class Trainer:
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
         from emu_dgl.data import canonical_dataset, load_dataset
-        from emu_dgl.training.memory import check_memory
+        from emu_dgl.training.memory import announce_plan, baseline_bytes, check_memory
 
         check_components(config)
+        baseline = baseline_bytes()  # this process before the data: the plan's first part
         self.run_dir = run_path(run_dir)
         self.device = resolve_device(config.train.device)
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
@@ -183,6 +184,7 @@ class Trainer:
             train_triples=len(self.kg.train),
             eval_triples=max(len(self.kg.valid), len(self.kg.test)),
         )
+        self.memory_plan = announce_plan(config, self.kg, baseline)  # said before allocating
         _warn_wasteful(config, self.kg, self.threads)
         # Stored column by column, so that a batch's heads, relations and tails are
         # contiguous; train_triples is the [N, 3] view of the same memory.
@@ -628,8 +630,14 @@ class Trainer:
     def _check_finite(self, pending: Tensor, step: int) -> None:
         """Before any checkpoint or validation: pending losses and every weight are finite."""
         self._check_loss(pending.tolist(), step)
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
-        if not bool(finite):
+        # In blocks of 4M numbers: isfinite of a whole large table would allocate a
+        # temporary of its size at every validation and checkpoint.
+        finite = all(
+            bool(torch.isfinite(block).all())
+            for p in self.model.parameters()
+            for block in p.detach().reshape(-1).split(1 << 22)
+        )
+        if not finite:
             self._diverged(step, "a weight is not finite")
 
     def _diverged(self, step: int, what: str) -> None:
