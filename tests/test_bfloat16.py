@@ -147,3 +147,16 @@ def test_a_bfloat16_table_never_holds_a_float32_copy(tmp_path) -> None:  # noqa:
         peaks[dtype] = int(done.stdout.strip())
     # 1M x 100: 381 MiB in float32, 191 MiB in bfloat16 (a float32 copy first would peak at 572)
     assert peaks["float32"] >= 370 and peaks["bfloat16"] < 260, peaks
+
+
+@pytest.mark.slow
+def test_a_bfloat16_table_trains_on_two_processes(tmp_path, real_data_dir) -> None:  # noqa: ANN001
+    run = tmp_path / "run"
+    extra = ["--set", "model.dtype=bfloat16", "--set", "train.optimizer=rowwise_adagrad"]
+    result = invoke(
+        "train", "--nproc", "2", *SET, *extra, "--data-dir", real_data_dir, "--out", run
+    )
+    assert result.exit_code == 0, result.output
+    table = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]["entity.weight"]
+    assert table.dtype == torch.bfloat16 and table.shape[0] == 14  # nations: both ranks' rows
+    assert json.loads((run / "metrics.json").read_text())["test"]["mrr"] > 0.3
