@@ -12,7 +12,7 @@ float32). Stored in bfloat16 it takes half that, with the float32 exponent range
 Rounding to nearest loses an update smaller than half a bfloat16 step of the weight
 (about ``|w| / 512``); stochastic rounding would keep such updates on average. emu-dgl
 rounds to nearest: on FB15k-237 with DistMult at the CPU protocol budget the difference
-in MRR is what ``benchmarks/bench_bf16_mrr.sh`` measures (see the README's "Large
+in MRR is what ``benchmarks/bench_bf16_mrr.py`` measures (see the README's "Large
 graphs").
 
 Only row-wise updates are supported with a bfloat16 table (every touched row gathered,
