@@ -49,7 +49,7 @@ from emu_dgl.data.triples import (
     answer_keys,
     distinct_sorted,
     drop_duplicate_triples,
-    hash_sorted_triples,
+    hash_key_rows,
     sorted_keys,
     triple_keys,
 )
@@ -159,7 +159,7 @@ class KnowledgeGraph:
             digest.update(f"\n{split}:{len(triples)}\n".encode())
             split_digest = hashlib.sha256()
             keys = self._sorted_keys(split)
-            hash_sorted_triples(keys, self.num_entities, self.num_relations, digest, split_digest)
+            hash_key_rows(keys, self.num_entities, self.num_relations, digest, split_digest)
             self._index.setdefault(f"sha256:{split}", split_digest.hexdigest())
         return digest.hexdigest()
 
@@ -202,7 +202,7 @@ class KnowledgeGraph:
         if f"sha256:{split}" not in self._index:
             digest = hashlib.sha256()
             keys = self._sorted_keys(split)
-            hash_sorted_triples(keys, self.num_entities, self.num_relations, digest)
+            hash_key_rows(keys, self.num_entities, self.num_relations, digest)
             self._index[f"sha256:{split}"] = digest.hexdigest()
         return self._index[f"sha256:{split}"]
 

@@ -14,7 +14,7 @@ __all__ = [
     "answer_keys",
     "distinct_sorted",
     "drop_duplicate_triples",
-    "hash_sorted_triples",
+    "hash_key_rows",
     "sorted_keys",
     "triple_keys",
 ]
@@ -58,7 +58,7 @@ def sorted_keys(triples: np.ndarray, num_entities: int, num_relations: int) -> n
     return keys
 
 
-def hash_sorted_triples(
+def hash_key_rows(
     keys: np.ndarray, num_entities: int, num_relations: int, *digests: object
 ) -> None:
     """Feed the ``[N, 3]`` int64 rows of sorted ``keys`` to each hashlib ``digest``, in

@@ -135,8 +135,10 @@ def check_memory(
 # On top of that, one at a time: a training step's temporaries, an evaluation batch, and
 # at the end the best weights read back from their checkpoint. The peak is the largest
 # of these phases. The step's temporaries are ``rows * (per_row + per_float * width)``
-# bytes for ``rows = B * (n + 2)`` looked-up entity rows: the coefficients below were
-# fitted to measured peaks (benchmarks/bench_memory_plan.py, DistMult with EMU, CPU).
+# bytes for ``rows = B * (n + 2)`` looked-up entity rows (on N processes: the per-row
+# part for the whole batch, whose draws every process makes, the rest for its 1/N of
+# the rows): the coefficients below were fitted to measured peaks
+# (benchmarks/bench_memory_plan.py, DistMult with EMU, CPU).
 
 #: Bytes of a training step's temporaries per looked-up entity row, and per float of it.
 STEP_BYTES_PER_ROW = 440
@@ -361,12 +363,18 @@ def memory_plan(
         state = max(state, table_rows * width * 4 * 2)
     if not rows_update or config.train.schedule == "reference":
         state += table_rows * width * 4  # the table's dense gradient
-    batch = min(config.train.batch_size, graph.train) // n if graph.train else 0
-    rows = lookups_per_step(config) * batch // max(1, config.train.batch_size)
+    whole = min(config.train.batch_size, graph.train) if graph.train else 0
+    batch = whole // n  # the batch rows this process trains
+    all_rows = lookups_per_step(config) * whole // max(1, config.train.batch_size)
+    rows = all_rows // n
     # distinct rows of one step on this rank, at most (the row optimizers' buffers)
     touched = min(rows * n, table_rows) if rows_update else 0
     floats = STEP_FLOATS_PER_ROW if config.emu.enabled else STEP_FLOATS_PER_ROW_NO_EMU
-    step = int(rows * (STEP_BYTES_PER_ROW + floats * width * 4))
+    # The draws (ids, filter keys) are made for the whole batch on every process; the
+    # scoring, loss and gradients for this process's rows; rows of other processes'
+    # blocks arrive in one exchange buffer.
+    exchange = rows * width * 4 if n > 1 else 0
+    step = int(all_rows * STEP_BYTES_PER_ROW + rows * floats * width * 4 + exchange)
     if one_vs_all:
         step = int(batch * graph.entities * 4 * 4 + rows * width * 4 * 4)
     parts = [
