@@ -238,10 +238,8 @@ def _short_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: 
     rows = 1 << 20
     for lo in range(0, len(starts), rows):
         x = words[starts[lo : lo + rows]] & _KEEP[lengths[lo : lo + rows]]
-        for shift, factor in ((30, _M1), (27, _M2)):  # splitmix64's finaliser: a bijection
-            x ^= x >> np.uint64(shift)
-            x *= factor
-        x ^= x >> np.uint64(31)
+        x *= _M1  # an odd factor, then a shift-xor: both invertible
+        x ^= x >> np.uint64(32)
         out[lo : lo + rows] = x
 
 
