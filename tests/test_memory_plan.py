@@ -43,6 +43,8 @@ def test_the_parts_in_closed_form() -> None:
     assert parts["batch order"] == GRAPH.train * 8
     assert parts["filter index"] == 8 * (2 * GRAPH.train + 2 * 10_000)
     assert parts["best weights read back"] == E * d * 4 + 500 * d * 4
+    # validated only at the last step: the best weights are those in memory, none read back
+    assert "best weights read back" not in _parts("train.max_steps=500", "train.valid_every=500")
     # a step looks up B * (n + 2) rows
     assert parts["training step"] == int(1000 * 258 * (440 + 3.75 * 400))
     adagrad = _parts("train.optimizer=adagrad")

@@ -134,7 +134,8 @@ def check_memory(
 # candidates; the optimizer's row buffers (one row per distinct entity a step touches).
 # On top of that, one at a time: a training step's temporaries, an evaluation batch, and
 # at the end the best weights read back from their checkpoint. The peak is the largest
-# of these phases. The step's temporaries are ``rows * (per_row + per_float * width)``
+# of these phases (the best weights are read back only when a validation before the last
+# step may have been the best). The step's temporaries are ``rows * (per_row + per_float * width)``
 # bytes for ``rows = B * (n + 2)`` looked-up entity rows (on N processes: the per-row
 # part for the whole batch, whose draws every process makes, the rest for its 1/N of
 # the rows): the coefficients below were fitted to measured peaks
@@ -409,7 +410,9 @@ def memory_plan(
     parts.append(Part("step's random words", _words_bytes(config, width), "always"))
     parts.append(Part("training step", step, "step", "train.batch_size, sampler.num_negatives"))
     parts.append(Part("evaluation", _evaluation_bytes(config, graph, width, n), "evaluation"))
-    parts.append(Part("best weights read back", table + graph.relations * rel_width * 4, "end"))
+    cfg = config.train
+    if cfg.valid_every and cfg.valid_every < cfg.max_steps:  # the best may be an earlier step
+        parts.append(Part("best weights read back", table + graph.relations * rel_width * 4, "end"))
     available, source = available_memory()
     return MemoryPlan(parts, n, available, source)
 

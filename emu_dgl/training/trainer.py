@@ -562,9 +562,10 @@ class Trainer:
             save_checkpoint(
                 {**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True
             )
-        self.model.load_state_dict(
-            load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
-        )
+        if best["step"] != step:  # (else the weights in memory are the best: no second copy)
+            self.model.load_state_dict(
+                load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
+            )
         by_relation = {
             "per_relation": self.config.eval.per_relation,
             "relation_names": self.kg.relation_names,
