@@ -134,9 +134,10 @@ def check_memory(
 # candidates; the optimizer's row buffers (one row per distinct entity a step touches).
 # On top of that, one at a time: a training step's temporaries, an evaluation batch, and
 # at the end the best weights read back from their checkpoint. The peak is the largest
-# of these phases (the best weights are read back only when a validation before the last
-# step may have been the best). The step's temporaries are ``rows * (per_row + per_float * width)``
-# bytes for ``rows = B * (n + 2)`` looked-up entity rows (on N processes: the per-row
+# of these phases (the best weights are read back only when a validation before the
+# last step may have been the best). The step's temporaries are ``rows * (per_row +
+# per_float * width)`` bytes for ``rows = B * (n + 2)`` looked-up entity rows (on N
+# processes: the per-row
 # part for the whole batch, whose draws every process makes, the rest for its 1/N of
 # the rows): the coefficients below were fitted to measured peaks
 # (benchmarks/bench_memory_plan.py, DistMult with EMU, CPU).
@@ -346,38 +347,22 @@ def memory_plan(
     table_rows = -(-graph.entities // n)
     itemsize = torch.empty(0, dtype=TABLE_DTYPES[config.model.dtype]).element_size()
     table = table_rows * width * itemsize
-    optimizer = config.train.optimizer
     one_vs_all = config.loss.name == "1vsall"
     rows_update = config.model.dtype != "float32" or use_sparse_rows(
         config.train.sparse,
-        optimizer,
+        config.train.optimizer,
         loss=config.loss.name,
         regularizer=config.loss.regularizer,
         num_entities=graph.entities,
         lookups=lookups_per_step(config),
     )
-    if optimizer == "rowwise_adagrad":
-        state = table_rows * 4
-    else:
-        state = table_rows * width * 4 * (2 if optimizer == "adam" else 1)
-    if config.train.schedule == "reference":  # dense Adam after the switch: two moments
-        state = max(state, table_rows * width * 4 * 2)
-    if not rows_update or config.train.schedule == "reference":
-        state += table_rows * width * 4  # the table's dense gradient
+    state = _optimizer_bytes(config, table_rows * width, table_rows, rows_update)
     whole = min(config.train.batch_size, graph.train) if graph.train else 0
-    batch = whole // n  # the batch rows this process trains
     all_rows = lookups_per_step(config) * whole // max(1, config.train.batch_size)
-    rows = all_rows // n
+    rows = all_rows // n  # the looked-up rows of the batch rows this process trains
     # distinct rows of one step on this rank, at most (the row optimizers' buffers)
-    touched = min(rows * n, table_rows) if rows_update else 0
-    floats = STEP_FLOATS_PER_ROW if config.emu.enabled else STEP_FLOATS_PER_ROW_NO_EMU
-    # The draws (ids, filter keys) are made for the whole batch on every process; the
-    # scoring, loss and gradients for this process's rows; rows of other processes'
-    # blocks arrive in one exchange buffer.
-    exchange = rows * width * 4 if n > 1 else 0
-    step = int(all_rows * STEP_BYTES_PER_ROW + rows * floats * width * 4 + exchange)
-    if one_vs_all:
-        step = int(batch * graph.entities * 4 * 4 + rows * width * 4 * 4)
+    touched = min(all_rows, table_rows) if rows_update else 0
+    step = _step_bytes(config, graph, width, whole // n, all_rows, rows, n)
     parts = [
         Part(
             "interpreter, torch and DGL",
@@ -415,6 +400,33 @@ def memory_plan(
         parts.append(Part("best weights read back", table + graph.relations * rel_width * 4, "end"))
     available, source = available_memory()
     return MemoryPlan(parts, n, available, source)
+
+
+def _optimizer_bytes(config: Any, floats: int, table_rows: int, rows_update: bool) -> int:
+    """The entity table's optimizer state (and its dense gradient, where it has one)."""
+    optimizer = config.train.optimizer
+    if optimizer == "rowwise_adagrad":
+        state = table_rows * 4
+    else:
+        state = floats * 4 * (2 if optimizer == "adam" else 1)
+    if config.train.schedule == "reference":  # dense Adam after the switch: two moments
+        state = max(state, floats * 4 * 2)
+    if not rows_update or config.train.schedule == "reference":
+        state += floats * 4  # the table's dense gradient
+    return state
+
+
+def _step_bytes(
+    config: Any, graph: GraphSize, width: int, batch: int, all_rows: int, rows: int, nproc: int
+) -> int:
+    """A training step's temporaries: the draws (ids, filter keys) for the whole batch on
+    every process, the scoring, loss and gradients for this process's rows, and the rows
+    of other processes' blocks in one exchange buffer."""
+    if config.loss.name == "1vsall":
+        return int(batch * graph.entities * 4 * 4 + rows * width * 4 * 4)
+    floats = STEP_FLOATS_PER_ROW if config.emu.enabled else STEP_FLOATS_PER_ROW_NO_EMU
+    exchange = rows * width * 4 if nproc > 1 else 0
+    return int(all_rows * STEP_BYTES_PER_ROW + rows * floats * width * 4 + exchange)
 
 
 def _words_bytes(config: Any, width: int) -> int:
