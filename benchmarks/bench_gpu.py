@@ -3,6 +3,7 @@
     python benchmarks/bench_gpu.py steps  [--device cuda] [--quick]   # decoder x arm, eager vs graph
     python benchmarks/bench_gpu.py eval   [--device cuda] [--quick]   # filtered evaluation times
     python benchmarks/bench_gpu.py scale  [--device cuda] [--quick]   # step time at 40k / 4M / 40M entities
+    python benchmarks/bench_gpu.py shared [--device cuda] [--quick]   # shared vs per-positive negatives
     python benchmarks/bench_gpu.py runs   RUN_DIR...                   # steps/s of finished runs
 
 ``steps``: ms per training step of the paper configs (WN18RR, batch 1000, 256 negatives,
@@ -106,6 +107,50 @@ def phase_steps(args: argparse.Namespace) -> dict:
     return {"phase": "steps", "steps_timed": steps, "table": table}
 
 
+def phase_shared(args: argparse.Namespace) -> dict:
+    """ms per step with negatives shared by the whole batch (``sampler.shared_chunk`` =
+    batch: one draw, scored as matrix products) against per-positive negatives, uniform
+    sampler, base and EMU, eager and as a CUDA graph, WN18RR."""
+    from emu_dgl.config import load_config
+    from emu_dgl.training.step import GraphedStep
+    from emu_dgl.training.trainer import Trainer
+
+    steps, warmup = (5, 6) if args.quick else (args.steps, 8)
+    batch = 64 if args.quick else 1000
+    table: dict = {}
+    for decoder in args.decoders:
+        for emu in (False, True):
+            for chunk in (0, batch):
+                row: dict = {}
+                for mode in ("eager", "graph"):
+                    overrides = [
+                        *_budget(args),
+                        f"model.name={decoder}",
+                        "sampler.name=uniform",
+                        f"emu.enabled={str(emu).lower()}",
+                        f"sampler.shared_chunk={chunk}",
+                        f"train.cuda_graph={str(mode == 'graph').lower()}",
+                    ]
+                    if not args.quick:
+                        overrides.append("dataset.name=wn18rr")
+                    config = load_config(None, overrides)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        trainer = Trainer(config, tmp)
+                        runner = trainer._run_step
+                        if mode == "graph" and not isinstance(runner, GraphedStep):
+                            row[mode] = {"off": "no CUDA graph on this device"}
+                            continue
+                        seconds = time_trainer(trainer, steps, warmup)
+                    row[mode] = {
+                        "ms_per_step": round(1000 * seconds, 3),
+                        "positives_per_second": round(config.train.batch_size / seconds),
+                    }
+                name = f"{'emu' if emu else 'base'}-{'shared' if chunk else 'per_positive'}"
+                table.setdefault(decoder, {})[name] = row
+                print(f"{decoder} {name}: {row}", file=sys.stderr, flush=True)
+    return {"phase": "shared", "steps_timed": steps, "table": table}
+
+
 def phase_eval(args: argparse.Namespace) -> dict:
     from emu_dgl.data import load_dataset
     from emu_dgl.evaluation import FilteredEvaluator
@@ -200,7 +245,7 @@ def phase_runs(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["steps", "eval", "scale", "runs"])
+    parser.add_argument("phase", choices=["steps", "shared", "eval", "scale", "runs"])
     parser.add_argument("runs", nargs="*", help="run folders (phase runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a CPU dry run")
@@ -208,7 +253,13 @@ def main() -> None:
     parser.add_argument("--decoders", nargs="+", default=list(DECODERS))
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
     args = parser.parse_args()
-    phases = {"steps": phase_steps, "eval": phase_eval, "scale": phase_scale, "runs": phase_runs}
+    phases = {
+        "steps": phase_steps,
+        "shared": phase_shared,
+        "eval": phase_eval,
+        "scale": phase_scale,
+        "runs": phase_runs,
+    }
     result = phases[args.phase](args)
     result["machine"] = _machine(torch.device(args.device))
     print(json.dumps(result, indent=2))

@@ -53,7 +53,9 @@ def measure(
 
 def _rank_worker(rank: int, world: int, out: str, *args: object) -> None:
     result = _measure_here(*args)  # type: ignore[arg-type]
-    (Path(out) / f"{rank}.json").write_text(json.dumps(result))
+    from emu_dgl.files import write_atomic
+
+    write_atomic(Path(out) / f"{rank}.json", json.dumps(result), "result", durable=False)
 
 
 def _measure_here(

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import yaml
+
+from emu_dgl.experiments.compare import save_figure
+from emu_dgl.files import read_bytes, write_atomic
 
 KEEP = ("config.yaml", "metrics.jsonl", "metrics.json", "eval_test_killed.json")
 ARMS = ("uniform-base", "uniform-emu", "sans-base", "sans-emu", "uniform-base-d500")
@@ -126,7 +128,7 @@ def plot(runs: list[dict], path: Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -144,10 +146,13 @@ def main() -> None:
             target.mkdir(parents=True, exist_ok=True)
             for name in KEEP:
                 if (src / name).is_file():
-                    shutil.copy(src / name, target / name)
+                    data = read_bytes(src / name, "run file", follow=True)
+                    write_atomic(target / name, data, "copied run file", durable=False)
         runs.append(describe(target))
-    (args.dest / "table.md").write_text(table(runs))
-    (args.dest / "curves.json").write_text(json.dumps(runs, indent=1) + "\n")
+    write_atomic(args.dest / "table.md", table(runs), "table", durable=False)
+    write_atomic(
+        args.dest / "curves.json", json.dumps(runs, indent=1) + "\n", "curves", durable=False
+    )
     plot(runs, args.dest / "valid_mrr.png")
     print(table(runs))
 

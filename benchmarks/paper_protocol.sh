@@ -26,6 +26,7 @@
 # at the data.
 set -euo pipefail
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+repo=$(cd "$(dirname "$0")/.." && pwd)  # the configs are the checkout's, wherever this runs
 [[ $# -ge 1 && $1 != -* ]] || usage
 out=$1
 shift
@@ -64,6 +65,13 @@ set_budget=(--set "train.max_steps=${steps:-$p_steps}" --set "train.batch_size=$
             --set "sampler.num_negatives=${negatives:-$p_neg}" --set "train.valid_every=${valid_every:-$p_valid}"
             --set "eval.valid_max_triples=${valid_triples:-$p_triples}" --set train.checkpoint_every=0
             --set train.progress=false --set "train.device=$device")
+for option in arms datasets decoders seeds; do  # an empty list would mean "all" to compare
+  value=${!option}
+  if [[ -z $value || $value == ,* || $value == *, || $value == *,,* ]]; then
+    echo "error: --$option '$value' holds an empty item; give a comma-separated list of names (an empty list is not 'all')" >&2
+    exit 2
+  fi
+done
 arm_args=()
 IFS=, read -ra arm_list <<< "$arms"
 for arm in "${arm_list[@]}"; do arm_args+=(--arm "$arm"); done
@@ -72,14 +80,14 @@ IFS=, read -ra decoder_list <<< "$decoders"
 for dataset in "${dataset_list[@]}"; do
   for decoder in "${decoder_list[@]}"; do
     config=configs/paper/$dataset/$decoder.yaml
-    [[ -f $config ]] || { echo "error: no paper config $config (datasets: wn18rr, fb15k-237)" >&2; exit 2; }
+    [[ -f $repo/$config ]] || { echo "error: no paper config $config (datasets: wn18rr, fb15k-237)" >&2; exit 2; }
   done
 done
 mkdir -p "$out"
 for dataset in "${dataset_list[@]}"; do
   for decoder in "${decoder_list[@]}"; do
     echo "== $dataset $decoder: ${arms//,/, } (seeds $seeds), budget $budget, --jobs $jobs"
-    emu-dgl compare --config "configs/paper/$dataset/$decoder.yaml" "${arm_args[@]}" --seeds "$seeds" \
+    emu-dgl compare --config "$repo/configs/paper/$dataset/$decoder.yaml" "${arm_args[@]}" --seeds "$seeds" \
       --jobs "$jobs" --out "$out/$dataset-$decoder" "${set_budget[@]}" "${extra[@]}"
   done
 done

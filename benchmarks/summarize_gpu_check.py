@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from emu_dgl.files import write_atomic
+
 
 def _json(path: Path) -> dict | None:
     try:
@@ -38,13 +40,15 @@ def main() -> None:
         (out / "tests.out").read_text().strip().splitlines() if (out / "tests.out").exists() else []
     )
     summary["tests"] = tests[-1] if tests else "not run"
-    for name in ("steps", "eval", "scale"):
+    for name in ("steps", "shared", "eval", "scale"):
         summary[name] = _json(out / f"{name}.out")
     alone, four = _json(out / "runs_alone.json"), _json(out / "runs_4.json")
     summary["runs"] = {"alone": alone, "four": four}
     if alone and four and alone.get("aggregate"):
         summary["runs"]["aggregate_over_alone"] = round(four["aggregate"] / alone["aggregate"], 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(
+        out / "summary.json", json.dumps(summary, indent=2) + "\n", "summary", durable=False
+    )
 
     lines = [f"# GPU check: {' '.join(summary['env'])}", "", f"Tests: {summary['tests']}", ""]
     lines += ["Phases: " + "; ".join(summary["phases"]), ""]
@@ -55,6 +59,14 @@ def main() -> None:
             for arm, row in arms.items():
                 lines.append(
                     f"| {decoder} | {arm} | {_cell(row.get('eager'))} | {_cell(row.get('graph'))} |"
+                )
+        lines.append("")
+    if summary["shared"]:
+        lines += ["| decoder | step | eager | CUDA graph |", "|---|---|---|---|"]
+        for decoder, kinds in summary["shared"]["table"].items():
+            for kind, row in kinds.items():
+                lines.append(
+                    f"| {decoder} | {kind} | {_cell(row.get('eager'))} | {_cell(row.get('graph'))} |"
                 )
         lines.append("")
     if summary["eval"]:

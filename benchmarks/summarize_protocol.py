@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 from pathlib import Path
 
 from emu_dgl.experiments.compare import plot_curves
+from emu_dgl.files import read_bytes, write_atomic
 
 
 def arm_stats(result: dict, arm: str, split: str, key: str) -> tuple[float, float, int]:
@@ -88,8 +88,9 @@ def main() -> None:
         machine = result.get("machine", machine)
         target = args.dest / folder.name
         target.mkdir(exist_ok=True)
-        for name in ("results.json", "table.md"):
-            shutil.copy(folder / name, target / name)
+        for name in ("results.json", "table.md"):  # written, never through a planted link
+            data = read_bytes(folder / name, "comparison file", follow=True)
+            write_atomic(target / name, data, "summary file", durable=False)
         plot_curves(result, target / "valid_mrr.png")
         for arm in result["arms"]:
             cells = []
@@ -113,8 +114,8 @@ def main() -> None:
         f"Machine: {machine}. Sum of the per-run wall times listed: {total_wall / 60:.1f} minutes (a reused run is listed twice).",
         "",
     ]
-    (args.dest / "SUMMARY.md").write_text("\n".join(lines))
-    (args.dest / "table.md").write_text(readme_table(results))
+    write_atomic(args.dest / "SUMMARY.md", "\n".join(lines), "summary file", durable=False)
+    write_atomic(args.dest / "table.md", readme_table(results), "summary file", durable=False)
     print("\n".join(lines))
     print(readme_table(results))
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
+
+from emu_dgl.experiments.compare import save_figure
+from emu_dgl.files import read_bytes, write_atomic
 
 VALID = re.compile(r"Valid MRR at step (\d+): ([0-9.]+)")
 
@@ -67,7 +69,7 @@ def main() -> None:
         target = args.out / "published" / arm / "train.log"
         if target.resolve() != log.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(log, target)
+            write_atomic(target, read_bytes(log, "log", follow=True), "copied log", durable=False)
     for label, path in labelled(args.ours):
         result = json.loads(path.read_text())
         for run in result["runs"]:
@@ -82,8 +84,11 @@ def main() -> None:
         )
         if target.resolve() != path.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    (args.out / "curves.json").write_text(json.dumps(curves, indent=1) + "\n")
+            data = read_bytes(path, "results", follow=True)
+            write_atomic(target, data, "copied results", durable=False)
+    write_atomic(
+        args.out / "curves.json", json.dumps(curves, indent=1) + "\n", "curves", durable=False
+    )
 
     import matplotlib
 
@@ -121,7 +126,7 @@ def main() -> None:
     axes[0].set_ylabel(args.ylabel)
     fig.suptitle(args.title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.out / "valid_mrr.png", dpi=110)
+    save_figure(fig, args.out / "valid_mrr.png", dpi=110)
     plt.close(fig)
     for arm in arms:
         for label, curve in curves[arm].items():

@@ -29,6 +29,7 @@ import torch
 from scipy.sparse.csgraph import shortest_path
 
 from emu_dgl.data import load_dataset
+from emu_dgl.experiments.compare import save_figure
 from emu_dgl.graph.neighbourhood import _undirected_edges
 from emu_dgl.sampling import build_sampler
 
@@ -120,7 +121,7 @@ def main() -> None:
         ax.legend(fontsize=8)
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=110)
+        save_figure(fig, args.plot, dpi=110)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@
 The public names are imported on first use (PEP 562), so ``import emu_dgl`` and
 ``emu-dgl --help`` do not pay for torch, DGL and pandas.
 
-``import emu_dgl`` makes a plain ``import dgl`` work in this process: the PyPI wheel of
-DGL 2.1.0 does not import next to a current torch as shipped, and
-:mod:`emu_dgl._dgl` installs the two fixes it needs (without importing DGL yet).
-``emu_dgl.dgl`` is that DGL module.
+A plain ``import dgl`` works in any order: the PyPI wheel of DGL 2.1.0 does not import
+next to a current torch as shipped, and :mod:`emu_dgl._dgl` holds the fixes it needs. The
+package installs a start-up hook (``emu_dgl_dgl_fix.pth``, see ``setup.py``) that applies
+them when ``dgl`` is first imported, and ``import emu_dgl`` applies them too (without
+importing DGL yet). ``emu_dgl.dgl`` (``import emu_dgl.dgl``) is that DGL module.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ _LAZY = {
     "EMUMutation": "emu_dgl.models",
     "MixupMutation": "emu_dgl.models",
     "build_sampler": "emu_dgl.sampling",
-    "dgl": "emu_dgl._dgl",
-    "load_run": "emu_dgl.training.trainer",
+    "dgl": "emu_dgl._dgl",  # also a module of its own: import emu_dgl.dgl
+    "load_run": "emu_dgl.training.results",
+    "RunResult": "emu_dgl.training.results",
+    "train": "emu_dgl.training.start",
 }
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "KGEModel",
     "KnowledgeGraph",
     "MixupMutation",
+    "RunResult",
     "build_sampler",
     "dgl",
     "load_dataset",
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph, load_dataset
     from emu_dgl.models import DECODERS, EMUMutation, KGEModel, MixupMutation
     from emu_dgl.sampling import SAMPLERS, build_sampler
-    from emu_dgl.training.trainer import load_run
+    from emu_dgl.training.results import RunResult, load_run
+    from emu_dgl.training.start import train
 
 
 def __getattr__(name: str) -> Any:
@@ -69,22 +74,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
-
-
-def train(
-    config: object = None, *, out: str | None = None, arm: str | None = None, **overrides: object
-) -> dict:
-    """``emu-dgl train`` from Python: a config file (default: the packaged quickstart,
-    ``emu_dgl.config.QUICKSTART``, as for the command) plus ``section__key=value``
-    overrides; returns the final metrics (also in ``<out>/metrics.json``).
-
-    ``train(QUICKSTART, out="runs/q", train__max_steps=500)``; ``arm`` picks a named arm
-    of the config file (e.g. ``"sans-base"``); without ``out`` the run folder follows
-    the config's ``output.dir``. :func:`load_run` opens the run afterwards.
-    """
-    from emu_dgl.config import QUICKSTART, load_config
-    from emu_dgl.training.trainer import Trainer, run_directory
-
-    sets = [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    cfg = load_config(config if config is not None else QUICKSTART, sets, arm=arm)  # type: ignore[arg-type]
-    return Trainer(cfg, run_directory(cfg, out)).fit()

@@ -18,9 +18,12 @@ The core C++ library (graph structure, ``dgl.sampling.random_walk``, sparse ops)
 works with any torch >= 2.1 through DLPack, which is all emu-dgl needs.
 
 Importing this module only installs the fixes (cheap: no torch, no DGL); ``dgl`` itself
-is imported on first use of the name (``from emu_dgl._dgl import dgl``). ``import
-emu_dgl`` imports this module, so after it a plain ``import dgl`` works anywhere in
-the process, and ``emu_dgl.dgl`` is the same module.
+is imported on first use of the name (``from emu_dgl._dgl import dgl``). Two things import
+this module before DGL, so a plain ``import dgl`` works in any order, in any process:
+``import emu_dgl``, and the start-up hook the package installs (``emu_dgl_dgl_fix.pth`` at
+the top of site-packages, see ``setup.py``: on the first ``import dgl`` it imports this
+module first). A version pin could not do it: no pin of torchdata brings back the
+GraphBolt library for a current torch (fix 1). ``emu_dgl.dgl`` is the same module.
 """
 
 from __future__ import annotations

@@ -4,11 +4,19 @@ A run folder may be shared with other people or sit in a world-writable place, s
 nothing in it is trusted to be what its name says. Every file emu-dgl writes goes
 through this module, which:
 
-* opens with ``O_NOFOLLOW`` and refuses anything that is not a regular file (a
-  symbolic link, a FIFO, a device, a folder): a planted ``.lock -> /etc/passwd`` is
-  refused, never truncated or written through;
-* makes every temporary file with ``mkstemp`` in the target's own folder (an
-  unpredictable name, created exclusively), then renames it over the target
+* opens with ``O_NOFOLLOW | O_NONBLOCK`` and checks what it opened (``fstat``):
+  anything that is not a regular file (a symbolic link, a FIFO, a device, a folder) is
+  refused, never truncated, written through or waited on; a planted
+  ``.lock -> /etc/passwd`` is refused, and so is a FIFO, without blocking;
+* resolves a folder once: inside ``with anchored(folder)`` (a run's admission, a
+  comparison, an export) every operation of this module on a path under ``folder``
+  goes through a descriptor of the folder opened at entry (``openat``, ``renameat``,
+  ``unlinkat``: ``os.open(name, dir_fd=...)``, ``os.replace(..., src_dir_fd=...,
+  dst_dir_fd=...)``), and each subfolder below it is opened without following links.
+  A ``runs/current`` link re-pointed mid-run cannot send the run's writes into another
+  run's folder: they reach the folder that was locked, or fail;
+* makes every temporary file under an unpredictable name in the target's own folder
+  (created exclusively, never through a link), then renames it over the target
   (``os.replace`` is atomic: a reader sees the old file or the new one, never a mix);
 * fsyncs the file and its folder where the file's loss matters (checkpoints,
   config, data record, final metrics);
@@ -24,26 +32,39 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import secrets
+import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from emu_dgl.anchors import AT, anchored, at, folder_error, folder_fd, make_below, resolve_path
 from emu_dgl.errors import ConfigError, FileError, shown
 
 __all__ = [
+    "anchored",
     "append_text",
+    "check_regular",
     "commit",
     "describe_kind",
     "fsync_dir",
+    "lexists",
+    "link",
+    "link_count",
+    "listdir",
     "make_dir",
     "map_read",
+    "move_aside",
     "open_lock_file",
+    "open_log",
     "open_read",
     "path_component",
     "read_bytes",
     "read_text",
+    "remove",
+    "remove_tree",
+    "resolve_path",
     "temporary_beside",
     "write_atomic",
     "write_error",
@@ -55,21 +76,11 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows
 
 
-def describe_kind(path: Path) -> str:
-    """What is at ``path``, in words: 'missing', 'a symbolic link', 'a FIFO', ... or 'a regular file'."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return "missing"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+# --------------------------------------------------------------------------- kinds
+
+
+def _kind(info: os.stat_result) -> str:
     mode = info.st_mode
-    if stat.S_ISLNK(mode):
-        try:
-            os.stat(path)
-        except OSError as exc:
-            return "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
-        return "a symbolic link"
     for test, name in (
         (stat.S_ISREG, "a regular file"),
         (stat.S_ISDIR, "a folder"),
@@ -83,6 +94,44 @@ def describe_kind(path: Path) -> str:
     return "not a regular file"
 
 
+def describe_kind(path: str | os.PathLike[str]) -> str:
+    """What is at ``path``, in words: 'missing', 'a symbolic link', 'a FIFO', ... or 'a regular file'."""
+    try:
+        with at(path) as (fd, name):
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                try:
+                    os.stat(name, dir_fd=fd)
+                except OSError as exc:
+                    return (
+                        "a symbolic link loop"
+                        if exc.errno == errno.ELOOP
+                        else "a broken symbolic link"
+                    )
+                return "a symbolic link"
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # a step of the way is not a real folder
+            return "behind a symbolic link or a file (not inside a real folder)"
+        return f"unreadable ({exc.strerror})"
+    return _kind(info)
+
+
+def lexists(path: str | os.PathLike[str]) -> bool:
+    """Whether anything (a link included) is at ``path``."""
+    return describe_kind(path) != "missing"
+
+
+def link_count(path: str | os.PathLike[str]) -> int:
+    """How many names (hard links) the file at ``path`` has; 0 when nothing is there."""
+    try:
+        with at(path) as (fd, name):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False).st_nlink
+    except OSError:
+        return 0
+
+
 def write_error(exc: OSError, path: Path, what: str) -> FileError:
     """A one-line error for an ``OSError`` while writing ``path`` (full disk, read-only, ...)."""
     reason = exc.strerror or str(exc)
@@ -92,6 +141,8 @@ def write_error(exc: OSError, path: Path, what: str) -> FileError:
         advice = "choose a writable location"
     elif exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         advice = "a file is in the way; choose another location"
+    elif exc.errno == errno.ELOOP:
+        advice = "a symbolic link is in the way inside the folder; remove it"
     else:
         advice = "check the path"
     return FileError(f"cannot write the {what} '{path}' ({reason}); {advice}")
@@ -106,13 +157,25 @@ def _not_regular(path: Path, what: str, kind: str, *, follow: bool = False) -> F
     )
 
 
+def _hard_linked(path: Path, what: str, links: int) -> FileError:
+    return FileError(
+        f"the {what} '{path}' has {links} names (hard links); emu-dgl only reads and writes "
+        "files of its own: remove it and run again"
+    )
+
+
 def _open(
     path: Path, flags: int, what: str, *, follow: bool, single_link: bool, writing: bool
 ) -> int:
-    """``os.open`` that returns a descriptor of a regular file or raises a one-line FileError."""
+    """``os.open`` that returns a descriptor of a regular file or raises a one-line FileError.
+
+    Non-blocking, so a FIFO is never waited on; checked with ``fstat`` after opening, so
+    what was checked is what is read or written. Never truncates: a caller that replaces
+    a file's content truncates after the checks (see :func:`open_log`)."""
     flags |= _CLOEXEC | _NONBLOCK | _BINARY | (0 if follow else _NOFOLLOW)
     try:
-        fd = os.open(path, flags, 0o644)
+        with at(path) as (dir_fd, name):
+            fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK) or (
             exc.errno == errno.EISDIR and not writing
@@ -128,22 +191,22 @@ def _open(
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        kind = describe_kind(Path(os.path.realpath(path)) if follow else path)
+        kind = _kind(info) if follow else describe_kind(path)
         raise _not_regular(path, what, kind, follow=follow)
     if single_link and info.st_nlink > 1:
         # A hard link planted under our name would make us write into someone else's file.
         os.close(fd)
-        raise FileError(
-            f"the {what} '{path}' has {info.st_nlink} names (hard links); emu-dgl only writes to "
-            "files of its own: remove it and run again"
-        )
+        raise _hard_linked(path, what, info.st_nlink)
     return fd
 
 
-def open_read(path: str | os.PathLike[str], what: str, *, follow: bool = False) -> IO[bytes]:
-    """A binary handle on a regular file (a link refused unless ``follow``; never a FIFO)."""
+def open_read(
+    path: str | os.PathLike[str], what: str, *, follow: bool = False, single_link: bool = False
+) -> IO[bytes]:
+    """A binary handle on a regular file (a link refused unless ``follow``; never a FIFO or
+    a device, never waited on; with ``single_link`` a file with other names is refused)."""
     path = Path(path)
-    fd = _open(path, os.O_RDONLY, what, follow=follow, single_link=False, writing=False)
+    fd = _open(path, os.O_RDONLY, what, follow=follow, single_link=single_link, writing=False)
     return os.fdopen(fd, "rb")
 
 
@@ -164,16 +227,23 @@ def map_read(path: str | os.PathLike[str], what: str) -> mmap.mmap:
         os.close(fd)
 
 
+def check_regular(path: str | os.PathLike[str], what: str, *, follow: bool = True) -> None:
+    """Raise a one-line FileError unless ``path`` is a readable regular file (a FIFO or a
+    device is refused without waiting). For paths handed to code that opens them itself."""
+    open_read(path, what, follow=follow).close()
+
+
 def read_bytes(
     path: str | os.PathLike[str],
     what: str,
     *,
     follow: bool = False,
     limit: int | None = None,
+    single_link: bool = False,
 ) -> bytes:
     """The bytes of a regular file (links refused unless ``follow``), at most ``limit`` of them."""
     path = Path(path)
-    with open_read(path, what, follow=follow) as handle:
+    with open_read(path, what, follow=follow, single_link=single_link) as handle:
         size = os.fstat(handle.fileno()).st_size
         if limit is not None and size > limit:
             raise FileError(
@@ -191,9 +261,10 @@ def read_text(
     *,
     follow: bool = False,
     limit: int | None = None,
+    single_link: bool = False,
 ) -> str:
     """A regular file's text, decoded as UTF-8 (a one-line error if it is not)."""
-    data = read_bytes(path, what, follow=follow, limit=limit)
+    data = read_bytes(path, what, follow=follow, limit=limit, single_link=single_link)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -202,24 +273,34 @@ def read_text(
         ) from None
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make renames in ``folder`` durable (a no-op where folders cannot be opened)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        with folder_fd(folder) as fd:
+            os.fsync(fd)
     except OSError:
         pass
-    finally:
-        os.close(fd)
+
+
+def listdir(folder: str | os.PathLike[str]) -> list[str]:
+    """The names in ``folder`` (through its anchor); empty when it is missing."""
+    try:
+        with folder_fd(folder) as fd:
+            return sorted(os.listdir(fd)) if AT else sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def make_dir(path: str | os.PathLike[str], what: str, *, allow_link: bool = True) -> Path:
     """``mkdir -p`` with one-line errors. ``allow_link=False`` refuses a symbolic link at
-    ``path`` itself (the subfolders a run makes must be real folders inside it)."""
+    ``path`` itself (the subfolders a run makes must be real folders inside it); below an
+    anchored folder no link is ever followed."""
     path = Path(path)
+    try:
+        if make_below(path):  # below an anchored folder: made and checked step by step
+            return path
+    except OSError as exc:
+        raise folder_error(exc, path, what) from None
     if not allow_link and path.is_symlink():
         raise FileError(
             f"the {what} '{path}' is a symbolic link; emu-dgl writes only into real folders "
@@ -246,25 +327,107 @@ def _check_target(path: Path, what: str) -> None:
 
 
 def temporary_beside(path: Path, what: str) -> tuple[int, Path]:
-    """A new, exclusively created temporary file ``.<name>.<random>.tmp`` in ``path``'s folder."""
+    """A new, exclusively created temporary file ``.<name>.<random>.tmp`` in ``path``'s folder
+    (never through a link), and its descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with at(path) as (dir_fd, name):
+            while True:
+                tmp = f".{Path(name).name}.{secrets.token_hex(4)}.tmp"
+                try:
+                    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+                except FileExistsError:
+                    continue
+                return fd, path.with_name(tmp)
     except OSError as exc:
         raise write_error(exc, path, what) from None
-    return fd, Path(name)
 
 
 def commit(tmp: Path, path: Path, what: str, *, durable: bool = True) -> None:
-    """Rename the finished temporary file ``tmp`` over ``path`` (refusing to replace a link,
-    a FIFO or a folder there); with ``durable`` the rename is fsynced too."""
-    _check_target(path, what)
+    """Rename the finished temporary file ``tmp`` (in ``path``'s folder) over ``path``
+    (refusing to replace a link, a FIFO or a folder there); with ``durable`` the rename is
+    fsynced too."""
+    if tmp.parent != path.parent:
+        raise ValueError("commit renames within one folder")
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; our files are as readable as any other
-        os.replace(tmp, path)
+        with at(path) as (dir_fd, name):
+            if dir_fd is None:
+                _check_target(path, what)
+                os.replace(tmp, path)
+                return
+            try:
+                kind = _kind(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+            except FileNotFoundError:
+                kind = "missing"
+            if kind not in ("missing", "a regular file"):
+                raise _not_regular(path, what, describe_kind(path))
+            os.replace(tmp.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if durable:
+                try:
+                    os.fsync(dir_fd)
+                except OSError:
+                    pass
     except OSError as exc:
         raise write_error(exc, path, what) from None
-    if durable:
-        fsync_dir(path.parent)
+
+
+def remove(path: str | os.PathLike[str], what: str = "file") -> bool:
+    """Delete the file (or link) ``path``, never what a link points to; False if missing."""
+    try:
+        with at(path) as (dir_fd, name):
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise write_error(exc, Path(path), what) from None
+    return True
+
+
+def remove_tree(path: str | os.PathLike[str], what: str = "folder") -> bool:
+    """Delete the folder ``path`` with everything in it, no link followed (a link at ``path``
+    is removed itself, never what it points to); False if missing."""
+    if describe_kind(path) != "a folder":
+        return remove(path, what) if lexists(path) else False
+    try:
+        with at(path) as (dir_fd, name):
+            shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based: links inside are unlinked
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise write_error(exc, Path(path), what) from None
+    return True
+
+
+def link(source: Path, target: Path, what: str) -> None:
+    """A second name ``target`` for the file ``source`` in the same folder (an ``OSError``
+    where the file system has no hard links or ``target`` exists)."""
+    if source.parent != target.parent:
+        raise ValueError("link works within one folder")
+    with at(target) as (dir_fd, name):
+        if dir_fd is None:
+            os.link(source, target, follow_symlinks=False)
+        else:
+            os.link(source.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+
+
+def move_aside(path: Path, suffix: str, what: str) -> Path:
+    """Rename ``path`` to ``<name><suffix>`` (``<name>.<n><suffix>`` if that is taken),
+    never replacing anything; returns the new path."""
+    for n in range(1000):
+        target = path.with_name(path.name + (f".{n}" if n else "") + suffix)
+        try:
+            link(path, target, what)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: a rename, checked first
+            if lexists(target):
+                continue
+            with at(path) as (dir_fd, name):
+                os.rename(name, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return target
+        remove(path, what)
+        return target
+    raise FileError(f"cannot move the {what} '{path}' aside: too many earlier copies; remove some")
 
 
 def write_atomic(
@@ -290,11 +453,18 @@ def write_atomic(
                 os.fsync(handle.fileno())
         commit(tmp, path, what, durable=durable)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise write_error(exc, path, what) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        remove(tmp)
+    except FileError:
+        pass
 
 
 def append_text(
@@ -314,6 +484,23 @@ def append_text(
         raise write_error(exc, path, what) from None
     finally:
         os.close(fd)
+
+
+def open_log(path: str | os.PathLike[str], what: str) -> int:
+    """A write descriptor of the log file ``path``, emptied (created if missing): checked to
+    be a regular file with one name before it is truncated, so a planted link, hard link or
+    FIFO is refused (without waiting) and its target is never written. Blocking again, so
+    a process writing to it (a child's stdout) needs no special handling."""
+    path = Path(path)
+    fd = _open(path, os.O_WRONLY | os.O_CREAT, what, follow=False, single_link=True, writing=True)
+    try:
+        os.ftruncate(fd, 0)
+        if _NONBLOCK and hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise write_error(exc, path, what) from None
+    return fd
 
 
 def open_lock_file(path: Path) -> int:

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from emu_dgl.cli import main
 from emu_dgl.data.synthetic import generate_synthetic
-from tests.conftest import shared_datasets
+from tests.conftest import need_data
 
 #: A run that takes about a second on nations: 20 steps, validation at 10.
 TINY = [
@@ -76,9 +76,8 @@ def file_state(path: Path) -> tuple[bytes, int]:
 
 
 def nations_root(folder: Path) -> Path:
-    """A writable data root holding a copy of nations."""
-    source = shared_datasets()
-    assert source is not None, "the tests need the shared datasets (set EMU_DGL_DATA)"
+    """A writable data root holding a copy of nations (the test skips without the data)."""
+    source = need_data()
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source / "nations", folder / "nations")
     return folder

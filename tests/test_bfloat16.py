@@ -17,8 +17,8 @@ import torch
 from emu_dgl.config import load_config
 from emu_dgl.errors import ConfigError
 from emu_dgl.training.build import check_components, model_from_config
+from emu_dgl.training.optimizers import RowAdagrad, RowAdam, RowwiseAdagrad
 from emu_dgl.training.precision import StoredEmbedding
-from emu_dgl.training.sparse import RowAdagrad, RowAdam, RowwiseAdagrad
 from tests.run_helpers import SET, invoke
 
 ROWS, DIM = 12, 6

@@ -103,7 +103,7 @@ def test_export_writes_arrays_and_tables(run_dir, tmp_path):
 def test_export_meta_describes_the_columns(model, tmp_path):
     import torch
 
-    from emu_dgl.training.trainer import load_run
+    from emu_dgl.training.results import load_run
 
     run = tmp_path / "run"
     args = ["train", "--out", str(run), "--set", f"model.name={model}", "--set", "model.dim=8"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,36 @@ def test_quickstart_is_the_shipped_default():
 
     assert load_config(REPO / "configs" / "quickstart.yaml") == load_config(QUICKSTART)
     assert isinstance(load_config(QUICKSTART), Config)
+
+
+def test_options_belong_to_their_components_and_old_run_configs_resolve_alike():
+    """A component's options are keys of its section; the resolved config holds those of the
+    selected components only, and a config.yaml written before (every decoder's and
+    sampler's options, whatever the run used) resolves to the same config, so a newer
+    emu-dgl resumes and reuses such a run."""
+    from emu_dgl.training.run import differing_keys, with_defaults
+
+    config = load_config(None, ["model.name=distmult", "sampler.name=uniform"])
+    written = config.to_dict()
+    assert set(written["model"]) == {"name", "dim", "dtype", "gamma"}
+    assert set(written["sampler"]) == {
+        "name",
+        "num_negatives",
+        "filter",
+        "bernoulli",
+        "shared_chunk",
+    }
+    assert config.model.p_norm == 1 and config.sampler.k_hop == 3  # still readable
+    old = copy.deepcopy(written)
+    old["model"].update(p_norm=1, modulus_weight=1.0, phase_weight=0.5)
+    del old["model"]["dtype"]  # written before tables could be stored in bfloat16
+    old["sampler"].update(k_hop=3, walks=1000, walk_mode="continue", weighted=False)
+    old["loss"].update(alpha=1.0, margin=1.0, label_smoothing=0.0, reg_weight=0.0)
+    assert differing_keys(with_defaults(old), written) == []
+    assert config_from_dict(old) == config
+    # an option of another decoder is accepted (arms switch decoders) and checked
+    assert load_config(None, ["model.name=distmult", "model.p_norm=2"]).to_dict() == written
+    with pytest.raises(ConfigError, match="model.p_norm: must be 1 or 2, got 3"):
+        load_config(None, ["model.name=distmult", "model.p_norm=3"])
+    with pytest.raises(ConfigError, match="did you mean 'model.gamma'"):
+        load_config(None, ["model.gamm=1"])

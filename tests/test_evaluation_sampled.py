@@ -194,7 +194,10 @@ def test_training_and_evaluate_name_the_protocol(tmp_path):
     ]
     trained = CliRunner().invoke(main, args)
     assert trained.exit_code == 0, trained.output
-    sampled_label = "protocol: sampled, against 50 filtered candidates per query and side"
+    sampled_label = (
+        "protocol: sampled (OGB-style), against 50 filtered candidates per query and side "
+        "drawn from eval.seed, not OGB's fixed negatives"
+    )
     assert sampled_label in trained.stdout  # every printed table names its protocol
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval_protocol"] == "sampled"

@@ -39,9 +39,9 @@ def sigmoid(x: float) -> float:
 
 
 def test_registry() -> None:
-    assert LOSSES.names() == ["margin", "self_adversarial", "softmax"]
+    assert LOSSES.names() == ["1vsall", "margin", "self_adversarial", "softmax"]
     assert isinstance(LOSSES.build("self_adversarial", alpha=0.5), SelfAdversarialLoss)
-    with pytest.raises(ConfigError, match="valid: margin"):
+    with pytest.raises(ConfigError, match="valid: 1vsall, margin"):
         LOSSES.get("hinge")
 
 

@@ -6,16 +6,17 @@ import pytest
 import torch
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.models import KGEModel
+from emu_dgl.models import DECODERS, KGEModel
 from emu_dgl.models.mutation import (
     MUTATIONS,
     EMUMutation,
     MixupMutation,
     build_mutation,
 )
+from tests.components import cases
 
-DECODERS = ["transe", "transe_l2", "distmult", "complex", "protate", "rotate", "transd", "hake"]
-SEPARABLE = {"transe", "transe_l2", "distmult", "complex", "protate", "hake"}
+#: Every registered decoder, with each named value of its options (TransE's p_norm 1, 2).
+DECODER_CASES = cases(DECODERS)
 
 
 def gen(device: torch.device, seed: int = 0) -> torch.Generator:
@@ -23,7 +24,7 @@ def gen(device: torch.device, seed: int = 0) -> torch.Generator:
 
 
 def test_registry() -> None:
-    assert MUTATIONS.names() == ["emu", "mixup"]
+    assert MUTATIONS.names() == ["emu", "label_smoothing", "mixup"]
     assert isinstance(build_mutation("emu", p=0.2), EMUMutation)
     assert build_mutation("emu", p=0.2).p == 0.2  # type: ignore[union-attr]
     assert isinstance(build_mutation("mixup"), MixupMutation)
@@ -34,16 +35,19 @@ def test_registry() -> None:
         EMUMutation(1.5)
 
 
+@pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("p", [0.39, 0.05, 0.5, 0.93])
-def test_mask_mean_is_p(p: float, device: torch.device) -> None:
+def test_mask_mean_is_p(p: float, bits: int, device: torch.device) -> None:
     shape = (64, 128, 50)  # 409,600 Bernoulli draws
-    mask = EMUMutation(p).draw_mask(shape, device=device, generator=gen(device))
+    mutation = EMUMutation(p, bits=bits)
+    mask = mutation.draw_mask(shape, device=device, generator=gen(device))
     assert mask.dtype == torch.bool and mask.shape == shape
-    assert abs(EMUMutation(p).p_effective - p) <= 2**-17
+    assert abs(mutation.p_effective - p) <= 2 ** -(bits + 1)
+    assert mutation.words_needed(shape) == 64 * math.ceil(128 * 50 * bits / 64)
     sd = math.sqrt(p * (1 - p) / mask.numel())
-    assert abs(mask.float().mean().item() - p) < 5 * sd
-    # each of the four 16-bit words of a 64-bit draw is unbiased (no dead sign bit)
-    lanes = mask.reshape(-1, 4).float().mean(0)
+    assert abs(mask.float().mean().item() - mutation.p_effective) < 5 * sd
+    # each lane of a 64-bit draw is unbiased (no dead sign bit)
+    lanes = mask.reshape(-1, 64 // bits).float().mean(0)
     assert (lanes - p).abs().max().item() < 5 * sd * 2
     # coordinates, negatives and batch rows all vary
     assert 0 < mask[0, 0].float().mean() < 1 and 0 < mask[:, 0, 0].float().mean() < 1
@@ -119,11 +123,9 @@ def test_mixup_weights_and_values(device: torch.device) -> None:
     torch.testing.assert_close(pos.grad, (1 - w).sum(1, keepdim=True).expand(B, 1, D))
 
 
-def make_model(name: str, device: torch.device) -> KGEModel:
-    kwargs: dict[str, object] = {"gamma": 3.0}
-    if name.endswith("_l2"):
-        name, kwargs["p_norm"] = name[:-3], 2
+def make_model(name: str, device: torch.device, options: dict | None = None) -> KGEModel:
     torch.manual_seed(0)
+    kwargs = {"gamma": 3.0, **(options or {})}
     return KGEModel(23, 4, decoder=name, dim=7, **kwargs).to(device=device, dtype=torch.float64)
 
 
@@ -143,12 +145,14 @@ def direct_mutated_scores(
     return model.decoder(neg, r, t), model.decoder(mutated, r, t)
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize(("name", "options"), DECODER_CASES)
 @pytest.mark.parametrize("side", ["head", "tail"])
-def test_score_negatives_mutated_equals_direct(name: str, side: str, device: torch.device) -> None:
+def test_score_negatives_mutated_equals_direct(
+    name: str, options: dict, side: str, device: torch.device
+) -> None:
     """Fast path (separable decoders) and embedding mutation (others) both equal the
     direct formula, in value and in gradient, for the same seeded mask."""
-    model = make_model(name, device)
+    model = make_model(name, device, options)
     g = torch.Generator().manual_seed(4)
     B, n = 6, 11
     pos = torch.stack(

@@ -16,7 +16,8 @@ import pytest
 from emu_dgl.config import load_config
 from emu_dgl.errors import RunError
 from emu_dgl.training.run import open_run
-from emu_dgl.training.trainer import Trainer, run_directory
+from emu_dgl.training.start import run_directory
+from emu_dgl.training.trainer import Trainer
 from tests.run_helpers import (
     SET,
     TINY,

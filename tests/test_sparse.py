@@ -11,13 +11,8 @@ from emu_dgl.data import load_dataset
 from emu_dgl.errors import ConfigError
 from emu_dgl.training.build import check_components
 from emu_dgl.training.checkpoint import load_checkpoint
-from emu_dgl.training.sparse import (
-    RowAdagrad,
-    RowAdam,
-    RowwiseAdagrad,
-    build_optimizer,
-    use_sparse_rows,
-)
+from emu_dgl.training.optimizers import RowAdagrad, RowAdam, RowwiseAdagrad
+from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 from emu_dgl.training.trainer import Trainer
 
 ROWS, DIM = 12, 5
@@ -165,8 +160,8 @@ def test_auto_picks_rows_only_where_the_step_is_unchanged():
     assert use_sparse_rows("auto", "adagrad") and use_sparse_rows("auto", "rowwise_adagrad")
     assert not use_sparse_rows("auto", "adam")  # lazy Adam differs from Adam: opt in with true
     assert use_sparse_rows(True, "adam")
-    assert not use_sparse_rows("auto", "adagrad", regularizer="l3_table")
-    assert not use_sparse_rows("auto", "adagrad", loss="1vsall")
+    # a gradient that reaches every row anyway (1-vs-all, a whole-table penalty): dense
+    assert not use_sparse_rows("auto", "adagrad", dense_gradient=True)
     assert not use_sparse_rows(False, "rowwise_adagrad")
     model = nn.Module()
     model.entity = nn.Embedding(3, 2)

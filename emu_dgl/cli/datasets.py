@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -43,20 +44,48 @@ def datasets() -> None:
 @datasets.command("list")
 @_DATA_DIR
 def list_command(data_dir: str | None) -> None:
-    """Catalogue datasets: name, whether present locally, and source."""
+    """Catalogue datasets: whether present locally, size, download, licence and source."""
     from emu_dgl.data.catalogue import CATALOGUE, archive_url, data_root, has_splits
 
     root = data_root(data_dir)
     click.echo(f"data root: {root}")
-    rows = [("synthetic", "generated", "built in (no files)")]
-    rows += [
-        (name, "yes" if has_splits(root / name) else "no", archive_url(entry))
-        for name, entry in CATALOGUE.items()
-    ]
-    width = max(len(row[0]) for row in rows)
-    click.echo(f"{'name':<{width}}  {'present':<9}  source")
-    for name, present, source in rows:
-        click.echo(f"{name:<{width}}  {present:<9}  {source}")
+    header = ("name", "present", "entities", "relations", "train/valid/test", "download", "licence")
+    rows = [header, ("synthetic", "generated", "605", "13", "4,939/463/422", "-", "built in")]
+    notes = []
+    for name, entry in CATALOGUE.items():
+        counts = entry.counts or (0, 0, 0, 0, 0)
+        size = entry.download_bytes
+        rows.append(
+            (
+                name,
+                "yes" if has_splits(root / name) else "no",
+                f"{counts[0]:,}",
+                f"{counts[1]:,}",
+                "/".join(f"{c:,}" for c in counts[2:]),
+                _bytes(size) if size is not None else "not pinned",
+                entry.licence,
+            )
+        )
+        notes.append(f"{name}: {archive_url(entry)}" + (f" ({entry.note})" if entry.note else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
+    click.echo("sources (each file checked by its sha256, or by its git blob id where noted):")
+    for line in notes:
+        click.echo(f"  {line}")
+    click.echo(
+        "Wikidata5M, ogbl-wikikg2: not downloaded; convert a copy you have with "
+        "'emu-dgl datasets convert FOLDER --out DIR' (README, Datasets)"
+    )
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 @datasets.command("download")
@@ -79,6 +108,42 @@ def download_command(name: str, force: bool, data_dir: str | None) -> None:
             return
     folder = download_dataset(name, data_dir, force=force)  # an unknown name raises here
     click.echo(f"{key} ready in {folder}")
+
+
+@datasets.command("convert")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New dataset folder to write (train.txt, valid.txt, test.txt).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["wikidata5m", "ogbl-wikikg2"]),
+    default=None,
+    help="The layout of FOLDER (default: detected).",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["transductive", "inductive"]),
+    default="transductive",
+    show_default=True,
+    help="Wikidata5M: which of its splits.",
+)
+def convert_command(folder: Path, out: Path, fmt: str | None, variant: str) -> None:
+    """Turn a copy of Wikidata5M or ogbl-wikikg2 (ogb's layout) into a dataset folder.
+
+    Neither is downloaded by emu-dgl (gigabytes, their own terms): FOLDER is the unpacked
+    wikidata5m_transductive.tar.gz, or ogb's dataset root (e.g. dataset/ogbl_wikikg2,
+    holding split/time/*.pt). Then: emu-dgl train --set dataset.name=OUT.
+    """
+    from emu_dgl.data.convert import convert, detect_format
+
+    kind = fmt or detect_format(folder.expanduser(), variant)
+    target = convert(folder, out, fmt=kind, variant=variant)
+    click.echo(f"{kind}: wrote train.txt, valid.txt, test.txt to {target}")
 
 
 @datasets.command("info")

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from emu_dgl.cli.components import components
 from emu_dgl.cli.datasets import datasets
 from emu_dgl.cli.options import (
     allow_nonempty_option,
@@ -51,10 +52,14 @@ class _Group(click.Group):
         except EmuDglError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            advice = getattr(exc, "advice", None)  # a comparison says how to continue itself
             run = ctx.meta.get("emu_dgl.run_dir")
             where = f"'emu-dgl train --resume {run}'" if run else "'emu-dgl train --resume RUN_DIR'"
-            click.echo(f"interrupted: the last checkpoint is kept; continue with {where}", err=True)
+            click.echo(
+                f"interrupted: {advice or f'the last checkpoint is kept; continue with {where}'}",
+                err=True,
+            )
             sys.exit(130)
         except OSError as exc:
             # Disk full or read-only while writing outside the places that check it themselves.
@@ -86,13 +91,13 @@ def main() -> None:
 def _format_table(metrics: dict[str, Any]) -> str:
     from emu_dgl.evaluation import describe_protocol
 
-    cols = ["mrr", "mr", "hits@1", "hits@3", "hits@10"]
+    first = next((metrics[s] for s in ("valid", "test") if s in metrics), {})
+    hits = sorted((k for k in first if k.startswith("hits@")), key=lambda k: int(k[5:]))
+    cols = ["mrr", "mr", *hits, *(["amri"] if "amri" in first else [])]
     lines = []
-    for split in ("valid", "test"):  # the protocol first: sampled and full numbers differ
-        if split in metrics:
-            lines.append(describe_protocol(metrics[split]))
-            break
-    lines.append(f"{'split':<12}" + "".join(f"{c:>10}" for c in cols))
+    if first:  # the protocol first: sampled and full numbers differ
+        lines.append(describe_protocol(first))
+    lines.append(f"{'split':<18}" + "".join(f"{c:>10}" for c in cols))
     for split in ("valid", "test"):
         if split not in metrics:
             continue
@@ -102,7 +107,14 @@ def _format_table(metrics: dict[str, Any]) -> str:
             (" tail", metrics[split]["tail"]),
         ):
             cells = "".join(f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols)
-            lines.append(f"{split + part:<12}{cells}")
+            lines.append(f"{split + part:<18}{cells}")
+        for kind in ("optimistic", "pessimistic"):  # ties counted as wins, then as losses
+            if isinstance(metrics[split].get(kind), dict):
+                row = metrics[split][kind]
+                cells = "".join(
+                    f"{row[c]:>10.1f}" if c == "mr" else f"{row[c]:>10.4f}" for c in cols
+                )
+                lines.append(f"{split + ' ' + kind:<18}{cells}")
     return "\n".join(lines)
 
 
@@ -154,10 +166,10 @@ _DATA_DIR_HELP = (
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
+    default=None,
     help="Processes on this machine training one run, the entity table split between them "
-    "(gloo on CPU, NCCL on GPU). Under torchrun the launcher sets the processes instead.",
+    "(gloo on CPU, NCCL on GPU); default 1, or with --resume as many as the run had (another "
+    "number reshards its checkpoint). Under torchrun the launcher sets the processes instead.",
 )
 @allow_nonempty_option()
 def train(
@@ -167,7 +179,7 @@ def train(
     resume: Path | None,
     arm: str | None,
     data_dir: str | None,
-    nproc: int,
+    nproc: int | None,
     allow_nonempty: bool,
 ) -> None:
     """Train a model and report filtered MRR / Hits@k on valid and test."""
@@ -175,8 +187,10 @@ def train(
 
     from emu_dgl.config import load_config
     from emu_dgl.training.build import check_components
-    from emu_dgl.training.run import CONFIG_FILE, check_run_files, open_run
-    from emu_dgl.training.trainer import Trainer, run_directory
+    from emu_dgl.training.components import check_run_components
+    from emu_dgl.training.run import CONFIG_FILE, check_run_begun, check_run_files
+    from emu_dgl.training.shards import enclosing_run, trained_world_size
+    from emu_dgl.training.start import run_directory
 
     if resume is not None:
         if config_path is not None or out is not None or arm is not None or allow_nonempty:
@@ -184,10 +198,13 @@ def train(
                 "--resume continues a run with its own config; drop --config, --arm, --out and --allow-nonempty"
             )
         resume = resume.expanduser()
-        if not os.path.lexists(resume / CONFIG_FILE):
+        enclosing = enclosing_run(resume)
+        if enclosing is not None:
             raise EmuDglError(
-                f"'{resume}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+                f"'{resume}' is part of the run on several processes '{enclosing}'; resume the "
+                f"run itself: 'emu-dgl train --resume {enclosing}'"
             )
+        check_run_begun(resume)  # config.yaml is there, or one line says why not
         check_run_files(resume)  # a planted link is refused before its target is read
         config = load_config(resume / CONFIG_FILE, overrides)
         run_dir = resume
@@ -198,14 +215,26 @@ def train(
         run_dir = run_directory(config, out)
     if data_dir is not None:
         config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
-    check_components(config)
+    if resume is not None:
+        check_run_components(config, resume)  # a plugin the run used and this process lacks: named
+    else:
+        check_components(config)
     click.get_current_context().meta["emu_dgl.run_dir"] = run_dir
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1:
+    # A run trained on several processes resumes on as many unless --nproc says otherwise
+    # (never on one process as if it were a one-process run: its checkpoints are sharded).
+    trained = trained_world_size(run_dir) if resume is not None else None
+    nproc = nproc if nproc is not None else (trained or 1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or nproc > 1 or trained is not None:
         from emu_dgl.distributed import torchrun_train, train_distributed
 
-        # The launcher admits the run (lock, folder, resume checks) on the leading process.
-        common = {"resume": resume is not None, "allow_nonempty": allow_nonempty}
+        # The launcher admits the run (lock, folder, resume checks) on the leading process,
+        # and records a new run's data root as a one-process run does.
+        common = {
+            "resume": resume is not None,
+            "allow_nonempty": allow_nonempty,
+            "announce": lambda text: click.echo(text, err=True),
+        }
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this process is one of torchrun's
             metrics = torchrun_train(config, run_dir, **common)
         else:
@@ -217,26 +246,18 @@ def train(
                 f"(entity rows per process: {metrics['entity_rows_per_rank']}); metrics in {run_dir / 'metrics.json'}"
             )
         return
-    # Admitted before anything is built or written: a refused run leaves the folder as it was.
-    with open_run(run_dir, config, resume=resume is not None, allow_nonempty=allow_nonempty) as run:
-        if run.plan is not None:
-            click.echo(run.plan.describe(), err=True)
-        trainer = Trainer(config, run_dir)
-        click.echo(
-            f"{trainer.kg.name}: {trainer.kg.num_entities} entities, {trainer.kg.num_relations} relations, "
-            f"{len(trainer.kg.train)} training triples; model {config.model.name} d={config.model.dim} on {trainer.device}",
-            err=True,
-        )
-        click.echo(
-            f"threads: {trainer.threads} ({trainer.threads_reason}; set with --set train.threads=N)",
-            err=True,
-        )
-        metrics = trainer.fit(resume=run.plan or False)
-    if trainer.already_finished:
-        click.echo(
-            f"the run had already finished at step {metrics['steps']}; raise train.max_steps to train further",
-            err=True,
-        )
+    from emu_dgl.training.start import start_run
+
+    # Admitted before anything is built or written (a refused run leaves the folder as it
+    # was, with one error line); the run folder is the first line of the run's own output.
+    result = start_run(
+        config,
+        run_dir,
+        resume=resume is not None,
+        allow_nonempty=allow_nonempty,
+        say=lambda line: click.echo(line, err=True),
+    )
+    metrics = result.metrics or {}
     click.echo(_format_table(metrics))
     if config.eval.per_relation:
         click.echo(_format_relation_table(metrics))
@@ -300,9 +321,10 @@ def plan(
 @checkpoint_option
 @click.option(
     "--protocol",
-    type=click.Choice(["full", "sampled"]),
+    type=click.Choice(["full", "sampled", "given"]),
     default=None,
-    help="Rank against every entity or eval.num_negatives sampled ones (default: the run's eval.protocol).",
+    help="Rank against every entity, eval.num_negatives sampled ones, or the fixed negatives a "
+    "converted ogbl-wikikg2 folder keeps (OGB's protocol) (default: the run's eval.protocol).",
 )
 def evaluate(
     run_dir: Path,
@@ -315,42 +337,16 @@ def evaluate(
     protocol: str | None,
 ) -> None:
     """Filtered evaluation of a trained run (checkpoints/best.pt, or --checkpoint last)."""
+    from emu_dgl.training.results import load_run
 
-    from emu_dgl.training.build import evaluator_from_config
-    from emu_dgl.training.trainer import load_run
-
-    config, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
-    if protocol is not None:
-        config.eval.protocol = protocol
-    dev = next(model.parameters()).device
-    evaluator = evaluator_from_config(config, kg, kg.num_relations, device=dev)
-    metrics = {
-        split: evaluator.evaluate(
-            model, getattr(kg, split), per_relation=per_relation, relation_names=kg.relation_names
-        )
-    }
+    run = load_run(run_dir, device=device, data_dir=data_dir, which=which)
+    metrics = {split: run.evaluate(split, protocol=protocol, per_relation=per_relation)}
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
     click.echo(_format_table(metrics))
     if per_relation:
         click.echo(_format_relation_table(metrics))
-
-
-def _entity_id(kg: Any, name: str, what: str) -> int:
-    names = kg.entity_names if what == "entity" else kg.relation_names
-    lookup = {n: i for i, n in enumerate(names)}
-    if name not in lookup:
-        from emu_dgl.data.lookup import suggest_names
-
-        close = suggest_names(name, names)
-        hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        flag = " --relations" if what == "relation" else ""
-        raise EmuDglError(
-            f"unknown {what} '{name}' in dataset '{kg.name}'{hint} "
-            f"(find names with: emu-dgl datasets entities {kg.name}{flag} --grep TEXT)"
-        )
-    return lookup[name]
 
 
 @main.command()
@@ -383,33 +379,19 @@ def predict(
     Uses checkpoints/best.pt (or --checkpoint last). Names are the dataset's own: find them with
     'emu-dgl datasets entities NAME --grep TEXT' (add --relations for relations).
     """
-    import torch
-
     if (head is None) == (tail is None):
         raise click.UsageError(
             "give exactly one of --head (to rank tails) or --tail (to rank heads)"
         )
-    from emu_dgl.training.trainer import load_run
+    from emu_dgl.training.results import load_run
 
-    _, kg, model = load_run(run_dir, device=device, data_dir=data_dir, which=which)
-    dev = next(model.parameters()).device
-    rel = _entity_id(kg, relation, "relation")
-    known = torch.cat([kg.train, kg.valid, kg.test])
-    with torch.no_grad():
-        if head is not None:
-            anchor = _entity_id(kg, head, "entity")
-            scores = model.score_t(torch.tensor([[anchor, rel]], device=dev))[0]
-            hits = known[(known[:, 0] == anchor) & (known[:, 1] == rel), 2]
-        else:
-            anchor = _entity_id(kg, tail, "entity")
-            scores = model.score_h(torch.tensor([[rel, anchor]], device=dev))[0]
-            hits = known[(known[:, 2] == anchor) & (known[:, 1] == rel), 0]
-    known_set = set(hits.tolist())
-    values, ids = scores.cpu().topk(min(top, len(scores)))
+    run = load_run(run_dir, device=device, data_dir=data_dir, which=which)
+    table = run.predict(head=head, tail=tail, relation=relation, top=top, filtered=False)
     click.echo(f"{'rank':>4}  {'score':>10}  known  entity")
-    for rank, (value, idx) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1):
-        mark = "*" if idx in known_set else ""
-        click.echo(f"{rank:>4}  {value:>10.4f}  {mark:^5}  {kg.entity_names[idx]}")
+    for row in table.itertuples():
+        click.echo(
+            f"{row.rank:>4}  {row.score:>10.4f}  {'*' if row.known else '':^5}  {row.entity}"
+        )
 
 
 @main.command()
@@ -422,71 +404,17 @@ def export(run_dir: Path, out: Path, data_dir: str | None, which: str) -> None:
     layout of each table) for use outside emu-dgl.
 
     The weights are those of checkpoints/best.pt (the best validation step), or of
-    last.pt with --checkpoint last.
+    last.pt with --checkpoint last; of a run on several processes, the blocks of every
+    process stitched into one table.
     """
-    import numpy as np
-    import torch
+    from emu_dgl.training.results import load_run
 
-    from emu_dgl.files import make_dir, write_atomic
-    from emu_dgl.training.trainer import load_run
-
-    config, kg, model = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
-    make_dir(out, "export folder")
-    for fname, weight in (
-        ("entities.npy", model.entity.weight),
-        ("relations.npy", model.relation.weight),
-    ):
-        tensor = weight.detach().cpu()
-        array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-        write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
-    for fname, names in (("entities.tsv", kg.entity_names), ("relations.tsv", kg.relation_names)):
-        # UTF-8 whatever the locale: names are often not ASCII
-        text = "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
-        write_atomic(out / fname, text, "export file")
-    meta = json.dumps(_export_meta(config, model, which), indent=2, ensure_ascii=False) + "\n"
-    write_atomic(out / "meta.json", meta, "export file")  # UTF-8, like the tables
+    run = load_run(run_dir, device="cpu", data_dir=data_dir, which=which)
+    run.export(out)
     click.echo(
-        f"wrote {len(kg.entity_names)} entity and {len(kg.relation_names)} relation embeddings "
-        f"from {run_dir / 'checkpoints' / f'{which}.pt'} to {out}"
+        f"wrote {run.kg.num_entities} entity and {run.kg.num_relations} relation embeddings "
+        f"from {run.source} to {out}"
     )
-
-
-def _export_meta(config: Any, model: Any, which: str) -> dict[str, Any]:
-    """What ``export`` writes to meta.json: the model, and which columns of each table hold what."""
-    import math
-
-    decoder = model.decoder
-    dim = decoder.dim
-
-    def layout(table: Any, names: tuple[str, ...], file: str) -> dict[str, Any]:
-        rows, width = table.weight.shape
-        if len(names) * dim != width:  # a decoder that does not describe its blocks
-            names = ("embedding",) if width == dim else (f"columns 0..{width - 1}",)
-        size = width // len(names)
-        return {
-            "file": file,
-            "shape": [rows, width],
-            "blocks": {n: [i * size, (i + 1) * size] for i, n in enumerate(names)},
-        }
-
-    meta: dict[str, Any] = {
-        "model": config.model.name,
-        "dim": dim,
-        "gamma": decoder.gamma,
-        "checkpoint": f"{which}.pt",
-        "entities": layout(model.entity, decoder.entity_blocks, "entities.npy"),
-        "relations": layout(model.relation, decoder.relation_blocks, "relations.npy"),
-        "names": {"entities": "entities.tsv", "relations": "relations.tsv"},
-        "blocks_note": "blocks: name -> [first column, end column) of each row",
-    }
-    if decoder.phase_blocks:
-        meta["phase_blocks"] = list(decoder.phase_blocks)
-        meta["phase_radians_per_unit"] = math.pi / decoder.embedding_range
-        meta["phase_note"] = "angle in radians = stored value * phase_radians_per_unit"
-    scalars = {n: float(p.detach()) for n, p in decoder.named_parameters() if p.numel() == 1}
-    if scalars:
-        meta["decoder_parameters"] = scalars  # learnt scalars (pRotatE modulus, HAKE weights)
-    return meta
 
 
 @main.command()
@@ -567,3 +495,4 @@ def compare(
 
 main.add_command(datasets)
 main.add_command(tune)
+main.add_command(components)

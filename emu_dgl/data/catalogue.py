@@ -11,31 +11,35 @@ Caches (parsed graphs, SANS neighbourhoods) go to :func:`cache_root`: ``EMU_DGL_
 when set, else ``$XDG_CACHE_HOME/emu-dgl/processed`` (``~/.cache/...``); never into the
 data root, which emu-dgl only writes to when asked to download a dataset there.
 
-Archives are fetched from ``https://github.com/TimDettmers/ConvE/raw/master/``;
-``EMU_DGL_MIRROR`` replaces that base address (any URL urllib opens, ``file://``
-included, or a plain local folder).
+Each catalogue entry (:mod:`emu_dgl.data.entries`) names its base address (most
+archives: ``https://github.com/TimDettmers/ConvE/raw/master/``) and its files below it;
+``EMU_DGL_MIRROR`` replaces the base address (any URL urllib opens, ``file://``
+included, or a plain local folder), under which the same relative paths are looked for.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import lzma
 import os
+import re
 import shutil
 import socket
 import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from emu_dgl.data.entries import CATALOGUE, CONVE, CatalogueEntry, SourceFile, git_blob_id
 from emu_dgl.data.io import (
     SPLITS,
     check_split_file,
@@ -65,62 +69,9 @@ __all__ = [
     "user_cache_dir",
 ]
 
-DEFAULT_BASE_URL = "https://github.com/TimDettmers/ConvE/raw/master/"
+DEFAULT_BASE_URL = CONVE
 SYNTHETIC = "synthetic"
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class CatalogueEntry:
-    name: str
-    archive: str
-    sha256: str
-    description: str
-    #: bytes of the archive: a download is cut off past it (a mirror serving an endless
-    #: stream would fill the disk before the checksum could tell); None: 4 GiB
-    size: int | None = None
-
-
-CATALOGUE: dict[str, CatalogueEntry] = {
-    entry.name: entry
-    for entry in (
-        CatalogueEntry(
-            "fb15k-237",
-            "FB15k-237.tar.gz",
-            "311df7930f842a02979eaa7a802484a6afe62303c07f915f1e6edbc30cbe05e8",
-            "Freebase subset without inverse relations (Toutanova & Chen 2015)",
-            3678603,
-        ),
-        CatalogueEntry(
-            "wn18rr",
-            "WN18RR.tar.gz",
-            "1eb9152f804c140d163462c0d49f65e5a0b30ab5fbb375c5e3353c11a6249060",
-            "WordNet subset without inverse relations (Dettmers et al. 2018)",
-            892861,
-        ),
-        CatalogueEntry(
-            "nations",
-            "nations.tar.gz",
-            "feb3e3e027103089934ea7dfb67d2048d8a43e65d6757a86f2e037acb66f640b",
-            "relations between 14 countries (Kok & Domingos 2007)",
-            8077,
-        ),
-        CatalogueEntry(
-            "kinship",
-            "kinship.tar.gz",
-            "a3cb9ca67213eb38133aebc12901195e283d844ebd59f1a6cbf2d4fa12ced4e6",
-            "Alyawarra kinship terms (Kok & Domingos 2007)",
-            42703,
-        ),
-        CatalogueEntry(
-            "umls",
-            "umls.tar.gz",
-            "26223aa91f0ec8db2324e0f489b9a4425e04d1d0df72ce5cfd62af4b91aee6fd",
-            "Unified Medical Language System semantic network (Kok & Domingos 2007)",
-            35648,
-        ),
-    )
-}
 
 
 # ------------------------------------------------------------------ locations
@@ -140,11 +91,25 @@ def _source_checkout_datasets() -> Path | None:
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder that holds ``<name>/{train,valid,test}.txt`` (see the module doc for the order)."""
     if data_dir:
-        return _folder(Path(data_dir).expanduser(), "--data-dir (dataset.data_dir)")
+        return _folder(
+            local_path(data_dir, "--data-dir (dataset.data_dir)"), "--data-dir (dataset.data_dir)"
+        )
     env = os.environ.get("EMU_DGL_DATA")
     if env:
-        return _folder(Path(env).expanduser(), "EMU_DGL_DATA")
+        return _folder(local_path(env, "EMU_DGL_DATA"), "EMU_DGL_DATA")
     return _source_checkout_datasets() or user_cache_dir() / "datasets"
+
+
+def local_path(value: str | os.PathLike[str], origin: str) -> Path:
+    """``value`` as a local folder path (``~`` expanded), or a DataError if it is a URL:
+    ``http://host/x`` would otherwise become the relative folder ``./http:/host/x``."""
+    text = os.fspath(value)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise DataError(
+            f"{origin} is '{text}', an address; it names a local folder here (to download "
+            "datasets from a mirror, set EMU_DGL_MIRROR to the address instead)"
+        )
+    return Path(text).expanduser()
 
 
 def _folder(path: Path, origin: str) -> Path:
@@ -175,7 +140,7 @@ def cache_root() -> Path:
     env = os.environ.get("EMU_DGL_CACHE")
     if not env:
         return user_cache_dir() / "processed"
-    path = Path(env).expanduser()
+    path = local_path(env, "EMU_DGL_CACHE")
     if path.exists() and not path.is_dir():
         raise DataError(
             f"EMU_DGL_CACHE is '{path}', which is a file; point it at a folder for emu-dgl's "
@@ -211,12 +176,19 @@ def _entry(name: str) -> CatalogueEntry:
     return entry
 
 
-def archive_url(entry: CatalogueEntry) -> str:
-    """Address of the entry's archive: ``EMU_DGL_MIRROR`` (URL or local folder) or the default base."""
-    base = os.environ.get("EMU_DGL_MIRROR") or DEFAULT_BASE_URL
+def archive_url(entry: CatalogueEntry, path: str | None = None) -> str:
+    """Address of the entry's archive (or of its file ``path``): below ``EMU_DGL_MIRROR``
+    (URL or local folder) when set, else below the entry's own base address."""
+    base = os.environ.get("EMU_DGL_MIRROR") or entry.base_url
     if "://" not in base:
         base = Path(base).expanduser().absolute().as_uri()
-    return base.rstrip("/") + "/" + entry.archive
+    return base.rstrip("/") + "/" + (path if path is not None else entry.archive)
+
+
+def _checks(entry: CatalogueEntry) -> str:
+    """How a download of ``entry`` is checked, in words."""
+    pinned = [entry.sha256] if not entry.files else [f.sha256 for f in entry.files]
+    return "sha256-verified" if all(pinned) else "verified: sha256 where pinned, else git blob id"
 
 
 # ------------------------------------------------------------------ download
@@ -256,18 +228,22 @@ def download_dataset(
             f"cannot create {target} ({exc.strerror}); choose a writable --data-dir"
         ) from None
     remove_stale_parts(target)
+    size = entry.download_bytes
     print(
         f"downloading '{entry.name}' from {archive_url(entry)} into {target} "
-        f"({entry.size} bytes, sha256-verified)",
+        f"({f'{size} bytes' if size is not None else 'size not pinned'}, {_checks(entry)})",
         file=sys.stderr,
         flush=True,
     )
     try:
-        archive = _fetch(entry, target)
-        try:
-            extract_splits(archive, target, source=archive_url(entry))
-        finally:
-            archive.unlink(missing_ok=True)
+        if entry.files:
+            _fetch_files(entry, target)
+        else:
+            archive = _fetch(entry, target)
+            try:
+                extract_splits(archive, target, source=archive_url(entry))
+            finally:
+                archive.unlink(missing_ok=True)
     except BaseException:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
@@ -335,31 +311,76 @@ def _copy_with_deadline(
             window_start, window_bytes = now, 0
 
 
+def _open_source(url: str) -> Any:
+    """The archive at ``url``: a ``file://`` address opened here as a regular file (a FIFO
+    or a device there is refused at once, never waited on, before the download's stall
+    and deadline guards could start), any other through urllib."""
+    if not url.lower().startswith("file:"):
+        return urllib.request.urlopen(url, timeout=STALL_SECONDS)
+    from emu_dgl.files import lexists, open_read
+
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    try:
+        return open_read(path, "dataset archive", follow=True)
+    except EmuDglError as exc:
+        if not lexists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+        raise DataError(
+            f"{exc}; EMU_DGL_MIRROR must name a folder holding the catalogue's archive files"
+        ) from None
+
+
 def _fetch(entry: CatalogueEntry, target: Path) -> Path:
     """Stream the archive to a temporary file in ``target`` while hashing it; verify."""
+    return _fetch_file(
+        entry,
+        SourceFile("archive", entry.archive, entry.sha256, entry.size, entry.git_blob),
+        target,
+    )
+
+
+def _fetch_files(entry: CatalogueEntry, target: Path) -> None:
+    """A files entry: every split file fetched and verified first, then all three moved
+    into place (a failure leaves none of them)."""
+    fetched = {}
+    try:
+        for source in entry.files:
+            fetched[source.split] = _fetch_file(entry, source, target)
+        for split, tmp in fetched.items():
+            os.replace(tmp, target / SPLITS[split])
+    finally:
+        for tmp in fetched.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _fetch_file(entry: CatalogueEntry, source: SourceFile, target: Path) -> Path:
+    """Stream one file of ``entry`` to a temporary file in ``target`` while hashing it; verify
+    its sha256, or its git blob id where no sha256 is pinned."""
     from tqdm.auto import tqdm
 
-    url = archive_url(entry)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.archive}.", suffix=".part", dir=target)
+    url = archive_url(entry, source.path)
+    label = Path(source.path).name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{label}.", suffix=".part", dir=target)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             try:
                 # The socket timeout bounds one silent read; _copy_with_deadline bounds a trickle.
-                response = urllib.request.urlopen(url, timeout=STALL_SECONDS)
+                response = _open_source(url)
                 with response:
-                    total = response.headers.get("Content-Length")
+                    headers = getattr(response, "headers", None)
+                    total = headers.get("Content-Length") if headers is not None else None
                     with tqdm(
                         total=int(total) if total else None,
                         unit="B",
                         unit_scale=True,
                         unit_divisor=1024,
-                        desc=entry.archive,
+                        desc=source.path,
                         disable=None,  # shown on a terminal only
                         leave=False,
                     ) as bar:
-                        limit = entry.size if entry.size is not None else 1 << 32
+                        limit = source.size if source.size is not None else 1 << 32
                         _copy_with_deadline(response, out, digest, bar, url, limit)
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
@@ -367,17 +388,24 @@ def _fetch(entry: CatalogueEntry, target: Path) -> Path:
                     reason = f"no data for {STALL_SECONDS:.0f} s"
                 raise DataError(
                     f"could not download {url} ({reason}); without network, put train.txt, "
-                    f"valid.txt and test.txt of '{entry.name}' in {target}, or put {entry.archive} "
+                    f"valid.txt and test.txt of '{entry.name}' in {target}, or put {source.path} "
                     "in a folder and set EMU_DGL_MIRROR=file:///path/to/that/folder"
                 ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     actual = digest.hexdigest()
-    if actual != entry.sha256:
+    expected, kind = (
+        (source.sha256, "sha256") if source.sha256 else (source.git_blob, "git blob id")
+    )
+    if not source.sha256:
+        actual_blob = git_blob_id(tmp)
+        print(f"{url}: git blob id {actual_blob}, sha256 {actual}", file=sys.stderr, flush=True)
+        actual = actual_blob
+    if actual != expected:
         tmp.unlink(missing_ok=True)
         raise DataError(
-            f"checksum mismatch for {url}: expected sha256 {entry.sha256}, got {actual}; "
+            f"checksum mismatch for {url}: expected {kind} {expected}, got {actual}; "
             "the download was deleted (try again, or check EMU_DGL_MIRROR)"
         )
     return tmp

@@ -242,6 +242,64 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+def load_npz(path: Path, what: str = "saved graph") -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` as :func:`save_npz` writes it, never pickled.
+
+    The file is opened as a regular file (a FIFO is refused, never waited on), and each
+    member's header (dtype, shape) is checked against the member's size before its data is
+    read: a truncated, compressed, pickled, edited or corrupt file (zip CRCs) is one
+    DataError, and reading never takes more memory than the file's own size.
+    """
+    import zipfile
+
+    from emu_dgl.errors import EmuDglError
+    from emu_dgl.files import open_read
+
+    try:
+        with open_read(path, what, follow=True) as handle, zipfile.ZipFile(handle) as archive:
+            return {
+                info.filename.removesuffix(".npy"): _read_member(archive, info)
+                for info in archive.infolist()
+            }
+    except EmuDglError as exc:
+        raise DataError(str(exc)) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise DataError(
+            f"{path}: not an intact .npz written by emu-dgl ({reason}); restore the file "
+            "(a cache file can be deleted: it is rebuilt)"
+        ) from None
+
+
+def _read_member(archive: object, info: object) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its size before anything is read."""
+    import zipfile
+
+    assert isinstance(archive, zipfile.ZipFile) and isinstance(info, zipfile.ZipInfo)
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise ValueError(f"member '{name[:60]}' is not an array")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"member '{name[:60]}' is compressed; emu-dgl writes arrays uncompressed")
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in readers:
+            raise ValueError(f"member '{name[:60]}' has .npy format {version}")
+        shape, fortran, dtype = readers[version](member)
+        if dtype.hasobject:
+            raise ValueError(f"member '{name[:60]}' holds Python objects (a pickle)")
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        left = info.file_size - member.tell()
+        if size != left:
+            raise ValueError(
+                f"member '{name[:60]}' says shape {shape} ({size} bytes) but holds {left} bytes"
+            )
+        data = bytearray(size)
+        if member.readinto(data) != size or member.read(1):  # the end: the CRC is checked
+            raise ValueError(f"member '{name[:60]}' is cut short")
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran else "C")

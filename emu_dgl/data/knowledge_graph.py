@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from emu_dgl.data.dgl_io import MASK_NAMES, NODE_TYPE, names_to_tensor
 from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
 from emu_dgl.data.names import Names
 from emu_dgl.data.triples import (
@@ -59,12 +60,6 @@ if TYPE_CHECKING:
     import dgl as dgl_module
 
 __all__ = ["KnowledgeGraph", "SPLIT_NAMES", "triple_keys"]
-
-NODE_TYPE = "entity"
-# DGL's edge-mask names, in the order of SPLIT_NAMES.
-MASK_NAMES: tuple[str, str, str] = ("train_mask", "val_mask", "test_mask")
-# dgl.data's knowledge-graph datasets also hold these, which leave out the reverse edges.
-DGL_KG_EDGE_MASKS: tuple[str, str, str] = ("train_edge_mask", "valid_edge_mask", "test_edge_mask")
 
 _FINGERPRINT_VERSION = b"emu-dgl-kg-fingerprint-v1"
 
@@ -139,6 +134,17 @@ class KnowledgeGraph:
     def splits(self) -> dict[str, torch.Tensor]:
         """``{"train": ..., "valid": ..., "test": ...}``."""
         return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    @cached_property
+    def entity_to_id(self) -> dict[str, int]:
+        """Entity name -> id (PyKEEN's ``TriplesFactory.entity_to_id``); ``entity_names`` is
+        the inverse. Built on first use."""
+        return {name: i for i, name in enumerate(self.entity_names)}
+
+    @cached_property
+    def relation_to_id(self) -> dict[str, int]:
+        """Relation name -> id; ``relation_names`` is the inverse."""
+        return {name: i for i, name in enumerate(self.relation_names)}
 
     def all_triples(self) -> torch.Tensor:
         """Train, valid and test triples stacked (the 'known' set of filtered ranking)."""
@@ -388,90 +394,9 @@ class KnowledgeGraph:
         with no masks at all counts every edge as train. Entity names come from
         ``ndata['name']`` when present, else they are the node ids as strings.
         """
-        if len(graph.ntypes) != 1:
-            raise DataError(
-                f"from_dgl needs a graph with one node type, got {len(graph.ntypes)}: {graph.ntypes}"
-            )
-        if graph.num_edges() == 0:
-            raise DataError("from_dgl: the graph has no edges")
-        graph = graph.to(torch.device("cpu"))
-        etypes = graph.canonical_etypes
-        homogeneous = len(etypes) == 1 and etypes[0][1] == "_E" and "etype" in graph.edata
-        present = {key for etype in etypes for key in graph.edges[etype].data.keys()}
-        if any(key in present for key in DGL_KG_EDGE_MASKS):
-            mask_names: tuple[str, ...] | None = DGL_KG_EDGE_MASKS
-        elif any(key in present for key in MASK_NAMES):
-            mask_names = MASK_NAMES
-        else:
-            mask_names = None
+        from emu_dgl.data.dgl_io import dgl_parts
 
-        relation_ids = _relation_ids(graph) if not homogeneous else None
-        src, dst, rel, masks = [], [], [], []
-        for k, etype in enumerate(etypes):
-            s, d = graph.edges(etype=etype, order="eid")
-            data = graph.edges[etype].data
-            src.append(s.long())
-            dst.append(d.long())
-            if homogeneous:
-                rel.append(data["etype"].long())
-            else:
-                assert relation_ids is not None
-                rel.append(torch.full_like(s, relation_ids[k], dtype=torch.int64))
-            if mask_names is None:
-                masks.append(torch.zeros(3, len(s), dtype=torch.bool))
-                masks[-1][0] = True
-            else:
-                masks.append(
-                    torch.stack(
-                        [
-                            data[key].bool()
-                            if key in data
-                            else torch.zeros(len(s), dtype=torch.bool)
-                            for key in mask_names
-                        ]
-                    )
-                )
-        triples = torch.stack([torch.cat(src), torch.cat(rel), torch.cat(dst)], dim=1)
-        split_masks = torch.cat(masks, dim=1)
-
-        if homogeneous:
-            kept = triples[split_masks.any(dim=0), 1]
-            if kept.numel() and int(kept.min()) < 0:
-                raise DataError("from_dgl: edata['etype'] holds negative relation ids")
-            num_relations = int(kept.max()) + 1 if kept.numel() else 0
-            relation_names = [str(r) for r in range(num_relations)]
-        else:
-            assert relation_ids is not None
-            relation_names = [""] * len(etypes)
-            for k, etype in enumerate(etypes):
-                relation_names[relation_ids[k]] = etype[1]
-            num_relations = len(relation_names)
-
-        ntype = graph.ntypes[0]
-        node_data = graph.nodes[ntype].data
-        if (
-            "name" in node_data
-            and node_data["name"].dtype == torch.uint8
-            and node_data["name"].dim() == 2
-        ):
-            entity_names = tensor_to_names(node_data["name"])
-        else:
-            entity_names = [str(i) for i in range(graph.num_nodes(ntype))]
-
-        splits: dict[str, torch.Tensor] = {}
-        duplicates: dict[str, int] = {}
-        for i, split in enumerate(SPLIT_NAMES):
-            array, duplicates[split] = drop_duplicate_triples(
-                triples[split_masks[i]].numpy(), len(entity_names), max(num_relations, 1)
-            )
-            splits[split] = torch.from_numpy(array)
-        return cls(
-            name=name,
-            entity_names=entity_names,
-            relation_names=relation_names,
-            duplicates=duplicates,
-            **splits,
-        )
+        return cls(**dgl_parts(graph, name=name))
 
     # ---------------------------------------------------------------- networkx
     def to_networkx(self) -> Any:
@@ -563,25 +488,72 @@ class KnowledgeGraph:
 
     @classmethod
     def load(cls, path: str | Path, *, name: str | None = None) -> KnowledgeGraph:
-        """Read what :meth:`save` wrote. ``name`` defaults to the saved name (else the file's stem)."""
-        arrays: dict[str, Any] = load_npz(Path(path))
-        num_entities, num_relations = (int(x) for x in arrays["counts"])
-        if name is None:
-            name = arrays["name"].tobytes().decode() if "name" in arrays else Path(path).stem
+        """Read what :meth:`save` wrote. ``name`` defaults to the saved name (else the file's stem).
+
+        Every array is checked (present, dtype, shape) before use; a file that is not what
+        :meth:`save` wrote is one :class:`DataError` line."""
+        path = Path(path)
+        arrays: dict[str, Any] = load_npz(path)
+        try:
+            _check_saved(arrays)
+            num_entities, num_relations = (int(x) for x in arrays["counts"])
+            if name is None:
+                name = arrays["name"].tobytes().decode() if "name" in arrays else path.stem
+            entity_names = decode_names(arrays["entity_names"], num_entities)
+            relation_names = decode_names(arrays["relation_names"], num_relations)
+            source_key = arrays["source_key"].tobytes().decode() if "source_key" in arrays else ""
+        except (ValueError, KeyError) as exc:  # UnicodeDecodeError is a ValueError
+            reason = str(exc).strip("'\"").splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise DataError(
+                f"{path}: not a graph written by KnowledgeGraph.save ({reason}); restore the "
+                "file (a cache file can be deleted: it is rebuilt)"
+            ) from None
         kg = cls(
             name=name,
-            entity_names=decode_names(arrays["entity_names"], num_entities),
-            relation_names=decode_names(arrays["relation_names"], num_relations),
+            entity_names=entity_names,
+            relation_names=relation_names,
             duplicates=dict(zip(SPLIT_NAMES, (int(x) for x in arrays["duplicates"]), strict=True)),
-            **{split: torch.from_numpy(arrays[split]) for split in SPLIT_NAMES},
+            **{split: torch.from_numpy(arrays[split].astype(np.int64)) for split in SPLIT_NAMES},
         )
-        kg.source_key = arrays["source_key"].tobytes().decode() if "source_key" in arrays else ""
+        kg.source_key = source_key
         return kg
 
 
 # ---------------------------------------------------------------- helpers
 def _names(names: Sequence[str]) -> Sequence[str]:
     return names if isinstance(names, Names) else list(names)
+
+
+#: What :meth:`KnowledgeGraph.save` writes: array name -> (dtype kind, rank, fixed length).
+_SAVED: dict[str, tuple[str, int, int | None]] = {
+    "entity_names": ("u", 1, None),
+    "relation_names": ("u", 1, None),
+    "counts": ("i", 1, 2),
+    "duplicates": ("i", 1, 3),
+    **{split: ("i", 2, None) for split in SPLIT_NAMES},
+}
+_OPTIONAL = {"name": ("u", 1, None), "source_key": ("u", 1, None)}
+
+
+def _check_saved(arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError naming the first array that is missing or not as :meth:`save` wrote it."""
+    for key, (kind, rank, length) in {**_SAVED, **_OPTIONAL}.items():
+        if key not in arrays:
+            if key in _SAVED:
+                raise ValueError(f"the array '{key}' is missing")
+            continue
+        array = arrays[key]
+        wrong = (
+            array.dtype.kind != kind
+            or (kind == "u" and array.dtype.itemsize != 1)
+            or array.ndim != rank
+            or (length is not None and array.shape[0] != length)
+            or (rank == 2 and array.shape[1] != 3)
+        )
+        if wrong:
+            raise ValueError(f"the array '{key}' is {array.dtype} of shape {array.shape}")
+    if (arrays["counts"] < 0).any() or (arrays["duplicates"] < 0).any():
+        raise ValueError("negative counts")
 
 
 def _as_triples(value: torch.Tensor | np.ndarray, split: str) -> torch.Tensor:
@@ -591,38 +563,3 @@ def _as_triples(value: torch.Tensor | np.ndarray, split: str) -> torch.Tensor:
     if tensor.dim() != 2 or tensor.shape[1] != 3:
         raise DataError(f"{split} triples must have shape (N, 3), got {tuple(tensor.shape)}")
     return tensor.contiguous()
-
-
-def _relation_ids(graph: dgl_module.DGLGraph) -> list[int]:
-    """Relation id of each canonical edge type: from a constant ``edata['etype']`` where
-    every edge type that has edges carries a distinct one, else DGL's edge-type order."""
-    etypes = graph.canonical_etypes
-    found: list[int | None] = []
-    for etype in etypes:
-        data = graph.edges[etype].data
-        values = data["etype"] if "etype" in data else None
-        if values is not None and values.numel() and bool((values == values[0]).all()):
-            found.append(int(values[0]))
-        else:
-            found.append(None)
-    known = [i for i in found if i is not None]
-    if not known or len(set(known)) != len(known) or not all(0 <= i < len(etypes) for i in known):
-        return list(range(len(etypes)))
-    free = iter(sorted(set(range(len(etypes))) - set(known)))
-    return [i if i is not None else next(free) for i in found]
-
-
-def names_to_tensor(names: Sequence[str]) -> torch.Tensor:
-    """UTF-8 bytes of each name, zero-padded to the longest: uint8 (len(names), max_bytes)."""
-    encoded = np.char.encode(np.asarray(names, dtype=str), "utf-8")
-    width = max(encoded.dtype.itemsize, 1)
-    encoded = encoded.astype(f"S{width}")
-    return torch.from_numpy(encoded.view(np.uint8).reshape(len(names), width).copy())
-
-
-def tensor_to_names(tensor: torch.Tensor) -> list[str]:
-    """Inverse of :func:`names_to_tensor` (trailing zero bytes are padding)."""
-    array = np.ascontiguousarray(tensor.cpu().numpy(), dtype=np.uint8)
-    if array.shape[0] == 0:
-        return []
-    return np.char.decode(array.view(f"S{array.shape[1]}").ravel(), "utf-8").tolist()

@@ -12,7 +12,7 @@ import numpy as np
 
 from emu_dgl.data.knowledge_graph import KnowledgeGraph, triple_keys
 
-__all__ = ["dataset_stats"]
+__all__ = ["dataset_stats", "warn_unseen_in_train"]
 
 
 def dataset_stats(kg: KnowledgeGraph, *, top_relations: int = 10) -> dict[str, Any]:
@@ -29,27 +29,10 @@ def dataset_stats(kg: KnowledgeGraph, *, top_relations: int = 10) -> dict[str, A
     """
     num_entities, num_relations = kg.num_entities, kg.num_relations
     train, valid, test = (t.numpy() for t in (kg.train, kg.valid, kg.test))
-
-    seen_entity = np.zeros(num_entities, dtype=bool)
-    seen_entity[train[:, 0]] = True
-    seen_entity[train[:, 2]] = True
-    seen_relation = np.zeros(num_relations, dtype=bool)
-    seen_relation[train[:, 1]] = True
     train_keys = np.unique(triple_keys(train, num_entities, num_relations))
-
-    unseen: dict[str, dict[str, int]] = {}
+    unseen = unseen_in_train(kg)
     also_in_train: dict[str, int] = {}
     for split, triples in (("valid", valid), ("test", test)):
-        entities = np.unique(triples[:, [0, 2]])
-        relations = np.unique(triples[:, 1])
-        touches = ~(
-            seen_entity[triples[:, 0]] & seen_entity[triples[:, 2]] & seen_relation[triples[:, 1]]
-        )
-        unseen[split] = {
-            "entities": int((~seen_entity[entities]).sum()),
-            "relations": int((~seen_relation[relations]).sum()),
-            "triples": int(touches.sum()),
-        }
         also_in_train[split] = int(
             np.isin(triple_keys(triples, num_entities, num_relations), train_keys).sum()
         )
@@ -83,6 +66,56 @@ def dataset_stats(kg: KnowledgeGraph, *, top_relations: int = 10) -> dict[str, A
             for r in order
         ],
     }
+
+
+def unseen_in_train(kg: KnowledgeGraph) -> dict[str, dict[str, int]]:
+    """Per valid/test split: its entities and relations that never occur in train, and its
+    triples that hold one of them."""
+    train = kg.train.numpy()
+    seen_entity = np.zeros(kg.num_entities, dtype=bool)
+    seen_entity[train[:, 0]] = True
+    seen_entity[train[:, 2]] = True
+    seen_relation = np.zeros(kg.num_relations, dtype=bool)
+    seen_relation[train[:, 1]] = True
+    unseen: dict[str, dict[str, int]] = {}
+    for split in ("valid", "test"):
+        triples = kg.splits[split].numpy()
+        entities = np.unique(triples[:, [0, 2]])
+        relations = np.unique(triples[:, 1])
+        touches = ~(
+            seen_entity[triples[:, 0]] & seen_entity[triples[:, 2]] & seen_relation[triples[:, 1]]
+        )
+        unseen[split] = {
+            "entities": int((~seen_entity[entities]).sum()),
+            "relations": int((~seen_relation[relations]).sum()),
+            "triples": int(touches.sum()),
+        }
+    return unseen
+
+
+def warn_unseen_in_train(kg: KnowledgeGraph) -> None:
+    """One warning line when valid or test hold entities or relations that train never
+    shows: their embeddings keep their initial values, and the triples holding them are
+    ranked with those untrained rows (the published WN18RR and FB15k-237 splits have some)."""
+    import warnings
+
+    from emu_dgl.errors import EmuDglWarning
+
+    unseen = unseen_in_train(kg)
+    if not any(part["triples"] for part in unseen.values()):
+        return
+    counts = "; ".join(
+        f"{split}: {part['entities']:,} entities, {part['relations']:,} relations, "
+        f"{part['triples']:,} triples"
+        for split, part in unseen.items()
+    )
+    warnings.warn(
+        f"'{kg.name}': valid and test hold entities or relations that never occur in train "
+        f"({counts}); those triples are scored with untrained (initial) embeddings "
+        f"('emu-dgl datasets info' counts them per split)",
+        EmuDglWarning,
+        stacklevel=3,
+    )
 
 
 def _components(train: np.ndarray, num_entities: int) -> dict[str, int]:

@@ -30,12 +30,18 @@ share of the relations' part on every rank.
 score (from its owner, ``all_reduce(MAX)``) and each rank's count of better and tied
 entities (``all_reduce(SUM)``) give exactly the one-process ranks.
 
-Not supported on more than one process: the 1-vs-all loss (its softmax runs over every
-entity of every block), and the reference schedule (``train.schedule=reference``), whose
-switch is dense Adam over every row: each block could take it (a dense update of each
-block is the dense update of the table), but a run on several processes has not been
-checked against one process across the switch yet, so it is refused rather than trusted. The exchange reads split sizes on the host, so a step with a
-sharded table runs eagerly, not as a CUDA graph.
+**Memory**: a rank allocates and initialises only its block of entity rows and that
+block's optimizer state, never the whole table: rows are initialised by their ids
+(:func:`~emu_dgl.models.init.uniform_rows_`), so the blocks of ``N`` ranks are the table one
+process builds. Checkpoints are sharded the same way
+(:mod:`~emu_dgl.distributed.checkpoints`): each rank writes its rows, a manifest commits
+them together, and a checkpoint of ``N`` processes resumes on ``M``.
+
+The reference schedule's switch to dense Adam is a dense Adam over each rank's block (a
+dense update of each block is the dense update of the table, checked against one
+process across the switch). Not supported on more than one process: the 1-vs-all loss
+(its softmax runs over every entity of every block). The exchange reads split sizes on
+the host, so a step with a sharded table runs eagerly, not as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -44,15 +50,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from emu_dgl.config import Config
+from emu_dgl.distributed.checkpoints import ShardedCheckpoints
 from emu_dgl.distributed.sharded import ShardedEmbedding, ShardedTable, shard_bounds
-from emu_dgl.errors import ConfigError
+from emu_dgl.errors import ConfigError, DivergenceError
 from emu_dgl.evaluation import FilteredEvaluator
-from emu_dgl.training.build import scheduler_from_config
+from emu_dgl.evaluation.ranking import removed_counts
+from emu_dgl.training.build import model_from_config
+from emu_dgl.training.run import Admission, ResumePlan
 from emu_dgl.training.step import TrainStep
-from emu_dgl.training.trainer import Trainer
+from emu_dgl.training.trainer import Trainer, all_finite
 from emu_dgl.typing import Side
 
 __all__ = ["DistributedTrainer", "ShardedEvaluator", "check_distributed_config"]
@@ -64,12 +73,6 @@ def check_distributed_config(config: Config, world_size: int) -> None:
         raise ConfigError(
             f"loss.name=1vsall is not supported on {world_size} processes (see README 'Large graphs'); train on one process or change it"
         )
-    if config.train.schedule == "reference":
-        raise ConfigError(
-            f"train.schedule=reference is not supported on {world_size} processes: its switch is "
-            "dense Adam over every entity row, not yet checked across processes; train "
-            "on one process, or use train.schedule=step or none"
-        )
     if config.train.batch_size < world_size:
         raise ConfigError(
             f"train.batch_size ({config.train.batch_size}) must be at least the number of processes ({world_size})"
@@ -77,26 +80,31 @@ def check_distributed_config(config: Config, world_size: int) -> None:
 
 
 class DistributedTrainer(Trainer):
-    """:class:`Trainer` on one rank of an initialised ``torch.distributed`` process group."""
+    """:class:`Trainer` on one rank of an initialised ``torch.distributed`` process group.
+
+    ``run_dir`` is the run's folder, shared by the ranks: rank 0 writes the run's files
+    (config, data record, metrics), every rank writes its part of each checkpoint. The
+    launcher (:mod:`~emu_dgl.distributed.launch`) admits the run for all of them.
+    """
 
     def __init__(self, config: Config, run_dir: Any, *, kg: Any = None) -> None:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.leader = self.rank == 0
         check_distributed_config(config, self.world_size)
         if self.rank != 0:
             config.train.progress = False
         super().__init__(config, run_dir, kg=kg)
-        # Same seed on every rank: the full table is initialised identically, then cut.
-        full = self.model.entity.weight.detach()
-        self.bounds = shard_bounds(full.shape[0], self.world_size)
-        lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
-        self.model.entity = ShardedEmbedding(full[lo:hi].clone(), self.bounds, self.rank)
-        del full
         self.evaluator = ShardedEvaluator.like(self.evaluator)
-        # The step and the optimizer again, now over this rank's block.
-        self.step = self._make_step()
-        self.optimizer = self._make_optimizer(self.optim_state.phase)
-        self.scheduler = scheduler_from_config(self.config, self.optimizer)
-        self._run_step = self._step_runner()
+        self.shards = ShardedCheckpoints(self.run_dir, self.rank, self.world_size, self.bounds)
+
+    def _make_model(self) -> nn.Module:
+        """The model with this rank's block of entity rows only (initialised by row id)."""
+        rows = self.kg.num_entities
+        self.bounds = shard_bounds(rows, self.world_size)
+        lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
+        model = model_from_config(self.config, rows, self.train_kg.num_relations, rows=(lo, hi))
+        model.entity = ShardedEmbedding(model.entity.weight.data, self.bounds, self.rank)
+        return model
 
     @property
     def entity_rows_per_rank(self) -> list[int]:
@@ -113,8 +121,7 @@ class DistributedTrainer(Trainer):
 
     def _make_step(self) -> TrainStep:
         entity = self.model.entity
-        if not isinstance(entity, ShardedEmbedding):
-            return super()._make_step()  # during Trainer.__init__, replaced right after
+        assert isinstance(entity, ShardedEmbedding)
         step = super()._make_step(rows=self.batch_slice, table=ShardedTable(entity))
         step.after_backward = self._sum_replicated_gradients
         return step
@@ -132,6 +139,76 @@ class DistributedTrainer(Trainer):
         dist.all_reduce(loss)  # the whole batch's loss, for the log
         return loss
 
+    # ------------------------------------------------------------------ the run
+
+    def fit(  # type: ignore[override]
+        self, *, resume: ResumePlan | None = None, stop_after: int | None = None
+    ) -> dict[str, Any]:
+        """Train this rank's part of the run the launcher admitted (``resume``: its plan,
+        from :func:`~emu_dgl.training.shards.resume_plan`)."""
+        dist.barrier()  # every rank is built before rank 0 writes the run's files
+        return self._fit_tracked(Admission(self.run_dir, resume), stop_after)
+
+    def _run_facts(self) -> dict[str, Any]:
+        return {"world_size": self.world_size, "entity_rows_per_rank": self.entity_rows_per_rank}
+
+    def _shard_info(self) -> dict[str, Any]:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        block = self.model.entity.weight
+        index = next(i for i, p in enumerate(params) if p is block)
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "bounds": self.bounds,
+            "entity_param": index,
+        }
+
+    def _save_best(self, step: int) -> None:
+        self.shards.save_best(step, {**self._best_state(step), "shard": self._shard_info()})
+
+    def _save_last(self, step: int, best: dict[str, Any], *, final: bool = False) -> None:
+        state = {**self._state(step, best), "shard": self._shard_info()}
+        if final:
+            state["final"] = True
+        self.shards.save_last(step, state, config=self.config.to_dict())
+
+    def _load_best(self) -> None:
+        state = self.shards.load("best", map_location=self.device)
+        self.model.load_state_dict(state["model"])
+
+    def _restore(
+        self, state: dict[str, Any], changed: set[str] = frozenset()
+    ) -> tuple[int, dict[str, Any]]:
+        """``state`` is the launcher's plan (the manifest); every rank reads its rows of the
+        committed step, resharded if another number of processes wrote it."""
+        self.shards.manifest = state["manifest"]
+        full = self.shards.load("last", map_location=self.device)
+        return super()._restore(full, changed)
+
+    def _check_finite(self, pending: Tensor, step: int) -> None:
+        """As on one process, decided by all ranks together (a rank's block alone may
+        hold the non-finite weight, and no rank may stop while the others go on)."""
+        self._check_loss(pending.tolist(), step)  # the losses are all-reduced: the same everywhere
+        flag = all_finite(self.model.parameters()).to(torch.int32).reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if not bool(flag):
+            self._diverged(step, "a weight is not finite")
+
+    def _diverged(self, step: int, what: str) -> None:
+        self._log({"step": step, "diverged": what})
+        last = self.shards.last_step
+        kept = (
+            f"the last finite checkpoint is kept (step {last}, {self.run_dir / 'checkpoints'})"
+            if last is not None
+            else "no checkpoint was written before it"
+        )
+        raise DivergenceError(
+            f"training diverged at step {step}: {what}; {kept}. Lower train.lr (now "
+            f"{self.config.train.lr:g}; try 10x lower), or use a bounded loss/decoder (e.g. "
+            f"loss.name=self_adversarial); 'emu-dgl train --resume {self.run_dir} --set "
+            "train.lr=...' continues"
+        )
+
 
 class ShardedEvaluator(FilteredEvaluator):
     """Full filtered ranking with each rank scoring its own entity block (see module doc)."""
@@ -146,13 +223,19 @@ class ShardedEvaluator(FilteredEvaluator):
 
     @torch.no_grad()
     def ranks(
-        self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0
+        self,
+        scorer: object,
+        triples: Tensor,
+        side: Side,
+        *,
+        estimate_sides: int = 0,
+        table: bool = False,
     ) -> Tensor:
         if self.protocol == "sampled":  # lookups go through the sharded table; every rank agrees
-            return super().ranks(scorer, triples, side, estimate_sides=estimate_sides)
-        table = scorer.entity  # type: ignore[attr-defined]
-        lo, hi = table.bounds[table.rank], table.bounds[table.rank + 1]
-        num_entities = table.num_embeddings
+            return super().ranks(scorer, triples, side, estimate_sides=estimate_sides, table=table)
+        entity = scorer.entity  # type: ignore[attr-defined]
+        lo, hi = entity.bounds[entity.rank], entity.bounds[entity.rank + 1]
+        num_entities = entity.num_embeddings
         index = self._index[side]
         triples = triples.to(index.keys.device)
         score_fn = scorer.score_t if side == "tail" else scorer.score_h  # type: ignore[attr-defined]
@@ -174,8 +257,17 @@ class ShardedEvaluator(FilteredEvaluator):
             scores[rows[owned], target[owned] - lo] = float(
                 "-inf"
             )  # the target is not its own rival
-            # sign(x - s): +1 better, 0 tie, -1 worse or removed; summed over all ranks' blocks.
-            signs = scores.sub_(target_score[:, None]).sign_().sum(1, dtype=torch.float64)
-            dist.all_reduce(signs)
-            out.append(1.0 + (signs + num_entities) / 2.0)
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+            # sign(x - s): +1 better, 0 tie, -1 worse or removed; summed over all ranks' blocks,
+            # with the ties (see evaluation.ranking.rank_table for the algebra).
+            signs = scores.sub_(target_score[:, None]).sign_()
+            sums = torch.stack(
+                [signs.sum(1, dtype=torch.float64), (signs == 0).sum(1).double()], dim=1
+            )
+            dist.all_reduce(sums)
+            total, ties = sums[:, 0], sums[:, 1]
+            better = (total + num_entities - ties) / 2.0
+            removed = removed_counts(filter_rows, filter_cols, target, num_entities)
+            candidates = (num_entities - removed + 1).double()
+            out.append(torch.stack([1.0 + better, 1.0 + better + ties, candidates], dim=1))
+        ranks = torch.cat(out) if out else torch.empty(0, 3, dtype=torch.double)
+        return ranks if table else ranks[:, :2].mean(1)

@@ -15,9 +15,17 @@ triples: the known answers of every query are a run of sorted triple keys, found
 binary searches per query (the index a dataset cache keeps memory-mapped), and each
 batch gathers its answers with ``repeat_interleave``.
 
+Besides the realistic rank, :func:`rank_table` gives the optimistic (ties won) and
+pessimistic (ties lost) ranks and each query's number of candidates, from which the
+adjusted mean rank index (AMRI, :func:`adjusted_mean_rank_index`) follows; Hits@k is
+reported for every k of ``hits_at``.
+
 On graphs with millions of entities, scoring every entity for every query is slow;
 ``protocol="sampled"`` ranks the target against ``num_negatives`` entities per query
-and side instead (the protocol of OGB's ogbl-wikikg2), fixed by a seed. They are
+and side instead, fixed by a seed: OGB-style (ogbl-wikikg2 ranks each query against
+500 entities per side, with the same realistic rank, ``(optimistic + pessimistic) / 2``
+counted as OGB's ``Evaluator`` counts it), but not OGB's own candidates: OGB ships a
+fixed, unfiltered list of negatives per query with its dataset, while these are
 drawn uniformly *without replacement* from the entities that are not known answers
 of the query (filtered, like the full protocol), so when ``num_negatives`` reaches
 that count the sample is the whole set and the ranks equal the full protocol's
@@ -116,19 +124,35 @@ def random_distinct(generator: torch.Generator, n: int, count: int) -> Tensor:
             return ids[positions[:count]]
 
 
-def realistic_ranks(
-    scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor
+#: Columns of a rank table (:meth:`FilteredEvaluator.ranks` with ``table=True``).
+OPTIMISTIC, PESSIMISTIC, CANDIDATES = 0, 1, 2
+
+
+def removed_counts(
+    filter_rows: Tensor, filter_cols: Tensor, targets: Tensor, num_columns: int
 ) -> Tensor:
-    """Filtered realistic ranks of ``targets`` within ``scores`` [B, E] (overwritten in place).
+    """Per row, how many columns leave the competition: the distinct known answers and
+    the target (a known answer listed twice, or the target among them, counts once)."""
+    rows = torch.arange(len(targets), device=targets.device)
+    keys = torch.cat([filter_rows * num_columns + filter_cols, rows * num_columns + targets])
+    return torch.bincount(torch.unique(keys) // num_columns, minlength=len(targets))
+
+
+def rank_table(scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor) -> Tensor:
+    """Filtered ranks of ``targets`` within ``scores`` [B, E] (overwritten in place), as a
+    [B, 3] float64 table: optimistic rank, pessimistic rank, and the number of candidates
+    (the target and every entity left in the competition).
 
     With every known answer (the target included) set to -inf, ``sign(x_e - s)`` is +1
-    for an entity that beats the target, 0 for a tie and -1 for a worse or removed one,
-    so ``(sign + 1) / 2`` counts each better entity once and each tie half:
+    for an entity that beats the target, 0 for a tie and -1 for a worse or removed one.
+    With ``S`` the sum of the signs and ``T`` the ties, the ``G`` better entities are
+    ``(S + E - T) / 2``, and
 
-        realistic rank = 1 + (sum_e sign(x_e - s) + E) / 2
+        optimistic = 1 + G,   pessimistic = 1 + G + T,   realistic = 1 + G + T / 2
 
-    One in-place pass over the scores in float arithmetic, which vectorises far better
-    than counting boolean masks (and the sum of +-1 is exact in float32 below 2^24).
+    (the realistic rank is the mean of the other two, ``1 + (S + E) / 2``). One in-place
+    pass over the scores in float arithmetic, one more to count the ties (the sums of
+    +-1 are exact in float32 below 2^24).
     """
     rows = torch.arange(len(targets), device=scores.device)
     target_score = scores[rows, targets].clone()
@@ -136,15 +160,52 @@ def realistic_ranks(
     scores[rows, targets] = float("-inf")  # the target is not its own rival
     num_entities = scores.shape[1]
     sum_dtype = torch.float32 if num_entities < 2**24 else torch.float64
-    signs = scores.sub_(target_score[:, None]).sign_().sum(1, dtype=sum_dtype)
-    return 1.0 + (signs.double() + num_entities) / 2.0
+    signs = scores.sub_(target_score[:, None]).sign_()
+    total = signs.sum(1, dtype=sum_dtype).double()
+    ties = (signs == 0).sum(1).double()
+    better = (total + num_entities - ties) / 2.0
+    removed = removed_counts(filter_rows, filter_cols, targets, num_entities)
+    candidates = (num_entities - removed + 1).double()
+    return torch.stack([1.0 + better, 1.0 + better + ties, candidates], dim=1)
 
 
-def metrics_from_ranks(ranks: Tensor) -> dict[str, float]:
+def realistic_ranks(
+    scores: Tensor, targets: Tensor, filter_rows: Tensor, filter_cols: Tensor
+) -> Tensor:
+    """Filtered realistic ranks (a tie counts half) of ``targets`` within ``scores`` [B, E]
+    (overwritten in place): the mean of the optimistic and pessimistic ranks of
+    :func:`rank_table`, so a scorer that gives every entity the same score gets the
+    expected rank of a random order."""
+    table = rank_table(scores, targets, filter_rows, filter_cols)
+    return table[:, :2].mean(1)
+
+
+def adjusted_mean_rank_index(ranks: Tensor, candidates: Tensor) -> float:
+    """AMRI (Berrendorf et al. 2020, arXiv:2002.06914): ``1 - (MR - 1) / (E[MR] - 1)``.
+
+    ``E[MR]``, the mean rank a random order would get, is the mean of ``(n_i + 1) / 2``
+    over the queries, ``n_i`` the candidates of query ``i`` (its target included). 1 is
+    perfect, 0 random (exactly, for realistic ranks of a constant scorer), -1 the worst;
+    unlike MR it compares across datasets and filter settings. 0 when every query has a
+    single candidate (nothing to rank).
+    """
+    expected = float(((candidates.double() + 1.0) / 2.0).mean())
+    if expected <= 1.0:
+        return 0.0
+    return 1.0 - (float(ranks.double().mean()) - 1.0) / (expected - 1.0)
+
+
+def metrics_from_ranks(
+    ranks: Tensor, *, hits_at: tuple[int, ...] = HITS_AT, candidates: Tensor | None = None
+) -> dict[str, float]:
+    """MRR, MR, Hits@k for every k of ``hits_at``, and with ``candidates`` (per query) the
+    adjusted mean rank index (:func:`adjusted_mean_rank_index`)."""
     ranks = ranks.double()
     out = {"mrr": float((1.0 / ranks).mean()), "mr": float(ranks.mean())}
-    for k in HITS_AT:
+    for k in hits_at:
         out[f"hits@{k}"] = float((ranks <= k).double().mean())
+    if candidates is not None:
+        out["amri"] = adjusted_mean_rank_index(ranks, candidates)
     return out
 
 
@@ -154,6 +215,8 @@ def per_relation_metrics(
     relations: Tensor,
     num_relations: int,
     relation_names: list[str] | None = None,
+    *,
+    hits_at: tuple[int, ...] = HITS_AT,
 ) -> dict[str, dict[str, object]]:
     """MRR / MR / Hits@k of each relation, both sides together and per side.
 
@@ -171,7 +234,7 @@ def per_relation_metrics(
             torch.ones_like(ranks),
             1.0 / ranks,
             ranks,
-            *((ranks <= k).double() for k in HITS_AT),
+            *((ranks <= k).double() for k in hits_at),
         ]
         table = torch.zeros(num_relations, len(cols), dtype=torch.double, device=ranks.device)
         return table.index_add_(0, relations, torch.stack(cols, 1)).cpu()
@@ -179,7 +242,7 @@ def per_relation_metrics(
     def row(total: Tensor) -> dict[str, float]:
         count = float(total[0])
         out = {"mrr": float(total[1]) / count, "mr": float(total[2]) / count}
-        out.update({f"hits@{k}": float(total[3 + i]) / count for i, k in enumerate(HITS_AT)})
+        out.update({f"hits@{k}": float(total[3 + i]) / count for i, k in enumerate(hits_at)})
         return out
 
     per_side = {"head": sums(head), "tail": sums(tail)}
@@ -215,6 +278,7 @@ class FilteredEvaluator:
         announce_after: float | None = 60.0,
         answer_keys: Mapping[str, list[Tensor]] | None = None,
         num_entities: int | None = None,
+        hits_at: tuple[int, ...] | list[int] = HITS_AT,
     ) -> None:
         if protocol not in ("full", "sampled"):
             raise ConfigError(f"eval.protocol: unknown value '{protocol}'; valid: full, sampled")
@@ -225,6 +289,9 @@ class FilteredEvaluator:
         self.num_negatives = num_negatives
         self.seed = seed
         self.announce_after = announce_after
+        self.hits_at = tuple(sorted(set(int(k) for k in hits_at)))
+        if not self.hits_at or self.hits_at[0] < 1:
+            raise ConfigError(f"eval.hits_at must list positive integers, got {list(hits_at)}")
         self._queries = self._whole_queries = 0
         if answer_keys is not None:  # built already (a dataset cache maps them)
             if num_entities is None:
@@ -243,16 +310,32 @@ class FilteredEvaluator:
 
     @torch.no_grad()
     def ranks(
-        self, scorer: object, triples: Tensor, side: Side, *, estimate_sides: int = 0
+        self,
+        scorer: object,
+        triples: Tensor,
+        side: Side,
+        *,
+        estimate_sides: int = 0,
+        table: bool = False,
     ) -> Tensor:
-        """Realistic filtered ranks of one side of ``triples`` under the evaluator's protocol.
+        """Realistic filtered ranks of one side of ``triples`` under the evaluator's protocol;
+        with ``table``, the [N, 3] table of :func:`rank_table` instead (optimistic and
+        pessimistic ranks, candidates per query).
 
         ``estimate_sides > 0``: after the first batch, when the whole evaluation
         (``estimate_sides`` sides like this one) looks longer than ``announce_after``
         seconds, print the estimate to stderr before going on.
         """
         if self.protocol == "sampled":
-            return self._sampled_ranks(scorer, triples, side)
+            ranks = self._sampled_ranks(scorer, triples, side)
+        else:
+            ranks = self._full_ranks(scorer, triples, side, estimate_sides)
+        return ranks if table else ranks[:, :2].mean(1)
+
+    def _full_ranks(
+        self, scorer: object, triples: Tensor, side: Side, estimate_sides: int
+    ) -> Tensor:
+        """The rank table of one side against every entity (see :meth:`ranks`)."""
         index = self._index[side]
         triples = triples.to(index.keys.device)
         score_fn: Callable[[Tensor], Tensor] = scorer.score_t if side == "tail" else scorer.score_h  # type: ignore[attr-defined]
@@ -267,7 +350,7 @@ class FilteredEvaluator:
             scores = score_fn(query).float()
             num_entities = scores.shape[1]
             rows, cols = index.lookup(anchor, batch[:, 1])
-            out.append(realistic_ranks(scores, target, rows, cols))
+            out.append(rank_table(scores, target, rows, cols))
             if i == 0 and estimate_sides and self.announce_after is not None and len(batches) > 1:
                 total = (time.perf_counter() - started) * len(batches) * estimate_sides
                 if total > self.announce_after:
@@ -278,7 +361,7 @@ class FilteredEvaluator:
                         file=sys.stderr,
                         flush=True,
                     )
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+        return torch.cat(out) if out else torch.empty(0, 3, dtype=torch.double)
 
     def sampled_candidates(
         self, chunk: int, batch: Tensor, side: Side, num_entities: int
@@ -356,8 +439,13 @@ class FilteredEvaluator:
             keep = torch.cat([torch.eye(b, dtype=torch.bool, device=device), valid], dim=1)
             filter_rows, filter_cols = torch.nonzero(~keep, as_tuple=True)
             rows = torch.arange(b, device=device)
-            out.append(realistic_ranks(scores, rows, filter_rows, filter_cols))
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.double)
+            out.append(rank_table(scores, rows, filter_rows, filter_cols))
+        return torch.cat(out) if out else torch.empty(0, 3, dtype=torch.double)
+
+    def _metrics(self, table: Tensor) -> dict[str, object]:
+        """Realistic-rank metrics (and AMRI) of a rank table."""
+        realistic = table[:, :2].mean(1)
+        return metrics_from_ranks(realistic, hits_at=self.hits_at, candidates=table[:, CANDIDATES])
 
     def evaluate(
         self,
@@ -378,18 +466,28 @@ class FilteredEvaluator:
             scorer.eval()  # type: ignore[attr-defined]
         self._queries = self._whole_queries = 0  # counted by the sampled protocol
         try:
-            head = self.ranks(scorer, triples, "head", estimate_sides=2)
-            tail = self.ranks(scorer, triples, "tail")
+            head = self.ranks(scorer, triples, "head", estimate_sides=2, table=True).cpu()
+            tail = self.ranks(scorer, triples, "tail", table=True).cpu()
         finally:
             if was_training:
                 scorer.train()  # type: ignore[attr-defined]
-        result: dict[str, object] = metrics_from_ranks(torch.cat([head, tail]).cpu())
-        result["head"] = metrics_from_ranks(head.cpu())
-        result["tail"] = metrics_from_ranks(tail.cpu())
+        both = torch.cat([head, tail])
+        result: dict[str, object] = self._metrics(both)
+        result["head"] = self._metrics(head)
+        result["tail"] = self._metrics(tail)
+        for kind, column in (("optimistic", OPTIMISTIC), ("pessimistic", PESSIMISTIC)):
+            result[kind] = metrics_from_ranks(
+                both[:, column], hits_at=self.hits_at, candidates=both[:, CANDIDATES]
+            )
         result["num_triples"] = int(len(triples))
         if per_relation:
             result["per_relation"] = per_relation_metrics(
-                head, tail, triples[:, 1], self._index["head"].num_relations, relation_names
+                head[:, :2].mean(1),
+                tail[:, :2].mean(1),
+                triples[:, 1].cpu(),
+                self._index["head"].num_relations,
+                relation_names,
+                hits_at=self.hits_at,
             )
         result["protocol"] = self.protocol
         if hasattr(scorer, "num_entities"):
@@ -405,6 +503,11 @@ class FilteredEvaluator:
 def describe_protocol(metrics: Mapping[str, Any]) -> str:
     """One line saying how the ranks behind ``metrics`` (from :meth:`FilteredEvaluator.evaluate`)
     were computed; every printed table carries it, since sampled and full numbers differ."""
+    if metrics.get("protocol") == "given":
+        return (
+            f"protocol: OGB's, against the {metrics.get('num_negatives')} fixed negatives per query "
+            "and side that come with the dataset, unfiltered (ogb's Evaluator)"
+        )
     if metrics.get("protocol") == "sampled":
         n = metrics.get("num_negatives")
         if metrics.get("whole_set"):
@@ -413,8 +516,8 @@ def describe_protocol(metrics: Mapping[str, Any]) -> str:
                 "held all of its query's non-answer entities, so these equal full ranking"
             )
         return (
-            f"protocol: sampled, against {n} filtered candidates per query and side (drawn "
-            "without replacement); NOT comparable with full-ranking numbers"
+            f"protocol: sampled (OGB-style), against {n} filtered candidates per query and side "
+            "drawn from eval.seed, not OGB's fixed negatives; NOT comparable with full-ranking numbers"
         )
     entities = metrics.get("num_entities")
     against = f"all {entities:,} entities" if isinstance(entities, int) else "all entities"

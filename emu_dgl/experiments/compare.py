@@ -17,22 +17,18 @@ settings or other data is an error, never reported as new. Arm names become fold
 names and must each be one safe name; seeds must be distinct. ``OUT`` must be new,
 empty, or hold an earlier comparison (``allow_nonempty`` writes into another folder).
 
-``jobs`` above 1 trains the pending runs as that many concurrent processes (this module
-run as ``python -m emu_dgl.experiments.compare SPEC``), each through the same
-:func:`_train_one` as a run in this process, so the runs and their metrics are the same
-as with one job. Each process gets ``cores / jobs`` CPU threads unless ``train.threads``
-is set, and on a GPU a ``1 / jobs`` share of its memory; its output goes to
-``logs/<arm>-seed<k>.log``. Several small runs on one GPU keep it busier than one.
+``jobs`` above 1 trains the pending runs as that many concurrent processes, each
+through the same code as a run in this process, so the runs and their metrics are the
+same as with one job (:mod:`emu_dgl.experiments.jobs`: threads and GPU memory per
+process, logs, children that die with the comparison, what counts as finished).
+Several small runs on one GPU keep it busier than one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,18 +37,25 @@ from typing import Any
 
 import torch
 
-from emu_dgl.config import Config, config_from_dict, load_config
+from emu_dgl.config import Config, load_config
 from emu_dgl.data import canonical_dataset
-from emu_dgl.errors import ConfigError, DataError, EmuDglError, RunError, shown
+from emu_dgl.errors import ConfigError, DataError, EmuDglError, shown
 from emu_dgl.evaluation import describe_protocol
-from emu_dgl.files import make_dir, path_component
+from emu_dgl.experiments.jobs import (
+    Interrupted,
+    Run,
+    checkpoint_step,
+    finished,
+    interrupted_advice,
+    results_of,
+    sigterm_interrupts,
+    train_pending,
+)
+from emu_dgl.files import path_component
 from emu_dgl.training.run import (
-    METRICS_FILE,
     METRICS_LOG,
     RunLock,
     check_empty_folder,
-    open_run,
-    read_json,
     read_run_config,
     run_path,
     write_text,
@@ -134,7 +137,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
 
     A folder holding a run of other settings is refused rather than reported as new.
     """
-    from emu_dgl.training.run import differing_keys, holds_run
+    from emu_dgl.training.run import differing_keys, holds_run, with_defaults
 
     if not holds_run(run_dir):
         return False
@@ -143,7 +146,7 @@ def _existing_run(run_dir: Path, config: Config) -> bool:
     except EmuDglError:
         saved = None
     differs = (
-        differing_keys(saved, config.to_dict())
+        differing_keys(with_defaults(saved), config.to_dict())
         if isinstance(saved, dict)
         else ["config.yaml unreadable"]
     )
@@ -194,165 +197,6 @@ def _valid_curve(run_dir: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def _finished(run_dir: Path) -> tuple[dict[str, Any], float] | None:
-    """(final metrics, wall seconds) of a finished run, or None (unfinished, or its files
-    cut short: resuming it writes them again)."""
-    try:
-        metrics = read_json(run_dir / METRICS_FILE, "metrics file")
-        wall = read_json(run_dir / "wall.json", "wall-time record")["seconds"]
-    except (EmuDglError, TypeError, KeyError):
-        return None
-    ok = isinstance(metrics, dict) and all(
-        isinstance(metrics.get(k), dict) for k in ("valid", "test")
-    )
-    return (metrics, float(wall)) if ok and isinstance(wall, int | float) else None
-
-
-@dataclass
-class _Run:
-    """One arm x seed of a comparison, and what is known of its folder before running."""
-
-    arm: str
-    seed: int
-    run_dir: Path
-    config: Config
-    existing: bool  # the folder holds this run (finished or interrupted)
-    reused: bool  # finished: its metrics are taken as they are
-    start_step: int = 0  # the step an interrupted run resumes from
-
-    @property
-    def label(self) -> str:
-        return f"{self.arm} seed {self.seed}"
-
-
-def _train_one(config: Config, run_dir: Path, resume: bool, label: str) -> None:
-    """Train (or resume) one run and record its wall time; every job count runs this."""
-    from emu_dgl.training.trainer import Trainer
-
-    start = time.perf_counter()
-    with open_run(run_dir, config, resume=resume) as run:
-        trainer = Trainer(config, run_dir)
-        trainer.progress_label = label
-        trainer.fit(resume=run.plan or False)
-        seconds = time.perf_counter() - start
-        write_text(
-            run_dir / "wall.json", json.dumps({"seconds": seconds}) + "\n", "wall-time record"
-        )
-
-
-def _checkpoint_step(run_dir: Path) -> int:
-    """The step of an interrupted run's last checkpoint (0 when there is none readable)."""
-    from emu_dgl.training.checkpoint import load_checkpoint
-
-    try:
-        return int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"])
-    except (EmuDglError, OSError, KeyError, TypeError, ValueError):
-        return 0
-
-
-def _results_of(run: _Run) -> tuple[dict[str, Any], float]:
-    done = _finished(run.run_dir)
-    if done is None:
-        raise RunError(
-            f"'{run.run_dir}' has no complete metrics after training; run the compare again"
-        )
-    return done
-
-
-def _done_line(run: _Run) -> str:
-    metrics, wall = _results_of(run)
-    rate = metrics["train_steps_per_second"] * run.config.train.batch_size
-    return (
-        f"{run.label}: finished in {wall:.0f} s, test MRR {metrics['test']['mrr']:.4f}, "
-        f"{rate:,.0f} positives/s"
-    )
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _threads(run: _Run, jobs: int) -> int:
-    """CPU threads of one of ``jobs`` concurrent runs: its own setting, else a share of the cores."""
-    return run.config.train.threads or max(1, _usable_cores() // jobs)
-
-
-def _train_concurrently(
-    pending: list[_Run], jobs: int, out: Path, say: Callable[[str], None]
-) -> None:
-    """Train ``pending`` as up to ``jobs`` child processes at once, one line per run."""
-    logs = make_dir(out / "logs", "compare log folder", allow_link=False)
-    share = 1.0 / min(jobs, len(pending))  # of a GPU's memory, per process
-    # The children import this very package, whatever else is installed.
-    package_root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    queue, running = list(pending), {}
-    failures: list[str] = []
-    try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                run = queue.pop(0)
-                threads = _threads(run, jobs)
-                spec = {
-                    "config": run.config.to_dict(),
-                    "run_dir": str(run.run_dir),
-                    "resume": run.existing,
-                    "label": run.label,
-                    "threads": threads,
-                    "memory_fraction": share,
-                }
-                log = logs / f"{run.arm}-seed{run.seed}.log"
-                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-                handle = os.open(log, flags, 0o644)
-                try:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "emu_dgl.experiments.compare", json.dumps(spec)],
-                        stdout=handle,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path},
-                    )
-                finally:
-                    os.close(handle)
-                running[proc] = (run, log)
-            time.sleep(0.2)
-            for proc in [p for p in running if p.poll() is not None]:
-                run, log = running.pop(proc)
-                if proc.returncode == 0:
-                    say(_done_line(run) + f" (log {log})")
-                else:
-                    lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
-                    failures.append(f"{run.label}: {lines[-1]}")
-                    say(f"{run.label}: FAILED (exit {proc.returncode}), see {log}")
-    finally:
-        for proc in running:  # interrupted: stop the others; each resumes from its checkpoint
-            proc.terminate()
-            proc.wait()
-    if failures:
-        raise RunError(
-            f"{len(failures)} of {len(pending)} runs failed ({failures[0]}); their logs are in "
-            f"{logs}; the finished runs are kept and the same compare again reuses them"
-        )
-
-
-def _worker(spec_json: str) -> int:
-    """One run of ``--jobs N`` in its own process (the entry point of ``python -m``)."""
-    from emu_dgl.device import resolve_device
-
-    spec = json.loads(spec_json)
-    try:
-        config = config_from_dict(spec["config"])
-        config.train.threads = spec["threads"]  # no effect on the results (NO_EFFECT)
-        config.train.progress = False
-        device = resolve_device(config.train.device)
-        if device.type == "cuda" and spec["memory_fraction"] < 1:
-            torch.cuda.set_per_process_memory_fraction(spec["memory_fraction"], device)
-        _train_one(config, Path(spec["run_dir"]), spec["resume"], spec["label"])
-    except EmuDglError as exc:
-        print(f"error: {exc}", flush=True)
-        return 2
-    return 0
-
-
 def _summary(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -374,76 +218,23 @@ def run_comparison(
     in this process). ``say`` receives one line per run (reused, finished or failed) and
     the aggregate throughput. The returned dict also holds ``throughput`` (not saved).
     """
-    from emu_dgl.training.build import check_components
-
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    for arm in arms:
-        path_component(arm.name, "arm name")
-    if len({arm.name for arm in arms}) != len(arms):
-        raise ConfigError("two --arm options share a name; give each arm its own name")
     seeds = check_seeds(list(seeds))
+    configs = _arm_configs(config_path, overrides, arms, seeds)  # every one before training
     out = run_path(out)
-    # Validate every arm's config before any training starts.
-    configs: dict[tuple[str, int], Config] = {}
-    for arm in arms:
-        for seed in seeds:
-            configs[arm.name, seed] = load_config(
-                config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
-            )
-            check_components(configs[arm.name, seed])
     _check_out(out, allow_nonempty)
-    graphs: dict[tuple[str, str], Any] = {}
-    runs: list[dict[str, Any]] = []
-    with RunLock(out):  # one comparison at a time writes results.json and table.md here
-        plan: list[_Run] = []
-        for arm in arms:
-            for seed in seeds:
-                run_dir = out / arm.name / f"seed{seed}"
-                config = configs[arm.name, seed]
-                config.dataset.name = canonical_dataset(
-                    config.dataset.name, config.dataset.data_dir
-                )
-                existing = _existing_run(run_dir, config)
-                reused = existing and _finished(run_dir) is not None
-                if reused:
-                    _check_same_data(run_dir, config, graphs)
-                plan.append(_Run(arm.name, seed, run_dir, config, existing, reused))
+    with RunLock(out) as lock:  # one comparison at a time writes results.json and table.md here
+        plan = _plan(arms, seeds, out, configs, say)
         pending = [run for run in plan if not run.reused]
-        for run in plan:
-            if run.reused:
-                say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
-            elif run.existing:
-                run.start_step = _checkpoint_step(run.run_dir)
         started = time.perf_counter()
-        if jobs == 1:
-            for run in pending:
-                _train_one(run.config, run.run_dir, run.existing, run.label)
-                say(_done_line(run))
-        elif pending:
-            say(
-                f"training {len(pending)} runs, {min(jobs, len(pending))} at a time "
-                f"({_threads(pending[0], jobs)} thread(s) each; logs in {out / 'logs'})"
-            )
-            _train_concurrently(pending, jobs, out, say)
+        try:
+            with sigterm_interrupts():
+                train_pending(pending, jobs, out, say, lock.fd)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_advice(plan, out)) from None
         elapsed = time.perf_counter() - started
-        runs: list[dict[str, Any]] = []
-        positives = 0
-        for run in plan:
-            metrics, wall = _results_of(run)
-            if not run.reused:
-                positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
-            runs.append(
-                {
-                    "arm": run.arm,
-                    "seed": run.seed,
-                    "wall_seconds": wall,
-                    "valid": metrics["valid"],
-                    "test": metrics["test"],
-                    "best_step": metrics["best_step"],
-                    "curve": _valid_curve(run.run_dir),
-                }
-            )
+        runs, positives = _collect(plan)
         throughput = {
             "runs_trained": len(pending),
             "jobs": jobs,
@@ -475,19 +266,98 @@ def run_comparison(
         return {**result, "plotted": plotted, "throughput": throughput}
 
 
+def _arm_configs(
+    config_path: str | Path | None, overrides: list[str], arms: list[Arm], seeds: list[int]
+) -> dict[tuple[str, int], Config]:
+    """The validated config of every arm and seed, its components checked (before any work)."""
+    from emu_dgl.training.build import check_components
+
+    for arm in arms:
+        path_component(arm.name, "arm name")
+    if len({arm.name for arm in arms}) != len(arms):
+        raise ConfigError("two --arm options share a name; give each arm its own name")
+    configs: dict[tuple[str, int], Config] = {}
+    for arm in arms:
+        for seed in seeds:
+            configs[arm.name, seed] = load_config(
+                config_path, [*overrides, *arm.overrides, f"train.seed={seed}"], arm=arm.preset
+            )
+            check_components(configs[arm.name, seed])
+    return configs
+
+
+def _plan(
+    arms: list[Arm],
+    seeds: list[int],
+    out: Path,
+    configs: dict[tuple[str, int], Config],
+    say: Callable[[str], None],
+) -> list[Run]:
+    """Every run of the comparison: reused (finished with the same config, on the same
+    data), continued from its checkpoint, or new."""
+    graphs: dict[tuple[str, str], Any] = {}
+    plan: list[Run] = []
+    for arm in arms:
+        for seed in seeds:
+            run_dir = out / arm.name / f"seed{seed}"
+            config = configs[arm.name, seed]
+            config.dataset.name = canonical_dataset(config.dataset.name, config.dataset.data_dir)
+            existing = _existing_run(run_dir, config)
+            reused = existing and finished(run_dir, config) is not None
+            if reused:
+                _check_same_data(run_dir, config, graphs)
+            plan.append(Run(arm.name, seed, run_dir, config, existing, reused))
+    for run in plan:
+        if run.reused:
+            say(f"{run.label}: reused (a finished run of the same config in {run.run_dir})")
+        elif run.existing:
+            run.start_step = checkpoint_step(run.run_dir)
+    return plan
+
+
+def _collect(plan: list[Run]) -> tuple[list[dict[str, Any]], int]:
+    """The results of every run, and the positives trained by this invocation."""
+    runs: list[dict[str, Any]] = []
+    positives = 0
+    for run in plan:
+        metrics, wall = results_of(run)
+        if not run.reused:
+            positives += (metrics["steps"] - run.start_step) * run.config.train.batch_size
+        runs.append(
+            {
+                "arm": run.arm,
+                "seed": run.seed,
+                "wall_seconds": wall,
+                "valid": metrics["valid"],
+                "test": metrics["test"],
+                "best_step": metrics["best_step"],
+                "curve": _valid_curve(run.run_dir),
+            }
+        )
+    return runs, positives
+
+
+def _columns(result: dict[str, Any]) -> tuple[str, ...]:
+    """MRR and the Hits@k the runs report (``eval.hits_at``), as in :data:`COLUMNS` by default."""
+    first = result["runs"][0]["test"] if result["runs"] else {}
+    hits = sorted((k for k in first if k.startswith("hits@")), key=lambda k: int(k[5:]))
+    return ("mrr", *hits) if hits else COLUMNS
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     seeds = len(result["seeds"])
+    columns = _columns(result)
     head = (
         "| arm | "
-        + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in COLUMNS)
+        + " | ".join(f"{split} {c}" for split in ("valid", "test") for c in columns)
         + " | wall s |"
     )
-    lines = [head, "|" + "---|" * (2 + 2 * len(COLUMNS))]
+    lines = [head, "|" + "---|" * (2 + 2 * len(columns))]
     for arm in result["arms"]:
         runs = [r for r in result["runs"] if r["arm"] == arm]
         cells = []
         for split in ("valid", "test"):
-            for col in COLUMNS:
+            for col in columns:
                 mean, spread = _summary([r[split][col] for r in runs])
                 cells.append(f"{mean:.4f} ± {spread:.4f}" if seeds > 1 else f"{mean:.4f}")
         wall, _ = _summary([r["wall_seconds"] for r in runs])
@@ -532,16 +402,12 @@ def plot_curves(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path, *, dpi: int = 120) -> None:
     """A matplotlib figure as PNG through :func:`emu_dgl.files.write_atomic` (no link followed)."""
     import io
 
     from emu_dgl.files import write_atomic
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=dpi)
     write_atomic(path, buffer.getvalue(), "plot", durable=False)
-
-
-if __name__ == "__main__":  # one run of ``--jobs N``: python -m emu_dgl.experiments.compare SPEC
-    sys.exit(_worker(sys.argv[1]))

@@ -39,7 +39,7 @@ import yaml
 from emu_dgl.config import MAX_SEED, Config, load_config
 from emu_dgl.errors import ConfigError, DivergenceError, shown
 from emu_dgl.training.build import check_components
-from emu_dgl.training.run import check_empty_folder, open_run, run_path, write_text
+from emu_dgl.training.run import check_empty_folder, run_path, write_text
 
 __all__ = ["DEFAULT_SPACE", "Param", "TuneResult", "load_space", "run_study"]
 
@@ -298,8 +298,6 @@ def run_study(
     end of the study.
     """
     optuna = _require_optuna()
-    from emu_dgl.training.trainer import Trainer
-
     out = run_path(out)
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {shown(seed)}")
@@ -311,6 +309,53 @@ def run_study(
     check_components(base_config)
     _check_space(base, overrides, space)
     metric = base_config.eval.metric
+    study, storage = _open_study(
+        optuna, out, study_name, storage, pruner, allow_nonempty=allow_nonempty
+    )
+    # A continued study draws on from a new seed, so it does not repeat the first call's draws.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
+
+    def config_of(params: dict[str, Any], *, quiet: bool) -> Config:
+        sets = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
+        return load_config(base, [*overrides, *sets, *(["train.progress=false"] if quiet else [])])
+
+    def objective(trial: Any) -> float:
+        params = {p.key: p.suggest(trial) for p in space}
+        run_dir = _trial_folder(out / "trials", trial.number)
+        trial.set_user_attr("run_dir", str(run_dir))
+        return _train_trial(optuna, config_of(params, quiet=True), run_dir, trial, metric, echo)
+
+    def announce(study: Any, trial: Any) -> None:
+        echo(f"trial {trial.number}: {_outcome(trial, metric)} ({_params_text(trial)})")
+
+    study.optimize(objective, n_trials=trials, callbacks=[announce])
+
+    rows = _trial_rows(study, space)
+    _write_tables(rows, out)
+    _plot(rows, out, metric)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ConfigError(f"no trial of study '{study_name}' completed; see {out / 'trials.md'}")
+    best = study.best_trial
+    best_config = config_of(dict(best.params), quiet=False)
+    best_config.dump(out / "best.yaml")
+    return TuneResult(
+        study_name, storage, float(best.value), dict(best.params), best.number, rows, out
+    )
+
+
+def _open_study(
+    optuna: Any,
+    out: Path,
+    study_name: str,
+    storage: str | None,
+    pruner: str,
+    *,
+    allow_nonempty: bool,
+) -> tuple[Any, str]:
+    """The study in ``out`` (created or continued) with its pruner, and its storage URL."""
+    from emu_dgl.files import make_dir
+
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
         "none": optuna.pruners.NopPruner,
@@ -323,8 +368,6 @@ def run_study(
     if out.is_dir():
         own = frozenset(p.name for p in out.iterdir() if p.name in STUDY_FILES)
         check_empty_folder(out, "study", allow_nonempty=allow_nonempty, own=own)
-    from emu_dgl.files import make_dir
-
     created = not out.exists()
     make_dir(out, "study folder")
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -345,65 +388,57 @@ def run_study(
             f"cannot open the study storage {shown(storage)} ({type(exc).__name__}: {shown(reason, 100)}); "
             "check the URL and that the database is reachable and not corrupt (a new --out starts a new study)"
         ) from None
-    # A continued study draws on from a new seed, so it does not repeat the first call's draws.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=5)
+    return study, storage
 
-    def config_of(params: dict[str, Any], *, quiet: bool) -> Config:
-        sets = [f"{key}={_yaml_value(value)}" for key, value in params.items()]
-        return load_config(base, [*overrides, *sets, *(["train.progress=false"] if quiet else [])])
 
-    def objective(trial: Any) -> float:
-        params = {p.key: p.suggest(trial) for p in space}
-        config = config_of(params, quiet=True)
-        run_dir = _trial_folder(out / "trials", trial.number)
-        trial.set_user_attr("run_dir", str(run_dir))
-        with open_run(run_dir, config):
-            trainer = Trainer(config, run_dir)
-            return _train_trial(trainer, trial)
+def _train_trial(
+    optuna: Any,
+    config: Config,
+    run_dir: Path,
+    trial: Any,
+    metric: str,
+    echo: Callable[[str], object],
+) -> float:
+    """One trial's run (through :func:`~emu_dgl.training.start.start_run`, as every run),
+    reported to the pruner at each validation; its valid metric."""
+    from emu_dgl.training.start import start_run
 
-    def _train_trial(trainer: Trainer, trial: Any) -> float:
-        def report(record: dict[str, Any]) -> None:
-            if record.get("split") == "valid":
-                trial.report(float(record[metric]), int(record["step"]))
-                if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"validation {metric} {record[metric]:.4f} at step {record['step']}"
-                    )
+    def report(record: dict[str, Any]) -> None:
+        if record.get("split") == "valid":
+            trial.report(float(record[metric]), int(record["step"]))
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"validation {metric} {record[metric]:.4f} at step {record['step']}"
+                )
 
-        trainer.log_hooks.append(report)
-        try:
-            result = trainer.fit()
-        except DivergenceError as exc:
-            # One diverging trial (a learning rate too high, say) is a bad point of the
-            # space, not the end of the study: pruned, with the reason kept.
-            reason = str(exc).split(";", 1)[0]
-            trial.set_user_attr("failure", reason)
-            raise optuna.TrialPruned(reason) from None
-        trial.set_user_attr("test_" + metric, float(result["test"][metric]))
-        return float(result["valid"][metric])
+    try:  # the trial's run folder is said first, as for every run
+        result = start_run(
+            config,
+            run_dir,
+            say=lambda line: echo(f"trial {trial.number}: {line}"),
+            details=False,
+            hooks=[report],
+        ).metrics
+    except DivergenceError as exc:
+        # One diverging trial (a learning rate too high, say) is a bad point of the
+        # space, not the end of the study: pruned, with the reason kept.
+        reason = str(exc).split(";", 1)[0]
+        trial.set_user_attr("failure", reason)
+        raise optuna.TrialPruned(reason) from None
+    assert result is not None
+    trial.set_user_attr("test_" + metric, float(result["test"][metric]))
+    return float(result["valid"][metric])
 
-    def announce(study: Any, trial: Any) -> None:
-        values = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        state = trial.state.name.lower()
-        if state == "complete":
-            value = f"valid {metric} {trial.value:.4f}"
-        elif "failure" in trial.user_attrs:
-            value = f"{state}: {trial.user_attrs['failure']}"
-        else:
-            value = f"{state} at step {trial.last_step}" if trial.last_step is not None else state
-        echo(f"trial {trial.number}: {value} ({values})")
 
-    study.optimize(objective, n_trials=trials, callbacks=[announce])
+def _params_text(trial: Any) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
 
-    rows = _trial_rows(study, space)
-    _write_tables(rows, out)
-    _plot(rows, out, metric)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not complete:
-        raise ConfigError(f"no trial of study '{study_name}' completed; see {out / 'trials.md'}")
-    best = study.best_trial
-    best_config = config_of(dict(best.params), quiet=False)
-    best_config.dump(out / "best.yaml")
-    return TuneResult(
-        study_name, storage, float(best.value), dict(best.params), best.number, rows, out
-    )
+
+def _outcome(trial: Any, metric: str) -> str:
+    """A finished trial in words: its metric, why it failed, or where it was pruned."""
+    state = trial.state.name.lower()
+    if state == "complete":
+        return f"valid {metric} {trial.value:.4f}"
+    if "failure" in trial.user_attrs:
+        return f"{state}: {trial.user_attrs['failure']}"
+    return f"{state} at step {trial.last_step}" if trial.last_step is not None else state

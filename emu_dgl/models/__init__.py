@@ -13,9 +13,13 @@ from emu_dgl.models.base import (
 )
 from emu_dgl.models.complex import ComplEx
 from emu_dgl.models.distmult import DistMult
+from emu_dgl.models.emu_mutation import EMUMutation
 from emu_dgl.models.hake import HAKE
-from emu_dgl.models.mutation import MUTATIONS, EMUMutation, MixupMutation, Mutation, build_mutation
-from emu_dgl.models.rotate import RotatE, pRotatE
+from emu_dgl.models.label_smoothing import LabelSmoothingOnly
+from emu_dgl.models.mixup import MixupMutation
+from emu_dgl.models.mutation import MUTATIONS, Mutation, build_mutation
+from emu_dgl.models.protate import pRotatE
+from emu_dgl.models.rotate import RotatE
 from emu_dgl.models.transd import TransD
 from emu_dgl.models.transe import TransE
 
@@ -31,6 +35,7 @@ __all__ = [
     "Decoder",
     "DistMult",
     "HAKE",
+    "LabelSmoothingOnly",
     "KGEModel",
     "NegativeScores",
     "RotatE",

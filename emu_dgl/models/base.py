@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.registry import Registry
+from emu_dgl.models.mixing import _SumsAndMaskedSums, mix_towards_first, mixed_term_sums
+from emu_dgl.registry import DECODERS, Option
 from emu_dgl.typing import Side
 
 #: A static side for the whole batch, or a bool tensor ``[B]``: True corrupts the head.
@@ -42,9 +43,8 @@ SideSpec = Side | Tensor
 
 if TYPE_CHECKING:
     from emu_dgl.models.mutation import Mutation
+    from emu_dgl.models.shared import Polynomial
 
-
-DECODERS: Registry[Decoder] = Registry("decoder")
 
 #: Memory budget (bytes of intermediates) for one entity slice of ``score_t``/``score_h``.
 SLICE_BUDGET_BYTES = 256 * 2**20
@@ -56,7 +56,23 @@ class Decoder(nn.Module):
     Subclasses set the embedding widths (in real numbers) for a model width ``dim``,
     their initialisation, and the score. The default init is the uniform range of
     Sun et al. (2019): ``U(-a, a)`` with ``a = (gamma + 2) / dim``.
+
+    A decoder is a component (:mod:`emu_dgl.registry`): it declares its ``options``
+    (config keys of the ``model`` section, here ``gamma``; a subclass adds its own) and is
+    built as ``Decoder(dim, **options)``. What a new decoder implements: ``forward``,
+    ``reverse_relation`` (or ``tail_relation``), and where its table widths differ from
+    ``dim``, ``entity_factor``/``relation_factor`` (or ``table_widths``). Its learnt
+    parameters (a scalar weight, a core tensor) are ``nn.Parameter`` attributes: they
+    train, checkpoint and export with the tables.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "gamma": Option(
+            12.0,
+            "margin of the distance decoders; for every decoder the initial embedding range "
+            "(gamma + 2) / dim",
+        ),
+    }
 
     separable: ClassVar[bool] = False
     #: True when entity rows are complex numbers stored as ``[re | im]``.
@@ -87,6 +103,13 @@ class Decoder(nn.Module):
     def relation_width(cls, dim: int) -> int:
         return cls.relation_factor * dim
 
+    @classmethod
+    def table_widths(cls, dim: int, **options: object) -> tuple[int, int]:
+        """``(entity width, relation width)`` of a model of width ``dim`` with these options,
+        without building the decoder (the memory check sizes a run from it). A decoder
+        whose widths depend on an option overrides this and its width methods."""
+        return cls.entity_width(dim), cls.relation_width(dim)
+
     @property
     def embedding_range(self) -> float:
         return (self.gamma + 2.0) / self.dim
@@ -112,14 +135,38 @@ class Decoder(nn.Module):
             "forward(h, r, t) == forward(t, reverse_relation(r), h)"
         )
 
+    def tail_relation(self, r: Tensor, side: SideSpec) -> Tensor:
+        """Relation rows ``r[B, ..., Dr]`` in tail form for ``side`` (``"tail"``, ``"head"``,
+        or a bool tensor ``[B]``, True where the head is corrupted): ``r`` itself where the
+        tail is corrupted, :meth:`reverse_relation` where the head is. A decoder whose
+        reversed rows cannot have the stored rows' form (a core tensor shared by every
+        relation and not symmetric in its entity modes) overrides this to give both sides
+        one form its ``forward`` reads."""
+        if isinstance(side, Tensor):
+            head = side.view(-1, *([1] * (r.dim() - 1)))
+            return torch.where(head, self.reverse_relation(r), r)
+        if side == "tail":
+            return r
+        if side == "head":
+            return self.reverse_relation(r)
+        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+
     # -- one side against many candidates (evaluation) --------------------------------
+    # Both take optional leading batch dims: ``h[..., B, De]`` against ``candidates[..., S,
+    # De]`` gives ``[..., B, S]`` (the chunks of shared negatives, emu_dgl.models.shared).
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
         """``h[B,De], r[B,Dr], candidates[S,De] -> [B,S]``; override for a faster form."""
-        return self(h.unsqueeze(1), r.unsqueeze(1), candidates.unsqueeze(0))
+        return self(h.unsqueeze(-2), r.unsqueeze(-2), candidates.unsqueeze(-3))
 
     def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
         """``candidates[S,De], r[B,Dr], t[B,De] -> [B,S]``."""
-        return self(candidates.unsqueeze(0), r.unsqueeze(1), t.unsqueeze(1))
+        return self(candidates.unsqueeze(-3), r.unsqueeze(-2), t.unsqueeze(-2))
+
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial | None:
+        """The tail-side terms of ``(h, r, x)`` as a polynomial of degree <= 2 in each
+        coordinate of the candidate ``x`` (see :mod:`emu_dgl.models.shared`), or ``None``.
+        With one, scores against shared negatives are matrix products."""
+        return None
 
     def pair_bytes(self, element_size: int) -> int:
         """Bytes of intermediates per (query, candidate) pair in ``score_tails``/``score_heads``;
@@ -156,8 +203,18 @@ class SeparableDecoder(Decoder):
         return self.finish(terms.sum(-1))
 
     def forward(self, h: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        side: Side = "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
-        return self.reduce(self.terms(h, r, t, side=side))
+        return self.reduce(self.terms(h, r, t, side=broadcast_side(h, r, t)))
+
+
+def broadcast_side(h: Tensor, r: Tensor, t: Tensor) -> Side:
+    """The entity that is broadcast against the others: ``"tail"`` when ``h`` has the
+    relation's shape (many tails per (h, r): combine ``h`` and ``r`` first), ``"head"``
+    when ``t`` has it; otherwise the larger one."""
+    if h.shape[:-1] == r.shape[:-1] and t.shape[:-1] != r.shape[:-1]:
+        return "tail"
+    if t.shape[:-1] == r.shape[:-1] and h.shape[:-1] != r.shape[:-1]:
+        return "head"
+    return "head" if h.dim() > t.dim() or h.numel() > t.numel() else "tail"
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -298,15 +355,8 @@ class KGEModel(nn.Module):
 
     def tail_form(self, r: Tensor, side: SideSpec) -> Tensor:
         """Relation rows ``r[B, ..., Dr]`` in tail form for ``side``: reversed where the
-        head is corrupted (see :meth:`Decoder.reverse_relation`)."""
-        if isinstance(side, Tensor):
-            head = side.view(-1, *([1] * (r.dim() - 1)))
-            return torch.where(head, self.decoder.reverse_relation(r), r)
-        if side == "tail":
-            return r
-        if side == "head":
-            return self.decoder.reverse_relation(r)
-        raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
+        head is corrupted (see :meth:`Decoder.tail_relation`)."""
+        return self.decoder.tail_relation(r, side)
 
     def score_groups(
         self,
@@ -345,6 +395,10 @@ class KGEModel(nn.Module):
         one_group = candidates.dim() == 3
         if mask is not None and isinstance(decoder, SeparableDecoder):
             terms = decoder.terms(a, r, candidates, side="tail")
+            if one_group and mask.dtype != torch.bool and decoder.term_groups == 1:
+                # both sums of the one group in one pass, one gradient tensor back
+                plain, mixed = _SumsAndMaskedSums.apply(terms, mask)
+                return decoder.finish(plain), decoder.finish(mixed)
             first, last = (terms, terms) if one_group else _first_last(terms)
             mixed = mixed_term_sums(last, mask, groups=decoder.term_groups)
             return decoder.reduce(first), decoder.finish(mixed)
@@ -406,85 +460,6 @@ def _first_last(x: Tensor) -> tuple[Tensor, Tensor]:
     stack, not a zero-filled gradient per view)."""
     groups = x.unbind(1)
     return groups[0], groups[-1]
-
-
-class _MixTowardsFirst(torch.autograd.Function):
-    """``where(mask, x, x[:, :1])`` with a lean backward (no zero-filled copy of ``x``):
-    the gradient of each coordinate goes to ``x`` itself where the mask keeps it, and is
-    summed into column 0 (the positive) where the mask takes the positive's."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mask)
-        return torch.where(mask, x, x[:, :1])
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        own = grad.masked_fill(~mask, 0.0)
-        own[:, :1] += (grad - own).sum(1, keepdim=True)
-        return own, None
-
-
-class _MaskedSums(torch.autograd.Function):
-    """Sums over the last dim of the mixture ``m * T + (1 - m) * T[:, :1]`` for
-    ``T[B, C, d]`` and a 0/1 float mask ``m`` whose column 0 is 0, by batched products::
-
-        out_j = sum_k m_jk T_jk + sum_k T_0k - sum_k m_jk T_0k
-
-    The backward is ``dT_jk = m_jk g_j`` plus, in column 0, ``sum_j g_j (1 - m_jk)``
-    (one batched product); it writes ``dT`` into the mask's memory (on the CPU a fresh
-    tensor of that size costs more than the arithmetic), so the graph is traversed once.
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        first = x[:, :1]  # [B, 1, d]
-        kept = (x * mask).sum(-1)
-        # (bmm on the CPU loops over the batch unless its operands are contiguous)
-        column = first.transpose(1, 2).contiguous()  # [B, d, 1]
-        from_first = torch.bmm(mask, column).squeeze(2)  # [B, C]
-        ctx.save_for_backward(mask)
-        ctx.consumed = False  # type: ignore[attr-defined]
-        return kept + (first.sum(-1) - from_first)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        if ctx.consumed:  # type: ignore[attr-defined]
-            raise RuntimeError("the EMU mask was consumed by a first backward pass")
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        ctx.consumed = True  # type: ignore[attr-defined]
-        g = grad.unsqueeze(1).contiguous()  # [B, 1, C]
-        to_first = grad.sum(1, keepdim=True).unsqueeze(2) - torch.bmm(g, mask)  # [B, 1, d]
-        out = mask.mul_(grad.unsqueeze(2))  # m_jk g_j, in the mask's memory
-        out[:, :1] += to_first
-        return out, None
-
-
-def mixed_term_sums(terms: Tensor, mask: Tensor, *, groups: int = 1) -> Tensor:
-    """``where(mask, T, T[:, :1])`` summed over the last dim (``groups`` equal blocks of it
-    summed apart, HAKE's phase and modulus): ``[B, C]`` (or ``[B, C, groups]``).
-
-    ``mask`` bool: one ``where`` and a sum (the GPU's form: one fused pass). ``mask`` 0/1
-    float (a fresh tensor the caller gives up: its memory holds the gradient afterwards):
-    batched products, several times faster on a CPU than ``where`` with a broadcast.
-    """
-    if mask.dtype == torch.bool:
-        mixed = mix_towards_first(terms, mask)
-        if groups > 1:
-            return mixed.unflatten(-1, (groups, -1)).sum(-1)
-        return mixed.sum(-1)
-    if groups > 1:  # each block on its own (its own copy of its part of the mask)
-        parts = zip(terms.chunk(groups, -1), mask.chunk(groups, -1), strict=True)
-        return torch.stack([_MaskedSums.apply(t, m.contiguous()) for t, m in parts], dim=-1)
-    return _MaskedSums.apply(terms, mask)
-
-
-def mix_towards_first(x: Tensor, mask: Tensor) -> Tensor:
-    """``x[B, C, ...]`` with each coordinate where ``mask`` is False replaced by column 0's:
-    the EMU mutation of a candidate group towards its positive (column 0's mask is all
-    False, so the positive stays itself)."""
-    return _MixTowardsFirst.apply(x, mask)
 
 
 def _chunks(weight: Tensor, step: int) -> Iterator[Tensor]:

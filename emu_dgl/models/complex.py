@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side
+from emu_dgl.models.shared import Polynomial
 
 
 def _split(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,11 +70,14 @@ class ComplEx(SeparableDecoder):
             return self._tail_weights(h, r) * t
         return h * self._head_weights(r, t)
 
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial:
+        return Polynomial(c0=None, c1=self._tail_weights(h, r), c2=None)
+
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
-        return self._tail_weights(h, r) @ candidates.t()
+        return self._tail_weights(h, r) @ candidates.transpose(-1, -2)
 
     def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        return self._head_weights(r, t) @ candidates.t()
+        return self._head_weights(r, t) @ candidates.transpose(-1, -2)
 
     def pair_bytes(self, element_size: int) -> int:
         return element_size

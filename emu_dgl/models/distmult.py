@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side
+from emu_dgl.models.shared import Polynomial
 
 
 @DECODERS.register("distmult")
@@ -24,11 +25,14 @@ class DistMult(SeparableDecoder):
     def reverse_relation(self, r: Tensor) -> Tensor:
         return r  # <h, r, t> = <t, r, h>
 
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial:
+        return Polynomial(c0=None, c1=h * r, c2=None)  # terms = (h * r) * x
+
     def score_tails(self, h: Tensor, r: Tensor, candidates: Tensor) -> Tensor:
-        return (h * r) @ candidates.t()
+        return (h * r) @ candidates.transpose(-1, -2)
 
     def score_heads(self, candidates: Tensor, r: Tensor, t: Tensor) -> Tensor:
-        return (r * t) @ candidates.t()
+        return (r * t) @ candidates.transpose(-1, -2)
 
     def pair_bytes(self, element_size: int) -> int:
         return element_size

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
+from emu_dgl.registry import Option
 
 
 @DECODERS.register("hake")
@@ -50,6 +51,12 @@ class HAKE(SeparableDecoder):
     entity_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus")
     relation_blocks: ClassVar[tuple[str, ...]] = ("phase", "modulus", "bias")
     phase_blocks: ClassVar[tuple[str, ...]] = ("phase",)
+    options: ClassVar[dict[str, Option]] = {
+        "modulus_weight": Option(1.0, "initial weight of the modulus distance (learnt)", low=0),
+        "phase_weight": Option(
+            0.5, "initial weight of the phase distance, times (gamma + 2) / dim (learnt)", low=0
+        ),
+    }
 
     def __init__(
         self,
@@ -159,7 +166,7 @@ class HAKE(SeparableDecoder):
     def _phase_sums(self, query: Tensor, candidates: Tensor) -> Tensor:
         """``[B, S]``: ``sum_k |sin((query_bk - cand_sk) * pi / 2a)|``."""
         s = self._half_radians
-        x = (query * s).unsqueeze(1) - (candidates * s).unsqueeze(0)
+        x = (query * s).unsqueeze(-2) - (candidates * s).unsqueeze(-3)
         if x.requires_grad:
             return x.sin().abs().sum(-1)
         return x.sin_().abs_().sum(-1)
@@ -170,8 +177,8 @@ class HAKE(SeparableDecoder):
         (rounding can leave a tiny negative square, which ``safe_sqrt`` clamps)."""
         square = (
             offset.square().sum(-1, keepdim=True)
-            - 2 * (offset * scale) @ candidates.t()
-            + scale.square() @ candidates.square().t()
+            - 2 * (offset * scale) @ candidates.transpose(-1, -2)
+            + scale.square() @ candidates.square().transpose(-1, -2)
         )
         return safe_sqrt(square)
 

@@ -14,9 +14,13 @@ and the positive itself is left untouched. Gradients reach both ``e^-`` and
 
 The Mixup ablation replaces the per-coordinate mask by one scalar weight per
 negative, :math:`\lambda \sim \mathrm{Beta}(2, 1)`.
-"Label smoothing only" is no mutation at all: :func:`build_mutation` returns
-``None`` and the loss receives the unmutated negatives' scores as the mutated
-ones.
+"Label smoothing only" is no mutation at all: the ``label_smoothing`` entry
+builds ``None`` and the loss receives the unmutated negatives' scores as the
+mutated ones.
+
+Each mutation is a component (:mod:`emu_dgl.registry`) in a file of its own
+(:mod:`~emu_dgl.models.emu_mutation`, :mod:`~emu_dgl.models.mixup`,
+:mod:`~emu_dgl.models.label_smoothing`), selected by ``emu.variant``.
 """
 
 from __future__ import annotations
@@ -27,13 +31,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.errors import ConfigError
-from emu_dgl.registry import Registry
+from emu_dgl.registry import MUTATIONS
 
-MUTATIONS: Registry[Mutation] = Registry("mutation")
-
-#: Resolution of the Bernoulli mask: p is rounded to a multiple of 2**-16.
-MASK_BITS = 16
+#: Lane types of the Bernoulli mask by its resolution in bits (p is rounded to a multiple of
+#: 2**-bits): one random 64-bit word gives 8 lanes of 8 bits or 4 of 16.
+LANE_TYPES = {8: torch.int8, 16: torch.int16}
 
 
 class Mutation(nn.Module):
@@ -60,11 +62,32 @@ class Mutation(nn.Module):
         raise NotImplementedError
 
     def group_mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+        self,
+        words: Tensor,
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.bool,
+        out: Tensor | None = None,
     ) -> Tensor | None:
         """The coordinate mask of a group (True or 1 = the candidate's own coordinate,
         column 0 all False), or ``None`` for a mutation that is no coordinate-wise choice.
-        ``dtype`` other than bool gives the mask as 0/1 numbers, written directly."""
+        ``dtype`` other than bool gives the mask as 0/1 numbers, written directly (into
+        ``out`` when given)."""
+        return None
+
+    def chunk_mask_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
+    ) -> Tensor | None:
+        """Shared negatives (:mod:`emu_dgl.models.shared`): the coordinate mask ``[K, N, De]``
+        of every chunk's negative slots (True or 1 = the negative's own coordinate), or
+        ``None`` for a mutation that is no coordinate-wise choice."""
+        return None
+
+    def chunk_weights_from_words(
+        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype
+    ) -> Tensor | None:
+        """Shared negatives: one mixing weight per chunk and negative slot, ``[K, N]``
+        (``x = w n + (1 - w) t``), or ``None`` for a mutation of another form."""
         return None
 
     def draw_mask(
@@ -91,159 +114,15 @@ class Mutation(nn.Module):
         raise NotImplementedError
 
 
-@MUTATIONS.register("emu")
-class EMUMutation(Mutation):
-    r"""EMU: per-coordinate Bernoulli(``p``) choice between negative and positive.
-
-    The mask is drawn on the device with the given generator, 16 random bits per
-    coordinate: one 64-bit draw over the full integer range gives four
-    independent uniform 16-bit words, and ``m = word < round(p * 2**16)``. The
-    probability used is therefore ``p_effective = round(p * 2**16) / 2**16``
-    (``|p_effective - p| <= 2**-17``; exact for p = 0 and 1), at a quarter of the
-    generator calls of ``torch.rand(shape) < p`` and without a float tensor.
-    """
-
-    def __init__(self, p: float = 0.39) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"emu.p is {p} but must lie in [0, 1]; e.g. emu.p=0.39")
-        self.p = float(p)
-        self._level = round(self.p * (1 << MASK_BITS))  # mask = word < level, word uniform
-
-    @property
-    def p_effective(self) -> float:
-        """The exact Bernoulli probability of the drawn mask."""
-        return self._level / (1 << MASK_BITS)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def words_needed(self, shape: Sequence[int]) -> int:
-        """Four 16-bit lanes per int64 word, each leading row starting on a new word;
-        none when p is 0 or 1 (the mask is constant)."""
-        if self._level <= 0 or self._level >= 1 << MASK_BITS:
-            return 0
-        rows, per_row = _rows(shape)
-        return rows * ((per_row + 3) // 4)
-
-    def mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
-    ) -> Tensor:
-        """``lane < level`` over the 16-bit lanes of ``words``, row by leading row (as 0/1
-        numbers of ``dtype`` when it is not bool, written by the comparison itself)."""
-        shape = tuple(shape)
-        if self._level <= 0:
-            return torch.zeros(shape, dtype=dtype, device=words.device)
-        if self._level >= 1 << MASK_BITS:
-            return torch.ones(shape, dtype=dtype, device=words.device)
-        # Read the words as signed int16 v in [-2**15, 2**15); v + 2**15 is uniform on
-        # [0, 2**16), so P(v < level - 2**15) = level / 2**16 exactly. Every 64-bit pattern
-        # being equally likely, each 16-bit quarter is an independent uniform word.
-        rows, per_row = _rows(shape)
-        lanes = words.view(rows, -1).view(torch.int16)
-        if lanes.shape[1] != per_row:
-            lanes = lanes[:, :per_row]
-        threshold = self._level - (1 << (MASK_BITS - 1))
-        if dtype == torch.bool:
-            return lanes.reshape(shape) < threshold
-        out = torch.empty(shape, dtype=dtype, device=words.device)
-        return torch.lt(lanes.reshape(shape), threshold, out=out)
-
-    def group_mask_from_words(
-        self, words: Tensor, shape: Sequence[int], *, dtype: torch.dtype = torch.bool
-    ) -> Tensor:
-        mask = self.mask_from_words(words, shape, dtype=dtype)
-        mask.select(1, 0).fill_(0)  # the positive's column keeps its coordinates
-        return mask
-
-    def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
-        return torch.where(self.group_mask_from_words(words, group.shape), group, group[:, :1])
-
-    def draw_mask(
-        self,
-        shape: Sequence[int],
-        *,
-        device: torch.device,
-        generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.bool,
-    ) -> Tensor:
-        shape = tuple(shape)
-        words = torch.empty(self.words_needed(shape), dtype=torch.int64, device=device)
-        # from = int64 min and no upper bound: every one of the 2**64 bit patterns
-        words.random_(-(2**63), None, generator=generator)
-        return self.mask_from_words(words, shape, dtype=dtype)
-
-    def forward(
-        self,
-        pos: Tensor,
-        neg: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        """``where(mask, neg, pos)``: equal to ``m * neg + (1 - m) * pos`` in value and
-        gradient for a 0/1 mask. ``mask`` overrides the draw (for tests and replays)."""
-        if mask is None:
-            mask = self.draw_mask(neg.shape, device=neg.device, generator=generator)
-        return torch.where(mask, neg, pos)
+def build_mutation(variant: str, *, p: float = 0.39, bits: int = 8) -> Mutation | None:
+    """The mutation of the ``emu.variant`` name (``None`` for ``label_smoothing``: no
+    mutation), with EMU's ``p`` and ``bits`` (``emu.mask_bits``) where it takes them."""
+    options = {"p": p, "mask_bits": bits}
+    accepted = MUTATIONS.options(variant)
+    return MUTATIONS.build(variant, **{k: v for k, v in options.items() if k in accepted})
 
 
-@MUTATIONS.register("mixup")
-class MixupMutation(Mutation):
-    r"""Mixup ablation: one weight per negative, ``lam ~ Beta(2, 1)``.
-
-    .. math::
-        \tilde e_{b,j} = \lambda_{b,j}\, e^-_{b,j} + (1 - \lambda_{b,j})\, e^+_b
-
-    ``lam`` weights the *negative* (as ``m`` does in EMU), so on average a mixed
-    negative is 2/3 negative and 1/3 positive. Beta(2, 1) has CDF ``x**2``, so
-    ``lam = sqrt(U)`` with ``U ~ Uniform[0, 1)`` (24 random bits) from the run's words.
-    """
-
-    def words_needed(self, shape: Sequence[int]) -> int:
-        """One word per candidate of a ``[B, C, D]`` group."""
-        return math.prod(tuple(shape)[:-1])
-
-    @staticmethod
-    def weights_from_words(words: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-        """``sqrt(U)`` with ``U`` uniform on ``[0, 1)`` in steps of ``2**-24`` (exact in
-        float32): the top 24 bits of each word, shifted to be non-negative."""
-        top = (words[: math.prod(tuple(shape))] >> 40) + (1 << 23)
-        return (top.to(dtype) * 2.0**-24).view(tuple(shape)).sqrt_()
-
-    def draw_weights(
-        self,
-        shape: Sequence[int],
-        *,
-        device: torch.device,
-        dtype: torch.dtype = torch.float32,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        words = torch.empty(math.prod(tuple(shape)), dtype=torch.int64, device=device)
-        words.random_(-(2**63), None, generator=generator)
-        return self.weights_from_words(words, shape, dtype)
-
-    def mutate_group(self, group: Tensor, words: Tensor) -> Tensor:
-        weights = self.weights_from_words(words, (*group.shape[:-1], 1), group.dtype)
-        weights.select(1, 0).fill_(1.0)  # the positive stays itself: 1 * e + 0 * e
-        return weights * group + (1 - weights) * group[:, :1]
-
-    def forward(
-        self,
-        pos: Tensor,
-        neg: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        weights: Tensor | None = None,
-    ) -> Tensor:
-        if weights is None:
-            weights = self.draw_weights(
-                (*neg.shape[:-1], 1), device=neg.device, dtype=neg.dtype, generator=generator
-            )
-        return weights * neg + (1 - weights) * pos
-
-
-def _rows(shape: Sequence[int]) -> tuple[int, int]:
+def rows_of(shape: Sequence[int]) -> tuple[int, int]:
     """``(leading rows, elements per row)`` of a shape (a 1-d shape is one row)."""
     shape = tuple(shape)
     if len(shape) < 2:
@@ -251,20 +130,15 @@ def _rows(shape: Sequence[int]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def build_mutation(variant: str, *, p: float = 0.39) -> Mutation | None:
-    """The mutation for the ``emu.variant`` config key.
+def __getattr__(name: str) -> object:
+    """The mutations, where they were before each had a file of its own."""
+    homes = {
+        "EMUMutation": "emu_dgl.models.emu_mutation",
+        "MixupMutation": "emu_dgl.models.mixup",
+        "LabelSmoothingOnly": "emu_dgl.models.label_smoothing",
+    }
+    if name in homes:
+        import importlib
 
-    ``emu`` -> :class:`EMUMutation` (``p``), ``mixup`` -> :class:`MixupMutation`,
-    ``label_smoothing`` -> ``None`` (no mutation: give the EMU loss the unmutated
-    negatives' scores as the mutated ones).
-    """
-    key = variant.lower()
-    if key == "label_smoothing":
-        return None
-    if key == "emu":
-        return EMUMutation(p)
-    if key in MUTATIONS:
-        return MUTATIONS.build(key)
-    raise ConfigError(
-        f"unknown emu.variant '{variant}'; valid: {', '.join([*MUTATIONS.names(), 'label_smoothing'])}"
-    )
+        return getattr(importlib.import_module(homes[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.base import DECODERS, Decoder, safe_sqrt
+from emu_dgl.registry import Option
 
 
 @DECODERS.register("transd")
@@ -28,6 +29,10 @@ class TransD(Decoder):
     relation_factor: ClassVar[int] = 2
     entity_blocks: ClassVar[tuple[str, ...]] = ("e", "e_p")
     relation_blocks: ClassVar[tuple[str, ...]] = ("r", "r_p")
+
+    options: ClassVar[dict[str, Option]] = {
+        "p_norm": Option(1, "norm of the translation residual: 1 or 2", choices=(1, 2)),
+    }
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p_norm={self.p_norm}"

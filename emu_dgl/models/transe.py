@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
 from emu_dgl.errors import ConfigError
 from emu_dgl.models.base import DECODERS, SeparableDecoder, Side, safe_sqrt
+from emu_dgl.models.shared import Polynomial
+from emu_dgl.registry import Option
 
 
 @DECODERS.register("transe")
@@ -19,6 +23,10 @@ class TransE(SeparableDecoder):
     Terms: :math:`|h_k + r_k - t_k|^p`; the score is :math:`\gamma - \sum_k` terms
     (``p = 1``) or :math:`\gamma - \sqrt{\sum_k \text{terms}}` (``p = 2``).
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "p_norm": Option(1, "norm of the translation residual: 1 or 2", choices=(1, 2)),
+    }
 
     def __init__(self, dim: int, *, gamma: float = 12.0, p_norm: int = 1) -> None:
         super().__init__(dim, gamma=gamma)
@@ -35,6 +43,13 @@ class TransE(SeparableDecoder):
 
     def reverse_relation(self, r: Tensor) -> Tensor:
         return -r  # |h + r - t| = |t - r - h|
+
+    def polynomial(self, h: Tensor, r: Tensor) -> Polynomial | None:
+        """``p = 2``: ``(q - x)^2 = q^2 - 2 q x + x^2`` with ``q = h + r``; ``p = 1`` has none."""
+        if self.p_norm != 2:
+            return None
+        q = h + r
+        return Polynomial(c0=q.square(), c1=-2 * q, c2=1.0)
 
     def finish(self, total: Tensor) -> Tensor:
         return self.gamma - (total if self.p_norm == 1 else safe_sqrt(total))

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from emu_dgl.registry import SAMPLERS
 from emu_dgl.typing import Side
 
 __all__ = [
@@ -117,8 +118,13 @@ def draw_words(shape: tuple[int, ...], *, generator: torch.Generator, device: to
     return words.random_(-(2**63), None, generator=generator)
 
 
+@SAMPLERS.register("uniform")
 class UniformSampler:
     """``n`` entity ids per positive, i.i.d. uniform over ``[0, E)``."""
+
+    #: The draw reads neither the positive nor the side, so positives can share it
+    #: (``sampler.shared_chunk``; ``sample_words`` takes words of any leading shape).
+    anchor_free = True
 
     def __init__(self, *, num_entities: int, num_negatives: int) -> None:
         self.num_entities = num_entities

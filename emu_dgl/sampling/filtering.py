@@ -48,6 +48,7 @@ class KnownTriples:
         self.num_relations = num_relations
         self.keys = torch.unique(self.encode(triples[:, 0], triples[:, 1], triples[:, 2]))
         self._copies: dict[torch.device, torch.Tensor] = {self.keys.device: self.keys}
+        self._sided: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
     def from_sorted_keys(
@@ -61,6 +62,7 @@ class KnownTriples:
         known.num_entities, known.num_relations = num_entities, num_relations
         known.keys = keys
         known._copies = {keys.device: keys}
+        known._sided = {}
         return known
 
     def encode(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -79,6 +81,58 @@ class KnownTriples:
             return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
         found = torch.searchsorted(keys, query).clamp_max_(keys.numel() - 1)
         return torch.take(keys, found) == query
+
+    def sided_keys_on(self, device: torch.device) -> torch.Tensor:
+        """The known triples as sorted keys of both orientations, built once per device: the
+        tail form ``(h R + r) E + t`` and, above all of them, the head form
+        ``E R E + (t R + r) E + h``. In either, the triples that share the kept entity and
+        relation (a query's known answers) are one contiguous run of keys."""
+        if device not in self._sided:
+            E, R = self.num_entities, self.num_relations
+            if 2 * E * E * R >= 2**63:
+                raise ValueError("too many entities/relations for int64 two-sided triple keys")
+            h, r, t = self.decode(self.keys)
+            head_form = E * R * E + (t * R + r) * E + h
+            self._sided[device] = torch.cat([self.keys, head_form.sort().values]).to(device)
+        return self._sided[device]
+
+    def decode(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(h, r, t)`` of tail-form keys (the inverse of :meth:`encode`)."""
+        hr, t = keys.div(self.num_entities, rounding_mode="floor"), keys % self.num_entities
+        return hr.div(self.num_relations, rounding_mode="floor"), hr % self.num_relations, t
+
+    def member_shared(
+        self, pos: torch.Tensor, side: SideSpec, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        """``known[B, ..., n]``: is the triple made by putting each of its chunk's negatives
+        on ``side`` of positive ``pos[b]`` known? ``negatives[K, ..., n]`` are the shared
+        negatives of ``K`` chunks of consecutive positives, **sorted** along the last dim.
+
+        Fixed shape, and fast: each positive's keys are ``prefix_b * E + n_k`` (``prefix`` the
+        kept entity and relation, in the orientation of :meth:`sided_keys_on`), so with the
+        negatives sorted and the rows taken in order of their prefix, the ``B x n`` keys
+        arrive at ``searchsorted`` in sorted order, and consecutive searches find the
+        sorted key array's lines already in cache (about 4x faster than unordered keys on a
+        CPU). The rows are put back in batch order afterwards.
+        """
+        E, R = self.num_entities, self.num_relations
+        tail_prefix = pos[:, 0] * R + pos[:, 1]
+        head_prefix = (E + pos[:, 2]) * R + pos[:, 1]  # = E R + t R + r
+        if isinstance(side, torch.Tensor):
+            prefix = torch.where(side, head_prefix, tail_prefix)
+        else:
+            prefix = head_prefix if side == "head" else tail_prefix
+        B, K = pos.shape[0], negatives.shape[0]
+        inner = negatives.shape[1:]
+        keys = prefix.view(K, B // K, *([1] * len(inner))) * E + negatives.unsqueeze(1)
+        order = torch.argsort(prefix)
+        keys = keys.reshape(B, -1).index_select(0, order)
+        table = self.sided_keys_on(keys.device)
+        if table.numel() == 0:
+            return torch.zeros((B, *inner), dtype=torch.bool, device=keys.device)
+        found = torch.searchsorted(table, keys).clamp_max_(table.numel() - 1)
+        hit = torch.take(table, found) == keys
+        return torch.empty_like(hit).index_copy_(0, order, hit).view(B, *inner)
 
     def contains(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Boolean tensor (broadcast shape of h, r, t): is ``(h, r, t)`` known?"""

@@ -1,31 +1,32 @@
 """Every component of a run, built from a :class:`~emu_dgl.config.Config` in one place.
 
 The config says *what* (names and numbers, checked for types and ranges by
-:mod:`emu_dgl.config`); this module knows *which classes* those names mean. Each
-component kind has one registry, and that registry is the one list of valid names:
+:mod:`emu_dgl.config`, options included, from the components' own declarations); the
+registries of :mod:`emu_dgl.registry` know *which classes* those names mean and how each
+builds itself. This module wires them together and names no component:
 
-=================  ==========================================  ======================
-config key         registry                                    module
-=================  ==========================================  ======================
-``model.name``     :data:`~emu_dgl.models.DECODERS`            :mod:`emu_dgl.models`
-``sampler.name``   :data:`~emu_dgl.sampling.SAMPLERS`          :mod:`emu_dgl.sampling`
-``emu.variant``    :data:`~emu_dgl.models.MUTATIONS`           :mod:`emu_dgl.models.mutation`
-                   (plus ``label_smoothing``: no mutation)
-``loss.name``      :data:`~emu_dgl.training.losses.LOSSES`     :mod:`emu_dgl.training.losses`
-                   (plus ``1vsall``: every entity scored)
-``train.optimizer`` :data:`~emu_dgl.training.sparse.OPTIMIZERS` :mod:`emu_dgl.training.sparse`
-``tracking.backends`` :data:`~emu_dgl.tracking.BACKENDS`       :mod:`emu_dgl.tracking`
-=================  ==========================================  ======================
+=====================  ===================================  =================================
+config key             registry                             built-in components in
+=====================  ===================================  =================================
+``model.name``         :data:`~emu_dgl.registry.DECODERS`    :mod:`emu_dgl.models`
+``sampler.name``       :data:`~emu_dgl.registry.SAMPLERS`    :mod:`emu_dgl.sampling`
+``emu.variant``        :data:`~emu_dgl.registry.MUTATIONS`   :mod:`emu_dgl.models`
+``loss.name``          :data:`~emu_dgl.registry.LOSSES`      :mod:`emu_dgl.losses`
+``loss.regularizer``   :data:`~emu_dgl.registry.REGULARIZERS` :mod:`emu_dgl.losses`
+``train.optimizer``    :data:`~emu_dgl.registry.OPTIMIZERS`  :mod:`emu_dgl.training.optimizers`
+``tracking.backends``  :data:`~emu_dgl.tracking.BACKENDS`    :mod:`emu_dgl.tracking`
+=====================  ===================================  =================================
 
 :func:`check_components` checks a config's names against them (the trainer, ``compare``
 and ``tune`` call it before any work), and the ``*_from_config`` functions build the
-pieces the trainer wires together.
+pieces the trainer wires together. What a component can do that changes the wiring is a
+property of its class, not of its name: a loss that ``scores_all_entities`` needs no
+sampler, a regulariser that ``touches_every_row`` makes the entity gradient dense.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,17 @@ import torch
 from torch import nn
 
 from emu_dgl.config import Config, canonical_choice
+from emu_dgl.errors import ConfigError
+from emu_dgl.registry import (
+    DECODERS,
+    KINDS,
+    LOSSES,
+    MUTATIONS,
+    REGULARIZERS,
+    SAMPLERS,
+    Registry,
+    describe_origin,
+)
 
 if TYPE_CHECKING:
     from emu_dgl.data import KnowledgeGraph
@@ -42,107 +54,153 @@ if TYPE_CHECKING:
     from emu_dgl.training.step import EntityTable, TrainStep
 
 __all__ = [
+    "EVALUATION_KINDS",
+    "apply_max_epochs",
+    "batch_size_for",
     "check_components",
     "component_names",
     "evaluator_from_config",
+    "fit_negatives",
     "head_probability_from_config",
     "lookups_per_step",
     "loss_from_config",
     "model_from_config",
     "mutation_from_config",
     "optimizer_from_config",
+    "regularizer_from_config",
     "sampler_from_config",
     "scheduler_from_config",
+    "scores_all_entities",
     "step_from_config",
     "switch_step",
 ]
 
-#: Values of ``emu.variant`` and ``loss.name`` that are not registered components.
-NO_MUTATION = "label_smoothing"
-ONE_VS_ALL = "1vsall"
+#: The kinds of component evaluating, predicting and exporting a run needs: its model.
+#: (A run's sampler, loss and optimizer are for training only: a run trained with a
+#: sampler that is not installed here still opens for evaluation.)
+EVALUATION_KINDS: tuple[str, ...] = ("decoder",)
 
 
 def component_names() -> dict[str, list[str]]:
     """Valid values of every config key that names a component (see the module doc)."""
-    from emu_dgl.models import DECODERS, MUTATIONS
-    from emu_dgl.sampling import SAMPLERS
     from emu_dgl.tracking import BACKENDS
-    from emu_dgl.training.losses import LOSSES
-    from emu_dgl.training.sparse import OPTIMIZERS
 
     return {
-        "model.name": DECODERS.names(),
-        "sampler.name": SAMPLERS.names(),
-        "emu.variant": [*MUTATIONS.names(), NO_MUTATION],
-        "loss.name": [*LOSSES.names(), ONE_VS_ALL],
-        "train.optimizer": OPTIMIZERS.names(),
+        **{r.config_key: r.names() for r in KINDS.values()},
         "tracking.backends": list(BACKENDS),
     }
 
 
-def check_components(config: Config) -> None:
+def check_components(
+    config: Config,
+    *,
+    kinds: Iterable[str] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> None:
     """A :class:`ConfigError` naming the key, the nearest valid name and the valid ones, for
-    the first component name that no registry knows. Reads the config, never changes it."""
-    from emu_dgl.training.precision import check_table_dtype
+    the first component name that no registry knows (or whose plugin fails to load).
 
-    for key, valid in component_names().items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        for item in value if isinstance(value, list) else [value]:
-            if item not in valid:
-                canonical_choice(key, item, valid)  # raises with the hint
-    check_table_dtype(config)  # a bfloat16 table needs row-wise updates
+    ``kinds`` limits the check to those kinds of component (``EVALUATION_KINDS`` for a run
+    opened to evaluate); ``record`` is what a run recorded about the components it used
+    (:func:`emu_dgl.training.components.read_components`): a component missing here that came
+    from a plugin is then named with that plugin and its version. Reads the config, never
+    changes it.
+    """
+    wanted = set(kinds) if kinds is not None else None
+    for registry in KINDS.values():
+        if wanted is not None and registry.kind not in wanted:
+            continue
+        name = getattr(getattr(config, registry.section), registry.key)
+        _check_name(registry, name, (record or {}).get(registry.kind))
+    if wanted is None:
+        from emu_dgl.tracking import BACKENDS
+
+        for item in config.tracking.backends:
+            if item not in BACKENDS:
+                canonical_choice("tracking.backends", item, list(BACKENDS))  # raises
+        from emu_dgl.training.precision import check_table_dtype
+
+        check_table_dtype(config)  # a bfloat16 table needs row-wise updates
 
 
-def _accepted(factory: Callable[..., Any], candidates: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``candidates`` that ``factory`` takes by name (decoder- or
-    loss-specific options such as ``p_norm`` or ``alpha``)."""
-    params = inspect.signature(factory).parameters
-    return {k: v for k, v in candidates.items() if k in params}
+def _check_name(registry: Registry[Any], name: str, used: Mapping[str, Any] | None) -> None:
+    valid = registry.names()
+    if name not in valid:
+        if isinstance(used, Mapping) and used.get("name") == name:
+            origin = used
+            if origin.get("source") == "plugin":
+                install = f"{origin.get('plugin')}=={origin.get('version')}"
+                raise ConfigError(
+                    f"{registry.config_key}: the run used the {registry.kind} '{name}' of the "
+                    f"plugin {describe_origin(origin)}, which is not installed here; "
+                    f"install it (pip install {install}) and try again"
+                )
+            if origin.get("source") == "python":
+                raise ConfigError(
+                    f"{registry.config_key}: the run used the {registry.kind} '{name}' "
+                    f"{describe_origin(origin)}, which this process has not imported; import "
+                    f"that module first (emu-dgl never imports a module a run folder names), "
+                    f"or make it a plugin (README, 'Extending emu-dgl')"
+                )
+        canonical_choice(registry.config_key, name, valid)  # raises with the hint
+    registry.get(name)  # a plugin that fails to load says so here, before any work
+
+
+def scores_all_entities(config: Config) -> bool:
+    """Whether the configured loss scores every entity (1-vs-all): no sampler, no EMU."""
+    return bool(getattr(LOSSES.get(config.loss.name), "scores_all_entities", False))
 
 
 # --------------------------------------------------------------------------- model
 
 
-def model_from_config(config: Config, num_entities: int, num_relations: int) -> KGEModel:
-    """Entity and relation tables plus the decoder ``model.name`` (initialised with the
-    global torch generator: seed it first for a reproducible start). With ``model.dtype:
-    bfloat16`` the entity table is stored in bfloat16 (see :mod:`emu_dgl.training.precision`)."""
-    from emu_dgl.models import DECODERS, KGEModel
+def model_from_config(
+    config: Config,
+    num_entities: int,
+    num_relations: int,
+    *,
+    rows: tuple[int, int] | None = None,
+) -> KGEModel:
+    """Entity and relation tables plus the decoder ``model.name`` with its options.
+
+    Relations (and a decoder's own parameters) are initialised from the global torch
+    generator (seed it first for a reproducible start). Entity rows are ``U(-a, a)``
+    drawn per block of rows from ``train.seed`` (:func:`~emu_dgl.models.init.uniform_rows_`),
+    so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
+    only rows ``lo .. hi - 1``, one process's block of a table split over processes
+    (``model.entity`` then holds those rows alone). With ``model.dtype: bfloat16`` the
+    table is allocated and filled in bfloat16, the float32 draws rounded block by block
+    (never a float32 copy of the table; see :mod:`emu_dgl.training.precision`).
+    """
+    from emu_dgl.models import KGEModel
+    from emu_dgl.models.init import uniform_rows_
 
     m = config.model
-    decoder_cls = DECODERS.get(m.name)
-    options = _accepted(
-        decoder_cls,
-        {
-            "gamma": m.gamma,
-            "p_norm": m.p_norm,
-            "modulus_weight": m.modulus_weight,
-            "phase_weight": m.phase_weight,
-        },
-    )
-    if m.dtype == "float32":
-        return KGEModel(num_entities, num_relations, decoder=m.name, dim=m.dim, **options)
-    # A table stored in low precision is allocated and initialised in that dtype (a float32
-    # copy first would need the memory the smaller table saves).
-    from emu_dgl.training.precision import TABLE_DTYPES, stored_entity_table
-
-    model = KGEModel(1, num_relations, decoder=m.name, dim=m.dim, **options)
+    options = config.options_for(DECODERS.config_key)
+    # No entity rows at first: the relations' draws do not depend on the table's size.
+    model = KGEModel(0, num_relations, decoder=m.name, dim=m.dim, **options)
+    lo, hi = rows if rows is not None else (0, num_entities)
+    if not 0 <= lo <= hi <= num_entities:
+        raise ValueError(f"rows {lo}..{hi} are not rows of a table of {num_entities}")
     width = model.decoder.entity_width(m.dim)
-    model.entity = stored_entity_table(num_entities, width, TABLE_DTYPES[m.dtype])
-    model.reset_parameters()
+    if m.dtype == "float32":
+        weight = torch.empty(hi - lo, width)
+        model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
+    else:
+        from emu_dgl.training.precision import TABLE_DTYPES, stored_entity_table
+
+        model.entity = stored_entity_table(hi - lo, width, TABLE_DTYPES[m.dtype])
+    uniform_rows_(model.entity.weight, lo, model.decoder.embedding_range, config.train.seed)
     return model
 
 
 def mutation_from_config(config: Config, device: torch.device) -> Mutation | None:
-    """The EMU mutation of ``emu.variant``, or ``None`` (EMU off, or label smoothing only)."""
-    from emu_dgl.models import MUTATIONS
-
-    emu = config.emu
-    if not emu.enabled or emu.variant == NO_MUTATION:
+    """The EMU mutation of ``emu.variant`` with its options, or ``None`` (EMU off, or a
+    variant that mutates nothing: label smoothing only)."""
+    if not config.emu.enabled:
         return None
-    factory = MUTATIONS.get(emu.variant)
-    return factory(**_accepted(factory, {"p": emu.p})).to(device)
+    mutation = MUTATIONS.build(config.emu.variant, **config.options_for(MUTATIONS.config_key))
+    return None if mutation is None else mutation.to(device)
 
 
 # --------------------------------------------------------------------------- negatives
@@ -156,35 +214,40 @@ def sampler_from_config(
     cache_dir: Path | None = None,
     announce: bool = False,
 ) -> NegativeSampler | None:
-    """The negative sampler of the ``sampler`` section on ``device``, filtered against the
-    training triples when ``sampler.filter``; ``None`` for the 1-vs-all loss (no negatives).
-    SANS neighbourhoods are cached in ``cache_dir`` (default: the cache root's
-    ``neighbourhoods/``); ``announce`` says on stderr when one is built."""
+    """The negative sampler of the ``sampler`` section (with its options) on ``device``,
+    filtered against the training triples when ``sampler.filter``; ``None`` for a loss that
+    scores every entity (no negatives). Precomputed neighbourhoods are cached in
+    ``cache_dir`` (default: the cache root's ``neighbourhoods/``); ``announce`` says on
+    stderr when one is built."""
     from emu_dgl.sampling import KnownTriples, build_sampler
 
-    if config.loss.name == ONE_VS_ALL:
+    if scores_all_entities(config):
         return None
     s = config.sampler
     # The filter's index: the training triples' sorted keys, memory-mapped from a dataset
     # cache (shared by every process) or sorted once here.
-    known = KnownTriples.from_sorted_keys(
-        kg.filter_keys().to(device), num_entities=kg.num_entities, num_relations=kg.num_relations
+    known = (
+        KnownTriples.from_sorted_keys(
+            kg.filter_keys().to(device),
+            num_entities=kg.num_entities,
+            num_relations=kg.num_relations,
+        )
+        if s.filter
+        else None
     )
     return build_sampler(
         s.name,
         train=kg.train,
         num_entities=kg.num_entities,
+        num_relations=kg.num_relations,
         num_negatives=s.num_negatives,
-        k_hop=s.k_hop,
-        walks=s.walks,
-        walk_mode=s.walk_mode,
-        weighted=s.weighted,
         seed=config.train.seed,
         cache_dir=cache_dir,
         announce=announce,
         filter=s.filter,
         known=known,
         device=device,
+        **config.options_for(SAMPLERS.config_key),
     )
 
 
@@ -204,25 +267,41 @@ def head_probability_from_config(
 
 
 def loss_from_config(config: Config) -> nn.Module:
-    """``loss.name`` (1-vs-all cross entropy for ``1vsall``), wrapped in the EMU loss when
-    ``emu.enabled`` (the named loss then scores the unmutated negatives)."""
-    from emu_dgl.training.losses import LOSSES, EMULoss, OneVsAllLoss
+    """``loss.name`` with its options, wrapped in the EMU loss when ``emu.enabled`` (the
+    named loss then scores the unmutated negatives)."""
+    from emu_dgl.losses import EMULoss
 
-    cfg = config.loss
-    if cfg.name == ONE_VS_ALL:
-        return OneVsAllLoss(label_smoothing=cfg.label_smoothing)
-    factory = LOSSES.get(cfg.name)
-    base = factory(**_accepted(factory, {"alpha": cfg.alpha, "margin": cfg.margin}))
+    base = LOSSES.build(config.loss.name, **config.options_for(LOSSES.config_key))
     emu = config.emu
-    return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef) if emu.enabled else base
+    if not emu.enabled or scores_all_entities(config):
+        return base
+    return EMULoss(base, neg_label=emu.neg_label, ce_coef=emu.ce_coef)
+
+
+def regularizer_from_config(config: Config) -> Any:
+    """The regulariser of ``loss.regularizer`` with its options (``None``: none)."""
+    return REGULARIZERS.build(
+        config.loss.regularizer, **config.options_for(REGULARIZERS.config_key)
+    )
 
 
 def lookups_per_step(config: Config) -> int:
-    """Entity rows one step looks up: anchor, true entity and every negative of each row."""
-    if config.loss.name == ONE_VS_ALL:
-        return 2 * config.train.batch_size
+    """Entity rows one step looks up: anchor, true entity and every negative of each row
+    (with shared negatives, every negative of each chunk)."""
+    batch = config.train.batch_size
+    if scores_all_entities(config):
+        return 2 * batch
     draws = 2 if config.emu.enabled and config.emu.separate_draws else 1
-    return config.train.batch_size * (2 + draws * config.sampler.num_negatives)
+    chunk = min(config.sampler.shared_chunk, batch)
+    per_draw = batch // chunk if chunk else batch
+    return 2 * batch + per_draw * draws * config.sampler.num_negatives
+
+
+def dense_entity_gradient(config: Config) -> bool:
+    """Whether the entity table's gradient reaches every row: a loss that scores every
+    entity, or a regulariser of the whole table."""
+    regularizer = REGULARIZERS.get(config.loss.regularizer)
+    return scores_all_entities(config) or bool(getattr(regularizer, "touches_every_row", False))
 
 
 def optimizer_from_config(
@@ -249,13 +328,13 @@ def optimizer_from_config(
     from emu_dgl.training.sparse import build_optimizer, use_sparse_rows
 
     cfg = config.train
-    name, lr = (cfg.optimizer, cfg.lr) if phase == 0 else ("adam", cfg.lr * cfg.lr_decay**phase)
-    loss = config.loss
+    name, lr = (
+        (cfg.optimizer, cfg.lr) if phase == 0 else (SWITCH_OPTIMIZER, cfg.lr * cfg.lr_decay**phase)
+    )
     sparse_rows = use_sparse_rows(
         cfg.sparse,
         name,
-        loss=loss.name,
-        regularizer=loss.regularizer,
+        dense_gradient=dense_entity_gradient(config),
         num_entities=model.entity.num_embeddings,  # type: ignore[union-attr]  (all blocks)
         lookups=lookups_per_step(config),
     )
@@ -264,6 +343,10 @@ def optimizer_from_config(
     if config.model.dtype != "float32":
         sparse_rows = True  # a low-precision table is only updated row by row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
+
+
+#: The optimizer the reference schedule switches to (the published scripts' Adam).
+SWITCH_OPTIMIZER = "adam"
 
 
 def step_from_config(
@@ -280,27 +363,67 @@ def step_from_config(
     """The pure training step of the config (see :mod:`emu_dgl.training.step`): sampler,
     mutation, loss and regulariser wired together; ``rows`` and ``table`` are the seams
     a data-parallel trainer uses. The trainer sets its ``optimizer``."""
+    from emu_dgl.training.shared_step import SharedStep
     from emu_dgl.training.step import TrainStep
 
     device = model.entity.weight.device
     emu = config.emu
-    one_vs_all = config.loss.name == ONE_VS_ALL
-    return TrainStep(
+    one_vs_all = scores_all_entities(config)
+    chunk = min(config.sampler.shared_chunk, batch_size)
+    shared = {"chunk": chunk} if chunk and not one_vs_all else {}
+    return (SharedStep if shared else TrainStep)(
         model,
+        **shared,
         sampler=sampler,
         mutation=mutation_from_config(config, device),
         loss=loss_from_config(config),
         emu=emu.enabled and not one_vs_all,
         separate_draws=emu.enabled and emu.separate_draws and not one_vs_all,
         one_vs_all=one_vs_all,
-        regularizer=config.loss.regularizer,
-        reg_weight=config.loss.reg_weight,
+        regularizer=regularizer_from_config(config),
         head_probability=head_probability,
         batch_size=batch_size,
         generator=generator,
         rows=rows,
         table=table,
     )
+
+
+def apply_max_epochs(config: Config, num_train: int) -> None:
+    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
+    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
+    epochs = config.train.max_epochs
+    if epochs > 0 and num_train > 0:
+        per_epoch = num_train // min(config.train.batch_size, num_train)
+        config.train.max_steps = epochs * per_epoch
+
+
+def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
+    """``(config the sampler is built from, the line that says so or None)``: ``config``
+    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
+    copy drawing one negative per entity (more would repeat every entity, at that many
+    times the cost, and carry no more information). The run's own config keeps the value it
+    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
+    import copy
+
+    negatives, entities = config.sampler.num_negatives, kg.num_entities
+    if scores_all_entities(config) or negatives <= entities:
+        return config, None
+    fitted = copy.deepcopy(config)
+    fitted.sampler.num_negatives = entities
+    note = (
+        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
+        f"drawing {entities} negatives per positive (more would only repeat entities)"
+    )
+    return fitted, note
+
+
+def batch_size_for(config: Config, num_train: int) -> int:
+    """Positives per step: ``train.batch_size``, at most the training triples; with shared
+    negatives rounded down to whole chunks (a chunk is then at most the batch)."""
+    size = min(config.train.batch_size, num_train)
+    chunk = min(config.sampler.shared_chunk, size)
+    return size - size % chunk if chunk else size
 
 
 def switch_step(config: Config, phase: int) -> int:
@@ -345,6 +468,7 @@ def evaluator_from_config(
         "protocol": cfg.protocol,
         "num_negatives": cfg.num_negatives,
         "seed": cfg.seed,
+        "hits_at": tuple(cfg.hits_at),
     }
     if hasattr(known, "answer_keys"):
         kg: Any = known

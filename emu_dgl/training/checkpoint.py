@@ -18,24 +18,45 @@ distributed trainer, puts in it) saved with ``torch.save``. Guarantees:
 
 Loading a run's state goes through :func:`recover_checkpoint`: ``last.pt``, else the
 newest readable of ``previous.pt`` and complete temporary files, else nothing (the
-run then starts again from step 0 with its saved config).
+run then starts again from step 0 with its saved config). Work is never thrown away
+on a guess: a checkpoint that exists but cannot be read (permissions, an I/O error, a
+format from a newer emu-dgl or torch) stops the resume with an error naming it. Only a
+provably torn file (:func:`is_torn`: empty, or a zip archive without its end record)
+is passed over, and it is set aside as ``<name>.unreadable`` (:func:`set_aside_torn`),
+never deleted and never rotated over.
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import secrets
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from emu_dgl.errors import CheckpointError, EmuDglError
-from emu_dgl.files import commit, describe_kind, make_dir, open_read, temporary_beside
+from emu_dgl.errors import CheckpointError, EmuDglError, FileError
+from emu_dgl.files import (
+    commit,
+    describe_kind,
+    lexists,
+    link,
+    listdir,
+    make_dir,
+    move_aside,
+    open_read,
+    remove,
+    temporary_beside,
+)
 
 FORMAT = "emu-dgl-checkpoint/1"
+_FORMAT_PREFIX, _FORMAT_VERSION = FORMAT.rsplit("/", 1)
+#: The suffix of a torn checkpoint set aside by a resume (see :func:`set_aside_torn`).
+UNREADABLE = ".unreadable"
 LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
 
 #: Test hook: called with the name of each stage of :func:`save_checkpoint`
@@ -79,13 +100,13 @@ def save_checkpoint(state: dict[str, Any], path: Path, *, keep_previous: bool = 
             handle.flush()
             os.fsync(handle.fileno())
         _stage("written")
-        if keep_previous and path.exists():
+        if keep_previous and lexists(path):
             _keep_as_previous(path)
             _stage("previous")
         commit(tmp, path, "checkpoint")
         _stage("replaced")
     except (OSError, EmuDglError) as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         full = isinstance(exc, OSError) and exc.errno in _DISK_FULL
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
         advice = "free some space" if full else "make the folder writable"
@@ -94,23 +115,30 @@ def save_checkpoint(state: dict[str, Any], path: Path, *, keep_previous: bool = 
             f"kept: {advice}, then continue with 'emu-dgl train --resume {folder.parent}'"
         ) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        remove(tmp, "checkpoint")
+    except FileError:
+        pass
 
 
 def _keep_as_previous(path: Path) -> None:
     """``previous.pt`` := the current ``path``, while ``path`` itself stays in place."""
     previous = path.with_name(PREVIOUS)
-    link = _temp_name(previous)
+    second = _temp_name(previous)
     try:
-        os.link(path, link)
+        link(path, second, "checkpoint")
     except OSError:  # no hard links here (some network or FAT file systems): rename instead
         commit(path, previous, "checkpoint", durable=False)
         return
-    commit(link, previous, "checkpoint", durable=False)
+    commit(second, previous, "checkpoint", durable=False)
     # rename() between two names of one file does nothing (previous.pt may already be a
     # name of last.pt's file after an interrupted rotation): drop the extra name then.
-    link.unlink(missing_ok=True)
+    remove(second, "checkpoint")
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -121,8 +149,20 @@ def _short_reason(exc: BaseException) -> str:
     return text
 
 
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error."""
+def _mapped(handle: Any) -> str | None:
+    """A path naming the open file itself (not what its name points to now), for
+    ``torch.load(mmap=True)``, which maps files by path; ``None`` where there is none."""
+    path = f"/proc/self/fd/{handle.fileno()}"
+    return path if os.path.exists(path) else None
+
+
+def load_checkpoint(
+    path: Path, *, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, or raise a one-line error.
+
+    ``mmap``: tensors are mapped from the file rather than read (pages are read when
+    used, and the page cache can drop them again), where the system allows it."""
     kind = describe_kind(path)
     if kind == "missing":
         other = path.with_name(LAST)
@@ -134,14 +174,24 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         raise CheckpointError(f"no checkpoint at '{path}'{hint}")
     try:
         with open_read(path, "checkpoint") as handle:
-            state = torch.load(handle, map_location=map_location, weights_only=True)
+            mapped = _mapped(handle) if mmap else None
+            state = torch.load(
+                mapped or handle, map_location=map_location, weights_only=True, mmap=bool(mapped)
+            )
     except EmuDglError as exc:  # a link, a FIFO, unreadable
         raise CheckpointError(str(exc)) from None
     except Exception as exc:  # truncated zip, foreign pickle, random bytes ...
         raise CheckpointError(
             f"checkpoint '{path}' is truncated or not an emu-dgl checkpoint ({_short_reason(exc)}){_hint(path)}"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != FORMAT:
+        prefix, _, version = str(found).rpartition("/")
+        if prefix == _FORMAT_PREFIX and version.isdigit() and int(version) > int(_FORMAT_VERSION):
+            raise CheckpointError(
+                f"'{path}' was written by a newer emu-dgl (format {found}; this version reads "
+                f"{FORMAT}); upgrade emu-dgl (pip install -U emu-dgl) to use it"
+            )
         raise CheckpointError(f"'{path}' is not an emu-dgl checkpoint (format {FORMAT} expected)")
     return state
 
@@ -155,12 +205,39 @@ def _hint(path: Path) -> str:
             )
         return "; the run has no other weights, train it again"
     if path.name == LAST:
-        return "; 'emu-dgl train --resume' falls back to previous.pt by itself"
+        return "; if it was cut short, 'emu-dgl train --resume' falls back to previous.pt"
     return ""
 
 
 def _temporaries(folder: Path, name: str) -> list[Path]:
-    return sorted(p for p in folder.glob(f".{name}.*.tmp") if not p.is_symlink())
+    return [folder / n for n in listdir(folder) if fnmatch.fnmatch(n, f".{name}.*.tmp")]
+
+
+def is_torn(path: Path) -> bool:
+    """Whether ``path`` is provably a write cut short: empty, or the start of a zip archive
+    (what ``torch.save`` writes) without the end record a finished archive ends with.
+    Anything else that fails to load (unreadable, another format, a newer version) is not
+    provably torn: it may hold the newest work."""
+    try:
+        with open_read(path, "checkpoint") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return True
+            if handle.read(4) != b"PK\x03\x04":
+                return False
+            return not zipfile.is_zipfile(handle)
+    except (OSError, EmuDglError):
+        return False
+
+
+def _stop(path: Path, exc: CheckpointError) -> CheckpointError:
+    """The error that stops a resume at a checkpoint that exists but cannot be read."""
+    before = "previous.pt" if path.name == LAST else "an earlier checkpoint, or from step 0"
+    return CheckpointError(
+        f"cannot resume: {str(exc).rstrip('.')}. The file may hold the run's newest steps, so "
+        f"emu-dgl neither falls back to an older checkpoint nor starts over: fix its cause (its "
+        f"permissions, the disk, or a newer emu-dgl or torch) and resume again, or move it away "
+        f"to resume from {before}"
+    )
 
 
 def recover_checkpoint(
@@ -171,22 +248,29 @@ def recover_checkpoint(
     ``last.pt`` when it loads; otherwise the readable file with the highest step among
     ``previous.pt`` and finished temporary files of ``last.pt`` (a kill between the two
     renames of a rotation leaves exactly those); ``(None, reason)`` when there is none.
+    A file that exists but does not load is passed over only when it is provably torn
+    (:func:`is_torn`); any other raises a :class:`CheckpointError` naming it and the fix.
+    Nothing is written (:func:`set_aside_torn` moves the torn files).
     """
     last = folder / LAST
     problem = "it is missing"
-    if last.is_file():
+    if lexists(last):
         try:
             return load_checkpoint(last, map_location=map_location), LAST
         except CheckpointError as exc:
-            problem = str(exc).split(" (", 1)[-1].split(")", 1)[0]
+            if not is_torn(last):
+                raise _stop(last, exc) from None
+            problem = f"cut short by a crash, set aside as {LAST}{UNREADABLE}"
     best: tuple[int, dict[str, Any], str] | None = None
     for candidate in [folder / PREVIOUS, *_temporaries(folder, LAST)]:
-        if not candidate.is_file():
+        if not lexists(candidate):
             continue
         try:
             state = load_checkpoint(candidate, map_location=map_location)
-        except CheckpointError:
-            continue  # a temporary file cut short by the kill
+        except CheckpointError as exc:
+            if is_torn(candidate):
+                continue  # cut short by the kill
+            raise _stop(candidate, exc) from None
         step = int(state.get("step", -1))
         if best is None or step > best[0]:
             best = (step, state, candidate.name)
@@ -195,13 +279,26 @@ def recover_checkpoint(
     return best[1], f"{best[2]} ({LAST}: {problem})"
 
 
+def set_aside_torn(folder: Path) -> list[Path]:
+    """Move ``last.pt`` and ``previous.pt`` aside as ``<name>.unreadable`` where they are
+    provably torn, so that no later save or rotation replaces them; returns the new names.
+    Call it holding the run's lock."""
+    moved = []
+    for name in (LAST, PREVIOUS):
+        path = folder / name
+        if describe_kind(path) == "a regular file" and is_torn(path):
+            moved.append(move_aside(path, UNREADABLE, "checkpoint"))
+    return moved
+
+
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete leftover temporary files of interrupted saves; returns what was removed.
 
     Call it only while holding the run's lock (no other process is saving).
     """
     removed = []
-    for tmp in sorted(folder.glob(".*.tmp")) if folder.is_dir() and not folder.is_symlink() else []:
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+    if describe_kind(folder) == "a folder":
+        for name in listdir(folder):
+            if fnmatch.fnmatch(name, ".*.tmp") and remove(folder / name, "checkpoint"):
+                removed.append(folder / name)
     return removed

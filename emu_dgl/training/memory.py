@@ -45,16 +45,22 @@ def estimate_bytes(
     """Lower bounds, in bytes, of the parts listed in the module docstring, each with the
     config keys that set it. ``train_triples`` and ``eval_triples`` (when known) cap the
     batch sizes, as the trainer and the evaluator cap them."""
-    from emu_dgl.models import DECODERS
+    from emu_dgl.registry import DECODERS, OPTIMIZERS
+    from emu_dgl.training.build import SWITCH_OPTIMIZER, scores_all_entities
 
     decoder = DECODERS.get(config.model.name)
     dim = config.model.dim
-    entity_width, relation_width = decoder.entity_width(dim), decoder.relation_width(dim)
-    weights = (num_entities * entity_width + num_relations * relation_width) * _FLOAT
-    optimizer_copies = (
-        2 if config.train.optimizer == "adam" or config.train.schedule == "reference" else 1
+    entity_width, relation_width = decoder.table_widths(
+        dim, **config.options_for(DECODERS.config_key)
     )
-    one_vs_all = config.loss.name == "1vsall"
+    weights = (num_entities * entity_width + num_relations * relation_width) * _FLOAT
+    optimizers = [config.train.optimizer]
+    if config.train.schedule == "reference":
+        optimizers.append(SWITCH_OPTIMIZER)
+    optimizer_copies = max(
+        1, *(getattr(OPTIMIZERS.get(name), "state_per_weight", 1) for name in optimizers)
+    )
+    one_vs_all = scores_all_entities(config)
     batch = min(config.train.batch_size, train_triples or config.train.batch_size)
     eval_batch = min(config.eval.batch_size, eval_triples or config.eval.batch_size)
     rows = batch * (num_entities if one_vs_all else config.sampler.num_negatives + 2)
@@ -147,6 +153,14 @@ STEP_BYTES_PER_ROW = 440
 STEP_FLOATS_PER_ROW = 3.75
 #: ... and without the EMU mutation (one mixed copy of the negatives less).
 STEP_FLOATS_PER_ROW_NO_EMU = 2.75
+#: A shared-negatives step (``sampler.shared_chunk``), per score of a positive against a
+#: negative: bytes of the filter's known-triple test (keys, their order, the search), and
+#: floats of the scores, loss terms and gradients with and without EMU (fitted like the
+#: above, DistMult, CPU); a decoder that broadcasts adds floats per score and coordinate.
+SHARED_FILTER_BYTES_PER_SCORE = 38
+SHARED_FLOATS_PER_SCORE = 14
+SHARED_FLOATS_PER_SCORE_NO_EMU = 5
+SHARED_BROADCAST_FLOATS = 4
 #: Row buffers of the row optimizers: floats per distinct row a step updates.
 OPTIMIZER_BUFFER_FLOATS = 2.0
 
@@ -335,34 +349,33 @@ def memory_plan(
     mapped from the dataset cache by every rank (counted in each rank's resident memory,
     though their pages are shared). ``sans_bytes`` is the size of the SANS candidates
     when known (their cache file), else estimated from ``sampler.walks``."""
-    from emu_dgl.models import DECODERS
-    from emu_dgl.training.build import lookups_per_step
+    from emu_dgl.registry import DECODERS
+    from emu_dgl.training.build import dense_entity_gradient, lookups_per_step
     from emu_dgl.training.precision import TABLE_DTYPES
     from emu_dgl.training.sparse import use_sparse_rows
 
     n = max(1, int(nproc))
     decoder = DECODERS.get(config.model.name)
-    width = decoder.entity_width(config.model.dim)
-    rel_width = decoder.relation_width(config.model.dim)
+    width, rel_width = decoder.table_widths(
+        config.model.dim, **config.options_for(DECODERS.config_key)
+    )
     table_rows = -(-graph.entities // n)
     itemsize = torch.empty(0, dtype=TABLE_DTYPES[config.model.dtype]).element_size()
     table = table_rows * width * itemsize
-    one_vs_all = config.loss.name == "1vsall"
+    one_vs_all = _one_vs_all(config)
     rows_update = config.model.dtype != "float32" or use_sparse_rows(
         config.train.sparse,
         config.train.optimizer,
-        loss=config.loss.name,
-        regularizer=config.loss.regularizer,
+        dense_gradient=dense_entity_gradient(config),
         num_entities=graph.entities,
         lookups=lookups_per_step(config),
     )
     state = _optimizer_bytes(config, table_rows * width, table_rows, rows_update)
     whole = min(config.train.batch_size, graph.train) if graph.train else 0
     all_rows = lookups_per_step(config) * whole // max(1, config.train.batch_size)
-    rows = all_rows // n  # the looked-up rows of the batch rows this process trains
     # distinct rows of one step on this rank, at most (the row optimizers' buffers)
     touched = min(all_rows, table_rows) if rows_update else 0
-    step = _step_bytes(config, graph, width, whole // n, all_rows, rows, n)
+    step = _step_bytes(config, graph, width, whole, all_rows, n)
     parts = [
         Part(
             "interpreter, torch and DGL",
@@ -392,6 +405,8 @@ def memory_plan(
             per_entity = config.sampler.walks if config.sampler.walks > 0 else 64
             sans_bytes = graph.entities * (8 + 8 * min(per_entity, graph.entities))
         parts.append(Part("SANS candidates", sans_bytes, "always", "sampler.walks"))
+    if config.sampler.filter and _shared_chunk(config, whole):  # both orientations' keys
+        parts.append(Part("shared-negative filter keys", 16 * graph.train, "always"))
     parts.append(Part("step's random words", _words_bytes(config, width), "always"))
     parts.append(Part("training step", step, "step", "train.batch_size, sampler.num_negatives"))
     parts.append(Part("evaluation", _evaluation_bytes(config, graph, width, n), "evaluation"))
@@ -402,31 +417,92 @@ def memory_plan(
     return MemoryPlan(parts, n, available, source)
 
 
+def _one_vs_all(config: Any) -> bool:
+    from emu_dgl.training.build import scores_all_entities
+
+    return scores_all_entities(config)
+
+
+def _state_floats(name: str, floats: int, table_rows: int) -> int:
+    """Floats of optimizer ``name``'s state for a table of ``floats`` weights in
+    ``table_rows`` rows: ``state_per_weight`` per weight, or one per row where it is 0."""
+    from emu_dgl.registry import OPTIMIZERS
+
+    per_weight = getattr(OPTIMIZERS.get(name), "state_per_weight", 1)
+    return floats * per_weight if per_weight else table_rows
+
+
 def _optimizer_bytes(config: Any, floats: int, table_rows: int, rows_update: bool) -> int:
     """The entity table's optimizer state (and its dense gradient, where it has one)."""
-    optimizer = config.train.optimizer
-    if optimizer == "rowwise_adagrad":
-        state = table_rows * 4
-    else:
-        state = floats * 4 * (2 if optimizer == "adam" else 1)
-    if config.train.schedule == "reference":  # dense Adam after the switch: two moments
-        state = max(state, floats * 4 * 2)
+    from emu_dgl.training.build import SWITCH_OPTIMIZER
+
+    state = _state_floats(config.train.optimizer, floats, table_rows) * 4
+    if config.train.schedule == "reference":  # dense Adam after the switch
+        state = max(state, _state_floats(SWITCH_OPTIMIZER, floats, table_rows) * 4)
     if not rows_update or config.train.schedule == "reference":
         state += floats * 4  # the table's dense gradient
     return state
 
 
 def _step_bytes(
-    config: Any, graph: GraphSize, width: int, batch: int, all_rows: int, rows: int, nproc: int
+    config: Any, graph: GraphSize, width: int, whole: int, all_rows: int, nproc: int
 ) -> int:
-    """A training step's temporaries: the draws (ids, filter keys) for the whole batch on
-    every process, the scoring, loss and gradients for this process's rows, and the rows
-    of other processes' blocks in one exchange buffer."""
-    if config.loss.name == "1vsall":
+    """A training step's temporaries: the draws (ids, filter keys) for the ``whole`` batch
+    on every process, the scoring, loss and gradients for this process's rows, and the
+    rows of other processes' blocks in one exchange buffer. A shared-negatives step
+    (``sampler.shared_chunk``) looks up fewer rows but scores every positive against
+    every negative of its chunk: :func:`_shared_scores_bytes` on top."""
+    batch, rows = whole // nproc, all_rows // nproc  # this process's positives and rows
+    if _one_vs_all(config):
         return int(batch * graph.entities * 4 * 4 + rows * width * 4 * 4)
     floats = STEP_FLOATS_PER_ROW if config.emu.enabled else STEP_FLOATS_PER_ROW_NO_EMU
     exchange = rows * width * 4 if nproc > 1 else 0
-    return int(all_rows * STEP_BYTES_PER_ROW + rows * floats * width * 4 + exchange)
+    lookups = all_rows * STEP_BYTES_PER_ROW + rows * floats * width * 4 + exchange
+    if _shared_chunk(config, whole):
+        lookups += _shared_scores_bytes(config, width, whole, batch)
+    return int(lookups)
+
+
+def _shared_chunk(config: Any, whole: int) -> int:
+    """``C`` of a shared-negatives step (see :mod:`emu_dgl.training.shared_step`), else 0."""
+    return 0 if _one_vs_all(config) else min(config.sampler.shared_chunk, whole)
+
+
+def _shared_scores_bytes(config: Any, width: int, whole: int, batch: int) -> float:
+    """A shared-negatives step's ``[positive, G n]`` scores: the filter's known-triple
+    test for the whole batch (every process draws it), the scores, loss terms and their
+    gradients for this process's ``batch`` positives, and for a decoder without a
+    matrix-product form (TransE-L1, RotatE, ...) its broadcast ``[C, n, width]`` terms."""
+    n = config.sampler.num_negatives * (
+        2 if config.emu.enabled and config.emu.separate_draws else 1
+    )
+    filtered = SHARED_FILTER_BYTES_PER_SCORE * whole * n if config.sampler.filter else 0
+    floats = SHARED_FLOATS_PER_SCORE if config.emu.enabled else SHARED_FLOATS_PER_SCORE_NO_EMU
+    scores = batch * n * floats * 4
+    if not _has_matrix_form(config):
+        scores += batch * n * width * 4 * SHARED_BROADCAST_FLOATS
+    return filtered + scores
+
+
+def _has_matrix_form(config: Any) -> bool:
+    """Whether the decoder scores shared negatives as matrix products (a polynomial form,
+    see :mod:`emu_dgl.models.shared`); asked of a decoder built without tables."""
+    from emu_dgl.models import KGEModel
+    from emu_dgl.registry import DECODERS
+
+    try:
+        model = KGEModel(
+            0,
+            1,
+            decoder=config.model.name,
+            dim=config.model.dim,
+            **config.options_for(DECODERS.config_key),
+        )
+        head = torch.zeros(1, model.decoder.entity_width(config.model.dim))
+        relation = torch.zeros(1, model.relation.weight.shape[1])
+        return model.decoder.polynomial(head, relation) is not None
+    except (RuntimeError, TypeError, ValueError):  # no probe of this shape: plan the larger
+        return False
 
 
 def _words_bytes(config: Any, width: int) -> int:
@@ -435,9 +511,16 @@ def _words_bytes(config: Any, width: int) -> int:
     from emu_dgl.sampling.filtering import default_spares
     from emu_dgl.training.build import mutation_from_config
 
-    if config.loss.name == "1vsall":
+    if _one_vs_all(config):
         return 0
     batch, n = config.train.batch_size, config.sampler.num_negatives
+    chunk = _shared_chunk(config, batch)
+    if chunk:  # side coins, a draw of n per chunk (no spares), the chunks' EMU mask
+        chunks = batch // chunk
+        draws = chunks * n * (2 if config.emu.enabled and config.emu.separate_draws else 1)
+        mutation = mutation_from_config(config, torch.device("cpu"))
+        masks = mutation.words_needed((chunks, n, width)) if mutation is not None else 0
+        return (batch + draws + masks) * 8
     per_row = n + (sum(default_spares(n)) if config.sampler.filter else 0)
     per_row *= 2 if config.emu.enabled and config.emu.separate_draws else 1
     mutation = mutation_from_config(config, torch.device("cpu"))

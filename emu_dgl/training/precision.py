@@ -56,21 +56,38 @@ def stored_entity_table(num_entities: int, width: int, dtype: torch.dtype) -> St
 
 
 def check_table_dtype(config: Any) -> None:
-    """One-line ConfigError for a ``model.dtype`` the rest of the config cannot train."""
+    """One-line ConfigError for a ``model.dtype`` the rest of the config cannot train.
+
+    What makes an update dense is said by the components themselves: a loss that scores
+    every entity (``scores_all_entities``), a regulariser of the whole table
+    (``touches_every_row``), an optimizer that ``train.sparse: auto`` keeps dense
+    (``rows_under_auto`` false: Adam)."""
+    from emu_dgl.registry import LOSSES, OPTIMIZERS, REGULARIZERS
+
     dtype = config.model.dtype
     if dtype not in TABLE_DTYPES:  # (the config's Literal already says so)
         raise ConfigError(f"model.dtype: expected one of {', '.join(TABLE_DTYPES)}, got {dtype!r}")
     if dtype == "float32":
         return
     train, loss = config.train, config.loss
+    scores_all = getattr(LOSSES.get(loss.name), "scores_all_entities", False)
+    regularizer = REGULARIZERS.get(loss.regularizer)
+    optimizer = OPTIMIZERS.get(train.optimizer)
     dense = [
         (train.sparse is False, "train.sparse=false (dense updates)"),
-        (loss.name == "1vsall", "loss.name=1vsall (every entity gets a gradient)"),
-        (loss.regularizer == "l3_table", "loss.regularizer=l3_table (a whole-table gradient)"),
+        (
+            bool(scores_all),
+            f"loss.name={loss.name} (every entity gets a gradient)",
+        ),
+        (
+            bool(getattr(regularizer, "touches_every_row", False)),
+            f"loss.regularizer={loss.regularizer} (a whole-table gradient)",
+        ),
         (train.schedule == "reference", "train.schedule=reference (dense Adam after its switch)"),
         (
-            train.optimizer == "adam" and train.sparse == "auto",
-            "train.optimizer=adam with train.sparse=auto (dense Adam; set train.sparse=true for row-wise Adam)",
+            train.sparse == "auto" and not getattr(optimizer, "rows_under_auto", False),
+            f"train.optimizer={train.optimizer} with train.sparse=auto (a dense update; "
+            "set train.sparse=true for its row-wise form)",
         ),
     ]
     for bad, what in dense:

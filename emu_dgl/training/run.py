@@ -17,38 +17,81 @@ that live here, in one place:
   not a run, unless the user says so), a run folder to resume, never ``/``; every file
   of the run is written through :mod:`emu_dgl.files` (no links followed, temporary
   files from ``mkstemp``, atomic replacement);
-* :class:`RunLock`: an OS file lock held for the life of a run; a second writer gets a
-  one-line error instead of interleaving its files with the first one's.
+* :class:`~emu_dgl.training.lock.RunLock`: an OS file lock held for the life of a run; a
+  second writer gets a one-line error instead of interleaving its files with the first one's.
 * :data:`RESUMABLE`: the config keys a resumed run may change. Every other key (model,
   widths, dataset, sampler, EMU, loss, optimizer, seed...) is fixed by the checkpoint,
   and :func:`check_resume` refuses a change with the list of offending keys.
-* :func:`data_record` / :func:`match_data`: the entity and relation names (in id
-  order) and a fingerprint of the splits are stored with the run; evaluation,
-  prediction, export and resume map the current files onto those ids by name and
-  refuse data whose content changed.
+* :func:`~emu_dgl.training.records.data_record` / :func:`~emu_dgl.training.records.match_data`:
+  the entity and relation names (in id order) and a fingerprint of the splits are stored
+  with the run; evaluation, prediction, export and resume map the current files onto those
+  ids by name and refuse data whose content changed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from emu_dgl.errors import DataError, RunError
-from emu_dgl.files import make_dir, open_lock_file, read_text, write_atomic
+from emu_dgl.errors import RunError
+from emu_dgl.files import (
+    describe_kind,
+    lexists,
+    link_count,
+    listdir,
+    read_text,
+    remove,
+    resolve_path,
+    write_atomic,
+)
+from emu_dgl.training.lock import LOCK_FILE, RunLock
+from emu_dgl.training.records import (
+    DATA_FILE,
+    data_record,
+    dump_data_record,
+    match_data,
+    read_data_record,
+    read_json,
+    write_text,
+)
+
+__all__ = [  # the lock and the records live in their own modules; here for the callers
+    "CHECKPOINTS",
+    "COMPONENTS_FILE",
+    "CONFIG_FILE",
+    "DATA_FILE",
+    "GRAPH_FILE",
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "METRICS_LOG",
+    "RESUMABLE",
+    "Admission",
+    "ResumePlan",
+    "RunLock",
+    "check_resume",
+    "data_record",
+    "dump_data_record",
+    "match_data",
+    "open_run",
+    "read_data_record",
+    "read_json",
+    "read_run_config",
+    "run_path",
+    "write_text",
+]
 
 CONFIG_FILE = "config.yaml"
-DATA_FILE = "data.json"
+#: The components the run used and where each came from (:mod:`emu_dgl.training.components`).
+COMPONENTS_FILE = "components.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS_FILE = "metrics.json"
 #: A run trained on a graph given in Python keeps that graph here (``KnowledgeGraph.save``).
 GRAPH_FILE = "graph.npz"
-LOCK_FILE = ".lock"
 CHECKPOINTS = "checkpoints"
 
 #: Config keys a resumed run may change; they are applied from the resumed step on.
@@ -56,6 +99,7 @@ CHECKPOINTS = "checkpoints"
 RESUMABLE: frozenset[str] = frozenset(
     {
         "train.max_steps",
+        "train.max_epochs",  # sets max_steps: the same rules
         "train.lr",
         "train.valid_every",
         "train.checkpoint_every",
@@ -100,109 +144,6 @@ def listed(key: str, keys: frozenset[str]) -> bool:
     return key in keys or f"{key.split('.', 1)[0]}.*" in keys
 
 
-# --------------------------------------------------------------------------- lock
-
-_HELD: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth), locks this process holds
-_PID_WIDTH = 24  # the pid is written padded to this width: the lock file is never truncated
-
-
-class RunLock:
-    """Exclusive lock on a run directory for as long as the ``with`` block runs.
-
-    ``fcntl.flock`` on ``<run>/.lock``: the OS drops it when the process dies, so a
-    killed run never leaves a stale lock. Re-entrant within one process. The lock file
-    is opened without following links and must be a regular file with one name, so a
-    planted ``.lock`` link or hard link is refused, never written through.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder).expanduser().resolve()
-        self._created = False
-
-    def __enter__(self) -> RunLock:
-        key = self.folder
-        if key in _HELD:
-            fd, depth = _HELD[key]
-            _HELD[key] = (fd, depth + 1)
-            return self
-        self._created = not self.folder.exists()
-        make_dir(self.folder, "run directory")
-        fd = open_lock_file(self.folder / LOCK_FILE)
-        if not _try_lock(fd):
-            text = os.pread(fd, 64, 0).decode(errors="replace").split()
-            os.close(fd)
-            raise RunError(
-                f"run directory '{self.folder}' is in use by another emu-dgl process "
-                f"(pid {text[0] if text else 'unknown'}); wait for it to finish or choose another --out"
-            )
-        # Overwrite in place, never truncate: readers take the first word.
-        os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode(), 0)
-        _HELD[key] = (fd, 1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fd, depth = _HELD[self.folder]
-        if depth > 1:
-            _HELD[self.folder] = (fd, depth - 1)
-            return
-        del _HELD[self.folder]
-        if self._created and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
-            # The run stopped before writing anything: leave no empty folder behind.
-            os.unlink(self.folder / LOCK_FILE)
-            self.folder.rmdir()
-        _unlock(fd)
-        os.close(fd)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# --------------------------------------------------------------------------- disk
-
-
-def write_text(path: Path, text: str, what: str, *, durable: bool = True) -> None:
-    """Atomically replace ``path`` with UTF-8 ``text`` (see :mod:`emu_dgl.files`)."""
-    write_atomic(path, text, what, durable=durable)
-
-
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file of the run (links refused), or a RunError naming the file."""
-    text = read_text(path, what)
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise RunError(
-            f"the {what} '{path}' is not valid JSON (cut short or edited); it is not the file emu-dgl wrote"
-        ) from None
-
-
 # --------------------------------------------------------------------------- configs
 
 
@@ -244,19 +185,27 @@ def run_path(run_dir: str | Path) -> Path:
 
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run (finished, interrupted or just begun)."""
-    return os.path.lexists(run_dir / CONFIG_FILE) or os.path.lexists(run_dir / CHECKPOINTS)
+    return lexists(run_dir / CONFIG_FILE) or lexists(run_dir / CHECKPOINTS)
 
 
-def check_new_run(run_dir: Path, *, allow_nonempty: bool = False) -> None:
+def check_new_run(run_dir: Path, *, allow_nonempty: bool = False, found_lock: bool = False) -> None:
     """Refuse to start a new run in a folder that holds one, or in a non-empty folder that is
-    not a run (its files could carry the names a run writes) unless ``allow_nonempty``."""
+    not a run (its files could carry the names a run writes) unless ``allow_nonempty``.
+    ``found_lock``: the folder had emu-dgl's ``.lock`` before this admission (a run stopped
+    before its ``config.yaml`` may have left the records written before it)."""
     run_dir = Path(run_dir)
     if holds_run(run_dir):
         raise RunError(
             f"'{run_dir}' already holds a run; continue it with 'emu-dgl train --resume {run_dir}' "
             "or choose another --out"
         )
-    check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty)
+    # The same command starts such a run again over the records it left.
+    begun = (
+        frozenset({DATA_FILE, COMPONENTS_FILE, GRAPH_FILE, "tracking.json"})
+        if found_lock
+        else frozenset()
+    )
+    check_empty_folder(run_dir, "run", allow_nonempty=allow_nonempty, own=begun)
 
 
 #: Files a run writes into its folder besides ``checkpoints/`` (compare's wall time,
@@ -264,6 +213,7 @@ def check_new_run(run_dir: Path, *, allow_nonempty: bool = False) -> None:
 _RUN_FILE_NAMES = (
     CONFIG_FILE,
     DATA_FILE,
+    COMPONENTS_FILE,
     METRICS_LOG,
     METRICS_FILE,
     GRAPH_FILE,
@@ -274,9 +224,9 @@ _RUN_FILE_NAMES = (
 
 
 def check_run_files(run_dir: Path) -> None:
-    """Refuse a run folder in which a file the run writes is not a regular file (a planted
-    link, a FIFO), or ``checkpoints/`` is not a real folder, before anything is written."""
-    from emu_dgl.files import describe_kind
+    """Refuse a run folder in which a file the run writes is not a regular file of its own
+    (a planted link, a FIFO, a hard link: read, it would be someone else's file), or
+    ``checkpoints/`` is not a real folder, before anything is read or written."""
 
     def refuse(path: Path, kind: str) -> RunError:
         return RunError(
@@ -288,20 +238,19 @@ def check_run_files(run_dir: Path) -> None:
         kind = describe_kind(run_dir / name)
         if kind not in ("missing", "a regular file"):
             raise refuse(run_dir / name, kind)
-    log = run_dir / METRICS_LOG  # appended to in place: a second name would be written too
-    if describe_kind(log) == "a regular file" and os.lstat(log).st_nlink > 1:
-        raise refuse(log, f"a file with {os.lstat(log).st_nlink} names (hard links)")
+        links = link_count(run_dir / name)
+        if links > 1:
+            raise refuse(run_dir / name, f"a file with {links} names (hard links)")
     for folder in ("ranks", CHECKPOINTS):  # the folders a run writes into
         kind = describe_kind(run_dir / folder)
         if kind not in ("missing", "a folder"):
             raise refuse(run_dir / folder, kind)
     checkpoints = run_dir / CHECKPOINTS
-    kind = describe_kind(checkpoints)
-    if kind == "a folder":
-        for path in checkpoints.glob("*.pt"):
-            kind = describe_kind(path)
-            if kind != "a regular file":
-                raise refuse(path, kind)
+    if describe_kind(checkpoints) == "a folder":
+        for name in listdir(checkpoints):
+            kind = describe_kind(checkpoints / name)
+            if name.endswith(".pt") and kind != "a regular file":
+                raise refuse(checkpoints / name, kind)
 
 
 #: What a run writes into its folder (and what a folder may hold for emu-dgl to call it empty).
@@ -313,9 +262,9 @@ def check_empty_folder(
 ) -> None:
     """Refuse a non-empty ``folder`` (its ``.lock`` and the names in ``own`` aside) unless
     ``allow_nonempty``: the user's files there could be overwritten by the ``what``'s."""
-    if allow_nonempty or not folder.is_dir():
+    if allow_nonempty or describe_kind(folder) not in ("a folder", "a symbolic link"):
         return
-    others = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE and p.name not in own)
+    others = [name for name in listdir(folder) if name != LOCK_FILE and name not in own]
     if not others:
         return
     listed_ = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -325,9 +274,11 @@ def check_empty_folder(
     )
 
 
-def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with keys added since it was written set to their defaults (which keep
-    the old behaviour), so a newer version resumes an older run."""
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as this version resolves it: keys added since it was written set to
+    their defaults (which keep the old behaviour), options of components it does not use
+    left out (an older config.yaml held every decoder's options), so a newer version
+    resumes, or ``compare`` reuses, an older run."""
     from emu_dgl.config import config_from_dict
     from emu_dgl.errors import ConfigError
 
@@ -360,29 +311,13 @@ class ResumePlan:
         return f"resuming at {where}" + (f"; applying {applied}" if applied else "")
 
 
-def check_resume(
-    run_dir: Path, requested: dict[str, Any], *, map_location: Any = "cpu"
-) -> ResumePlan:
-    """Load the newest complete state of ``run_dir`` and check ``requested`` against its config.
-
-    Raises :class:`RunError` listing every changed key outside :data:`RESUMABLE`, or a
-    ``train.max_steps`` below the step already reached. Nothing is written except the
-    removal of leftover temporary checkpoint files (call it holding the run's lock).
-    """
-    from emu_dgl.training.checkpoint import recover_checkpoint, remove_temporaries
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(
-            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
-        )
-    ckpt_dir = run_dir / CHECKPOINTS
-    state, source = recover_checkpoint(ckpt_dir, map_location=map_location)
-    if state is not None and isinstance(state.get("config"), dict):
-        saved = state["config"]
-    else:
-        saved = read_run_config(run_dir)
-    changes = config_differences(_with_defaults(saved), requested)
+def check_changes(
+    run_dir: Path, saved: dict[str, Any], requested: dict[str, Any], reached: int | None
+) -> list[tuple[str, Any, Any]]:
+    """The config changes from ``saved`` (the checkpoint's) to ``requested``; a RunError
+    listing every changed key outside :data:`RESUMABLE`, or for a ``train.max_steps``
+    below the step ``reached`` (``None``: no checkpoint)."""
+    changes = config_differences(with_defaults(saved), requested)
     fixed = [(k, a, b) for k, a, b in changes if not listed(k, RESUMABLE)]
     if fixed:
         shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in fixed)
@@ -391,12 +326,64 @@ def check_resume(
             f"start a new run with --out instead (on resume only {', '.join(sorted(RESUMABLE))} may change)"
         )
     steps = int(requested["train"]["max_steps"])
-    if state is not None and steps < int(state["step"]):
+    if reached is not None and steps < reached:
         raise RunError(
             f"cannot resume '{run_dir}' with train.max_steps={steps}: the run has already reached step "
-            f"{state['step']}; give at least that"
+            f"{reached}; give at least that"
         )
+    return changes
+
+
+def check_run_begun(run_dir: Path, *, found_lock: bool | None = None) -> None:
+    """Refuse ``--resume`` of a folder without ``config.yaml`` in one line: a folder that a
+    run was admitted into but stopped before its first record (nothing was trained; the
+    same command with ``--out`` starts it), or a folder that holds no run at all.
+    ``found_lock``: whether emu-dgl's ``.lock`` was there before (default: is it now)."""
+    if lexists(run_dir / CONFIG_FILE):
+        return
+    if found_lock is None:
+        found_lock = lexists(run_dir / LOCK_FILE)
+    if found_lock and not lexists(run_dir / CHECKPOINTS):
+        raise RunError(
+            f"'{run_dir}' holds a run that stopped before it wrote {CONFIG_FILE}, so it trained no "
+            f"step and there is nothing to resume: start it again with the same command and "
+            f"'--out {run_dir}' instead of '--resume'"
+        )
+    raise RunError(
+        f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
+    )
+
+
+def check_resume(
+    run_dir: Path, requested: dict[str, Any], *, map_location: Any = "cpu"
+) -> ResumePlan:
+    """Load the newest complete state of ``run_dir`` and check ``requested`` against its config.
+
+    Raises :class:`RunError` listing every changed key outside :data:`RESUMABLE`, or a
+    ``train.max_steps`` below the step already reached, and a ``CheckpointError`` for a
+    checkpoint that exists but cannot be read (never a silent start from an older state).
+    Once the checks pass, and only then, torn checkpoints are set aside as
+    ``*.unreadable`` and leftover temporary files removed (call it holding the run's lock).
+    """
+    from emu_dgl.training.checkpoint import (
+        recover_checkpoint,
+        remove_temporaries,
+        set_aside_torn,
+    )
+
+    run_dir = Path(run_dir)
+    check_run_begun(run_dir, found_lock=False)
+    ckpt_dir = run_dir / CHECKPOINTS
+    state, source = recover_checkpoint(ckpt_dir, map_location=map_location)
+    if state is not None and isinstance(state.get("config"), dict):
+        saved = state["config"]
+    else:
+        saved = read_run_config(run_dir)
+    changes = check_changes(
+        run_dir, saved, requested, int(state["step"]) if state is not None else None
+    )
     plan = ResumePlan(state=state, source=source, changes=changes)
+    set_aside_torn(ckpt_dir)  # before last.pt is written again below: never rotated over
     if state is not None and source != "last.pt":
         # Make the recovered state last.pt again before the temporary files go.
         from emu_dgl.training.checkpoint import LAST, save_checkpoint
@@ -404,6 +391,17 @@ def check_resume(
         save_checkpoint({k: v for k, v in state.items() if k != "format"}, ckpt_dir / LAST)
     plan.removed = remove_temporaries(ckpt_dir)
     return plan
+
+
+#: The final records of a run: present only while they describe its last step.
+FINAL_RECORDS = (METRICS_FILE, "wall.json")
+
+
+def remove_final_metrics(run_dir: Path) -> list[str]:
+    """Delete the final metrics of a run that is about to train further (an extended run's
+    old ``metrics.json`` and ``wall.json`` would describe a run that no longer exists, and
+    ``compare`` would report them). Call it holding the run's lock; returns what went."""
+    return [name for name in FINAL_RECORDS if remove(Path(run_dir) / name, "final metrics")]
 
 
 # --------------------------------------------------------------------------- admission
@@ -426,9 +424,12 @@ class Admission:
             return kg
         return match_data(kg, read_data_record(self.run_dir), self.run_dir)
 
-    def write_record(self, kg: Any, config_yaml: str) -> None:
-        """``data.json`` and ``config.yaml``: what evaluation and ``--resume`` read back."""
+    def write_record(self, kg: Any, config_yaml: str, components: str | None = None) -> None:
+        """``data.json``, ``components.json`` and ``config.yaml`` (last: its presence means the
+        run has begun): what evaluation and ``--resume`` read back."""
         write_atomic(self.run_dir / DATA_FILE, partial(dump_data_record, kg), "data record")
+        if components is not None:
+            write_text(self.run_dir / COMPONENTS_FILE, components, "components record")
         write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")
 
 
@@ -459,7 +460,9 @@ def open_run(
     ``config`` is a :class:`~emu_dgl.config.Config` or its dict.
     """
     path = run_path(run_dir)
-    key = path.resolve()
+    key = resolve_path(
+        path
+    )  # the folder as admitted, if it is (a link re-pointed since: no matter)
     if key in _ADMITTED:
         admitted = _ADMITTED[key]
         if bool(resume) != admitted.resumed:
@@ -469,18 +472,19 @@ def open_run(
         yield admitted
         return
     requested = config if isinstance(config, dict) else config.to_dict()
-    with RunLock(path):
+    with RunLock(path) as lock:
         check_run_files(path)
         if state_dir:
             check_run_files(Path(state_dir))
         if resume:
+            check_run_begun(path, found_lock=lock.found_lock)
             plan = (
                 resume
                 if isinstance(resume, ResumePlan)
                 else check_resume(Path(state_dir) if state_dir else path, requested)
             )
         else:
-            check_new_run(path, allow_nonempty=allow_nonempty)
+            check_new_run(path, allow_nonempty=allow_nonempty, found_lock=lock.found_lock)
             plan = None
         admitted = Admission(path, plan)
         _ADMITTED[key] = admitted
@@ -493,55 +497,12 @@ def open_run(
 # --------------------------------------------------------------------------- data
 
 
-def data_record(kg: Any, *, names: bool = True) -> dict[str, Any]:
-    """What a run stores about its data: names in id order, split sizes and hashes,
-    fingerprint (without the names when ``names`` is False: see :func:`dump_data_record`)."""
-    return {
-        "dataset": kg.name,
-        "fingerprint": kg.fingerprint,
-        "entities": list(kg.entity_names) if names else None,
-        "relations": list(kg.relation_names) if names else None,
-        # (a graph's split_sha256 is this hash, kept by a dataset cache: no sort of the triples)
-        "splits": {
-            split: {"triples": len(t), "sha256": kg.split_sha256(split)}
-            for split, t in kg.splits.items()
-        },
-    }
-
-
-def dump_data_record(kg: Any, handle: IO[bytes]) -> None:
-    """``json.dumps(data_record(kg)) + "\\n"``, written name chunk by name chunk: the names
-    of a graph of millions of entities are never all Python strings at once."""
-    record = data_record(kg, names=False)
-
-    def member(key: str) -> bytes:
-        return f"{json.dumps(key)}: {json.dumps(record[key])}".encode()
-
-    def names(values: Any) -> None:
-        handle.write(b"[")
-        for start in range(0, len(values), _NAME_CHUNK):
-            chunk = values[start : start + _NAME_CHUNK]
-            handle.write(
-                (", " if start else "").encode() + ", ".join(map(json.dumps, chunk)).encode()
-            )
-        handle.write(b"]")
-
-    handle.write(b"{" + member("dataset") + b", " + member("fingerprint") + b', "entities": ')
-    names(kg.entity_names)
-    handle.write(b', "relations": ')
-    names(kg.relation_names)
-    handle.write(b", " + member("splits") + b"}\n")
-
-
-_NAME_CHUNK = 1 << 16
-
-
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The run's saved ``config.yaml`` as a dict (links refused), or a one-line RunError."""
     import yaml
 
     path = Path(run_dir) / CONFIG_FILE
-    text = read_text(path, "run config", limit=1 << 20)
+    text = read_text(path, "run config", limit=1 << 20, single_link=True)
     try:
         saved = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -551,69 +512,3 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
             f"'{path}' is not an emu-dgl run config (not a YAML mapping); restore the file emu-dgl wrote"
         )
     return saved
-
-
-def read_data_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``data.json`` (None for runs saved before it existed), its types checked."""
-    path = Path(run_dir) / DATA_FILE
-    if not os.path.lexists(path):
-        return None
-    record = read_json(path, "data record")
-    names_ok = isinstance(record, dict) and all(
-        isinstance(record.get(key), list) and all(isinstance(n, str) for n in record[key])
-        for key in ("entities", "relations")
-    )
-    splits = record.get("splits", {}) if isinstance(record, dict) else None
-    if (
-        not names_ok
-        or not isinstance(record.get("fingerprint"), str)
-        or not isinstance(splits, dict)
-        or not all(
-            isinstance(info, dict)
-            and isinstance(info.get("triples"), int)
-            and isinstance(info.get("sha256"), str)
-            for info in splits.values()
-        )
-    ):
-        raise RunError(
-            f"'{path}' is not an emu-dgl data record (a field is missing or of the wrong type); "
-            "restore the file emu-dgl wrote, the run's vocabulary is in it"
-        )
-    return record
-
-
-def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
-    """``kg`` with the ids the run was trained with, or a DataError if its content changed.
-
-    Ids come from the order of lines in the files, so a reordered but otherwise equal
-    file gives other ids: the graph is then re-indexed by name onto the run's
-    vocabulary. Different names or different triples are refused.
-    """
-    if record is None or kg.fingerprint == record["fingerprint"]:
-        return kg
-    what = f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on"
-    entities, relations = record["entities"], record["relations"]
-    for kind, now, then in (
-        ("entity", kg.entity_names, entities),
-        ("relation", kg.relation_names, relations),
-    ):
-        if set(now) != set(then):
-            extra = sorted(set(now) - set(then))[:2]
-            missing = sorted(set(then) - set(now))[:2]
-            detail = (
-                f"new {kind} names such as {extra}"
-                if extra
-                else f"{kind} names such as {missing} are gone"
-            )
-            raise DataError(f"{what}: {detail}; evaluate with the files it was trained on")
-    remapped = kg.reindexed(entities, relations)
-    if remapped.fingerprint == record["fingerprint"]:
-        return remapped
-    changed = [
-        f"{split} ({info['triples']} triples then, {len(remapped.splits[split])} now)"
-        for split, info in record.get("splits", {}).items()
-        if split in remapped.splits and remapped.split_sha256(split) != info["sha256"]
-    ]
-    raise DataError(
-        f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"
-    )

@@ -54,22 +54,22 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from emu_dgl.errors import ConfigError
-from emu_dgl.registry import Registry
+from emu_dgl.registry import OPTIMIZERS
 
 __all__ = [
     "OPTIMIZERS",
-    "RowAdagrad",
-    "RowAdam",
-    "RowwiseAdagrad",
+    "RowOptimizer",
     "build_optimizer",
     "coalesce_rows",
+    "fused_supported",
     "push_rows",
+    "state_dtype",
     "use_sparse_rows",
 ]
 
@@ -79,12 +79,10 @@ __all__ = [
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def _state_dtype(param: Tensor) -> torch.dtype:
+def state_dtype(param: Tensor) -> torch.dtype:
+    """The dtype of ``param``'s optimizer state: float32 for a low-precision table."""
     return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
 
-
-#: Regularisers whose gradient reaches every row of the entity table.
-WHOLE_TABLE_REGULARIZERS = ("l3_table",)
 
 #: ``train.sparse: auto`` updates rows once the table has more than this many times the
 #: rows a step looks up; below, the dense update is as fast or faster (DistMult, batch
@@ -148,7 +146,7 @@ def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, valu
 
     A row optimizer keeps them as rows for its next ``step``; any other optimizer gets
     them summed into the dense ``param.grad`` (added to what autograd put there)."""
-    if isinstance(optimizer, _RowOptimizer):
+    if isinstance(optimizer, RowOptimizer):
         optimizer.add_rows(param, ids, values)
         return
     if param.grad is None:
@@ -158,14 +156,23 @@ def push_rows(optimizer: torch.optim.Optimizer, param: Tensor, ids: Tensor, valu
     param.grad.index_add_(0, ids, values)
 
 
-class _RowOptimizer(torch.optim.Optimizer):
+class RowOptimizer(torch.optim.Optimizer):
+    """Shared loop: row gradients (given by :meth:`add_rows`, or a sparse ``.grad``) get
+    :meth:`_update_rows` on the coalesced rows; dense gradients get :meth:`_update_dense`
+    with multi-tensor (``foreach``) operations over all of them at once.
+
+    Each optimizer is a component (:mod:`emu_dgl.training.optimizers`, one per file, named
+    by ``train.optimizer``) that says how ``train.sparse: auto`` may treat it and builds
+    the dense PyTorch optimizer or its row form (``from_options``)."""
+
     #: Whether a row update writes new values (unused slots must repeat a real one) rather
     #: than adding a change (unused slots add zero); see :func:`coalesce_rows`.
     repeat_first = False
-
-    """Shared loop: row gradients (given by :meth:`add_rows`, or a sparse ``.grad``) get
-    :meth:`_update_rows` on the coalesced rows; dense gradients get :meth:`_update_dense`
-    with multi-tensor (``foreach``) operations over all of them at once."""
+    #: Whether its row update equals its dense update, so ``train.sparse: auto`` may pick
+    #: rows for it (Adagrad: yes; lazy Adam: no, a different rule).
+    rows_under_auto: ClassVar[bool] = False
+    #: Optimizer state per weight (the memory check's estimate): Adagrad 1, Adam 2.
+    state_per_weight: ClassVar[int] = 1
 
     def __init__(
         self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]
@@ -268,193 +275,37 @@ class _RowOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
 
-class RowAdagrad(_RowOptimizer):
-    """Adagrad whose state and weights change only in the rows of a row gradient."""
-
-    repeat_first = True  # new values are written (bit-for-bit torch.optim.Adagrad's)
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-2, eps: float = 1e-10) -> None:
-        super().__init__(params, {"lr": lr, "eps": eps})
-
-    def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros_like(param, dtype=_state_dtype(param))
-
-    def _update_rows(
-        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
-    ) -> None:
-        # torch.optim.Adagrad's own operations, row by row (addcmul and addcdiv round once,
-        # as fused multiply-adds), written back: the same bits as the dense update
-        total = self._gather("state", state["sum"], rows).addcmul_(grad, grad)
-        state["sum"].index_copy_(0, rows, total)
-        std = total.sqrt_().add_(group["eps"])
-        weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
-        param.index_copy_(0, rows, weights.to(param.dtype))
-
-    def _update_dense(
-        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
-    ) -> None:
-        sums = [state["sum"] for state in states]
-        torch._foreach_addcmul_(sums, grads, grads)
-        std = torch._foreach_sqrt(sums)
-        torch._foreach_add_(std, group["eps"])
-        torch._foreach_addcdiv_(params, grads, std, value=-group["lr"])
-
-
-class RowwiseAdagrad(_RowOptimizer):
-    """Adagrad with one accumulator per row (the mean squared gradient of the row).
-
-    Parameters of one dimension keep one accumulator per element."""
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-2, eps: float = 1e-10) -> None:
-        super().__init__(params, {"lr": lr, "eps": eps})
-
-    def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros(param.shape[:1], dtype=_state_dtype(param), device=param.device)
-
-    @staticmethod
-    def _mean_square(grad: Tensor) -> Tensor:
-        return grad.square().flatten(1).mean(1) if grad.dim() > 1 else grad.square()
-
-    @staticmethod
-    def _per_row(std: Tensor, grad: Tensor) -> Tensor:
-        return std.view(-1, *([1] * (grad.dim() - 1))) if grad.dim() > 1 else std
-
-    def _update_rows(
-        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
-    ) -> None:
-        work = self._buffer("work", tuple(grad.shape), grad)
-        squares = torch.mul(grad, grad, out=work)
-        mean_square = squares.flatten(1).mean(1) if grad.dim() > 1 else squares.clone()
-        total = state["sum"].index_select(0, rows).add_(mean_square)
-        if param.dtype in LOW_PRECISION:  # rows written back whole (unused slots: slot 0 again)
-            state["sum"].index_copy_(0, rows, total)
-            std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
-            weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
-            param.index_copy_(0, rows, weights.to(param.dtype))
-            return
-        state["sum"].index_add_(0, rows, mean_square)  # (unused slots: row 0 plus zero)
-        std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
-        param.index_add_(0, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
-
-    def _update_dense(
-        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
-    ) -> None:
-        for param, grad, state in zip(params, grads, states, strict=True):
-            total = state["sum"].add_(self._mean_square(grad))
-            std = self._per_row(total.sqrt().add_(group["eps"]), grad)
-            param.addcdiv_(grad, std, value=-group["lr"])
-
-
-class RowAdam(_RowOptimizer):
-    """Lazy Adam: the moments and weights of a row change only when it has a gradient.
-
-    The step count lives on the parameter's device and the bias corrections are computed
-    there, so a step needs no host synchronisation."""
-
-    repeat_first = True  # a zero gradient still decays the moments: no padding rows
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
-
-    def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=torch.float64, device=param.device)
-        state["exp_avg"] = torch.zeros_like(param, dtype=_state_dtype(param))
-        state["exp_avg_sq"] = torch.zeros_like(param, dtype=_state_dtype(param))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        for param, state in self.state.items():  # checkpoints of older versions: CPU steps
-            if "step" in state:
-                state["step"] = state["step"].to(device=param.device, dtype=torch.float64)
-
-    @staticmethod
-    def _corrections(state: dict, group: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """``(-lr / (1 - b1^t), sqrt(1 - b2^t))`` after counting this step, on the device."""
-        beta1, beta2 = group["betas"]
-        step = state["step"].add_(1)
-        scale = -group["lr"] / (1 - torch.pow(beta1, step))
-        return scale, (1 - torch.pow(beta2, step)).sqrt()
-
-    def _moments(
-        self, m: Tensor, v: Tensor, grad: Tensor, group: dict[str, Any]
-    ) -> tuple[Tensor, Tensor]:
-        beta1, beta2 = group["betas"]
-        return m.lerp_(grad, 1 - beta1), v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-
-    def _update_rows(
-        self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
-    ) -> None:
-        m, v = self._moments(
-            self._gather("m", state["exp_avg"], rows),
-            self._gather("v", state["exp_avg_sq"], rows),
-            grad,
-            group,
-        )
-        state["exp_avg"].index_copy_(0, rows, m)
-        state["exp_avg_sq"].index_copy_(0, rows, v)
-        scale, correction = self._corrections(state, group)
-        # torch.optim.Adam's arithmetic: w + (-lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-        denom = torch.sqrt(v, out=self._buffer("denom", tuple(v.shape), v))
-        denom.div_(correction).add_(group["eps"])
-        step = torch.div(m, denom, out=denom).mul_(scale)
-        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step).to(param.dtype))
-
-    def _update_dense(
-        self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list
-    ) -> None:
-        for param, grad, state in zip(params, grads, states, strict=True):
-            m, v = self._moments(state["exp_avg"], state["exp_avg_sq"], grad, group)
-            scale, correction = self._corrections(state, group)
-            denom = v.sqrt().div_(correction).add_(group["eps"])
-            param.add_(m.div(denom).mul_(scale))
-
-
-#: ``train.optimizer`` names -> the row-wise class (dense updates: see :func:`build_optimizer`).
-OPTIMIZERS: Registry[_RowOptimizer] = Registry("optimizer")
-OPTIMIZERS.register("adagrad")(RowAdagrad)
-OPTIMIZERS.register("adam")(RowAdam)
-OPTIMIZERS.register("rowwise_adagrad")(RowwiseAdagrad)
-
-
 def use_sparse_rows(
     sparse: bool | str,
     optimizer: str,
     *,
-    loss: str = "",
-    regularizer: str = "none",
+    dense_gradient: bool = False,
     num_entities: int | None = None,
     lookups: int | None = None,
 ) -> bool:
     """Whether the entity table is updated row-wise (else densely).
 
     ``True`` / ``False`` are obeyed. ``"auto"`` picks rows where the result is the same
-    as the dense step and rows are the cheaper one: Adagrad and row-wise Adagrad, unless
-    the loss or a regulariser reaches every entity row anyway (1-vs-all scoring, a
-    whole-table L3 penalty), and only for a table of more than
-    :data:`DENSE_UP_TO_LOOKUPS` times the rows a step looks up (when the sizes are not
-    given, rows). Below that the dense update (fused, every row) is as fast or faster
-    than the row bookkeeping. Adam stays dense under ``auto`` because lazy Adam is a
-    different rule (see the module doc); ask for it with ``true``.
+    as the dense step and rows are the cheaper one: an optimizer whose row update is its
+    dense update (``rows_under_auto``: Adagrad and row-wise Adagrad), unless the gradient
+    reaches every entity row anyway (``dense_gradient``: a loss of every entity's score, a
+    whole-table penalty), and only for a table of more than :data:`DENSE_UP_TO_LOOKUPS`
+    times the rows a step looks up (when the sizes are not given, rows). Below that the
+    dense update (fused, every row) is as fast or faster than the row bookkeeping. Adam
+    stays dense under ``auto`` because lazy Adam is a different rule (see the module doc);
+    ask for it with ``true``.
     """
     if isinstance(sparse, bool):
         return sparse
     if sparse != "auto":
         raise ConfigError(f"train.sparse: expected auto, true or false, got {sparse!r}")
-    if loss == "1vsall" or regularizer in WHOLE_TABLE_REGULARIZERS:
-        return False
-    if optimizer not in ("adagrad", "rowwise_adagrad"):
+    if dense_gradient or not getattr(OPTIMIZERS.get(optimizer), "rows_under_auto", False):
         return False
     return num_entities is None or lookups is None or num_entities > DENSE_UP_TO_LOOKUPS * lookups
 
 
 @functools.cache
-def _fused_supported(name: str, device_type: str) -> bool:
+def fused_supported(name: str, device_type: str) -> bool:
     """Whether ``torch.optim.<name>(fused=True)`` runs on this kind of device here."""
     device = torch.device(device_type)
     param = torch.zeros(2, device=device, requires_grad=True)
@@ -470,27 +321,14 @@ def _fused_supported(name: str, device_type: str) -> bool:
 def build_optimizer(
     model: nn.Module, name: str, *, lr: float, sparse: bool
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``model``'s parameters.
-
-    ``sparse=False`` with ``adagrad``/``adam`` is PyTorch's own optimizer, fused where the
-    device has the fused kernel (Adam also ``capturable`` on CUDA, for CUDA graphs);
-    on a device without fused Adagrad, the dense update of :class:`RowAdagrad` (the same
-    arithmetic, multi-tensor, capturable). Rows, or ``rowwise_adagrad``, use the row
-    optimizers above, which also update the dense parameters.
-    """
-    row_class = OPTIMIZERS.get(name)
+    """The optimizer ``name`` (a registered component) over ``model``'s parameters, updating
+    the entity table row-wise (``sparse``) or densely: each optimizer's ``from_options``
+    decides which class does that (the dense update is PyTorch's own optimizer, fused
+    where the device has the kernel; see :mod:`emu_dgl.training.optimizers`)."""
     entity = getattr(model, "entity", None)
     if isinstance(entity, nn.Embedding):
         # for loops that look rows up through the module (the training step hands over
         # row gradients itself, see push_rows)
         entity.sparse = sparse
     params = list(model.parameters())
-    if sparse or name == "rowwise_adagrad":
-        return row_class(params, lr=lr)
-    device = params[0].device
-    if name == "adam":
-        fused = _fused_supported("adam", device.type) or None
-        return torch.optim.Adam(params, lr=lr, fused=fused, capturable=device.type == "cuda")
-    if _fused_supported("adagrad", device.type):
-        return torch.optim.Adagrad(params, lr=lr, fused=True)
-    return RowAdagrad(params, lr=lr)
+    return OPTIMIZERS.build(name, context={"params": params, "lr": lr, "sparse": sparse})

@@ -36,23 +36,14 @@ exchanges them between processes), ``after_backward`` sums replicated gradients.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from emu_dgl.losses.base import BlockLoss
 from emu_dgl.sampling.base import anchors, draws_from_words
-from emu_dgl.training.losses import (
-    EMULoss,
-    SoftmaxLoss,
-    emu_target_weights,
-    n3_regularizer,
-    pairwise_from_scores,
-    whole_table_l3,
-)
 from emu_dgl.training.precision import compute_rows
 from emu_dgl.training.sparse import push_rows
 from emu_dgl.typing import Side
@@ -61,11 +52,14 @@ if TYPE_CHECKING:  # components are built in training/build.py; the step only wi
     from emu_dgl.models import KGEModel, Mutation
 
 __all__ = [
+    "AUTO_COMPILE_WORK",
+    "CompiledStep",
     "EntityTable",
     "GraphedStep",
     "LocalTable",
     "TrainStep",
     "aten_ops_per_call",
+    "compile_pays",
     "compile_step",
     "forbid_host_sync",
 ]
@@ -120,10 +114,11 @@ class TrainStep:
         model: the entity and relation tables and the decoder.
         sampler: the negative sampler (``None`` for the 1-vs-all loss).
         mutation: the EMU mutation (``None``: EMU off, or label smoothing only).
-        loss: the pairwise loss, :class:`~emu_dgl.training.losses.EMULoss`, or the
-            1-vs-all loss (``one_vs_all``).
+        loss: the pairwise loss, :class:`~emu_dgl.losses.EMULoss`, or a loss of every
+            entity's score (``one_vs_all``). Its arithmetic is
+            :class:`~emu_dgl.losses.base.BlockLoss`'s, the public API's too.
         separate_draws: the mutated negatives get a draw of their own.
-        regularizer, reg_weight: ``none``, ``n3`` or ``l3_table`` and its weight.
+        regularizer: a regulariser component (``n3``, ``l3_table``, ...) or ``None``.
         head_probability: per-relation probability of corrupting the head
             (``sampler.bernoulli``), else ``None``.
         batch_size: ``B``, the rows of every batch (static).
@@ -131,6 +126,9 @@ class TrainStep:
         rows: ``(lo, hi)``: train these batch rows of the whole batch's draws.
         table: the entity rows' source (default: the model's table in this process).
     """
+
+    #: Whether chunks of positives share their negatives (:class:`~emu_dgl.training.shared_step.SharedStep`).
+    shares_negatives: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -142,8 +140,7 @@ class TrainStep:
         emu: bool,
         separate_draws: bool,
         one_vs_all: bool,
-        regularizer: str,
-        reg_weight: float,
+        regularizer: Any,
         head_probability: Tensor | None,
         batch_size: int,
         generator: torch.Generator,
@@ -153,7 +150,7 @@ class TrainStep:
         self.model, self.sampler, self.mutation, self.loss = model, sampler, mutation, loss
         self.emu, self.one_vs_all = emu, one_vs_all
         self.draws = 0 if one_vs_all else (2 if separate_draws else 1)
-        self.regularizer, self.reg_weight = regularizer, reg_weight
+        self.regularizer = regularizer
         self.batch_size, self.generator = batch_size, generator
         self.rows = rows if rows is not None else (0, batch_size)
         self.share = (self.rows[1] - self.rows[0]) / batch_size
@@ -172,57 +169,64 @@ class TrainStep:
         self._layout(model.entity.weight.shape[1], device)
 
     def _targets(self, loss: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-        """Constant target weights, so that a softmax cross-entropy term of the trained
-        rows is one dot product: ``-sum_b sum_j y_j log p_bj / B``, with ``y`` repeated
-        over the rows (the whole batch's ``B``: a slice's terms sum to the batch mean)."""
-        rows, n = self.rows[1] - self.rows[0], self.num_negatives
-
-        def repeated(y: list[float]) -> Tensor:
-            scaled = torch.tensor([-v / self.batch_size for v in y], dtype=dtype, device=device)
-            return scaled.repeat(rows)
-
+        """The loss of the score blocks (:class:`~emu_dgl.losses.base.BlockLoss`: constant
+        target weights, so that a softmax cross-entropy term of the trained rows is one dot
+        product) and the regulariser's constants, in the model's dtype on its device."""
         self._target_dtype = dtype
-        # whole-table L3: each process adds its block's part and its share of the relations'
-        weight = self.reg_weight if self.regularizer == "l3_table" else 0.0
         self._one = torch.ones((), dtype=dtype, device=device)
-        scales = (weight, weight * self.share)
-        self._l3_scales = tuple(torch.tensor(v, dtype=dtype, device=device) for v in scales)
-        self._l3_slopes = tuple(torch.tensor(3 * v, dtype=dtype, device=device) for v in scales)
-        base = loss.base if isinstance(loss, EMULoss) else loss
-        coef = loss.ce_coef if isinstance(loss, EMULoss) else 1.0
-        self._emu_targets = (
-            repeated(emu_target_weights(n, loss.neg_label)) if isinstance(loss, EMULoss) else None
-        )
-        self._ce_targets = None
-        if type(base) is SoftmaxLoss and coef and not self.one_vs_all:
-            self._ce_targets = repeated([coef] + [0.0] * n)  # one-hot on the positive
-        self._base, self._base_coef = base, coef
+        if not self.one_vs_all:
+            self._blocks = BlockLoss(
+                loss,
+                num_negatives=self.num_negatives,
+                rows=self.rows[1] - self.rows[0],
+                batch_size=self.batch_size,
+                dtype=dtype,
+                device=device,
+            )
+        if self.regularizer is not None:  # its terms add up over the processes' shares
+            self.regularizer.prepare(share=self.share, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ random words
 
     def _layout(self, width: int, device: torch.device) -> None:
-        """Which block of the step's random words each consumer reads (by batch row)."""
+        """Which block of the step's random words each consumer reads: ``name -> (rows,
+        words per row)``, rows being the batch rows (or the chunks of shared negatives)."""
+        self.blocks: dict[str, slice] = {}
+        self._block_rows: dict[str, int] = {}
+        start = 0
+        for name, (rows, per_row) in self._block_sizes(width).items():
+            self.blocks[name] = slice(start, start + rows * per_row)
+            self._block_rows[name] = rows
+            start += rows * per_row
+        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+
+    def _block_sizes(self, width: int) -> dict[str, tuple[int, int]]:
         B, n = self.batch_size, self.num_negatives
-        blocks: dict[str, int] = {}  # consumer -> words per batch row
+        blocks: dict[str, tuple[int, int]] = {}  # consumer -> (rows, words per row)
         if self._coin_threshold is not None:
-            blocks["side"] = 1
+            blocks["side"] = (B, 1)
         if self.word_sampler:
-            blocks["draws"] = self.draws * self.sampler.words_per_row
+            blocks["draws"] = (B, self.draws * self.sampler.words_per_row)
         if self.mutation is not None and self.draws:
             per_row = self.mutation.words_needed((B, 1 + n, width)) // B
             if per_row:
-                blocks["mutation"] = per_row
-        self.blocks: dict[str, slice] = {}
-        start = 0
-        for name, per_row in blocks.items():
-            self.blocks[name] = slice(start, start + B * per_row)
-            start += B * per_row
-        self.words = torch.zeros(start, dtype=torch.int64, device=device)
+                blocks["mutation"] = (B, per_row)
+        return blocks
 
     def _words(self, words: Tensor, name: str) -> Tensor | None:
-        """The block ``name`` as ``[B, words per row]``, or ``None`` when it has none."""
+        """The block ``name`` as ``[rows, words per row]``, or ``None`` when it has none."""
         block = self.blocks.get(name)
-        return None if block is None else words[block].view(self.batch_size, -1)
+        return None if block is None else words[block].view(self._block_rows[name], -1)
+
+    def _fresh_words(self) -> Tensor:
+        """The step's random words, drawn anew (and the loss targets in the model's dtype)."""
+        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
+        dtype = compute_rows(self.model.entity.weight[:0]).dtype  # float32 for bfloat16
+        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
+            self._targets(self.loss, self.words.device, dtype)
+        if self.words.numel():
+            self.words.random_(-(2**63), None, generator=self.generator)  # every random word
+        return self.words
 
     # ------------------------------------------------------------------ pure parts
 
@@ -279,19 +283,8 @@ class TrainStep:
             loss = loss * self.share
         else:
             loss = self._sampled_loss(anchor, rel, groups, words)
-        if self.regularizer == "n3" and self.reg_weight > 0:
-            complex_parts = model.decoder.complex_entities
-            loss = loss + self.share * n3_regularizer(
-                anchor.reshape(b, width),
-                r.reshape(b, -1),
-                true,
-                weight=self.reg_weight,
-                complex_parts=complex_parts,
-            )
-        if self.regularizer == "l3_table" and self.reg_weight > 0:
-            loss = loss + whole_table_l3(
-                model.entity.weight, model.relation.weight, *self._l3_scales, *self._l3_slopes
-            )
+        if self.regularizer is not None:  # (rows of any leading shape: it flattens what it reads)
+            loss = loss + self.regularizer(model, anchor, r, true)
         return loss
 
     def _sampled_loss(self, anchor: Tensor, rel: Tensor, groups: Tensor, words: Tensor) -> Tensor:
@@ -307,38 +300,38 @@ class TrainStep:
             if self.model.decoder.separable:
                 # On a CPU the mask as 0/1 numbers feeds batched products (several times
                 # faster there than a broadcasting where); on a GPU it stays bool.
-                dtype = torch.bool if last.device.type == "cuda" else last.dtype
-                mask = self.mutation.group_mask_from_words(mutation_words, last.shape, dtype=dtype)
+                if last.device.type == "cuda":
+                    mask = self.mutation.group_mask_from_words(mutation_words, last.shape)
+                else:
+                    mask = self.mutation.group_mask_from_words(
+                        mutation_words, last.shape, dtype=last.dtype, out=self._mask_buffer(last)
+                    )
             if mask is None:
                 mutated = self.mutation.mutate_group(last, mutation_words)
         scores, last_scores = self.model.score_groups(
             anchor, rel, groups, mask=mask, mutated=mutated
         )
-        loss: Tensor | None = None
-        if self._emu_targets is not None:  # EMU: soft targets on the last group
-            log_p = torch.log_softmax(last_scores, dim=1)
-            loss = torch.dot(log_p.view(-1), self._emu_targets)
-        if self._ce_targets is not None:  # one-hot softmax cross-entropy on group 0
-            log_p = torch.log_softmax(scores, dim=1)
-            term = torch.dot(log_p.view(-1), self._ce_targets)
-            loss = term if loss is None else loss + term
-        elif self._base_coef:  # any other pairwise loss, as a mean over the rows
-            term = pairwise_from_scores(self._base, scores) * (self._base_coef * self.share)
-            loss = term if loss is None else loss + term
-        assert loss is not None
-        return loss
+        return self._blocks(scores, last_scores)
+
+    def _mask_buffer(self, like: Tensor) -> Tensor | None:
+        """The EMU mask's memory on a CPU, kept from step to step (fixed shape): a fresh
+        tensor of ``B x (1 + n) x De`` floats costs more in page faults than writing the
+        mask. The mask's backward writes the terms' gradient into it, which autograd has
+        let go of by the next step. Not kept when compiled (the compiler plans memory)."""
+        if torch.compiler.is_compiling():
+            return None
+        buffer = self.__dict__.get("_mask_memory")
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = self._mask_memory = torch.empty_like(
+                like, memory_format=torch.contiguous_format
+            )
+        return buffer
 
     # ------------------------------------------------------------------ the step
 
     def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
         """One step on ``batch[B, 3]``; returns the detached loss (this process's share)."""
-        assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
-        dtype = compute_rows(self.model.entity.weight[:0]).dtype
-        if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
-            self._targets(self.loss, self.words.device, dtype)
-        words = self.words
-        if words.numel():
-            words.random_(-(2**63), None, generator=self.generator)  # every random word
+        words = self._fresh_words()
         if self.word_sampler or self.draws == 0:
             kept, candidates, side = self.draw(batch, words, side)
         else:
@@ -359,22 +352,36 @@ class TrainStep:
         # Relations are gathered like entities: a leaf whose gradient is summed into the
         # (small, replicated) table's dense gradient after backward.
         relations = batch[:, 1]
-        relation = self.model.relation.weight
-        with torch.no_grad():
-            r = relation.index_select(0, relations)
-        r = r.view(*shape[:-1], r.shape[-1]).requires_grad_(True)
+        r = self._relation_rows(relations, shape[:-1])
         loss = self.objective(batch, anchor, groups, r, words, side)
+        return self._update(loss, [(kept, anchor), (flat, groups)], relations, r)
+
+    def _update(
+        self, loss: Tensor, leaves: list[tuple[Tensor, Tensor]], relations: Tensor, r: Tensor
+    ) -> Tensor:
+        """Backward from ``loss``; the gradients of the gathered entity rows (``leaves``:
+        ``(ids, rows)``; a leaf without a gradient is skipped: with 1-vs-all the true
+        entities are targets, not rows) and of the relation rows ``r`` go to the optimizer,
+        which steps."""
+        assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=False)
         loss.backward(self._one)  # (a stored 1.0: no fresh tensor per step)
-        parts = [(kept, anchor.grad.view(b, width))]
-        if groups.grad is not None:  # (1-vs-all: the true entities are targets, not rows)
-            parts.append((flat, groups.grad.view(-1, width)))
+        parts = [
+            (ids, rows.grad.view(ids.shape[0], -1)) for ids, rows in leaves if rows.grad is not None
+        ]
         self.table.push(self.optimizer, parts)
-        _add_rows(relation, relations, r.grad.view(relations.shape[0], -1))
+        _add_rows(self.model.relation.weight, relations, r.grad.view(relations.shape[0], -1))
         if self.after_backward is not None:
             self.after_backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _relation_rows(self, relations: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """The relations' rows as a leaf shaped ``[*shape, Dr]`` (the anchors' shape): its
+        gradient is summed into the small, replicated table's dense gradient."""
+        with torch.no_grad():
+            r = self.model.relation.weight.index_select(0, relations)
+        return r.view(*shape, r.shape[-1]).requires_grad_(True)
 
     def _eager_draw(
         self, batch: Tensor, words: Tensor, side: Side | None, step: int
@@ -425,170 +432,14 @@ def _other(side: Any) -> Any:
     return "head" if side == "tail" else "tail"
 
 
-# ---------------------------------------------------------------------- compiled, graphed
-
-
-def compile_step(step: TrainStep, *, backend: str = "inductor") -> None:
-    """``train.compile``: run ``draw`` and ``objective`` through ``torch.compile`` with
-    ``fullgraph=True`` (a graph break is an error, not a silent fallback). The first call
-    compiles one graph per static side.
-
-    Every step object and side is its own specialisation of the same functions, so a
-    process that builds many trainers (``tune``, ``compare``) raises dynamo's limit on
-    recompilations of one function (8 by default) to at least 64.
-    """
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, 64)
-    step.draw = torch.compile(step.draw, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
-    step.objective = torch.compile(step.objective, fullgraph=True, dynamic=False, backend=backend)  # type: ignore[method-assign]
-
-
-def notice(message: str) -> None:
-    """A one-line notice on stderr (the run goes on)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class GraphedStep:
-    """``train.cuda_graph``: the whole step captured once per static side, then replayed.
-
-    The first ``warmup`` calls run the eager step on a side stream (they are real steps:
-    they initialise the optimizer state, cuBLAS handles and autotuning). Then the step is
-    captured with :class:`torch.cuda.CUDAGraph`: the batch is copied into a static
-    tensor, the run's generator is registered with the graph
-    (``register_generator_state``), and every later call is one ``replay``.
-
-    Randomness and resume: a registered generator's Philox offset advances on every
-    replay by the amount the captured kernels consume, and they consume what the eager
-    step does, so after ``k`` replays ``generator.get_state()`` is the state ``k`` eager
-    steps would leave. The checkpointed state therefore resumes exactly, and a resumed run
-    (eager warm-up, then a new capture) draws what an uninterrupted one does.
-
-    Recapture: the learning rate (a Python float baked into the captured update) and the
-    optimizer object are part of a graph's key; a scheduler step or the reference
-    schedule's switch captures a new graph. A failed capture prints one line and the run
-    goes on with the eager step.
-    """
-
-    def __init__(self, step: TrainStep, *, warmup: int = 3) -> None:
-        self.step, self.warmup = step, warmup
-        self.graphs: dict[Any, tuple[Any, Tensor]] = {}
-        self.static_batch: Tensor | None = None
-        self.eager_steps = 0
-        self.failed = False
-        self.stream: Any = None  # the warm-up's side stream, made on first use
-
-    def _key(self, side: Side | None) -> tuple[Any, ...]:
-        optimizer = self.step.optimizer
-        assert optimizer is not None
-        return (side, id(optimizer), tuple(float(g["lr"]) for g in optimizer.param_groups))
-
-    def __call__(self, batch: Tensor, side: Side | None, *, step: int = 0) -> Tensor:
-        if self.failed:
-            return self.step(batch, side, step=step)
-        key = self._key(side)
-        if key not in self.graphs and self.eager_steps < self.warmup:
-            self.eager_steps += 1
-            return self._on_side_stream(lambda: self.step(batch, side, step=step))
-        if key not in self.graphs:
-            if self.graphs and key[1:] != next(iter(self.graphs))[1:]:
-                self.graphs.clear()  # a new optimizer or rate: the old graphs are stale
-            try:
-                self.graphs[key] = self._capture(batch, side, step)
-            except Exception as exc:  # noqa: BLE001 (any capture failure: run eagerly)
-                self.failed = True
-                self.graphs.clear()
-                notice(
-                    f"train.cuda_graph: capture failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); continuing with the eager step"
-                )
-                return self.step(batch, side, step=step)
-        graph, loss = self.graphs[key]
-        assert self.static_batch is not None
-        self.static_batch.copy_(batch)
-        graph.replay()
-        return loss.clone()
-
-    def _on_side_stream(self, run: Callable[[], Tensor]) -> Tensor:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(device=self.step.words.device)
-        current = torch.cuda.current_stream(self.stream.device)
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
-            out = run()
-        current.wait_stream(self.stream)
-        return out
-
-    def _capture(self, batch: Tensor, side: Side | None, step: int) -> tuple[Any, Tensor]:
-        if self.static_batch is None:
-            self.static_batch = batch.clone()
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.step.generator)
-        torch.cuda.synchronize(self.step.words.device)
-        with torch.cuda.graph(graph):
-            loss = self.step(self.static_batch, side, step=step)
-        return graph, loss
-
-
-def aten_ops_per_call(call: Callable[[], object], *, calls: int = 2, warmup: int = 2) -> float:
-    """ATen operations per call of ``call``, counted by ``torch.profiler`` on the CPU: every
-    ``aten::`` event, nested ones included (on a GPU most of them are kernel launches, the
-    cost of a launch-bound step). ``warmup`` calls first, outside the count."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(warmup):
-        call()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(calls):
-            call()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")) / calls
-
-
-#: Operations whose result the host must wait for: a scalar read, or an output whose shape
-#: depends on the data (boolean indexing is checked separately, by its index's dtype).
-_SYNCING = (
-    "_local_scalar_dense",  # .item(), float(t), bool(t), .tolist()
-    "nonzero",
-    "masked_select",
-    "unique",
-    "_unique",
-    "_unique2",
-    "unique_consecutive",
-    "unique_dim",
-    "is_nonzero",
-    "equal",
+# How the step runs (eager, compiled, graphed) and the checks of a step (host sync, op
+# counts) live in emu_dgl.training.runners; their names stay importable from here.
+from emu_dgl.training.runners import (  # noqa: E402
+    AUTO_COMPILE_WORK,
+    CompiledStep,
+    GraphedStep,
+    aten_ops_per_call,
+    compile_pays,
+    compile_step,
+    forbid_host_sync,
 )
-
-
-class forbid_host_sync(TorchDispatchMode):  # noqa: N801 (used as a context manager)
-    """Raise at the first operation that would make the host wait for the device.
-
-    A CUDA graph cannot contain such an operation, and on a GPU each one stalls the
-    launch queue. This checks the rule on any device (CPU included): scalar reads
-    (``.item()``, ``bool(t)``, ``.tolist()``), ``nonzero``, ``unique``, ``masked_select``,
-    boolean-mask indexing, and copies of a tensor to another device. Operations that a
-    kernel calls internally (such as the CPU fused Adagrad reading its CPU step count)
-    are below this check, as they are below a CUDA graph.
-    """
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        if name in _SYNCING:
-            raise RuntimeError(f"host synchronisation in the step: aten.{name}")
-        if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            for index in indices or ():
-                if isinstance(index, Tensor) and index.dtype in (torch.bool, torch.uint8):
-                    raise RuntimeError(
-                        f"host synchronisation in the step: boolean-mask indexing (aten.{name})"
-                    )
-        if name in ("_to_copy", "copy_") and args and isinstance(args[0], Tensor):
-            source = args[1] if name == "copy_" else args[0]
-            target = args[0].device if name == "copy_" else kwargs.get("device")
-            if target is not None and torch.device(target) != source.device:
-                raise RuntimeError(
-                    f"host synchronisation in the step: a copy from {source.device} to {target}"
-                )
-        return func(*args, **kwargs)

@@ -7,9 +7,18 @@ takes the loss, runs backward and the optimizer update, eagerly, compiled with
 ``train.compile``, or replayed as a CUDA graph with ``train.cuda_graph``); validate,
 checkpoint and log on their schedules. Everything in the step stays on the configured
 device; the only host synchronisation is the loss read-out at logging time (marked in
-``_fit``).
+:meth:`Trainer._log_losses`).
 
-Determinism: the model is initialised from ``torch.manual_seed(seed)``; the batch
+A run goes through named phases: :meth:`Trainer._begin` (a fresh start, or the state of
+the checkpoint a resume continues from, and the run's records), :meth:`Trainer._train`
+(the loop of steps, logs, validations and checkpoints) and :meth:`Trainer._finish` (the
+final validation, the best weights, the final metrics). What a checkpoint holds is in
+:mod:`emu_dgl.training.state`, what stops a diverging run in
+:mod:`emu_dgl.training.guards`; opening a finished run is :func:`emu_dgl.load_run`
+(:mod:`emu_dgl.training.results`).
+
+Determinism: relations are initialised from ``torch.manual_seed(seed)`` and entity
+rows by their ids from ``seed`` (:func:`~emu_dgl.models.init.uniform_rows_`); the batch
 order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e), so
 any step's batch is known without replaying earlier ones; negatives and EMU masks
 come from one device generator whose state is checkpointed; samplers that use DGL's
@@ -19,47 +28,43 @@ draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from emu_dgl.config import Config, config_from_dict
-from emu_dgl.device import resolve_device, resolve_threads, usable_cores
-from emu_dgl.errors import (
-    ConfigError,
-    DataError,
-    DivergenceError,
-    EmuDglError,
-    EmuDglWarning,
-    RunError,
-    shown,
-)
-from emu_dgl.files import append_text, path_component
+from emu_dgl.config import Config
+from emu_dgl.data.stats import warn_unseen_in_train
+from emu_dgl.device import resolve_device, resolve_threads
+from emu_dgl.errors import ConfigError, EmuDglError
+from emu_dgl.files import append_text, lexists, remove
 from emu_dgl.training.build import (
+    apply_max_epochs,
+    batch_size_for,
     check_components,
     evaluator_from_config,
+    fit_negatives,
     head_probability_from_config,
     model_from_config,
     optimizer_from_config,
     sampler_from_config,
     scheduler_from_config,
+    scores_all_entities,
     step_from_config,
     switch_step,
 )
 from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.components import check_run_components, record_text
+from emu_dgl.training.guards import RunGuards, all_finite, warn_wasteful
+from emu_dgl.training.inverse import scorer, with_inverse_triples
+from emu_dgl.training.records import truncate_log
 from emu_dgl.training.run import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -68,16 +73,16 @@ from emu_dgl.training.run import (
     METRICS_LOG,
     Admission,
     ResumePlan,
-    check_run_files,
-    match_data,
     open_run,
-    read_data_record,
     read_json,
-    read_run_config,
+    remove_final_metrics,
     run_path,
     write_text,
 )
-from emu_dgl.training.step import GraphedStep, TrainStep, compile_step, notice
+from emu_dgl.training.rundata import open_run_data
+from emu_dgl.training.runners import step_runner
+from emu_dgl.training.state import CheckpointState, OptimState, Progress, model_config
+from emu_dgl.training.step import TrainStep
 from emu_dgl.typing import Side
 
 __all__ = [
@@ -86,149 +91,107 @@ __all__ = [
     "METRICS_FILE",
     "METRICS_LOG",
     "Trainer",
-    "load_run",
-    "run_directory",
+    "all_finite",
+    "model_config",
 ]
 
 
-#: Runs at least this long are warned about when no checkpoint comes before their end.
-LONG_RUN_STEPS = 1000
-
-
-def run_directory(config: Config, out: str | Path | None = None) -> Path:
-    """``--out`` wins; otherwise ``output.dir`` with {dataset}, {model}, {time} filled in.
-
-    ``~`` is expanded; each filled-in name must be one safe folder name (a dataset called
-    ``..`` cannot lead the run out of ``output.dir``), and the result is never ``/``.
-    """
-    if out is not None:
-        return run_path(out)
-    name = Path(config.dataset.name.rstrip("/")).name or config.dataset.name
-    values = {
-        "dataset": path_component(name, "the dataset name for {dataset} in output.dir"),
-        "model": path_component(config.model.name, "the model name for {model} in output.dir"),
-        "time": datetime.now().strftime("%Y%m%d-%H%M%S"),
-    }
-    return run_path(config.output.dir.format(**values))
-
-
-def _warn_wasteful(config: Config, kg: Any, threads: int) -> None:
-    """One-line warnings for settings that run but waste most of their time."""
-    negatives = config.sampler.num_negatives
-    if config.loss.name != "1vsall" and negatives > kg.num_entities:
-        warnings.warn(
-            f"sampler.num_negatives={negatives} is more than the {kg.num_entities} entities of "
-            f"'{kg.name}': each negative set repeats every entity about {negatives // kg.num_entities} "
-            f"times, at that many times the cost; {kg.num_entities} or fewer carry the same information",
-            EmuDglWarning,
-            stacklevel=3,
-        )
-    cores = usable_cores()
-    if config.train.threads > cores:
-        warnings.warn(
-            f"train.threads={config.train.threads} is more than the {cores} usable CPU cores: "
-            f"the extra threads only wait for each other; use train.threads={cores} or fewer",
-            EmuDglWarning,
-            stacklevel=3,
-        )
-
-
-@dataclass
-class _OptimState:
-    """Which optimizer is active; the reference schedule swaps Adagrad for Adam mid-run."""
-
-    phase: int = 0
-    next_switch: int = 0  # step at which the reference schedule switches next (0 = never)
-
-
-class Trainer:
+class Trainer(CheckpointState, RunGuards):
     """Builds every piece from a :class:`Config` and trains it into ``run_dir``."""
 
-    def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
-        from emu_dgl.data import canonical_dataset, load_dataset
-        from emu_dgl.training.memory import announce_plan, baseline_bytes, check_memory
+    #: Whether this process writes the run's own files (metrics log, records, metrics.json);
+    #: of a run on several processes, only rank 0 does.
+    leader = True
 
-        check_components(config)
-        baseline = baseline_bytes()  # this process before the data: the plan's first part
+    def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
+        from emu_dgl.training.memory import baseline_bytes
+
         self.run_dir = run_path(run_dir)
+        if lexists(self.run_dir / CONFIG_FILE):  # a run to resume: its plugins are named
+            check_run_components(config, self.run_dir)
+        else:
+            check_components(config)
         self.device = resolve_device(config.train.device)
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
-
-        self._save_graph = False  # a graph given in Python is saved into the run (GRAPH_FILE)
-        if (self.run_dir / CONFIG_FILE).is_file():
-            self.config = config
-            self.kg = kg if kg is not None else _run_dataset(self.run_dir, config)
-            # An existing run (to resume): give the data the ids it was trained with.
-            self.kg = match_data(self.kg, read_data_record(self.run_dir), self.run_dir)
-        else:
-            # The run's own copy of the config names a dataset folder given by a relative
-            # path absolutely, so the run loads from anywhere; the caller's config is not touched.
-            self.config = copy.deepcopy(config)
-            self.config.dataset.name = canonical_dataset(
-                config.dataset.name, config.dataset.data_dir
-            )
-            if kg is None:
-                self.kg = load_dataset(self.config.dataset.name, config.dataset.data_dir)
-            else:
-                # The run's config names the graph it trains on, not the config's dataset.
-                self.kg, self._save_graph = kg, True
-                self.config.dataset.name = str((self.run_dir / GRAPH_FILE).absolute())
-        config = self.config
-        check_memory(
-            config,
-            self.kg.num_entities,
-            self.kg.num_relations,
-            self.device,
-            train_triples=len(self.kg.train),
-            eval_triples=max(len(self.kg.valid), len(self.kg.test)),
-        )
-        self.memory_plan = announce_plan(config, self.kg, baseline)  # said before allocating
-        _warn_wasteful(config, self.kg, self.threads)
-        # Stored column by column, so that a batch's heads, relations and tails are
-        # contiguous; train_triples is the [N, 3] view of the same memory.
-        self._train_columns = self.kg.train.to(self.device).t().contiguous()
-        self.train_triples = self._train_columns.t()
-        self._perm_epoch, self._perm = (
-            -1,
-            torch.empty(0, dtype=torch.long),
-        )  # batch order, see _batch
-        if len(self.train_triples) == 0:
-            raise ConfigError(f"dataset '{self.kg.name}' has no training triples")
-        if len(self.kg.valid) == 0:
-            raise ConfigError(
-                f"dataset '{self.kg.name}' has no validation triples, which choosing the best checkpoint needs; "
-                "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
-            )
-        self.evaluator = evaluator_from_config(
-            config, self.kg, self.kg.num_relations, device=self.device
-        )
-
-        torch.manual_seed(config.train.seed)
-        self.model = model_from_config(config, self.kg.num_entities, self.kg.num_relations).to(
-            self.device
-        )
-        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
-        self.one_vs_all = config.loss.name == "1vsall"
-        self.sampler = sampler_from_config(
-            config, self.kg, self.device, announce=config.train.progress
-        )
-        self.head_probability = head_probability_from_config(config, self.kg, self.device)
-        self.batch_size = min(config.train.batch_size, len(self.train_triples))
-        self.step = self._make_step()
-        # The step's components, for inspection (the step holds the same objects).
-        self.mutation, self.loss_fn = self.step.mutation, self.step.loss
-        self.optim_state = _OptimState(0, switch_step(config, 0))
-        self.optimizer = self._make_optimizer(0)
-        self.scheduler = scheduler_from_config(config, self.optimizer)
-        self._run_step = self._step_runner()
+        self._baseline_bytes = baseline_bytes()  # before the data: the memory plan's first part
+        # a graph given in Python is saved into the run (GRAPH_FILE)
+        self.config, self.kg, self._save_graph = open_run_data(config, self.run_dir, kg)
+        self._prepare_data()
+        self._build_components()
         self.preprocess_seconds = time.perf_counter() - started
         # Called with every metrics.jsonl record (logging points and validations only,
         # never inside a step): experiment trackers, the tuner's pruning callback.
         self.log_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.progress_label = "train"  # the progress bar's label (compare: arm and seed)
         self.already_finished = False  # set by fit(): a resumed run that had nothing left to do
+        self._pending_losses: list[float] = []  # see _state
+        self._resumed_losses: Any = None  # the pending losses of the state resumed from
+
+    def _prepare_data(self) -> None:
+        """The graph the model trains on (with inverse triples: 2R relations; ``self.kg``
+        stays the data as read, for records, evaluation and prediction), the checks that
+        refuse a run that cannot work, the batch columns and the evaluator."""
+        from emu_dgl.training.memory import announce_plan, check_memory
+
+        config, kg = self.config, self.kg
+        self.train_kg = with_inverse_triples(kg) if config.dataset.inverse_triples else kg
+        apply_max_epochs(config, len(self.train_kg.train))
+        check_memory(
+            config,  # as requested: an absurd sampler.num_negatives is named, not fitted
+            kg.num_entities,
+            self.train_kg.num_relations,
+            self.device,
+            train_triples=len(self.train_kg.train),
+            eval_triples=max(len(kg.valid), len(kg.test)),
+        )
+        # said before allocating: every part of a process's peak (see training/memory.py)
+        self.memory_plan = announce_plan(config, self.train_kg, self._baseline_bytes)
+        warn_wasteful(config, kg, self.threads)
+        warn_unseen_in_train(kg)
+        if len(self.train_kg.train) == 0:
+            raise ConfigError(f"dataset '{kg.name}' has no training triples")
+        if len(kg.valid) == 0:
+            raise ConfigError(
+                f"dataset '{kg.name}' has no validation triples, which choosing the best checkpoint needs; "
+                "add a valid split (in Python: kg = kg.random_split(valid=0.05, test=0.05))"
+            )
+        # Stored column by column, so that a batch's heads, relations and tails are
+        # contiguous; train_triples is the [N, 3] view of the same memory.
+        self._train_columns = self.train_kg.train.to(self.device).t().contiguous()
+        self.train_triples = self._train_columns.t()
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # see _batch
+        # the graph's filter index (memory-mapped from a dataset cache), on the device
+        self.evaluator = evaluator_from_config(config, kg, kg.num_relations, device=self.device)
+
+    def _build_components(self) -> None:
+        """The model, sampler, step, optimizer and schedule, each from the config's
+        registries (:mod:`emu_dgl.training.build`)."""
+        config = self.config
+        torch.manual_seed(config.train.seed)
+        self.model = self._make_model().to(self.device)
+        # what evaluation scores: the model, or its heads as tails of the inverse relations
+        self.scorer = scorer(config, self.model, self.kg.num_relations)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        self.one_vs_all = scores_all_entities(config)
+        sampler_config, self._note = fit_negatives(config, self.train_kg)  # said when fit starts
+        self.sampler = sampler_from_config(
+            sampler_config, self.train_kg, self.device, announce=config.train.progress
+        )
+        self.head_probability = head_probability_from_config(config, self.train_kg, self.device)
+        self.batch_size = batch_size_for(config, len(self.train_triples))
+        self.step = self._make_step()
+        # The step's components, for inspection (the step holds the same objects).
+        self.mutation, self.loss_fn = self.step.mutation, self.step.loss
+        self.optim_state = OptimState(0, switch_step(config, 0))
+        self.optimizer = self._make_optimizer(0)
+        self.scheduler = scheduler_from_config(config, self.optimizer)
+        self._run_step = self._step_runner()
+
+    def _make_model(self) -> torch.nn.Module:
+        """The model of the config (a data-parallel trainer builds its block of rows only)."""
+        return model_from_config(self.config, self.kg.num_entities, self.train_kg.num_relations)
 
     def _make_step(self, **seams: Any) -> TrainStep:
         """The pure step; a data-parallel trainer passes its seams (``rows``, ``table``)."""
@@ -255,21 +218,8 @@ class Trainer:
         self._optimizer = self.step.optimizer = optimizer
 
     def _step_runner(self) -> Callable[..., Tensor]:
-        """The step as configured: eager, compiled (``train.compile``), graphed
-        (``train.cuda_graph``). Says in one line why a requested mode is off."""
-        cfg = self.config.train
-        if cfg.compile:
-            compile_step(self.step)
-        graphs = cfg.cuda_graph if cfg.cuda_graph != "auto" else self.device.type == "cuda"
-        if not graphs:
-            return self.step
-        why = self.step.capturable or (
-            None if self.device.type == "cuda" else f"the device is {self.device.type}"
-        )
-        if why is not None:
-            notice(f"train.cuda_graph: off ({why}); running the eager step")
-            return self.step
-        return GraphedStep(self.step)
+        """The step as configured: eager, compiled or graphed (:func:`step_runner`)."""
+        return step_runner(self.step, self.config.train, self.device)
 
     # ------------------------------------------------------------------ one step
 
@@ -300,114 +250,23 @@ class Trainer:
             self.scheduler.step()
         return loss
 
-    # ------------------------------------------------------------------ state
-
-    def _best_state(self, step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "model": self.model.state_dict(),
-            "model_config": model_config(self.config),
-            "data_fingerprint": self.kg.fingerprint,
-        }
-
-    def _state(self, step: int, best: dict[str, Any]) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "step": step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "optim_phase": self.optim_state.phase,
-            "optim_next_switch": self.optim_state.next_switch,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "best": best,
-            "train_seconds": self._train_seconds,
-            "config": self.config.to_dict(),
-            "model_config": model_config(self.config),
-            "data_fingerprint": self.kg.fingerprint,
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _restore(
-        self, state: dict[str, Any], changed: set[str] = frozenset()
-    ) -> tuple[int, dict[str, Any]]:
-        """Load a training state; then apply the resumable config keys in ``changed``."""
-        saved = state.get("data_fingerprint")
-        if saved is not None and saved != self.kg.fingerprint:
-            raise DataError(
-                f"dataset '{self.kg.name}' is not the data this checkpoint was trained on "
-                "(its fingerprint differs); resume with the files the run was trained on"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optim_state = _OptimState(state["optim_phase"], state["optim_next_switch"])
-        self.optimizer = self._make_optimizer(self.optim_state.phase)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler = scheduler_from_config(self.config, self.optimizer)
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        try:
-            self.generator.set_state(state["generator"])
-        except RuntimeError:  # saved on another kind of device: the draws differ from here on
-            self.generator.manual_seed(self.config.train.seed * 1_000_003 + int(state["step"]))
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self._train_seconds = float(state["train_seconds"])
-        cfg = self.config.train
-        if "train.lr" in changed:
-            # The new rate applies from here on, as if the run had been configured with it.
-            phase = self.optim_state.phase
-            lr = cfg.lr * cfg.lr_decay**phase
-            if self.scheduler is not None:
-                self.scheduler.base_lrs = [cfg.lr for _ in self.scheduler.base_lrs]
-                lr = cfg.lr * cfg.lr_decay ** (self.scheduler.last_epoch // cfg.lr_decay_every)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-        if "train.max_steps" in changed and self.optim_state.next_switch:
-            self.optim_state.next_switch = switch_step(self.config, self.optim_state.phase)
-        return int(state["step"]), dict(state["best"])
-
     # ------------------------------------------------------------------ the run
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.leader:
+            return
         append_text(self.run_dir / METRICS_LOG, json.dumps(record) + "\n", "metrics log")
         for hook in self.log_hooks:
             hook(record)
-
-    def _truncate_log(self, after_step: int) -> None:
-        """On resume, drop log lines the interrupted run wrote after its checkpoint,
-        a last line the kill cut in half, and any line that is not a record of a step."""
-        from emu_dgl.files import read_bytes
-
-        path = self.run_dir / METRICS_LOG
-        if not os.path.lexists(path):
-            return
-        kept = []
-        for line in read_bytes(path, "metrics log").decode(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            step = record.get("step") if isinstance(record, dict) else None
-            if isinstance(step, int) and not isinstance(step, bool) and step <= after_step:
-                kept.append(line)
-        write_text(path, "".join(ln + "\n" for ln in kept), "metrics log")
 
     def _validate(self, step: int, *, full: bool = False) -> dict[str, Any]:
         valid = self.kg.valid
         limit = self.config.eval.valid_max_triples
         if limit and not full:
             valid = valid[:limit]
-        metrics = self.evaluator.evaluate(self.model, valid)
-        self._log(
-            {
-                "step": step,
-                "split": "valid",
-                **{k: v for k, v in metrics.items() if not isinstance(v, dict)},
-            }
-        )
+        metrics = self.evaluator.evaluate(self.scorer, valid)
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        self._log({"step": step, "split": "valid", **scalars})
         return metrics
 
     def fit(
@@ -428,12 +287,21 @@ class Trainer:
         final evaluation, as a killed process would (used to test resuming). The trackers
         named in ``tracking.backends`` receive every logged record and the final metrics.
         """
-        from emu_dgl.tracking import open_trackers
-
         with open_run(
             self.run_dir, self.config, resume=resume, allow_nonempty=allow_nonempty
         ) as run:
             # Admission first: nothing (a tracker included) writes into the folder before it.
+            return self._fit_tracked(run, stop_after)
+
+    def _fit_tracked(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
+        """:meth:`_fit` with the trackers of ``tracking.backends`` (the leader's) receiving
+        its records and final metrics (``fit`` of either trainer, once admitted)."""
+        from emu_dgl.tracking import open_trackers
+
+        if self._note and self.config.train.progress:  # fitted negatives: rank 0's line alone
+            print(self._note, file=sys.stderr, flush=True)
+        tracker = None
+        if self.leader:
             tracker = open_trackers(
                 self.config.tracking,
                 self.config.to_dict(),
@@ -441,30 +309,42 @@ class Trainer:
                 batch_size=self.config.train.batch_size,
                 resume=run.resumed,
             )
-            if tracker is None:
-                return self._fit(run, stop_after)
-            self.log_hooks.append(tracker)
-            try:
-                result = self._fit(run, stop_after)
-                if not self.already_finished:
-                    tracker.log_final(result)
-                return result
-            finally:
-                self.log_hooks.remove(tracker)
-                tracker.close()
+        if tracker is None:
+            return self._fit(run, stop_after)
+        self.log_hooks.append(tracker)
+        try:
+            result = self._fit(run, stop_after)
+            if not self.already_finished:
+                tracker.log_final(result)
+            return result
+        finally:
+            self.log_hooks.remove(tracker)
+            tracker.close()
 
     def _fit(self, run: Admission, stop_after: int | None) -> dict[str, Any]:
-        plan = run.plan
+        """The run's phases: begin (or resume), train, finish."""
+        progress = self._begin(run)
+        if isinstance(progress, dict):  # a resumed run that had already finished
+            return progress
+        self._train(progress, stop_after)
         cfg = self.config.train
-        ckpt_dir = self.run_dir / CHECKPOINTS
+        if stop_after is not None and not progress.stopped_early and progress.step < cfg.max_steps:
+            return {}  # stopped as a killed process would be: no final evaluation
+        return self._finish(progress)
+
+    def _begin(self, run: Admission) -> Progress | dict[str, Any]:
+        """A new run's start, or the state a resumed run continues from (with the resumable
+        keys it changes applied); the records a later process reads (``data.json``,
+        ``components.json``, ``config.yaml``). A resumed run that had already finished comes
+        back as its final metrics, its files untouched."""
+        plan, cfg = run.plan, self.config.train
         self._train_seconds = 0.0
-        best: dict[str, Any] = {"metric": -math.inf, "step": -1, "bad": 0}
-        start, finished = 0, False
+        start, best, finished = 0, {"metric": -math.inf, "step": -1, "bad": 0}, False
         if plan is not None:
             if plan.state is not None:
                 start, best = self._restore(plan.state, {key for key, _, _ in plan.changes})
                 finished = bool(plan.state.get("final"))
-            if finished and start == cfg.max_steps and os.path.lexists(self.run_dir / METRICS_FILE):
+            if finished and start == cfg.max_steps and lexists(self.run_dir / METRICS_FILE):
                 try:
                     result = read_json(self.run_dir / METRICS_FILE, "metrics file")
                 except EmuDglError:
@@ -472,284 +352,190 @@ class Trainer:
                 if isinstance(result, dict):
                     self.already_finished = True  # nothing to do: the run's files stay as they are
                     return result
-            self._truncate_log(start)
-        else:
-            (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
+            if self.leader:  # they describe the run's old end, not its new one
+                truncate_log(self.run_dir / METRICS_LOG, start)
+                remove_final_metrics(self.run_dir)
+        elif self.leader:
+            remove(self.run_dir / METRICS_LOG, "metrics log")
         self.already_finished = False
-        if self._save_graph and plan is None:
-            self.kg.save(self.run_dir / GRAPH_FILE)
-        run.write_record(self.kg, self.config.to_yaml())
-        resumed_seconds = self._train_seconds
-
-        metric_key = self.config.eval.metric
+        if self.leader:
+            if self._save_graph and plan is None:
+                self.kg.save(self.run_dir / GRAPH_FILE)
+            run.write_record(self.kg, self.config.to_yaml(), record_text(self.config))
+        progress = Progress(
+            start=start,
+            best=best,
+            losses=torch.zeros(cfg.log_every, device=self.device),
+            finished=finished,
+            step=start,
+            resumed_seconds=self._train_seconds,
+        )
         # Losses of the steps since the last log stay on the device; reading them at
         # logging time is the loop's one host synchronisation.
-        losses, since_log = torch.zeros(cfg.log_every, device=self.device), 0
-        steps_run = 0
+        pending = self._resumed_losses if plan is not None and plan.state else None
+        if isinstance(pending, list) and 0 < len(pending) == start % cfg.log_every:
+            progress.losses[: len(pending)] = torch.tensor(pending, device=self.device)
+            progress.since_log = len(pending)
+        return progress
+
+    def _train(self, p: Progress, stop_after: int | None) -> None:
+        """The loop: steps (the optimizer switched where the schedule says), a log of the
+        losses every ``log_every`` steps, validations and checkpoints on their schedules,
+        until ``max_steps``, early stopping or ``stop_after`` steps."""
+        cfg = self.config.train
         bar = tqdm(
             total=cfg.max_steps,
-            initial=start,
+            initial=p.start,
             disable=not cfg.progress,
             desc=self.progress_label,
             unit="step",
             dynamic_ncols=True,
         )
         self._warn_if_no_checkpoint_before_the_end()
-        tick = time.perf_counter()
-        step = start
-        stopped_early = False
-        while step < cfg.max_steps:
-            if self.optim_state.next_switch and step >= self.optim_state.next_switch:
+        p.tick = time.perf_counter()
+        while p.step < cfg.max_steps:
+            if self.optim_state.next_switch and p.step >= self.optim_state.next_switch:
                 self.optim_state.phase += 1
                 self.optim_state.next_switch *= 3
                 self.optimizer = self._make_optimizer(self.optim_state.phase)
-            losses[since_log] = self.train_step(step)  # stays on the device
-            step += 1
-            steps_run += 1
-            since_log += 1
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                # THE host synchronisation of the loop: the losses since the last log are
-                # read once per logging interval (validation and checkpoints sync too, on
-                # their own schedules); nothing inside a step waits for the device.
-                values = losses[:since_log].tolist()
-                self._check_loss(values, step)
-                loss = sum(values) / since_log
-                elapsed = time.perf_counter() - tick
-                self._train_seconds += elapsed
-                tick = time.perf_counter()
-                rate = since_log / max(elapsed, 1e-9)
-                lr = self.optimizer.param_groups[0]["lr"]
-                self._log({"step": step, "loss": loss, "lr": lr, "steps_per_second": rate})
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                since_log = 0
+            p.losses[p.since_log] = self.train_step(p.step)  # stays on the device
+            p.step += 1
+            p.steps_run += 1
+            p.since_log += 1
+            if p.step % cfg.log_every == 0 or p.step == cfg.max_steps:
+                bar.set_postfix(loss=f"{self._log_losses(p):.4f}", refresh=False)
             bar.update(1)
-            validated = False
-            if cfg.valid_every and step % cfg.valid_every == 0 and step < cfg.max_steps:
-                self._train_seconds += time.perf_counter() - tick
-                self._check_finite(losses[:since_log], step)
-                metrics = self._validate(step)
-                validated = True
-                if self._improved(metrics[metric_key], best, step):
-                    save_checkpoint(self._best_state(step), ckpt_dir / BEST)
-                elif cfg.early_stopping and best["bad"] >= cfg.early_stopping:
-                    stopped_early = True
-                tick = time.perf_counter()
-            # Every validation is also a checkpoint: a crash then resumes from the step whose
-            # best.pt exists, whatever checkpoint_every says (the paper configs' 5,000 included).
-            # The last step's checkpoint is the final one, written after the final validation:
-            # one written before it would let a resume log that validation twice.
-            periodic = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            if (periodic or validated) and step < cfg.max_steps:
-                self._train_seconds += time.perf_counter() - tick
-                self._check_finite(losses[:since_log], step)
-                save_checkpoint(self._state(step, best), ckpt_dir / LAST, keep_previous=True)
-                tick = time.perf_counter()
-            if stopped_early or (stop_after is not None and steps_run >= stop_after):
+            validated = self._validate_on_schedule(p)
+            self._checkpoint_on_schedule(p, validated)
+            if p.stopped_early or (stop_after is not None and p.steps_run >= stop_after):
                 break
         bar.close()
-        self._train_seconds += time.perf_counter() - tick
-        if stop_after is not None and not stopped_early and step < cfg.max_steps:
-            return {}
+        self._train_seconds += time.perf_counter() - p.tick
 
-        self._check_finite(losses[:since_log], step)
-        if not (
-            finished and step == start
-        ):  # a final state resumed without new steps is validated already
-            # Final validation decides whether the last weights beat the best seen.
-            metrics = self._validate(step)
-            if self._improved(metrics[metric_key], best, step):
-                save_checkpoint(self._best_state(step), ckpt_dir / BEST)
-            save_checkpoint(
-                {**self._state(step, best), "final": True}, ckpt_dir / LAST, keep_previous=True
-            )
-        if best["step"] != step:  # (else the weights in memory are the best: no second copy)
-            self.model.load_state_dict(
-                load_checkpoint(ckpt_dir / BEST, map_location=self.device)["model"]
-            )
-        by_relation = {
-            "per_relation": self.config.eval.per_relation,
-            "relation_names": self.kg.relation_names,
-        }
-        final = {}
-        for split in ("valid", "test"):
-            triples = self.kg.splits[split]
-            if cfg.progress:  # after the bar's 100%: say what the next seconds (or minutes) do
-                print(
-                    f"evaluating {split} ({len(triples):,} triples, {self._protocol_words()}) "
-                    f"with the best step's weights (step {best['step']}) ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            final[split] = self.evaluator.evaluate(self.model, triples, **by_relation)
+    def _log_losses(self, p: Progress) -> float:
+        """Log the mean loss since the last log, and the rate; returns the mean.
+
+        THE host synchronisation of the loop: the losses since the last log are read once
+        per logging interval (validation and checkpoints sync too, on their own schedules);
+        nothing inside a step waits for the device."""
+        values = p.losses[: p.since_log].tolist()
+        self._check_loss(values, p.step)
+        loss = sum(values) / p.since_log
+        elapsed = time.perf_counter() - p.tick
+        self._train_seconds += elapsed
+        p.tick = time.perf_counter()
+        rate = p.since_log / max(elapsed, 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._log({"step": p.step, "loss": loss, "lr": lr, "steps_per_second": rate})
+        p.since_log = 0
+        return loss
+
+    def _validate_on_schedule(self, p: Progress) -> bool:
+        """Validate every ``valid_every`` steps (not the last: :meth:`_finish` does); a better
+        metric saves ``best.pt``, and ``early_stopping`` validations without one stop the run."""
+        cfg = self.config.train
+        if not (cfg.valid_every and p.step % cfg.valid_every == 0 and p.step < cfg.max_steps):
+            return False
+        self._train_seconds += time.perf_counter() - p.tick
+        self._check_finite(p.losses[: p.since_log], p.step)
+        metrics = self._validate(p.step)
+        if self._improved(metrics[self.config.eval.metric], p.best, p.step):
+            self._save_best(p.step)
+        elif cfg.early_stopping and p.best["bad"] >= cfg.early_stopping:
+            p.stopped_early = True
+        p.tick = time.perf_counter()
+        return True
+
+    def _checkpoint_on_schedule(self, p: Progress, validated: bool) -> None:
+        """Write ``last.pt`` every ``checkpoint_every`` steps and at every validation.
+
+        Every validation is also a checkpoint: a crash then resumes from the step whose
+        best.pt exists, whatever checkpoint_every says (the paper configs' 5,000 included).
+        The last step's checkpoint is the final one, written after the final validation:
+        one written before it would let a resume log that validation twice."""
+        cfg = self.config.train
+        periodic = cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0
+        if not (periodic or validated) or p.step >= cfg.max_steps:
+            return
+        self._train_seconds += time.perf_counter() - p.tick
+        self._check_finite(p.losses[: p.since_log], p.step)
+        self._pending_losses = p.losses[: p.since_log].tolist()
+        self._save_last(p.step, p.best)
+        self._pending_losses = []
+        p.tick = time.perf_counter()
+
+    def _finish(self, p: Progress) -> dict[str, Any]:
+        """The final validation (unless a final state resumed without new steps has one
+        already) decides whether the last weights beat the best seen; then the best
+        weights are evaluated on valid and test, into ``metrics.json``."""
+        self._check_finite(p.losses[: p.since_log], p.step)
+        if not (p.finished and p.step == p.start):
+            metrics = self._validate(p.step)
+            if self._improved(metrics[self.config.eval.metric], p.best, p.step):
+                self._save_best(p.step)
+            self._save_last(p.step, p.best, final=True)
+        if p.best["step"] != p.step:  # (else the weights in memory are the best: no second copy)
+            self._load_best()
+        final = {split: self._final_metrics(split, p.best["step"]) for split in ("valid", "test")}
         result = {
             "valid": final["valid"],
             "test": final["test"],
-            "best_step": best["step"],
-            "steps": step,
-            "stopped_early": stopped_early,
+            "best_step": p.best["step"],
+            "steps": p.step,
+            "stopped_early": p.stopped_early,
             # throughput of this process only: a resumed run's earlier part ran elsewhere
-            "train_steps_per_second": steps_run / max(self._train_seconds - resumed_seconds, 1e-9),
+            "train_steps_per_second": p.steps_run
+            / max(self._train_seconds - p.resumed_seconds, 1e-9),
             "train_seconds": self._train_seconds,
             "preprocess_seconds": self.preprocess_seconds,
             "device": str(self.device),
             "eval_protocol": self.config.eval.protocol,
         }
-        write_text(self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file")
+        result.update(self._run_facts())
+        if self.leader:
+            write_text(
+                self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file"
+            )
         return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_best(self, step: int) -> None:
+        """The weights of ``step``, the best validation so far."""
+        save_checkpoint(self._best_state(step), self.run_dir / CHECKPOINTS / BEST)
+
+    def _save_last(self, step: int, best: dict[str, Any], *, final: bool = False) -> None:
+        """The training state of ``step`` (``final``: after the last step's validation)."""
+        state = {**self._state(step, best), "final": True} if final else self._state(step, best)
+        save_checkpoint(state, self.run_dir / CHECKPOINTS / LAST, keep_previous=True)
+
+    def _load_best(self) -> None:
+        """The model takes the best step's weights (for the final evaluation)."""
+        path = self.run_dir / CHECKPOINTS / BEST
+        self.model.load_state_dict(load_checkpoint(path, map_location=self.device)["model"])
+
+    def _run_facts(self) -> dict[str, Any]:
+        """Entries of metrics.json besides the metrics (a distributed run adds its layout)."""
+        return {}
+
+    def _final_metrics(self, split: str, best_step: int) -> dict[str, Any]:
+        triples = self.kg.splits[split]
+        if self.config.train.progress:  # after the bar's 100%: say what the next seconds do
+            print(
+                f"evaluating {split} ({len(triples):,} triples, {self._protocol_words()}) "
+                f"with the best step's weights (step {best_step}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+        return self.evaluator.evaluate(
+            self.scorer,
+            triples,
+            per_relation=self.config.eval.per_relation,
+            relation_names=self.kg.relation_names,
+        )
 
     def _protocol_words(self) -> str:
         ev = self.config.eval
         if ev.protocol == "sampled":
             return f"sampled protocol: {ev.num_negatives} candidates per query"
         return f"full ranking against {self.kg.num_entities:,} entities"
-
-    def _warn_if_no_checkpoint_before_the_end(self) -> None:
-        """A run whose first checkpoint would be its last loses everything to a crash (said
-        for runs of at least :data:`LONG_RUN_STEPS` steps; a shorter one loses little)."""
-        cfg = self.config.train
-        if (
-            cfg.max_steps >= LONG_RUN_STEPS
-            and cfg.checkpoint_every > cfg.max_steps
-            and not 0 < cfg.valid_every < cfg.max_steps
-        ):
-            warnings.warn(
-                f"train.checkpoint_every ({cfg.checkpoint_every}) exceeds train.max_steps "
-                f"({cfg.max_steps}) and no validation comes before the end, so a crash loses the "
-                "whole run; lower train.checkpoint_every or train.valid_every",
-                EmuDglWarning,
-                stacklevel=3,
-            )
-
-    # ------------------------------------------------------------------ divergence
-
-    def _check_loss(self, values: list[float], step: int) -> None:
-        """Raise at the first non-finite loss among the steps ending at ``step``."""
-        for offset, value in enumerate(values):
-            if not math.isfinite(value):
-                self._diverged(step - len(values) + 1 + offset, f"the loss is {value}")
-
-    def _check_finite(self, pending: Tensor, step: int) -> None:
-        """Before any checkpoint or validation: pending losses and every weight are finite."""
-        self._check_loss(pending.tolist(), step)
-        # In blocks of 4M numbers: isfinite of a whole large table would allocate a
-        # temporary of its size at every validation and checkpoint.
-        finite = all(
-            bool(torch.isfinite(block).all())
-            for p in self.model.parameters()
-            for block in p.detach().reshape(-1).split(1 << 22)
-        )
-        if not finite:
-            self._diverged(step, "a weight is not finite")
-
-    def _diverged(self, step: int, what: str) -> None:
-        self._log({"step": step, "diverged": what})
-        last = self.run_dir / CHECKPOINTS / LAST
-        cfg = self.config.train
-        if last.is_file():
-            kept = (
-                f"the last finite checkpoint is kept ({last}, step {load_checkpoint(last)['step']})"
-            )
-            then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' continues from it"
-        else:
-            kept = "no checkpoint was written before it"
-            then = f"'emu-dgl train --resume {self.run_dir} --set train.lr=...' starts it again"
-        raise DivergenceError(
-            f"training diverged at step {step}: {what}; {kept}. Lower train.lr (now {cfg.lr:g}; try 10x lower), "
-            f"or use a bounded loss/decoder (e.g. loss.name=self_adversarial); {then}"
-        )
-
-    def _improved(self, value: float, best: dict[str, Any], step: int) -> bool:
-        if value > best["metric"]:
-            best.update(metric=value, step=step, bad=0)
-            return True
-        best["bad"] += 1
-        return False
-
-
-# ---------------------------------------------------------------------- runs on disk
-
-
-def _run_dataset(run_dir: Path, config: Config) -> Any:
-    """The graph of an existing run: its own saved graph (a run trained on a graph from
-    Python, wherever the folder has moved), else the config's dataset."""
-    from emu_dgl.data import KnowledgeGraph, load_dataset
-
-    own = run_dir / GRAPH_FILE
-    if own.is_file() and Path(config.dataset.name).name == GRAPH_FILE:
-        return KnowledgeGraph.load(own)
-    return load_dataset(config.dataset.name, config.dataset.data_dir)
-
-
-def model_config(config: Config) -> dict[str, Any]:
-    """The keys that define a model's weights and scores (decoder, widths, gamma, norm...):
-    stored in every checkpoint, so the weights are never read as another model's."""
-    return dict(config.to_dict()["model"])
-
-
-def check_model_config(state: dict[str, Any], config: Config, path: Path) -> None:
-    """Refuse weights saved for another model than ``config`` describes, in one line.
-
-    Checkpoints written before ``model_config`` existed are checked against the config they
-    carry (``last.pt``), else only by the shapes of their tensors when they are loaded.
-    """
-    saved = state.get("model_config")
-    if not isinstance(saved, dict):
-        saved = (
-            state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
-        )
-    if not isinstance(saved, dict):
-        return
-    now = model_config(config)
-    differ = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
-    if differ:
-        shown_ = ", ".join(
-            f"model.{k} {a!r} in the checkpoint, {b!r} in config.yaml" for k, a, b in differ
-        )
-        raise RunError(
-            f"'{path}' was trained as another model than '{path.parent.parent / CONFIG_FILE}' describes "
-            f"({shown_}); restore config.yaml (a new model needs a new run)"
-        )
-
-
-def load_run(
-    run_dir: str | Path, *, device: str = "cpu", which: str = "best", data_dir: str | None = None
-) -> tuple[Config, Any, nn.Module]:
-    """(config, knowledge graph, model with the run's ``best`` or ``last`` weights).
-
-    ``data_dir`` replaces the data root the run was trained with (``dataset.data_dir``).
-    The graph is read from the run's dataset (or the graph the run keeps, for a run
-    trained on a graph given in Python) and given the ids the run was trained with
-    (a dataset whose content changed is refused, see :func:`~emu_dgl.training.run.match_data`).
-    """
-    run_dir = Path(run_dir).expanduser()
-    config_path = run_dir / CONFIG_FILE
-    if not os.path.lexists(config_path):
-        raise RunError(
-            f"'{run_dir}' is not an emu-dgl run directory (no {CONFIG_FILE}); pass the folder 'emu-dgl train' wrote"
-        )
-    check_run_files(run_dir)  # a planted link or FIFO is refused before anything is read
-    config = config_from_dict(read_run_config(run_dir))
-    check_components(config)
-    target = resolve_device(device, key="--device")
-    path = run_dir / CHECKPOINTS / f"{which}.pt"
-    state = load_checkpoint(path)
-    check_model_config(state, config, path)
-    if data_dir is not None:
-        config.dataset.data_dir = data_dir
-    kg = match_data(_run_dataset(run_dir, config), read_data_record(run_dir), run_dir)
-    saved_fp = state.get("data_fingerprint")
-    if saved_fp is not None and saved_fp != kg.fingerprint:
-        raise DataError(
-            f"dataset '{kg.name}' is not the data run '{run_dir}' was trained on (fingerprint differs)"
-        )
-    model = model_from_config(config, kg.num_entities, kg.num_relations)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        detail = str(exc).strip().splitlines()
-        reason = detail[-1].strip() if detail else type(exc).__name__
-        raise RunError(
-            f"the weights in '{path}' do not fit the model '{config_path}' describes "
-            f"({shown(reason, 160)}); restore config.yaml (a new model needs a new run)"
-        ) from None
-    return config, kg, model.to(target).eval()
