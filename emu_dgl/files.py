@@ -30,6 +30,7 @@ go through :func:`path_component`: one rule, a single safe component.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import secrets
 import shutil
@@ -53,6 +54,7 @@ __all__ = [
     "link_count",
     "listdir",
     "make_dir",
+    "map_read",
     "move_aside",
     "open_lock_file",
     "open_log",
@@ -206,6 +208,23 @@ def open_read(
     path = Path(path)
     fd = _open(path, os.O_RDONLY, what, follow=follow, single_link=single_link, writing=False)
     return os.fdopen(fd, "rb")
+
+
+def map_read(path: str | os.PathLike[str], what: str) -> mmap.mmap:
+    """A private, copy-on-write memory map of a regular file (never a link, a FIFO or a
+    device: opened non-blocking and checked with ``fstat`` first). Pages are read on first
+    touch and shared with every process mapping the same file; a write to the map stays
+    in this process. An empty file gives a FileError (it cannot be mapped)."""
+    path = Path(path)
+    fd = _open(path, os.O_RDONLY, what, follow=False, single_link=False, writing=False)
+    try:
+        if os.fstat(fd).st_size == 0:
+            raise FileError(f"the {what} '{path}' is empty")
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+    except OSError as exc:
+        raise FileError(f"cannot map the {what} '{path}' ({exc.strerror})") from None
+    finally:
+        os.close(fd)
 
 
 def check_regular(path: str | os.PathLike[str], what: str, *, follow: bool = True) -> None:

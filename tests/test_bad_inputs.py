@@ -436,7 +436,7 @@ def test_a_swapped_dataset_cache_is_not_trusted(tmp_path):
     cache = tmp_path / "cache"
     kg_a = load_directory(a, cache_dir=cache)
     kg_b = load_directory(b, cache_dir=cache)
-    file_a, file_b = sorted(cache.glob("kg-*.npz"), key=lambda p: p.stat().st_mtime)
+    file_a, file_b = sorted(cache.glob("kg-*.store"), key=lambda p: p.stat().st_mtime)
     shutil.copy(file_a, file_b)  # b's cache now holds a's graph
     again = load_directory(b, cache_dir=cache)
     assert len(again.train) == len(kg_b.train) == 100 != len(kg_a.train) == len(kg.train)
@@ -606,7 +606,8 @@ def test_stale_cache_temporaries_are_removed(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     key = catalogue.splits_key(data)
-    old, fresh = cache / f".kg-{key[:40]}.npz.x1.tmp", cache / f".kg-{key[:40]}.npz.x2.tmp"
+    name = catalogue._cache_file(cache, key).name
+    old, fresh = cache / f".{name}.x1.tmp", cache / f".{name}.x2.tmp"
     for tmp in (old, fresh):
         tmp.write_bytes(b"cut short")
     os.utime(old, (time.time() - 2 * STALE_SECONDS,) * 2)

@@ -57,7 +57,7 @@ def test_a_run_leaves_the_data_root_unchanged_and_caches_in_the_cache_folder(
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 0, result.output
     assert _snapshot(data) == before  # not one file added, removed or changed
-    assert len(list(cache.glob("kg-*.npz"))) == 1  # the parsed graph, read again by evaluate
+    assert len(list(cache.glob("kg-*.store"))) == 1  # the parsed graph, read again by evaluate
     assert len(list((cache / "neighbourhoods").glob("neighbourhood-*.pt"))) == 1
 
 

@@ -100,7 +100,7 @@ def test_cache_root_is_emu_dgl_cache_else_the_user_cache_never_the_data_root(
         (root / name).write_bytes(text)
     load_dataset("tiny")
     assert sorted(p.name for p in (tmp_path / "root").rglob("*")) == sorted(["tiny", *SPLIT_TEXT])
-    assert len(list((tmp_path / "xdg" / "emu-dgl" / "processed").glob("kg-*.npz"))) == 1
+    assert len(list((tmp_path / "xdg" / "emu-dgl" / "processed").glob("kg-*.store"))) == 1
 
 
 def test_emu_dgl_cache_pointing_at_a_file_is_one_clear_error(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emu_dgl.data import catalogue, load_dataset, load_directory, read_split
+from emu_dgl.data import load_dataset, load_directory, prepared, read_split
 from emu_dgl.errors import DataError
 
 GOOD = "a\tr\tb\nb\tr\tc\n"
@@ -104,14 +104,14 @@ def test_cache_is_used_and_keyed_by_content(
     folder = write_dataset(tmp_path / "kg")
     cache = tmp_path / "cache"
     first = load_directory(folder, cache_dir=cache)
-    files = list(cache.glob("kg-*.npz"))
+    files = list(cache.glob("kg-*.store"))
     assert len(files) == 1
-    assert not [p for p in cache.iterdir() if p.suffix != ".npz"]  # no temporary files left
+    assert not [p for p in cache.iterdir() if p.suffix != ".store"]  # no temporary files left
 
-    def no_parsing(path: Path) -> None:
-        raise AssertionError(f"parsed {path} although the cache holds it")
+    def no_parsing(paths: object, **kwargs: object) -> None:
+        raise AssertionError(f"parsed {paths} although the cache holds it")
 
-    monkeypatch.setattr(catalogue, "read_split", no_parsing)
+    monkeypatch.setattr(prepared, "parse_directory", no_parsing)
     again = load_directory(folder, cache_dir=cache)
     assert again.fingerprint == first.fingerprint
     # changing one file changes the key: it is parsed again
@@ -119,15 +119,15 @@ def test_cache_is_used_and_keyed_by_content(
     monkeypatch.undo()
     changed = load_directory(folder, cache_dir=cache)
     assert changed.test.tolist() == [[0, 0, 2]]
-    assert len(list(cache.glob("kg-*.npz"))) == 2
+    assert len(list(cache.glob("kg-*.store"))) == 2
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
     folder = write_dataset(tmp_path / "kg")
     cache = tmp_path / "cache"
     kg = load_directory(folder, cache_dir=cache)
-    (path,) = cache.glob("kg-*.npz")
-    path.write_bytes(b"not a zip file")
+    (path,) = cache.glob("kg-*.store")
+    path.write_bytes(b"not a cache file")
     assert load_directory(folder, cache_dir=cache).fingerprint == kg.fingerprint
     assert path.stat().st_size > 100  # rewritten
 

@@ -131,4 +131,4 @@ def test_processed_cache_is_faster(real_data_dir: Path, tmp_path: Path) -> None:
     warm_s = time.perf_counter() - start
     assert warm.fingerprint == cold.fingerprint
     assert warm_s < cold_s
-    assert len(list(tmp_path.glob("kg-*.npz"))) == 1
+    assert len(list(tmp_path.glob("kg-*.store"))) == 1

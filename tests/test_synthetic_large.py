@@ -47,7 +47,7 @@ def test_name_resolves_through_load_dataset_and_is_cached(tmp_path):
     kg = load_dataset(NAME, cache_dir=tmp_path)
     assert kg.num_entities == 3000 and kg.num_relations == 20 and len(kg.test) == 400
     assert kg.name.startswith("synthetic:entities=3000,triples=40000,relations=20")
-    cached = list(tmp_path.glob("synthetic-*.npz"))
+    cached = list(tmp_path.glob("synthetic-*.store"))
     assert len(cached) == 1
     again = load_dataset(NAME, cache_dir=tmp_path)
     assert again.fingerprint == kg.fingerprint

@@ -267,6 +267,44 @@ def train(
     )
 
 
+@main.command(
+    epilog="Parts: the interpreter with torch and DGL (measured here), the entity table and "
+    "its optimizer state, relations, data, filter index, SANS candidates, and one at a time "
+    "a training step, an evaluation batch and the best weights read back at the end. "
+    "A generated graph (dataset.name=synthetic:...) is planned from its name alone."
+)
+@config_option("YAML config (default: the quickstart).")
+@set_option("Override a config key, e.g. --set model.dtype=bfloat16 (repeatable).")
+@data_dir_option()
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the run: each holds 1/N of the entity table and its state.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+    data_dir: str | None,
+    nproc: int,
+    as_json: bool,
+) -> None:
+    """Memory per process of a run: each part, the peak, and whether it fits this machine."""
+    from emu_dgl.config import load_config
+    from emu_dgl.training.build import check_components
+    from emu_dgl.training.memory import baseline_bytes, graph_size, memory_plan, plan_as_dict
+
+    config = load_config(config_path if config_path is not None else QUICKSTART, overrides)
+    if data_dir is not None:
+        config.dataset.data_dir = str(Path(data_dir).expanduser().absolute())
+    check_components(config)
+    baseline = baseline_bytes()  # before the data is loaded
+    result = memory_plan(config, graph_size(config), nproc=nproc, baseline=baseline)
+    click.echo(json.dumps(plan_as_dict(result), indent=2) if as_json else result.table())
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(

@@ -66,6 +66,9 @@ class ModelConfig(Section):
     dim: int = (
         100  # embedding width d (a decoder may store more reals per row: complex entities hold 2d)
     )
+    dtype: Literal["float32", "bfloat16"] = (
+        "float32"  # storage of the entity table: bfloat16 halves it (arithmetic stays float32; needs row-wise updates)
+    )
 
 
 @dataclass(eq=False)

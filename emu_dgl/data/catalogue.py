@@ -40,7 +40,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from emu_dgl.data.entries import CATALOGUE, CONVE, CatalogueEntry, SourceFile, git_blob_id
-from emu_dgl.data.io import SPLITS, check_split_file, read_split, splits_key, warn_untidy_names
+from emu_dgl.data.io import (
+    SPLITS,
+    check_split_file,
+    key_from_hashes,
+    splits_key,
+    warn_untidy_names,
+)
 from emu_dgl.errors import DataError, EmuDglError
 
 if TYPE_CHECKING:  # imported where graphs are built: torch is not needed to list the catalogue
@@ -493,44 +499,49 @@ def load_directory(
 ) -> KnowledgeGraph:
     """Load a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
 
-    With ``cache`` the parsed graph is stored in ``cache_dir`` (default
-    :func:`cache_root`) under the sha256 of the three files, and read from there
-    while the files are unchanged. A cache that cannot be written is skipped with a
-    warning; a corrupt cache file is rebuilt.
+    Each file is read once: its bytes are hashed and those same bytes parsed (in bulk, see
+    :mod:`emu_dgl.data.parse`). With ``cache`` the parsed graph and its filter indexes are
+    stored in ``cache_dir`` (default :func:`cache_root`) under the sha256 of the bytes that
+    were parsed, and later loads map that file instead of parsing (every process shares
+    its pages, see :mod:`emu_dgl.data.prepared`). A cache file is used only when its
+    content matches the checksums bound to its key; anything else there (corrupt,
+    foreign, a link or a FIFO) is built again. A cache folder that cannot be written
+    (read-only, full) only costs one warning: the graph is then used uncached.
     """
-    from emu_dgl.data.knowledge_graph import KnowledgeGraph
+    from emu_dgl.data.prepared import load_prepared, parse_directory, save_prepared
+    from emu_dgl.data.store import StoreError
 
     directory = Path(directory).expanduser()
     name = name or directory.resolve().name
     paths = {split: directory / file_name for split, file_name in SPLITS.items()}
     for path in paths.values():
         check_split_file(path)
-    cache_path: Path | None = None
-    key = ""
+    folder = None
     if cache:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-        key = splits_key(directory)
-        cache_path = folder / f"kg-{key[:40]}.npz"
-        if cache_path.is_file():
-            try:
-                cached = KnowledgeGraph.load(cache_path, name=name)
-                # The file name is only a prefix of the key; the full key inside must match too
-                # (a cache file copied over another one is not trusted).
-                if cached.source_key == key:
-                    warn_untidy_names(directory, cached.entity_names, cached.relation_names)
-                    return cached
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, DataError):
-                pass  # unreadable or stale layout: parse again and overwrite
-    kg = KnowledgeGraph.from_labeled_triples(
-        name=name, **{split: read_split(path) for split, path in paths.items()}
-    )
-    if cache_path is not None:
+        key = splits_key(directory)  # streamed: a hit never holds a file's bytes
         try:
-            kg.save(cache_path, source_key=key)
+            cached = load_prepared(_cache_file(folder, key), key=key, name=name)
+            warn_untidy_names(directory, cached.entity_names, cached.relation_names)
+            return cached
+        except (StoreError, EmuDglError, OSError):
+            pass  # missing, stale, corrupt or not a regular file: parse and write it again
+    # The key of what is parsed: the hash of the very bytes parsed, so a file replaced
+    # between the lookup and the parse is cached under its new content, never the old.
+    kg, hashes = parse_directory(paths, name=name)
+    if folder is not None:
+        key = key_from_hashes(hashes)
+        path = _cache_file(folder, key)
+        try:
+            save_prepared(kg, path, key=key)
         except (OSError, EmuDglError) as exc:  # a cache is optional
-            warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
+            warnings.warn(f"could not write the dataset cache {path}: {exc}", stacklevel=2)
     warn_untidy_names(directory, kg.entity_names, kg.relation_names)
     return kg
+
+
+def _cache_file(folder: Path, key: str) -> Path:
+    return folder / f"kg-{key[:40]}.store"
 
 
 def _load_saved_graph(path: Path) -> KnowledgeGraph:

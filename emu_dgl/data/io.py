@@ -16,12 +16,11 @@ file is written to a temporary name in its folder and then moved into place with
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -36,6 +35,7 @@ __all__ = [
     "decode_names",
     "encode_names",
     "file_sha256",
+    "key_from_hashes",
     "read_split",
     "splits_key",
 ]
@@ -44,7 +44,7 @@ __all__ = [
 SPLITS: dict[str, str] = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 
 #: bumped whenever the layout of a cache file or the id convention changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 _CHUNK = 1 << 20
 
@@ -60,12 +60,17 @@ def file_sha256(path: Path, *, update: Callable[[int], object] | None = None) ->
     return digest.hexdigest()
 
 
-def splits_key(directory: Path) -> str:
-    """Cache key of a dataset folder: sha256 over the format version and each split file's sha256."""
+def key_from_hashes(hashes: dict[str, str]) -> str:
+    """Cache key of a dataset: sha256 over the format version and each split file's sha256."""
     digest = hashlib.sha256(f"emu-dgl-kg-v{CACHE_FORMAT}".encode())
-    for split, file_name in SPLITS.items():
-        digest.update(f"\n{split}:{file_sha256(directory / file_name)}".encode())
+    for split in SPLITS:
+        digest.update(f"\n{split}:{hashes[split]}".encode())
     return digest.hexdigest()
+
+
+def splits_key(directory: Path) -> str:
+    """:func:`key_from_hashes` of the split files of ``directory`` as they are now."""
+    return key_from_hashes({s: file_sha256(directory / f) for s, f in SPLITS.items()})
 
 
 def check_split_file(path: Path) -> None:
@@ -98,68 +103,38 @@ def check_split_file(path: Path) -> None:
         )
 
 
-def _check_no_nul(path: Path) -> None:
-    """A streaming pass for NUL bytes (a binary or sparse file), before the parser reads the
-    whole file into memory: the error names the line, at the cost of one buffered read."""
-    offset, lines = 0, 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            at = chunk.find(b"\x00")
-            if at >= 0:
-                line_no = lines + chunk.count(b"\n", 0, at) + 1
-                raise DataError(
-                    f"{path}, line {line_no}: a NUL byte (byte offset {offset + at}); this is a binary "
-                    "file, not tab-separated text"
-                )
-            lines += chunk.count(b"\n")
-            offset += len(chunk)
+def read_split_bytes(path: Path) -> tuple[np.ndarray, str]:
+    """A split file's bytes and their sha256, from one read (see
+    :func:`emu_dgl.data.parse.read_once`; a NUL byte stops the read with a one-line error)."""
+    from emu_dgl.data.parse import read_once
+
+    return read_once(path, open)
 
 
 def read_split(path: Path) -> np.ndarray:
     """Parse one split file into an object array of shape (N, 3) holding the raw names.
 
     Raises DataError naming the file (and the first bad line) when the file is
-    missing, empty, not UTF-8, or has a line without exactly three tab-separated,
-    non-empty fields.
+    missing, empty, not UTF-8, holds a NUL byte, or has a line without exactly three
+    tab-separated, non-empty fields. (Datasets are loaded without this array of Python
+    strings: see :mod:`emu_dgl.data.parse`.)
     """
-    import pandas as pd  # imported here: pandas costs ~0.3 s and only loading needs it
+    from emu_dgl.data.parse import label_splits, parse_split
 
     check_split_file(path)
-    _check_no_nul(path)
-    try:
-        with warnings.catch_warnings():
-            # A first line with more than three fields only warns (and drops data): make it fail.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                path,
-                sep="\t",
-                header=None,
-                names=["head", "relation", "tail"],
-                index_col=False,
-                dtype=str,
-                quoting=csv.QUOTE_NONE,
-                na_filter=False,
-                keep_default_na=False,
-                engine="c",
-                encoding="utf-8",
-            )
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as exc:
-        raise _malformed(path, str(exc).strip()) from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the split file ({exc.strerror})") from None
-    triples = frame.to_numpy(dtype=object)
-    if triples.shape[0] == 0:
-        raise DataError(
-            f"{path}: split file has no triples; it needs one 'head<TAB>relation<TAB>tail' per line"
-        )
-    if (triples == "").any():  # a missing or empty field
-        raise _malformed(path, "a field is empty")
+    (ids,), entities, relations = label_splits([parse_split(path, *read_split_bytes(path))])
+    entity_names = np.asarray(list(entities), dtype=object)
+    relation_names = np.asarray(list(relations), dtype=object)
+    triples = np.empty((ids.shape[1], 3), dtype=object)
+    triples[:, 0], triples[:, 1], triples[:, 2] = (
+        entity_names[ids[0]],
+        relation_names[ids[1]],
+        entity_names[ids[2]],
+    )
     return triples
 
 
-def warn_untidy_names(where: object, entities: list[str], relations: list[str]) -> None:
+def warn_untidy_names(where: object, entities: Sequence[str], relations: Sequence[str]) -> None:
     """Warn (with examples) about names with surrounding whitespace or a byte-order mark:
     ' usa' and 'usa' are two entities to the loader, which is rarely what the file meant.
     Called on every load (a cached graph too), so the warning never goes stale."""
@@ -167,12 +142,14 @@ def warn_untidy_names(where: object, entities: list[str], relations: list[str]) 
 
     examples, count = [], 0
     for names in (entities, relations):
-        present = set(names)
-        for name in names:
+        present: set[str] | None = None
+        for index in _untidy_candidates(names):
+            name = names[index]
             tidy = name.replace("\ufeff", "").strip()
             if tidy != name:
                 count += 1
                 if len(examples) < 3:
+                    present = set(names) if present is None else present
                     twin = f" (also present as {shown(tidy, 40)})" if tidy in present else ""
                     examples.append(shown(name, 40) + twin)
     if count:
@@ -184,54 +161,36 @@ def warn_untidy_names(where: object, entities: list[str], relations: list[str]) 
         )
 
 
-def _not_utf8(path: Path) -> DataError:
-    """Name the line and the file's byte offset of the first byte that is not UTF-8.
-
-    (The parser's own error counts bytes from the start of its internal buffer.)
-    """
-    offset = 0
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return DataError(
-                    f"{path}, line {line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset "
-                    f"{offset + exc.start} of the file); save it as UTF-8"
-                )
-            offset += len(raw)
-    return DataError(f"{path}: not UTF-8 text; save it as UTF-8")
+#: First or last bytes of a name that may be whitespace to ``str.strip`` (ASCII
+#: whitespace, and any byte of a multi-byte character such as U+00A0 or U+3000).
+_EDGE_BYTES = np.zeros(256, dtype=bool)
+_EDGE_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_EDGE_BYTES[0x80:] = True
 
 
-def _malformed(path: Path, detail: str) -> DataError:
-    """Scan the file once more, in Python, to name the first line that is not three fields."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            line_no, reason = _first_bad_line(handle)
-    except UnicodeDecodeError:  # the tokenizer stopped at a bad line before reaching this byte
-        return _not_utf8(path)
-    if line_no is None:  # pragma: no cover - the tokenizer and this scan disagree
-        return DataError(f"{path}: cannot parse as tab-separated triples ({detail})")
-    return DataError(
-        f"{path}, line {line_no}: {reason}; each line must be 'head<TAB>relation<TAB>tail'"
-    )
+def _untidy_candidates(names: Sequence[str]) -> Sequence[int]:
+    """Indices of the names that may be untidy: all of a list; of a blob (:class:`Names`),
+    those whose first or last byte may be whitespace or that hold a byte-order mark."""
+    from emu_dgl.data.names import Names
+
+    if not isinstance(names, Names) or len(names) == 0:
+        return range(len(names))
+    blob, offsets = names.blob, names.offsets
+    lengths = np.diff(offsets) - 1
+    starts = offsets[:-1]
+    padded = np.concatenate([blob, np.zeros(1, dtype=np.uint8)])  # an empty name reads 0
+    edge = _EDGE_BYTES[padded[starts]] | _EDGE_BYTES[padded[starts + np.maximum(lengths - 1, 0)]]
+    bom = np.flatnonzero((blob[:-2] == 0xEF) & (blob[1:-1] == 0xBB) & (blob[2:] == 0xBF))
+    edge[np.searchsorted(offsets, bom, side="right") - 1] = True
+    return np.flatnonzero(edge & (lengths > 0)).tolist()
 
 
-def _first_bad_line(handle: IO[str]) -> tuple[int | None, str]:
-    for line_no, raw in enumerate(handle, start=1):
-        line = raw.rstrip("\r\n")
-        if not line.strip(" \r"):
-            continue  # blank lines are skipped, as the fast path does
-        fields = line.split("\t")
-        if len(fields) != 3:
-            return line_no, f"expected 3 tab-separated fields, found {len(fields)}"
-        if any(not field for field in fields):
-            return line_no, "empty field"
-    return None, ""
-
-
-def encode_names(names: list[str]) -> np.ndarray:
+def encode_names(names: Sequence[str]) -> np.ndarray:
     """Names as one uint8 array ('\\n'-joined UTF-8), so caches need no pickle."""
+    from emu_dgl.data.names import Names
+
+    if isinstance(names, Names):
+        return names.blob
     blob = "\n".join(names)
     if blob.count("\n") != max(len(names) - 1, 0):
         raise ValueError("names must not contain newlines")

@@ -44,10 +44,14 @@ import torch
 
 from emu_dgl.data.dgl_io import MASK_NAMES, NODE_TYPE, names_to_tensor
 from emu_dgl.data.io import decode_names, encode_names, load_npz, save_npz
+from emu_dgl.data.names import Names
 from emu_dgl.data.triples import (
     SPLIT_NAMES,
+    answer_keys,
+    distinct_sorted,
     drop_duplicate_triples,
-    hash_sorted_triples,
+    hash_key_rows,
+    sorted_keys,
     triple_keys,
 )
 from emu_dgl.errors import DataError
@@ -82,13 +86,40 @@ class KnowledgeGraph:
         duplicates: dict[str, int] | None = None,
     ) -> None:
         self.name = name
-        self.entity_names: list[str] = list(entity_names)
-        self.relation_names: list[str] = list(relation_names)
+        # Names from a cache stay one blob (decoded where asked for); any other sequence
+        # becomes a list.
+        self.entity_names: Sequence[str] = _names(entity_names)
+        self.relation_names: Sequence[str] = _names(relation_names)
         self.train = _as_triples(train, "train")
         self.valid = _as_triples(valid, "valid")
         self.test = _as_triples(test, "test")
         self.duplicates = {split: int((duplicates or {}).get(split, 0)) for split in SPLIT_NAMES}
+        self._index: dict[str, Any] = {}  # sorted key indexes and digests, built on demand
         self._validate()
+
+    @classmethod
+    def _trusted(
+        cls,
+        *,
+        name: str,
+        entity_names: Sequence[str],
+        relation_names: Sequence[str],
+        splits: dict[str, torch.Tensor],
+        duplicates: dict[str, int],
+        index: dict[str, Any],
+    ) -> KnowledgeGraph:
+        """A graph from parts already checked (the parser's or a verified cache's), without
+        the checks of ``__init__`` (which read every name and triple). The triples may be
+        views, e.g. ``[3, N].t()`` of a memory-mapped cache: the trainer's column layout."""
+        kg = cls.__new__(cls)
+        kg.name = name
+        kg.entity_names, kg.relation_names = _names(entity_names), _names(relation_names)
+        kg.train, kg.valid, kg.test = (splits[split] for split in SPLIT_NAMES)
+        kg.duplicates = {split: int(duplicates.get(split, 0)) for split in SPLIT_NAMES}
+        kg._index = dict(index)
+        if "fingerprint" in index:
+            kg.__dict__["fingerprint"] = index["fingerprint"]
+        return kg
 
     # ------------------------------------------------------------------ basics
     @property
@@ -129,11 +160,57 @@ class KnowledgeGraph:
         digest = hashlib.sha256(_FINGERPRINT_VERSION)
         for names in (self.entity_names, self.relation_names):
             digest.update(f"\n{len(names)}\n".encode())
-            digest.update(encode_names(names).tobytes())
+            digest.update(encode_names(names))
         for split, triples in self.splits.items():
             digest.update(f"\n{split}:{len(triples)}\n".encode())
-            hash_sorted_triples(digest, triples.numpy())  # in bounded memory
+            split_digest = hashlib.sha256()
+            keys = self._sorted_keys(split)
+            hash_key_rows(keys, self.num_entities, self.num_relations, digest, split_digest)
+            self._index.setdefault(f"sha256:{split}", split_digest.hexdigest())
         return digest.hexdigest()
+
+    # ---------------------------------------------------------------- indexes
+    def _sorted_keys(self, split: str) -> np.ndarray:
+        if split == "train" and "filter_keys" in self._index:
+            return self._index["filter_keys"]
+        keys = sorted_keys(self.splits[split].numpy(), self.num_entities, self.num_relations)
+        if split == "train":
+            self._index["filter_keys"] = keys
+        return keys
+
+    def filter_keys(self) -> torch.Tensor:
+        """The sorted int64 keys ``(h * R + r) * E + t`` of the training triples: the index of
+        the training sampler's false-negative filter (memory-mapped from a dataset cache)."""
+        return torch.from_numpy(self._sorted_keys("train"))
+
+    def answer_keys(self, side: str) -> list[torch.Tensor]:
+        """The filter index of filtered ranking for ``side`` (``"head"`` or ``"tail"``): sorted
+        int64 key arrays (see :func:`emu_dgl.data.triples.answer_keys`) whose union holds
+        every known triple. Tail queries share the training keys with :meth:`filter_keys`
+        and add the valid and test triples' keys; head queries have one array of their own."""
+        if side == "tail":
+            if "heldout_tail" not in self._index:
+                held = np.concatenate([self._sorted_keys("valid"), self._sorted_keys("test")])
+                held.sort(kind="stable")  # (a merge of two sorted runs)
+                self._index["heldout_tail"] = distinct_sorted(held)
+            return [self.filter_keys(), torch.from_numpy(self._index["heldout_tail"])]
+        if "answers_head" not in self._index:
+            E, R = self.num_entities, self.num_relations
+            keys = np.concatenate(
+                [answer_keys(t.numpy(), E, R, "head") for t in self.splits.values()]
+            )
+            keys.sort()
+            self._index["answers_head"] = distinct_sorted(keys)
+        return [torch.from_numpy(self._index["answers_head"])]
+
+    def split_sha256(self, split: str) -> str:
+        """sha256 of a split's triples as sorted ``[N, 3]`` int64 rows (a run's data record)."""
+        if f"sha256:{split}" not in self._index:
+            digest = hashlib.sha256()
+            keys = self._sorted_keys(split)
+            hash_key_rows(keys, self.num_entities, self.num_relations, digest)
+            self._index[f"sha256:{split}"] = digest.hexdigest()
+        return self._index[f"sha256:{split}"]
 
     def __repr__(self) -> str:
         return (
@@ -143,6 +220,11 @@ class KnowledgeGraph:
         )
 
     def _validate(self) -> None:
+        if self.num_entities * self.num_entities * max(self.num_relations, 1) >= 2**63:
+            raise DataError(
+                f"{self.name}: {self.num_entities} entities and {self.num_relations} relations are "
+                "too many for int64 triple keys"
+            )
         if len(set(self.entity_names)) != self.num_entities:
             raise DataError(f"{self.name}: entity names are not unique")
         if len(set(self.relation_names)) != self.num_relations:
@@ -156,7 +238,7 @@ class KnowledgeGraph:
             if triples.numel() == 0:
                 continue
             low = int(triples.min())
-            entity_max = int(triples[:, [0, 2]].max())
+            entity_max = max(int(triples[:, 0].max()), int(triples[:, 2].max()))
             relation_max = int(triples[:, 1].max())
             if low < 0 or entity_max >= self.num_entities or relation_max >= self.num_relations:
                 raise DataError(
@@ -438,6 +520,10 @@ class KnowledgeGraph:
 
 
 # ---------------------------------------------------------------- helpers
+def _names(names: Sequence[str]) -> Sequence[str]:
+    return names if isinstance(names, Names) else list(names)
+
+
 #: What :meth:`KnowledgeGraph.save` writes: array name -> (dtype kind, rank, fixed length).
 _SAVED: dict[str, tuple[str, int, int | None]] = {
     "entity_names": ("u", 1, None),

@@ -22,8 +22,8 @@ and keep their embedding row). Duplicate triples are dropped and redrawn; the
 surviving triples are shuffled and split into test, valid and train.
 
 Everything is vectorised tensor code seeded by ``seed``: the same parameters give
-the same graph. Generated graphs are cached (``.npz``) under the processed-data
-folder, keyed by the parameters.
+the same graph. Generated graphs are cached under the processed-data folder, keyed by
+the parameters, as memory-mapped store files (see :mod:`emu_dgl.data.prepared`).
 """
 
 from __future__ import annotations
@@ -179,33 +179,44 @@ def generate_power_law(
 
 
 def load_power_law(text: str, cache_dir: str | Path | None = None):  # -> KnowledgeGraph
-    """The graph named ``text`` (see the module doc), from the cache or generated and cached."""
+    """The graph named ``text`` (see the module doc), from the cache or generated and cached.
+
+    The cache is a store file (:mod:`emu_dgl.data.prepared`): a later load maps it, with
+    its filter indexes, instead of generating again."""
     from emu_dgl.data.knowledge_graph import KnowledgeGraph
+    from emu_dgl.data.names import Names, names_blob
+    from emu_dgl.data.prepared import load_prepared, save_prepared
+    from emu_dgl.data.store import StoreError
 
     spec = parse_spec(text).check()
     cache_path = None
+    key = "-".join(f"{k}{v}" for k, v in asdict(spec).items())
     if cache_dir is not None:
-        key = "-".join(f"{k}{v}" for k, v in asdict(spec).items())
-        cache_path = Path(cache_dir) / f"synthetic-v{_VERSION}-{key}.npz"
-        if cache_path.is_file():
-            try:
-                return KnowledgeGraph.load(cache_path, name=spec.name)
-            except (OSError, ValueError, KeyError, DataError):
-                pass  # unreadable: generate again and overwrite
+        cache_path = Path(cache_dir) / f"synthetic-v{_VERSION}-{key}.store"
+        try:
+            return load_prepared(cache_path, key=key, name=spec.name)
+        except (StoreError, EmuDglError, OSError):
+            pass  # missing or unreadable: generate again and overwrite
     train, valid, test, spec = generate_power_law(spec)
-    kg = KnowledgeGraph(
+    kg = KnowledgeGraph._trusted(
         name=spec.name,
-        entity_names=[f"e{i}" for i in range(spec.entities)],
+        entity_names=Names(*names_blob([f"e{i}" for i in range(spec.entities)])),
         relation_names=[f"r{i}" for i in range(spec.relations)],
-        train=train,
-        valid=valid,
-        test=test,
+        # [3, N] columns, as a cached graph holds them (the trainer reads columns)
+        splits={"train": _columns(train), "valid": _columns(valid), "test": _columns(test)},
+        duplicates={},
+        index={},
     )
     if cache_path is not None:
         try:
-            kg.save(cache_path)
+            save_prepared(kg, cache_path, key=key)
         except (OSError, EmuDglError) as exc:  # a cache is optional
             import warnings
 
             warnings.warn(f"could not write the dataset cache {cache_path}: {exc}", stacklevel=2)
     return kg
+
+
+def _columns(triples: torch.Tensor) -> torch.Tensor:
+    """``[N, 3]`` triples as the ``.t()`` view of contiguous ``[3, N]`` columns."""
+    return triples.t().contiguous().t()

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from emu_dgl.training.precision import compute_rows
 from emu_dgl.training.sparse import push_rows
 
 __all__ = ["Exchange", "ShardedEmbedding", "ShardedTable", "gather_rows", "shard_bounds"]
@@ -86,7 +87,7 @@ class _ShardedLookup(torch.autograd.Function):
     def forward(ctx: Any, weight: Tensor, ids: Tensor, table: ShardedEmbedding) -> Tensor:  # type: ignore[override]
         exchange = Exchange(ids, table)
         ctx.exchange, ctx.shape = exchange, weight.shape
-        return exchange.rows(weight).view(*ids.shape, weight.shape[1])
+        return compute_rows(exchange.rows(weight)).view(*ids.shape, weight.shape[1])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
@@ -116,7 +117,8 @@ class ShardedTable:
         """The rows of each id tensor (1-d), fetched from their owners in one exchange."""
         self._sizes = [len(part) for part in ids]
         self._exchange = Exchange(torch.cat(ids), self.embedding)
-        return list(self._exchange.rows(self.embedding.weight.detach()).split(self._sizes))
+        rows = self._exchange.rows(self.embedding.weight.detach())  # (bfloat16 rows travel small)
+        return list(compute_rows(rows).split(self._sizes))
 
     def push(self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]) -> None:
         """The gathered rows' gradients, in parts in the order of the gathered ids (a part

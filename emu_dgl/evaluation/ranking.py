@@ -11,8 +11,9 @@ score and the remaining scores ``x_e``:
 
 so a model that gives every entity the same score gets the expected rank of a random
 ordering, not rank 1. The head query (?, r, t) is symmetric. No Python loop runs over
-triples: the known answers of every query form a CSR index (query key -> answers)
-built once with a sort, and each batch gathers its answers with ``repeat_interleave``.
+triples: the known answers of every query are a run of sorted triple keys, found by two
+binary searches per query (the index a dataset cache keeps memory-mapped), and each
+batch gathers its answers with ``repeat_interleave``.
 
 Besides the realistic rank, :func:`rank_table` gives the optimistic (ties won) and
 pessimistic (ties lost) ranks and each query's number of candidates, from which the
@@ -57,32 +58,50 @@ SAMPLED_CHUNK = 128
 
 
 class _AnswerIndex:
-    """CSR index from a query key (anchor * R + relation) to every known answer entity."""
+    """The known answers of queries ``(anchor, relation)``, from sorted int64 key arrays.
 
-    def __init__(self, known: Tensor, num_relations: int, side: Side) -> None:
+    A known triple is stored as ``(anchor * R + relation) * E + answer`` (anchor the head
+    for tail queries, the tail for head queries; see
+    :func:`emu_dgl.data.triples.answer_keys`). Sorted, the answers of query ``q = anchor *
+    R + relation`` are the keys in ``[q E, (q + 1) E)``: two binary searches find them.
+    The union of several arrays may be given (a dataset cache keeps the training keys
+    apart from the valid and test ones, and the training sampler's filter shares them).
+    """
+
+    def __init__(self, keys: list[Tensor], num_relations: int, num_entities: int) -> None:
+        self.parts = keys
+        self.keys = keys[0]  # (its device is the index's)
+        self.num_relations = num_relations
+        self.num_entities = num_entities
+
+    @classmethod
+    def from_triples(
+        cls, known: Tensor, num_relations: int, side: Side, num_entities: int | None = None
+    ) -> _AnswerIndex:
         anchor, answer = (
             (known[:, 0], known[:, 2]) if side == "tail" else (known[:, 2], known[:, 0])
         )
-        keys = anchor * num_relations + known[:, 1]
-        order = torch.argsort(keys, stable=True)
-        keys, self.answers = keys[order], answer[order]
-        self.keys, counts = torch.unique_consecutive(keys, return_counts=True)
-        self.indptr = torch.zeros(len(counts) + 1, dtype=torch.long, device=known.device)
-        self.indptr[1:] = torch.cumsum(counts, 0)
-        self.num_relations = num_relations
+        if num_entities is None:
+            num_entities = int(torch.maximum(anchor, answer).max()) + 1 if len(known) else 1
+        keys = torch.sort((anchor * num_relations + known[:, 1]) * num_entities + answer).values
+        return cls([torch.unique_consecutive(keys)], num_relations, num_entities)
 
     def lookup(self, anchor: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
         """(row, entity) pairs of every known answer of every query in the batch."""
-        query = anchor * self.num_relations + relation
-        pos = torch.searchsorted(self.keys, query).clamp_max(len(self.keys) - 1)
-        found = self.keys[pos] == query
-        start = self.indptr[pos]
-        count = torch.where(found, self.indptr[pos + 1] - start, torch.zeros_like(start))
-        rows = torch.repeat_interleave(torch.arange(len(query), device=query.device), count)
-        # offset of each answer within its query's run: global position minus run start
-        first = torch.cumsum(count, 0) - count
-        within = torch.arange(int(count.sum()), device=query.device) - first[rows]
-        return rows, self.answers[start[rows] + within]
+        query = (anchor * self.num_relations + relation) * self.num_entities
+        rows_out, answers_out = [], []
+        for keys in self.parts:
+            start = torch.searchsorted(keys, query)
+            count = torch.searchsorted(keys, query + self.num_entities) - start
+            rows = torch.repeat_interleave(torch.arange(len(query), device=query.device), count)
+            # offset of each answer within its query's run: global position minus run start
+            first = torch.cumsum(count, 0) - count
+            within = torch.arange(len(rows), device=query.device) - first[rows]
+            rows_out.append(rows)
+            answers_out.append(keys[start[rows] + within] % self.num_entities)
+        if len(self.parts) == 1:
+            return rows_out[0], answers_out[0]
+        return torch.cat(rows_out), torch.cat(answers_out)
 
 
 def random_distinct(generator: torch.Generator, n: int, count: int) -> Tensor:
@@ -241,13 +260,16 @@ def per_relation_metrics(
 class FilteredEvaluator:
     """Filtered MRR / MR / Hits@k on both sides against all entities.
 
-    ``known`` holds every true triple (train + valid + test); ``scorer`` is anything with
+    ``known`` holds every true triple (train + valid + test), or ``answer_keys`` holds
+    their filter index already (``{"head": [...], "tail": [...]}`` as
+    :meth:`emu_dgl.data.KnowledgeGraph.answer_keys` gives it, with ``num_entities``);
+    ``scorer`` is anything with
     ``score_t(hr[B,2]) -> [B,E]`` and ``score_h(rt[B,2]) -> [B,E]`` (a :class:`KGEModel`).
     """
 
     def __init__(
         self,
-        known: Tensor,
+        known: Tensor | None,
         num_relations: int,
         *,
         batch_size: int = 256,
@@ -255,6 +277,8 @@ class FilteredEvaluator:
         num_negatives: int = 500,
         seed: int = 0,
         announce_after: float | None = 60.0,
+        answer_keys: Mapping[str, list[Tensor]] | None = None,
+        num_entities: int | None = None,
         hits_at: tuple[int, ...] | list[int] = HITS_AT,
     ) -> None:
         if protocol not in ("full", "sampled"):
@@ -270,7 +294,20 @@ class FilteredEvaluator:
         if not self.hits_at or self.hits_at[0] < 1:
             raise ConfigError(f"eval.hits_at must list positive integers, got {list(hits_at)}")
         self._queries = self._whole_queries = 0
-        self._index = {side: _AnswerIndex(known, num_relations, side) for side in ("head", "tail")}
+        if answer_keys is not None:  # built already (a dataset cache maps them)
+            if num_entities is None:
+                raise ValueError("answer_keys need the num_entities they were built with")
+            self._index = {
+                side: _AnswerIndex(list(answer_keys[side]), num_relations, num_entities)
+                for side in ("head", "tail")
+            }
+        elif known is None:
+            raise ValueError("FilteredEvaluator needs the known triples or their answer_keys")
+        else:
+            self._index = {
+                side: _AnswerIndex.from_triples(known, num_relations, side, num_entities)
+                for side in ("head", "tail")
+            }
 
     @torch.no_grad()
     def ranks(

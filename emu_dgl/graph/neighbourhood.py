@@ -39,8 +39,12 @@ Both are returned as a :class:`Neighbourhood`: ``indptr`` (E+1, int64),
 ``indices`` (nnz, int32, sorted within each row) and ``counts`` (nnz, int32, or
 ``None`` for exact sets). Results are cached on disk under a key made from the
 training triples' bytes and every parameter that changes the result, in
-:func:`default_cache_dir` unless told otherwise; cache files are written atomically
-and a corrupt file is rebuilt with a warning.
+:func:`default_cache_dir` unless told otherwise. Cache files are written atomically and
+hold their full key: a corrupt file, or one built for another key, is rebuilt with a
+warning. A cache path is opened without following links and without blocking (a FIFO
+or a link there is neither read nor replaced), and a cache folder that cannot be
+written (read-only, full) costs one warning: the run goes on with the candidates it
+built.
 
 Determinism: walks draw from DGL's own generator, seeded with ``dgl.seed(seed)``
 before the first walk; anchors are walked in fixed-size chunks, so the same
@@ -55,6 +59,7 @@ neighbourhood the one every later run uses.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 import warnings
@@ -66,6 +71,7 @@ import numpy as np
 import torch
 
 from emu_dgl._dgl import dgl
+from emu_dgl.errors import EmuDglError
 
 __all__ = [
     "Neighbourhood",
@@ -80,7 +86,7 @@ __all__ = [
     "WalkMode",
 ]
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 WalkMode = Literal["restart", "continue"]
 WALK_MODES: tuple[str, ...] = ("restart", "continue")
 # Walks per chunk: bounds the peak memory of the (walks, k+1) int64 trace to ~128 MB at k = 3.
@@ -387,13 +393,32 @@ def _cache_path(cache_dir: Path, key: str, *, k: int, walks: int, walk_mode: str
     return Path(cache_dir) / f"neighbourhood-k{k}-{kind}-{key[:24]}.pt"
 
 
+class _CacheBlocked(Exception):
+    """Something that is not a regular file of ours sits at the cache path (a link, a
+    FIFO, a device): it is neither read nor replaced."""
+
+
 def _load(
-    path: Path, *, num_entities: int, k: int, walks: int, walk_mode: str
+    path: Path, *, key: str, num_entities: int, k: int, walks: int, walk_mode: str
 ) -> Neighbourhood | None:
-    if not path.exists():
+    from emu_dgl.errors import FileError
+    from emu_dgl.files import describe_kind, open_read
+
+    if not os.path.lexists(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Never through a link, never blocking on a FIFO: opened non-blocking, then fstat.
+        handle = open_read(path, "neighbourhood cache")
+    except FileError as exc:
+        if describe_kind(path) in ("missing", "a regular file"):  # gone, or unreadable
+            warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=3)
+            return None
+        raise _CacheBlocked(str(exc)) from None
+    try:
+        with handle:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            raise ValueError("it was built from other training triples or parameters")
         nb = Neighbourhood.from_state_dict(state)
         expected = (num_entities, k, walks, walk_mode if walks > 0 else nb.walk_mode)
         if (nb.num_entities, nb.k, nb.walks, nb.walk_mode) != expected:
@@ -412,13 +437,13 @@ def _load(
         return None
 
 
-def _save_atomic(neighbourhood: Neighbourhood, path: Path) -> None:
+def _save_atomic(neighbourhood: Neighbourhood, path: Path, key: str) -> None:
     from emu_dgl.data.io import remove_stale_temporaries
     from emu_dgl.files import make_dir, write_atomic
 
     make_dir(path.parent, "neighbourhood cache folder")
     remove_stale_temporaries(path)
-    state = neighbourhood.state_dict()
+    state = {**neighbourhood.state_dict(), "key": key}
     write_atomic(
         path, lambda handle: torch.save(state, handle), "neighbourhood cache", durable=False
     )
@@ -452,13 +477,23 @@ def build_neighbourhood(
         raise ValueError(f"walks must be >= 0 (0 = exact k-hop), got {walks}")
     _check_walk_mode(walk_mode)
     _check_train(train, num_entities)
-    path = None
+    path, key = None, ""
     if cache_dir is not None:
         key = neighbourhood_cache_key(
             train, num_entities, k=k, walks=walks, seed=seed, walk_mode=walk_mode
         )
         path = _cache_path(Path(cache_dir), key, k=k, walks=walks, walk_mode=walk_mode)
-        cached = _load(path, num_entities=num_entities, k=k, walks=walks, walk_mode=walk_mode)
+        try:
+            cached = _load(
+                path, key=key, num_entities=num_entities, k=k, walks=walks, walk_mode=walk_mode
+            )
+        except _CacheBlocked as exc:
+            warnings.warn(
+                f"{exc}; building the SANS candidates without the cache",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            cached, path = None, None
         if cached is not None:
             return cached
     what = f"exact {k}-hop sets" if walks == 0 else f"{walk_mode} walks, k={k}, w={walks}"
@@ -473,7 +508,16 @@ def build_neighbourhood(
             graph, k=k, walks=walks, seed=seed, walk_mode=walk_mode, chunk_walks=chunk_walks
         )
     if path is not None:
-        _save_atomic(result, path)
+        try:
+            _save_atomic(result, path, key)
+        except (OSError, EmuDglError) as exc:  # a read-only or full cache folder: one warning
+            warnings.warn(
+                f"could not write the neighbourhood cache {path} ({exc}); the run goes on "
+                "without it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            path = None
     if announce:
         where = f"cached at {path} ({result.nbytes / 2**20:,.0f} MB)" if path else "not cached"
         _say(

@@ -347,7 +347,7 @@ class KGEModel(EncodedEntities, nn.Module):
 
     def default_slice_size(self, batch_size: int) -> int:
         """Largest entity slice whose intermediates fit :data:`SLICE_BUDGET_BYTES`."""
-        per_pair = self.decoder.pair_bytes(self.entity.weight.element_size())
+        per_pair = self.decoder.pair_bytes(max(4, self.entity.weight.element_size()))
         return max(1, SLICE_BUDGET_BYTES // max(1, batch_size * per_pair))
 
     def _all_entities(
@@ -361,6 +361,11 @@ class KGEModel(EncodedEntities, nn.Module):
         step = slice_size if slice_size is not None else self.default_slice_size(batch_size)
         if step < 1:
             raise ValueError(f"slice_size must be positive, got {step}")
+        if weight.dtype in (
+            torch.bfloat16,
+            torch.float16,
+        ):  # a table stored small: score in float32
+            return torch.cat([score(chunk.float()) for chunk in _chunks(weight, step)], dim=1)
         if step >= weight.shape[0]:
             return score(weight)
         return torch.cat([score(chunk) for chunk in _chunks(weight, step)], dim=1)

@@ -50,6 +50,21 @@ class KnownTriples:
         self._copies: dict[torch.device, torch.Tensor] = {self.keys.device: self.keys}
         self._sided: dict[torch.device, torch.Tensor] = {}
 
+    @classmethod
+    def from_sorted_keys(
+        cls, keys: torch.Tensor, *, num_entities: int, num_relations: int
+    ) -> KnownTriples:
+        """From keys already sorted and distinct (:meth:`emu_dgl.data.KnowledgeGraph.filter_keys`,
+        memory-mapped from a dataset cache): nothing is copied or sorted."""
+        if num_entities * num_entities * num_relations >= 2**63:
+            raise ValueError("too many entities/relations for int64 triple keys")
+        known = cls.__new__(cls)
+        known.num_entities, known.num_relations = num_entities, num_relations
+        known.keys = keys
+        known._copies = {keys.device: keys}
+        known._sided = {}
+        return known
+
     def encode(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (h * self.num_relations + r) * self.num_entities + t
 

@@ -88,7 +88,7 @@ def build_sampler(
     cache_dir: Path | str | None = None,
     announce: bool = True,
     filter: bool = False,  # named after the config key `sampler.filter`
-    known: torch.Tensor | None = None,
+    known: torch.Tensor | KnownTriples | None = None,
     num_relations: int | None = None,
     spare: int | None = None,
     uniform_spare: int | None = None,
@@ -134,10 +134,14 @@ def build_sampler(
     )
     if not filter:
         return base
-    known_triples = KnownTriples(
-        (train if known is None else known).to(device),
-        num_entities=num_entities,
-        num_relations=num_relations,
+    known_triples = (
+        known
+        if isinstance(known, KnownTriples)
+        else KnownTriples(
+            (train if known is None else known).to(device),
+            num_entities=num_entities,
+            num_relations=num_relations,
+        )
     )
     return FilteredSampler(
         base, known_triples, num_entities, spare=spare, uniform_spare=uniform_spare

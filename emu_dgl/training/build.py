@@ -127,6 +127,9 @@ def check_components(
         for item in config.tracking.backends:
             if item not in BACKENDS:
                 canonical_choice("tracking.backends", item, list(BACKENDS))  # raises
+        from emu_dgl.training.precision import check_table_dtype
+
+        check_table_dtype(config)  # a bfloat16 table needs row-wise updates
 
 
 def _check_name(registry: Registry[Any], name: str, used: Mapping[str, Any] | None) -> None:
@@ -178,7 +181,10 @@ def model_from_config(
     so row ``i`` starts the same however the table is split: ``rows=(lo, hi)`` builds
     only rows ``lo .. hi - 1``, one process's block of a table split over processes
     (``model.entity`` then holds those rows alone; an encoder that passes messages between
-    rows cannot run so, see :func:`~emu_dgl.training.encoded.encoder_from_config`).
+    rows cannot run so, see :func:`~emu_dgl.training.encoded.encoder_from_config`). With
+    ``model.dtype: bfloat16`` the table is allocated and filled in bfloat16, the float32 draws
+    rounded block by block (never a float32 copy of the table; see
+    :mod:`emu_dgl.training.precision`).
     """
     from emu_dgl.models import KGEModel
     from emu_dgl.models.init import uniform_rows_
@@ -203,9 +209,15 @@ def model_from_config(
     lo, hi = rows if rows is not None else (0, num_entities)
     if not 0 <= lo <= hi <= num_entities:
         raise ValueError(f"rows {lo}..{hi} are not rows of a table of {num_entities}")
-    weight = torch.empty(hi - lo, encoder.in_width)
-    uniform_rows_(weight, lo, decoder.embedding_range, config.train.seed)
-    model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
+    width = encoder.in_width
+    if m.dtype == "float32":
+        weight = torch.empty(hi - lo, width)
+        model.entity = nn.Embedding.from_pretrained(weight, freeze=False)
+    else:
+        from emu_dgl.training.precision import TABLE_DTYPES, stored_entity_table
+
+        model.entity = stored_entity_table(hi - lo, width, TABLE_DTYPES[m.dtype])
+    uniform_rows_(model.entity.weight, lo, decoder.embedding_range, config.train.seed)
     return model
 
 
@@ -234,11 +246,22 @@ def sampler_from_config(
     scores every entity (no negatives). Precomputed neighbourhoods are cached in
     ``cache_dir`` (default: the cache root's ``neighbourhoods/``); ``announce`` says on
     stderr when one is built."""
-    from emu_dgl.sampling import build_sampler
+    from emu_dgl.sampling import KnownTriples, build_sampler
 
     if scores_all_entities(config):
         return None
     s = config.sampler
+    # The filter's index: the training triples' sorted keys, memory-mapped from a dataset
+    # cache (shared by every process) or sorted once here.
+    known = (
+        KnownTriples.from_sorted_keys(
+            kg.filter_keys().to(device),
+            num_entities=kg.num_entities,
+            num_relations=kg.num_relations,
+        )
+        if s.filter
+        else None
+    )
     return build_sampler(
         s.name,
         train=kg.train,
@@ -249,7 +272,7 @@ def sampler_from_config(
         cache_dir=cache_dir,
         announce=announce,
         filter=s.filter,
-        known=kg.train,
+        known=known,
         device=device,
         **config.options_for(SAMPLERS.config_key),
     )
@@ -354,6 +377,8 @@ def optimizer_from_config(
     )
     if phase > 0 and cfg.schedule == "reference":
         sparse_rows = False  # the published switch: dense Adam over every row
+    if config.model.dtype != "float32":
+        sparse_rows = True  # a low-precision table is only updated row by row
     return build_optimizer(model, name, lr=lr, sparse=sparse_rows), sparse_rows
 
 
@@ -464,21 +489,32 @@ def scheduler_from_config(
 
 
 def evaluator_from_config(
-    config: Config, known: Iterable[torch.Tensor] | torch.Tensor, num_relations: int
+    config: Config,
+    known: Iterable[torch.Tensor] | torch.Tensor | KnowledgeGraph,
+    num_relations: int,
+    *,
+    device: torch.device | None = None,
 ) -> FilteredEvaluator:
     """The filtered evaluator of the ``eval`` section; ``known`` are every split's triples
-    (concatenated here when given as a sequence), which the filtered setting removes."""
+    (concatenated here when given as a sequence), which the filtered setting removes, or
+    the graph itself, whose filter index (memory-mapped from a dataset cache) is used
+    as it is, on ``device``."""
     from emu_dgl.evaluation import FilteredEvaluator
 
-    if not isinstance(known, torch.Tensor):
-        known = torch.cat(list(known))
     cfg = config.eval
-    return FilteredEvaluator(
-        known,
-        num_relations,
-        batch_size=cfg.batch_size,
-        protocol=cfg.protocol,  # type: ignore[arg-type]
-        num_negatives=cfg.num_negatives,
-        seed=cfg.seed,
-        hits_at=tuple(cfg.hits_at),
-    )
+    options: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "protocol": cfg.protocol,
+        "num_negatives": cfg.num_negatives,
+        "seed": cfg.seed,
+        "hits_at": tuple(cfg.hits_at),
+    }
+    if hasattr(known, "answer_keys"):
+        kg: Any = known
+        keys = {side: [k.to(device) for k in kg.answer_keys(side)] for side in ("head", "tail")}
+        return FilteredEvaluator(
+            None, num_relations, answer_keys=keys, num_entities=kg.num_entities, **options
+        )
+    if not isinstance(known, torch.Tensor):
+        known = torch.cat(list(known))  # type: ignore[arg-type]
+    return FilteredEvaluator(known, num_relations, **options)

@@ -8,11 +8,10 @@ name and refuse data whose content changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from emu_dgl.errors import DataError, RunError
 from emu_dgl.files import read_text, write_atomic
@@ -20,6 +19,7 @@ from emu_dgl.files import read_text, write_atomic
 __all__ = [
     "DATA_FILE",
     "data_record",
+    "dump_data_record",
     "match_data",
     "read_data_record",
     "read_json",
@@ -46,27 +46,47 @@ def read_json(path: Path, what: str) -> Any:
         ) from None
 
 
-def _split_hash(triples: Any) -> str:
-    """sha256 of the split's int64 triples sorted by (head, relation, tail), hashed in
-    bounded memory (:func:`~emu_dgl.data.triples.hash_sorted_triples`)."""
-    from emu_dgl.data.triples import hash_sorted_triples
-
-    digest = hashlib.sha256()
-    hash_sorted_triples(digest, triples.numpy())
-    return digest.hexdigest()
-
-
-def data_record(kg: Any) -> dict[str, Any]:
-    """What a run stores about its data: names in id order, split sizes and hashes, fingerprint."""
+def data_record(kg: Any, *, names: bool = True) -> dict[str, Any]:
+    """What a run stores about its data: names in id order, split sizes and hashes,
+    fingerprint (without the names when ``names`` is False: see :func:`dump_data_record`)."""
     return {
         "dataset": kg.name,
         "fingerprint": kg.fingerprint,
-        "entities": list(kg.entity_names),
-        "relations": list(kg.relation_names),
+        "entities": list(kg.entity_names) if names else None,
+        "relations": list(kg.relation_names) if names else None,
+        # (a graph's split_sha256 is this hash, kept by a dataset cache: no sort of the triples)
         "splits": {
-            split: {"triples": len(t), "sha256": _split_hash(t)} for split, t in kg.splits.items()
+            split: {"triples": len(t), "sha256": kg.split_sha256(split)}
+            for split, t in kg.splits.items()
         },
     }
+
+
+def dump_data_record(kg: Any, handle: IO[bytes]) -> None:
+    """``json.dumps(data_record(kg)) + "\\n"``, written name chunk by name chunk: the names
+    of a graph of millions of entities are never all Python strings at once."""
+    record = data_record(kg, names=False)
+
+    def member(key: str) -> bytes:
+        return f"{json.dumps(key)}: {json.dumps(record[key])}".encode()
+
+    def names(values: Any) -> None:
+        handle.write(b"[")
+        for start in range(0, len(values), _NAME_CHUNK):
+            chunk = values[start : start + _NAME_CHUNK]
+            handle.write(
+                (", " if start else "").encode() + ", ".join(map(json.dumps, chunk)).encode()
+            )
+        handle.write(b"]")
+
+    handle.write(b"{" + member("dataset") + b", " + member("fingerprint") + b', "entities": ')
+    names(kg.entity_names)
+    handle.write(b', "relations": ')
+    names(kg.relation_names)
+    handle.write(b", " + member("splits") + b"}\n")
+
+
+_NAME_CHUNK = 1 << 16
 
 
 def read_data_record(run_dir: Path) -> dict[str, Any] | None:
@@ -128,7 +148,7 @@ def match_data(kg: Any, record: dict[str, Any] | None, run_dir: Path) -> Any:
     changed = [
         f"{split} ({info['triples']} triples then, {len(remapped.splits[split])} now)"
         for split, info in record.get("splits", {}).items()
-        if split in remapped.splits and _split_hash(remapped.splits[split]) != info["sha256"]
+        if split in remapped.splits and remapped.split_sha256(split) != info["sha256"]
     ]
     raise DataError(
         f"{what}: the triples of {', '.join(changed) or 'a split'} changed; use the files it was trained on"

@@ -164,9 +164,7 @@ class RunResult:
             config.eval.protocol = protocol  # type: ignore[assignment]
             config.validate()
         dev = self.device
-        evaluator = evaluator_from_config(
-            config, [s.to(dev) for s in self.kg.splits.values()], self.kg.num_relations
-        )
+        evaluator = evaluator_from_config(config, self.kg, self.kg.num_relations, device=dev)
         return evaluator.evaluate(
             self.scorer,
             self.kg.splits[split],
@@ -229,7 +227,8 @@ class RunResult:
                 ("relations.npy", self.model.relation.weight),
                 *arrays,
             ):
-                array = weight.detach().cpu().numpy()
+                tensor = weight.detach().cpu()  # a bfloat16 table is exported as float32
+                array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
                 write_atomic(out / fname, lambda handle, a=array: np.save(handle, a), "export file")
             for fname, names in (
                 ("entities.tsv", self.kg.entity_names),

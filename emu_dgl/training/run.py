@@ -30,11 +30,11 @@ that live here, in one place:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,13 @@ from emu_dgl.files import (
     read_text,
     remove,
     resolve_path,
+    write_atomic,
 )
 from emu_dgl.training.lock import LOCK_FILE, RunLock
 from emu_dgl.training.records import (
     DATA_FILE,
     data_record,
+    dump_data_record,
     match_data,
     read_data_record,
     read_json,
@@ -73,6 +75,7 @@ __all__ = [  # the lock and the records live in their own modules; here for the 
     "RunLock",
     "check_resume",
     "data_record",
+    "dump_data_record",
     "match_data",
     "open_run",
     "read_data_record",
@@ -424,7 +427,7 @@ class Admission:
     def write_record(self, kg: Any, config_yaml: str, components: str | None = None) -> None:
         """``data.json``, ``components.json`` and ``config.yaml`` (last: its presence means the
         run has begun): what evaluation and ``--resume`` read back."""
-        write_text(self.run_dir / DATA_FILE, json.dumps(data_record(kg)) + "\n", "data record")
+        write_atomic(self.run_dir / DATA_FILE, partial(dump_data_record, kg), "data record")
         if components is not None:
             write_text(self.run_dir / COMPONENTS_FILE, components, "components record")
         write_text(self.run_dir / CONFIG_FILE, config_yaml, "run config")

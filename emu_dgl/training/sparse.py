@@ -69,8 +69,20 @@ __all__ = [
     "coalesce_rows",
     "fused_supported",
     "push_rows",
+    "state_dtype",
     "use_sparse_rows",
 ]
+
+#: Parameter dtypes stored in low precision: their optimizer state is float32, and a row
+#: update is computed in float32 and written back rounded once (see
+#: :mod:`emu_dgl.training.precision`).
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def state_dtype(param: Tensor) -> torch.dtype:
+    """The dtype of ``param``'s optimizer state: float32 for a low-precision table."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
 
 #: ``train.sparse: auto`` updates rows once the table has more than this many times the
 #: rows a step looks up; below, the dense update is as fast or faster (DistMult, batch
@@ -229,7 +241,8 @@ class RowOptimizer(torch.optim.Optimizer):
                         rows[0],
                         rows[1],
                         param.shape[0],
-                        repeat_first=self.repeat_first,
+                        # a low-precision row is written back whole: no padding rows
+                        repeat_first=self.repeat_first or param.dtype in LOW_PRECISION,
                         buffer=self._buffer,
                     )
                     self._update_rows(param, slots, summed, group, state)
@@ -241,7 +254,10 @@ class RowOptimizer(torch.optim.Optimizer):
         return loss
 
     def _gather(self, name: str, table: Tensor, rows: Tensor) -> Tensor:
-        """``table[rows]`` into the work buffer ``name``."""
+        """``table[rows]`` into the work buffer ``name`` (float32 rows of a low-precision
+        table: the update is computed in float32, written back rounded once)."""
+        if table.dtype in LOW_PRECISION:
+            return table.index_select(0, rows).float()
         out = self._buffer(name, (rows.shape[0], *table.shape[1:]), table)
         return torch.index_select(table, 0, rows, out=out)
 

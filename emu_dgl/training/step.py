@@ -44,6 +44,7 @@ from torch import Tensor
 
 from emu_dgl.losses.base import BlockLoss
 from emu_dgl.sampling.base import anchors, draws_from_words
+from emu_dgl.training.precision import compute_rows
 from emu_dgl.training.sparse import push_rows
 from emu_dgl.typing import Side
 
@@ -90,8 +91,9 @@ class LocalTable:
 
     @torch.no_grad()
     def gather(self, ids: list[Tensor]) -> list[Tensor]:
-        """The rows of each id tensor (1-d), without autograd."""
-        return [self.weight.index_select(0, part) for part in ids]
+        """The rows of each id tensor (1-d), without autograd (float32 rows of a bfloat16
+        table: the step computes in float32, see :mod:`emu_dgl.training.precision`)."""
+        return [compute_rows(self.weight.index_select(0, part)) for part in ids]
 
     def push(self, optimizer: torch.optim.Optimizer, parts: list[tuple[Tensor, Tensor]]) -> None:
         """The gradients of the gathered rows, in parts ``(ids, grads)`` (the anchors' and
@@ -158,7 +160,7 @@ class TrainStep:
         self.num_negatives = 0 if one_vs_all else sampler.num_negatives
         self.word_sampler = self.draws > 0 and draws_from_words(sampler)
         device = model.entity.weight.device
-        self._targets(loss, device, model.entity.weight.dtype)
+        self._targets(loss, device, compute_rows(model.entity.weight[:0]).dtype)
         self._coin_threshold = (
             None
             if head_probability is None
@@ -225,7 +227,7 @@ class TrainStep:
     def _fresh_words(self) -> Tensor:
         """The step's random words, drawn anew (and the loss targets in the model's dtype)."""
         assert self.optimizer is not None, "TrainStep.optimizer is set by the trainer"
-        dtype = self.model.entity.weight.dtype
+        dtype = compute_rows(self.model.entity.weight[:0]).dtype  # float32 for bfloat16
         if self._target_dtype != dtype:  # the model changed precision (e.g. .double())
             self._targets(self.loss, self.words.device, dtype)
         if self.words.numel():

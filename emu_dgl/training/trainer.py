@@ -104,6 +104,8 @@ class Trainer(CheckpointState, RunGuards):
     leader = True
 
     def __init__(self, config: Config, run_dir: str | Path, *, kg: Any = None) -> None:
+        from emu_dgl.training.memory import baseline_bytes
+
         self.run_dir = run_path(run_dir)
         if lexists(self.run_dir / CONFIG_FILE):  # a run to resume: its plugins are named
             check_run_components(config, self.run_dir)
@@ -113,6 +115,7 @@ class Trainer(CheckpointState, RunGuards):
         self.threads, self.threads_reason = resolve_threads(config.train.threads)
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
+        self._baseline_bytes = baseline_bytes()  # before the data: the memory plan's first part
         # a graph given in Python is saved into the run (GRAPH_FILE)
         self.config, self.kg, self._save_graph = open_run_data(config, self.run_dir, kg)
         self._prepare_data()
@@ -130,7 +133,7 @@ class Trainer(CheckpointState, RunGuards):
         """The graph the model trains on (with inverse triples: 2R relations; ``self.kg``
         stays the data as read, for records, evaluation and prediction), the checks that
         refuse a run that cannot work, the batch columns and the evaluator."""
-        from emu_dgl.training.memory import check_memory
+        from emu_dgl.training.memory import announce_plan, check_memory
 
         config, kg = self.config, self.kg
         self.train_kg = with_inverse_triples(kg) if config.dataset.inverse_triples else kg
@@ -143,6 +146,8 @@ class Trainer(CheckpointState, RunGuards):
             train_triples=len(self.train_kg.train),
             eval_triples=max(len(kg.valid), len(kg.test)),
         )
+        # said before allocating: every part of a process's peak (see training/memory.py)
+        self.memory_plan = announce_plan(config, self.train_kg, self._baseline_bytes)
         warn_wasteful(config, kg, self.threads)
         warn_unseen_in_train(kg)
         if len(self.train_kg.train) == 0:
@@ -157,8 +162,8 @@ class Trainer(CheckpointState, RunGuards):
         self._train_columns = self.train_kg.train.to(self.device).t().contiguous()
         self.train_triples = self._train_columns.t()
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # see _batch
-        known = [kg.train.to(self.device), kg.valid.to(self.device), kg.test.to(self.device)]
-        self.evaluator = evaluator_from_config(config, known, kg.num_relations)
+        # the graph's filter index (memory-mapped from a dataset cache), on the device
+        self.evaluator = evaluator_from_config(config, kg, kg.num_relations, device=self.device)
 
     def _build_components(self) -> None:
         """The model, sampler, step, optimizer and schedule, each from the config's

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from emu_dgl.registry import OPTIMIZERS
-from emu_dgl.training.sparse import RowOptimizer, fused_supported
+from emu_dgl.training.sparse import RowOptimizer, fused_supported, state_dtype
 
 
 @OPTIMIZERS.register("adagrad")
@@ -34,7 +34,7 @@ class RowAdagrad(RowOptimizer):
         super().__init__(params, {"lr": lr, "eps": eps})
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["sum"] = torch.zeros_like(param, dtype=state_dtype(param))
 
     def _update_rows(
         self, param: Tensor, rows: Tensor, grad: Tensor, group: dict[str, Any], state: dict
@@ -45,7 +45,7 @@ class RowAdagrad(RowOptimizer):
         state["sum"].index_copy_(0, rows, total)
         std = total.sqrt_().add_(group["eps"])
         weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
-        param.index_copy_(0, rows, weights)
+        param.index_copy_(0, rows, weights.to(param.dtype))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list

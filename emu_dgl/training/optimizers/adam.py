@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from emu_dgl.registry import OPTIMIZERS
-from emu_dgl.training.sparse import RowOptimizer, fused_supported
+from emu_dgl.training.sparse import RowOptimizer, fused_supported, state_dtype
 
 
 @OPTIMIZERS.register("adam")
@@ -45,8 +45,8 @@ class RowAdam(RowOptimizer):
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float64, device=param.device)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = torch.zeros_like(param, dtype=state_dtype(param))
+        state["exp_avg_sq"] = torch.zeros_like(param, dtype=state_dtype(param))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -84,7 +84,7 @@ class RowAdam(RowOptimizer):
         denom = torch.sqrt(v, out=self._buffer("denom", tuple(v.shape), v))
         denom.div_(correction).add_(group["eps"])
         step = torch.div(m, denom, out=denom).mul_(scale)
-        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step))
+        param.index_copy_(0, rows, self._gather("weights", param, rows).add_(step).to(param.dtype))
 
     def _update_dense(
         self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any], states: list

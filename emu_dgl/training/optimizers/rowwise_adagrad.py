@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from emu_dgl.registry import OPTIMIZERS
-from emu_dgl.training.sparse import RowOptimizer
+from emu_dgl.training.sparse import LOW_PRECISION, RowOptimizer, state_dtype
 
 
 @OPTIMIZERS.register("rowwise_adagrad")
@@ -32,7 +32,7 @@ class RowwiseAdagrad(RowOptimizer):
         super().__init__(params, {"lr": lr, "eps": eps})
 
     def _init_state(self, param: Tensor, state: dict[str, Any]) -> None:
-        state["sum"] = torch.zeros(param.shape[:1], dtype=param.dtype, device=param.device)
+        state["sum"] = torch.zeros(param.shape[:1], dtype=state_dtype(param), device=param.device)
 
     @staticmethod
     def _mean_square(grad: Tensor) -> Tensor:
@@ -49,6 +49,12 @@ class RowwiseAdagrad(RowOptimizer):
         squares = torch.mul(grad, grad, out=work)
         mean_square = squares.flatten(1).mean(1) if grad.dim() > 1 else squares.clone()
         total = state["sum"].index_select(0, rows).add_(mean_square)
+        if param.dtype in LOW_PRECISION:  # rows written back whole (unused slots: slot 0 again)
+            state["sum"].index_copy_(0, rows, total)
+            std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
+            weights = self._gather("weights", param, rows).addcdiv_(grad, std, value=-group["lr"])
+            param.index_copy_(0, rows, weights.to(param.dtype))
+            return
         state["sum"].index_add_(0, rows, mean_square)  # (unused slots: row 0 plus zero)
         std = self._per_row(total.sqrt_().add_(group["eps"]), grad)
         param.index_add_(0, rows, torch.div(grad, std, out=work).mul_(-group["lr"]))
