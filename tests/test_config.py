@@ -161,7 +161,13 @@ def test_options_belong_to_their_components_and_old_run_configs_resolve_alike():
 
     config = load_config(None, ["model.name=distmult", "sampler.name=uniform"])
     written = config.to_dict()
-    assert set(written["model"]) == {"name", "encoder", "dim", "dtype", "gamma"}  # the table: no options
+    assert set(written["model"]) == {
+        "name",
+        "encoder",
+        "dim",
+        "dtype",
+        "gamma",
+    }  # the table: no options
     assert set(written["sampler"]) == {
         "name",
         "num_negatives",
