@@ -296,7 +296,7 @@ def report(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in records:
-        best, test = r.get("best", {}), r.get("test", {})
+        best, test = r.get("best") or {}, r.get("test") or {}  # a stopped run has no test
         rows.append(
             f"| {r['label']} | {r['threads']} | {best.get('valid_mrr', float('nan')):.3f} | "
             f"{best.get('train_seconds', 0) / 60:.1f} | {test.get('mrr', float('nan')):.3f} | "
