@@ -46,6 +46,14 @@ from emu_dgl.registry import (
     Registry,
     describe_origin,
 )
+from emu_dgl.training.budget import (
+    apply_max_epochs,
+    batch_size_for,
+    fit_negatives,
+    scheduler_from_config,
+    scores_all_entities,
+    switch_step,
+)
 from emu_dgl.training.encoded import (
     check_sharded_encoder,
     encoded_table_from_config,
@@ -153,11 +161,6 @@ def _check_name(registry: Registry[Any], name: str, used: Mapping[str, Any] | No
                 )
         canonical_choice(registry.config_key, name, valid)  # raises with the hint
     registry.get(name)  # a plugin that fails to load says so here, before any work
-
-
-def scores_all_entities(config: Config) -> bool:
-    """Whether the configured loss scores every entity (1-vs-all): no sampler, no EMU."""
-    return bool(getattr(LOSSES.get(config.loss.name), "scores_all_entities", False))
 
 
 # --------------------------------------------------------------------------- model
@@ -425,63 +428,6 @@ def step_from_config(
         generator=generator,
         rows=rows,
         table=table,
-    )
-
-
-def apply_max_epochs(config: Config, num_train: int) -> None:
-    """With ``train.max_epochs`` set, make ``train.max_steps`` that many epochs: an epoch is
-    ``floor(N / batch)`` steps (the batch order's pass over the ``N`` training triples)."""
-    epochs = config.train.max_epochs
-    if epochs > 0 and num_train > 0:
-        per_epoch = num_train // min(config.train.batch_size, num_train)
-        config.train.max_steps = epochs * per_epoch
-
-
-def fit_negatives(config: Config, kg: Any) -> tuple[Config, str | None]:
-    """``(config the sampler is built from, the line that says so or None)``: ``config``
-    itself, or, where ``sampler.num_negatives`` exceeds the entities of a small graph, a
-    copy drawing one negative per entity (more would repeat every entity, at that many
-    times the cost, and carry no more information). The run's own config keeps the value it
-    was given, so a template such as ``configs/own-tsv.yaml`` fits any graph."""
-    import copy
-
-    negatives, entities = config.sampler.num_negatives, kg.num_entities
-    if scores_all_entities(config) or negatives <= entities:
-        return config, None
-    fitted = copy.deepcopy(config)
-    fitted.sampler.num_negatives = entities
-    note = (
-        f"sampler.num_negatives={negatives} on the {entities} entities of '{kg.name}': "
-        f"drawing {entities} negatives per positive (more would only repeat entities)"
-    )
-    return fitted, note
-
-
-def batch_size_for(config: Config, num_train: int) -> int:
-    """Positives per step: ``train.batch_size``, at most the training triples; with shared
-    negatives rounded down to whole chunks (a chunk is then at most the batch)."""
-    size = min(config.train.batch_size, num_train)
-    chunk = min(config.sampler.shared_chunk, size)
-    return size - size % chunk if chunk else size
-
-
-def switch_step(config: Config, phase: int) -> int:
-    """The reference schedule's step of the switch after ``phase`` (0: no schedule, never)."""
-    cfg = config.train
-    if cfg.schedule != "reference":
-        return 0
-    return (cfg.lr_decay_every or cfg.max_steps // 2) * 3**phase
-
-
-def scheduler_from_config(
-    config: Config, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """``train.schedule: step`` as a StepLR; ``None`` for the other schedules."""
-    cfg = config.train
-    if cfg.schedule != "step":
-        return None
-    return torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=cfg.lr_decay_every, gamma=cfg.lr_decay
     )
 
 

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from emu_dgl.errors import DataError
 from emu_dgl.training.build import scheduler_from_config, switch_step
+from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from emu_dgl.training.run import CHECKPOINTS
 
 if TYPE_CHECKING:
     from emu_dgl.config import Config
@@ -134,3 +136,24 @@ class CheckpointState:
         if "train.max_steps" in changed and self.optim_state.next_switch:
             self.optim_state.next_switch = switch_step(self.config, self.optim_state.phase)
         return int(state["step"]), dict(state["best"])
+
+    # The writes and the read of a run's checkpoints: a run on several processes writes
+    # each process's rows instead (emu_dgl.distributed.trainer overrides these).
+
+    def _save_best(self, step: int) -> None:
+        """The weights of ``step``, the best validation so far."""
+        save_checkpoint(self._best_state(step), self.run_dir / CHECKPOINTS / BEST)
+
+    def _save_last(self, step: int, best: dict[str, Any], *, final: bool = False) -> None:
+        """The training state of ``step`` (``final``: after the last step's validation)."""
+        state = {**self._state(step, best), "final": True} if final else self._state(step, best)
+        save_checkpoint(state, self.run_dir / CHECKPOINTS / LAST, keep_previous=True)
+
+    def _load_best(self) -> None:
+        """The model takes the best step's weights (for the final evaluation)."""
+        path = self.run_dir / CHECKPOINTS / BEST
+        self.model.load_state_dict(load_checkpoint(path, map_location=self.device)["model"])
+
+    def _run_facts(self) -> dict[str, Any]:
+        """Entries of metrics.json besides the metrics (a distributed run adds its layout)."""
+        return {}

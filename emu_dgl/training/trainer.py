@@ -60,13 +60,11 @@ from emu_dgl.training.build import (
     step_from_config,
     switch_step,
 )
-from emu_dgl.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from emu_dgl.training.components import check_run_components, record_text
 from emu_dgl.training.guards import RunGuards, all_finite, warn_wasteful
 from emu_dgl.training.inverse import scorer, with_inverse_triples
 from emu_dgl.training.records import truncate_log
 from emu_dgl.training.run import (
-    CHECKPOINTS,
     CONFIG_FILE,
     GRAPH_FILE,
     METRICS_FILE,
@@ -499,26 +497,6 @@ class Trainer(CheckpointState, RunGuards):
                 self.run_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n", "metrics file"
             )
         return result
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _save_best(self, step: int) -> None:
-        """The weights of ``step``, the best validation so far."""
-        save_checkpoint(self._best_state(step), self.run_dir / CHECKPOINTS / BEST)
-
-    def _save_last(self, step: int, best: dict[str, Any], *, final: bool = False) -> None:
-        """The training state of ``step`` (``final``: after the last step's validation)."""
-        state = {**self._state(step, best), "final": True} if final else self._state(step, best)
-        save_checkpoint(state, self.run_dir / CHECKPOINTS / LAST, keep_previous=True)
-
-    def _load_best(self) -> None:
-        """The model takes the best step's weights (for the final evaluation)."""
-        path = self.run_dir / CHECKPOINTS / BEST
-        self.model.load_state_dict(load_checkpoint(path, map_location=self.device)["model"])
-
-    def _run_facts(self) -> dict[str, Any]:
-        """Entries of metrics.json besides the metrics (a distributed run adds its layout)."""
-        return {}
 
     def _final_metrics(self, split: str, best_step: int) -> dict[str, Any]:
         triples = self.kg.splits[split]
