@@ -203,3 +203,25 @@ def test_a_runs_peak_memory_is_within_15_percent_of_its_plan(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert abs(result["plan"] / result["measured"] - 1) <= 0.15, result
+
+
+def test_the_start_check_counts_the_table_as_the_plan_does() -> None:
+    """The check at the start of a run (estimate_bytes) counts the entity table in its dtype
+    with its optimizer's state, as the plan does: a bfloat16 table with rowwise_adagrad
+    and row-wise updates is half a float32 one and carries no dense gradient, so a run the
+    plan admits is not refused at start (20M entities at d = 100 were refused as 22 GB)."""
+    from emu_dgl.training.memory import estimate_bytes
+
+    entities, dim = 1_000_000, 100
+    common = ["model.name=distmult", f"model.dim={dim}", "train.sparse=true"]
+    dense = load_config(None, [*common, "train.optimizer=adagrad", "train.sparse=false"])
+    rows = load_config(
+        None, [*common, "train.optimizer=rowwise_adagrad", "model.dtype=bfloat16"]
+    )
+    key = "embedding tables and optimizer state"
+    relations = 10 * dim * 4  # 10 relations' rows, float32, with their state and gradient
+    table = entities * dim
+    # float32 adagrad, dense: the table, its gradient and its state
+    assert estimate_bytes(dense, entities, 10)[key][0] == table * 4 * 3 + relations * 3
+    # bfloat16 rows with one float of state per row, no dense gradient
+    assert estimate_bytes(rows, entities, 10)[key][0] == table * 2 + entities * 4 + relations * 3

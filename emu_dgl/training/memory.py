@@ -57,13 +57,16 @@ def estimate_bytes(
     )
     encoder = config.options_for(ENCODERS.config_key)
     table_width = encoder.get("width") or entity_width
-    weights = (num_entities * table_width + num_relations * relation_width) * _FLOAT
+    # the entity table in its dtype with its optimizer state, as the plan counts them (a
+    # row-wise optimizer keeps a float per row; row-wise updates need no dense gradient)
+    table, state = _table_and_state(config, num_entities, table_width, num_entities)
     optimizers = [config.train.optimizer]
     if config.train.schedule == "reference":
         optimizers.append(SWITCH_OPTIMIZER)
     optimizer_copies = max(
         1, *(getattr(OPTIMIZERS.get(name), "state_per_weight", 1) for name in optimizers)
     )
+    weights = table + state + num_relations * relation_width * _FLOAT * (2 + optimizer_copies)
     one_vs_all = scores_all_entities(config)
     batch = min(config.train.batch_size, train_triples or config.train.batch_size)
     eval_batch = min(config.eval.batch_size, eval_triples or config.eval.batch_size)
@@ -75,7 +78,7 @@ def estimate_bytes(
         else "sampler.num_negatives, train.batch_size, model.dim"
     )
     parts = {
-        "embedding tables and optimizer state": (weights * (2 + optimizer_copies), "model.dim"),
+        "embedding tables and optimizer state": (weights, "model.dim"),
         "one training step": (rows * entity_width * _FLOAT * mutated * 2, step_keys),
         "one evaluation batch": (eval_batch * num_entities * _FLOAT, "eval.batch_size"),
     }
@@ -361,9 +364,7 @@ def memory_plan(
     though their pages are shared). ``sans_bytes`` is the size of the SANS candidates
     when known (their cache file), else estimated from ``sampler.walks``."""
     from emu_dgl.registry import DECODERS
-    from emu_dgl.training.build import dense_entity_gradient, lookups_per_step
-    from emu_dgl.training.precision import TABLE_DTYPES
-    from emu_dgl.training.sparse import use_sparse_rows
+    from emu_dgl.training.build import lookups_per_step
 
     n = max(1, int(nproc))
     decoder = DECODERS.get(config.model.name)
@@ -371,17 +372,9 @@ def memory_plan(
         config.model.dim, **config.options_for(DECODERS.config_key)
     )
     table_rows = -(-graph.entities // n)
-    itemsize = torch.empty(0, dtype=TABLE_DTYPES[config.model.dtype]).element_size()
-    table = table_rows * width * itemsize
+    table, state = _table_and_state(config, table_rows, width, graph.entities)
     one_vs_all = _one_vs_all(config)
-    rows_update = config.model.dtype != "float32" or use_sparse_rows(
-        config.train.sparse,
-        config.train.optimizer,
-        dense_gradient=dense_entity_gradient(config),
-        num_entities=graph.entities,
-        lookups=lookups_per_step(config),
-    )
-    state = _optimizer_bytes(config, table_rows * width, table_rows, rows_update)
+    rows_update = _rows_update(config, graph.entities)
     whole = min(config.train.batch_size, graph.train) if graph.train else 0
     all_rows = lookups_per_step(config) * whole // max(1, config.train.batch_size)
     # distinct rows of one step on this rank, at most (the row optimizers' buffers)
@@ -426,6 +419,33 @@ def memory_plan(
         parts.append(Part("best weights read back", table + graph.relations * rel_width * 4, "end"))
     available, source = available_memory()
     return MemoryPlan(parts, n, available, source)
+
+
+def _rows_update(config: Any, num_entities: int) -> bool:
+    """Whether the entity table is updated row by row (no dense gradient)."""
+    from emu_dgl.training.build import dense_entity_gradient, lookups_per_step
+    from emu_dgl.training.sparse import use_sparse_rows
+
+    return config.model.dtype != "float32" or use_sparse_rows(
+        config.train.sparse,
+        config.train.optimizer,
+        dense_gradient=dense_entity_gradient(config),
+        num_entities=num_entities,
+        lookups=lookups_per_step(config),
+    )
+
+
+def _table_and_state(
+    config: Any, table_rows: int, width: int, num_entities: int
+) -> tuple[int, int]:
+    """Bytes of ``table_rows`` entity rows in ``model.dtype``, and of their optimizer state
+    (with the dense gradient where the table has one)."""
+    from emu_dgl.training.precision import TABLE_DTYPES
+
+    itemsize = torch.empty(0, dtype=TABLE_DTYPES[config.model.dtype]).element_size()
+    rows_update = _rows_update(config, num_entities)
+    state = _optimizer_bytes(config, table_rows * width, table_rows, rows_update)
+    return table_rows * width * itemsize, state
 
 
 def _one_vs_all(config: Any) -> bool:
