@@ -215,9 +215,7 @@ def test_the_start_check_counts_the_table_as_the_plan_does() -> None:
     entities, dim = 1_000_000, 100
     common = ["model.name=distmult", f"model.dim={dim}", "train.sparse=true"]
     dense = load_config(None, [*common, "train.optimizer=adagrad", "train.sparse=false"])
-    rows = load_config(
-        None, [*common, "train.optimizer=rowwise_adagrad", "model.dtype=bfloat16"]
-    )
+    rows = load_config(None, [*common, "train.optimizer=rowwise_adagrad", "model.dtype=bfloat16"])
     key = "embedding tables and optimizer state"
     relations = 10 * dim * 4  # 10 relations' rows, float32, with their state and gradient
     table = entities * dim
