@@ -51,7 +51,15 @@ from emu_dgl.registry import ENCODERS, LOSSES, Option
 if TYPE_CHECKING:
     from dgl import DGLGraph
 
-__all__ = ["DROPOUT", "ENCODERS", "LAYERS", "BaseEncoder", "Encoder", "check_positive"]
+__all__ = [
+    "DROPOUT",
+    "ENCODERS",
+    "LAYERS",
+    "BaseEncoder",
+    "Encoder",
+    "check_layers",
+    "check_positive",
+]
 
 #: Options that several encoders declare: a config key means one thing whichever encoder
 #: reads it, so they share one declaration (empty: each encoder's own default).
@@ -181,3 +189,11 @@ def check_positive(key: str, value: int) -> None:
     """A one-line :class:`ConfigError` unless ``value`` is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def check_layers(layers: int, dropout: float) -> None:
+    """The options every stack of message-passing layers shares, one line each when wrong:
+    ``model.encoder_layers`` a positive integer, ``model.encoder_dropout`` in ``[0, 1)``."""
+    check_positive("model.encoder_layers", layers)
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.encoder_dropout must be in [0, 1), got {dropout}")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_positive
+from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_layers
 from emu_dgl.encoders.graph import ETYPE, NORM
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import Option
@@ -131,14 +131,12 @@ class CompGCNEncoder(Encoder):
         dropout: float = 0.1,
     ) -> None:
         super().__init__(in_width=in_width, out_width=out_width, num_relations=num_relations)
-        check_positive("model.encoder_layers", layers)
+        check_layers(layers, dropout)
         if composition not in COMPOSITIONS:
             raise ConfigError(
                 f"model.encoder_composition: unknown value {composition!r}; "
                 f"valid: {', '.join(COMPOSITIONS)}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.encoder_dropout must be in [0, 1), got {dropout}")
         self.composition = composition
         self.relation = nn.Parameter(torch.empty(num_relations, in_width))
         nn.init.xavier_uniform_(self.relation)

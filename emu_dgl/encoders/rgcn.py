@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_positive
+from emu_dgl.encoders.base import DROPOUT, ENCODERS, LAYERS, Encoder, check_layers
 from emu_dgl.encoders.graph import ETYPE, NORM
 from emu_dgl.errors import ConfigError
 from emu_dgl.registry import Option
@@ -145,13 +145,11 @@ class RGCNEncoder(Encoder):
         self_loop: bool = True,
     ) -> None:
         super().__init__(in_width=in_width, out_width=out_width, num_relations=num_relations)
-        check_positive("model.encoder_layers", layers)
+        check_layers(layers, dropout)
         if decomposition not in ("bdd", "basis"):
             raise ConfigError(
                 f"model.encoder_decomposition: unknown value {decomposition!r}; valid: bdd, basis"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.encoder_dropout must be in [0, 1), got {dropout}")
         bases = _bases(decomposition, bases, in_width, out_width, num_relations)
         widths = [in_width] * layers + [out_width]
         self.decomposition, self.bases, self.dropout = decomposition, bases, dropout

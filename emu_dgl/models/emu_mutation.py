@@ -81,7 +81,7 @@ class EMUMutation(Mutation):
         dtype: torch.dtype = torch.bool,
         out: Tensor | None = None,
     ) -> Tensor:
-        """``lane < level`` over the 16-bit lanes of ``words``, row by leading row (as 0/1
+        """``lane < level`` over the ``bits``-bit lanes of ``words``, row by leading row (as 0/1
         numbers of ``dtype`` when it is not bool, written by the comparison itself, into
         ``out`` when given: a buffer the caller reuses from step to step, since on a CPU a
         fresh tensor of this size costs more in page faults than the comparison)."""
