@@ -594,17 +594,20 @@ def _kill_at_random(
         [sys.executable, "-m", "emu_dgl", *args], stderr=subprocess.PIPE, text=True
     )
     manifest = run / "checkpoints" / "sharded.json"
-    committed = manifest.stat().st_mtime_ns if manifest.exists() else None
+    # A rank dies after a random number of this launch's commits (then up to 0.3 s more),
+    # counted by the manifest, not by the clock: on a fast machine a delay in seconds
+    # could outlast the whole run, and the kill would never land.
+    wanted = _commits(manifest) + rng.randint(1, 4)
     deadline = time.monotonic() + 60
     ranks: list[int] = []
     while proc.poll() is None and time.monotonic() < deadline:
         ranks = ranks if len(ranks) == 2 else _ranks_of(proc.pid)
         if victim == "launcher" and len(ranks) == 2:
             break
-        if manifest.exists() and manifest.stat().st_mtime_ns != committed and len(ranks) == 2:
-            break  # this launch has committed a checkpoint
-        time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 6.0 if victim == "launcher" else 2.5))
+        if len(ranks) == 2 and _commits(manifest) >= wanted:
+            break  # this launch has committed its checkpoints
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 1.5 if victim == "launcher" else 0.3))
     landed = proc.poll() is None
     if landed:
         try:
@@ -617,6 +620,15 @@ def _kill_at_random(
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in ranks), "a rank outlived its run"
     return proc.returncode, err, landed
+
+
+def _commits(manifest: Path) -> int:
+    """Checkpoints committed to a sharded run's manifest so far (0 before the first; a
+    manifest being replaced reads as the last one seen, never as a torn file)."""
+    try:
+        return int(json.loads(manifest.read_text())["commits"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _log_records(run_dir: Path) -> list[dict]:
